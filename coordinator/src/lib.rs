@@ -1,0 +1,1 @@
+//! Ordo's coordinator node runtime.
