@@ -1,1 +1,105 @@
-fn main() {}
+//! `ordo-sim`: runs simulator seeds and reports failures with the command that replays them.
+//!
+//! ```text
+//! cargo run --release -p ordo-core --bin ordo-sim -- --seeds 1000 [--start 0] [--nodes 3|5] [--verbose]
+//! ```
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use ordo_core::sim::{SeedOptions, run_seed};
+
+struct Arguments {
+    seeds: u64,
+    start: u64,
+    nodes: Option<usize>,
+    verbose: bool,
+}
+
+fn parse() -> Result<Arguments, String> {
+    let mut arguments = Arguments {
+        seeds: 100,
+        start: 0,
+        nodes: None,
+        verbose: false,
+    };
+    let mut words = std::env::args().skip(1);
+    while let Some(word) = words.next() {
+        let mut value = |name: &str| {
+            words
+                .next()
+                .ok_or_else(|| format!("{name} needs a value"))?
+                .parse::<u64>()
+                .map_err(|error| format!("{name}: {error}"))
+        };
+        match word.as_str() {
+            "--seeds" => arguments.seeds = value("--seeds")?,
+            "--start" => arguments.start = value("--start")?,
+            "--nodes" => match value("--nodes")? {
+                nodes @ (3 | 5) => arguments.nodes = Some(nodes as usize),
+                other => return Err(format!("--nodes must be 3 or 5, not {other}")),
+            },
+            "--verbose" | "-v" => arguments.verbose = true,
+            "--help" | "-h" => {
+                return Err(
+                    "usage: ordo-sim --seeds N [--start S] [--nodes 3|5] [--verbose]".into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(arguments)
+}
+
+fn main() -> ExitCode {
+    let arguments = match parse() {
+        Ok(arguments) => arguments,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    // Panics are caught per seed and reported; keep the default hook quiet about them.
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let (mut failures, mut ticks, mut messages, mut commits, mut acknowledged, mut reads) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    for seed in arguments.start..arguments.start + arguments.seeds {
+        let options = SeedOptions::draw(seed, arguments.nodes);
+        if arguments.verbose || arguments.seeds == 1 {
+            println!("seed {options}");
+        }
+        let report = run_seed(options);
+        ticks += report.ticks;
+        messages += report.messages;
+        commits += report.commits;
+        acknowledged += report.acknowledged;
+        reads += report.reads;
+        if arguments.verbose || arguments.seeds == 1 {
+            println!(
+                "  ticks={} messages={} commits={} acknowledged={} reads={} trace={:016x}",
+                report.ticks,
+                report.messages,
+                report.commits,
+                report.acknowledged,
+                report.reads,
+                report.trace
+            );
+        }
+        if let Some(failure) = &report.failure {
+            failures += 1;
+            println!("FAIL {}: {failure}", report.options);
+            println!("  replay: {}", report.options.replay_command());
+        }
+    }
+    println!(
+        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} reads={reads} elapsed={:.1}s",
+        arguments.seeds,
+        started.elapsed().as_secs_f64()
+    );
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

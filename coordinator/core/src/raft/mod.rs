@@ -1,0 +1,1257 @@
+//! Raft as a deterministic state machine: inputs in, ordered outputs out, no I/O.
+//!
+//! See the crate documentation for the driving loop and the durability contract.
+
+mod config;
+mod log;
+mod message;
+mod progress;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+
+pub use config::{Config, ConfigError};
+pub use message::{AppendResponse, Body, ConflictHint, Message, RejectHint};
+pub use progress::ReplicationMode;
+
+use crate::rng::Prng;
+use log::RaftLog;
+use progress::Progress;
+
+/// Bytes charged per entry on top of its payload in the uncommitted budget, so that empty
+/// proposals cannot grow memory without bound either.
+const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+/// The caller's name for a proposal, echoed in its [`Output::ProposalResult`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProposalId(pub u64);
+
+/// The caller's name for a linearizable read, echoed in its [`Output::ReadResult`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReadId(pub u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    /// Asking for pre-votes: has not bumped its term.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// What the core asks its driver to do, in the order it must be done. See the crate docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make term and vote durable. Must complete before any later output is carried out.
+    PersistHardState(HardState),
+    /// Write these entries, first removing every stored entry at or after the first one's
+    /// index. May complete asynchronously, but writes must land in the order given; report
+    /// completion with [`Raft::handle_durable`] and the last entry's id.
+    PersistEntries(Vec<Entry>),
+    /// Send a message to a peer. Best effort: the core tolerates loss, duplication, reordering.
+    Send { to: NodeId, message: Message },
+    /// Apply these committed (and locally durable) entries to the state machine, in order.
+    Apply(Vec<Entry>),
+    /// The outcome of a proposal, given after its entry was applied (or once it is certain that
+    /// it never will be).
+    ProposalResult {
+        id: ProposalId,
+        result: Result<LogId, ProposalLost>,
+    },
+    /// A linearizable read may be served from the state machine: everything up to `index` has
+    /// been applied (by an earlier `Apply`).
+    ReadResult {
+        id: ReadId,
+        result: Result<LogIndex, ReadError>,
+    },
+    /// Role, term or known leader changed (for logs, metrics and client redirection).
+    RoleChanged {
+        role: Role,
+        term: Term,
+        leader: Option<NodeId>,
+    },
+}
+
+/// Why a proposal was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader accepts proposals; retry at the hinted node.
+    #[error("this node is not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    /// Leadership is moving to another node; retry shortly at the new leader.
+    #[error("leadership transfer in progress; retry at the new leader")]
+    TransferInProgress,
+    /// The payload is larger than `proposal_bytes_max`.
+    #[error("proposal of {bytes} bytes exceeds proposal_bytes_max ({limit} bytes)")]
+    TooLarge { bytes: u64, limit: u64 },
+    /// Too much is proposed and not yet committed; back off and retry.
+    #[error(
+        "uncommitted proposals would exceed uncommitted_bytes_max ({limit} bytes); retry later"
+    )]
+    Backpressure { limit: u64 },
+}
+
+/// A proposal that will never commit. (A proposal whose leader simply crashes gets no result:
+/// its outcome is unknown and must be resolved by the caller, e.g. by an idempotent retry.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposalLost {
+    /// Another entry was committed at the proposal's index.
+    #[error("another leader's entry was committed at index {index}")]
+    Overwritten { index: LogIndex },
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("this node is not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    /// Leadership was lost before the read was confirmed; retry at the new leader.
+    #[error("leadership lost before the read was confirmed; retry")]
+    LeadershipLost,
+    #[error("too many reads pending (pending_reads_max = {limit}); retry later")]
+    TooManyPending { limit: usize },
+}
+
+/// Why a leadership transfer could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("this node is not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    #[error("node {0} is not a voter of this cluster")]
+    UnknownNode(NodeId),
+    #[error("this node is already the leader")]
+    TargetIsSelf,
+    #[error("a single-node cluster has no one to transfer leadership to")]
+    NoFollower,
+}
+
+/// Why a message was dropped without effect. Network input never panics the core.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidMessage {
+    #[error("message from node {0}, which is not a voter of this cluster")]
+    UnknownSender(NodeId),
+    #[error("message from this node's own id")]
+    FromSelf,
+    #[error("malformed append: {0}")]
+    MalformedAppend(&'static str),
+    #[error("acknowledgement of index {match_index} beyond the leader's last index {last_index}")]
+    AcknowledgedBeyondLog {
+        match_index: LogIndex,
+        last_index: LogIndex,
+    },
+}
+
+/// Why the core could not start from the state it was given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("restored state is inconsistent: {0}")]
+    Restore(&'static str),
+}
+
+/// What the node had made durable before it (re)started.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    pub hard_state: HardState,
+    /// Every durable entry, contiguous.
+    pub entries: Vec<Entry>,
+    /// Entries up to here were applied to a durable state machine (0 if it is rebuilt).
+    pub applied: LogIndex,
+}
+
+/// A point-in-time summary, for status pages and observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub vote: Option<NodeId>,
+    pub leader: Option<NodeId>,
+    pub last_log_id: LogId,
+    pub durable_index: LogIndex,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    target: NodeId,
+    elapsed_ticks: u32,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    id: ReadId,
+    index: LogIndex,
+    round: u64,
+}
+
+/// One Raft node. All methods are synchronous and deterministic given the seed.
+#[derive(Debug)]
+pub struct Raft {
+    config: Config,
+    rng: Prng,
+    term: Term,
+    vote: Option<NodeId>,
+    role: Role,
+    leader: Option<NodeId>,
+    log: RaftLog,
+
+    election_elapsed_ticks: u32,
+    election_timeout_randomized_ticks: u32,
+    heartbeat_elapsed_ticks: u32,
+
+    /// Candidate or pre-candidate: the answers received (true = granted).
+    votes: BTreeMap<NodeId, bool>,
+
+    /// Leader: one entry per other voter.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Leader: index of this term's no-op; reads wait until it commits.
+    term_start_index: LogIndex,
+    uncommitted_bytes: u64,
+    transfer: Option<Transfer>,
+    read_round: u64,
+    read_round_confirmed: u64,
+    reads_waiting_commit: VecDeque<ReadId>,
+    reads_waiting_round: VecDeque<PendingRead>,
+    reads_waiting_apply: VecDeque<(ReadId, LogIndex)>,
+
+    /// Follower: highest index known to match the current leader's log, and the highest
+    /// index acknowledged to it (acknowledgements wait for durability).
+    ack_matched: LogIndex,
+    ack_sent: LogIndex,
+
+    /// Proposals made on this node awaiting their outcome, by index. An index can hold several
+    /// (proposed in different terms): whichever term is committed there wins, the rest are lost.
+    pending_proposals: BTreeMap<LogIndex, Vec<(Term, ProposalId)>>,
+    outputs: VecDeque<Output>,
+    last_reported_role: Option<(Role, Term, Option<NodeId>)>,
+}
+
+impl Raft {
+    // ----- construction and getters -----
+
+    /// Starts a node from what it had made durable. `seed` drives its election timeouts.
+    pub fn new(config: Config, restored: Restored, seed: u64) -> Result<Self, StartError> {
+        config.validate()?;
+        let Restored {
+            hard_state,
+            entries,
+            applied,
+        } = restored;
+        if entries
+            .windows(2)
+            .any(|pair| pair[1].index != pair[0].index + 1)
+        {
+            return Err(StartError::Restore("entries are not contiguous"));
+        }
+        if entries.windows(2).any(|pair| pair[1].term < pair[0].term) {
+            return Err(StartError::Restore("entry terms decrease along the log"));
+        }
+        if entries
+            .last()
+            .is_some_and(|entry| entry.term > hard_state.term)
+        {
+            return Err(StartError::Restore(
+                "the log holds a term above the durable term",
+            ));
+        }
+        if entries.first().is_some_and(|entry| entry.index != 1) {
+            return Err(StartError::Restore(
+                "log must start at index 1 (no snapshots yet)",
+            ));
+        }
+        if applied > entries.last().map_or(0, |entry| entry.index) {
+            return Err(StartError::Restore("applied index beyond the log"));
+        }
+        let mut raft = Self {
+            rng: Prng::new(seed),
+            term: hard_state.term,
+            vote: hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log: RaftLog::restore(entries, applied),
+            election_elapsed_ticks: 0,
+            election_timeout_randomized_ticks: config.election_timeout_ticks,
+            heartbeat_elapsed_ticks: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            term_start_index: 0,
+            uncommitted_bytes: 0,
+            transfer: None,
+            read_round: 0,
+            read_round_confirmed: 0,
+            reads_waiting_commit: VecDeque::new(),
+            reads_waiting_round: VecDeque::new(),
+            reads_waiting_apply: VecDeque::new(),
+            ack_matched: 0,
+            ack_sent: 0,
+            pending_proposals: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            last_reported_role: None,
+            config,
+        };
+        raft.randomize_election_timeout();
+        Ok(raft)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+        }
+    }
+
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_log_id()
+    }
+
+    pub fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    pub fn applied_index(&self) -> LogIndex {
+        self.log.applied
+    }
+
+    pub fn durable_index(&self) -> LogIndex {
+        self.log.durable
+    }
+
+    /// The entry at `index`, if this node holds it (for observers and tests).
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// The follower's replication state as the leader sees it (leader only).
+    pub fn replication(&self, follower: NodeId) -> Option<(ReplicationMode, LogIndex, LogIndex)> {
+        let progress = self.progress.get(&follower)?;
+        Some((progress.mode, progress.match_index, progress.next_index))
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            last_log_id: self.log.last_log_id(),
+            durable_index: self.log.durable,
+            commit_index: self.log.committed,
+            applied_index: self.log.applied,
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next thing for the driver to do, in order. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.outputs.is_empty() && self.role == Role::Leader {
+            // Appends are built lazily, when the driver asks, so that every proposal made since
+            // the last poll travels in the same message.
+            self.replicate_to_all();
+        }
+        self.outputs.pop_front()
+    }
+
+    // ----- inputs -----
+
+    /// One unit of time has passed. The driver calls this every tick interval (e.g. 50 ms).
+    pub fn tick(&mut self) {
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed_ticks += 1;
+            if self.election_elapsed_ticks >= self.election_timeout_randomized_ticks {
+                self.start_election(self.config.pre_vote, false);
+            }
+        }
+        self.finish_input();
+    }
+
+    /// Campaign now (pre-vote first when enabled), as if the election timeout had fired.
+    pub fn campaign(&mut self) {
+        if self.role != Role::Leader {
+            self.start_election(self.config.pre_vote, false);
+        }
+        self.finish_input();
+    }
+
+    /// Proposes `payload` for the log. On success returns the entry's id; the outcome arrives
+    /// later as [`Output::ProposalResult`].
+    pub fn propose(&mut self, id: ProposalId, payload: Bytes) -> Result<LogId, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let bytes = payload.len() as u64;
+        if bytes > self.config.proposal_bytes_max {
+            return Err(ProposeError::TooLarge {
+                bytes,
+                limit: self.config.proposal_bytes_max,
+            });
+        }
+        let charged = bytes + ENTRY_OVERHEAD_BYTES;
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes + charged > self.config.uncommitted_bytes_max
+        {
+            return Err(ProposeError::Backpressure {
+                limit: self.config.uncommitted_bytes_max,
+            });
+        }
+        let log_id = self.append_as_leader(EntryPayload::Normal(payload));
+        self.uncommitted_bytes += charged;
+        self.pending_proposals
+            .entry(log_id.index)
+            .or_default()
+            .push((log_id.term, id));
+        self.finish_input();
+        Ok(log_id)
+    }
+
+    /// Starts a linearizable read. When it is safe, an [`Output::ReadResult`] names the index
+    /// the state machine has applied through; serve the read from that state.
+    pub fn read_index(&mut self, id: ReadId) -> Result<(), ReadError> {
+        if self.role != Role::Leader {
+            return Err(ReadError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let pending = self.reads_waiting_commit.len()
+            + self.reads_waiting_round.len()
+            + self.reads_waiting_apply.len();
+        if pending >= self.config.pending_reads_max {
+            return Err(ReadError::TooManyPending {
+                limit: self.config.pending_reads_max,
+            });
+        }
+        if self.log.committed < self.term_start_index {
+            // The commit index of a new leader may be stale until its no-op commits.
+            self.reads_waiting_commit.push_back(id);
+        } else {
+            self.register_read(id);
+        }
+        self.finish_input();
+        Ok(())
+    }
+
+    /// Hands leadership to `target`, or to the most up-to-date follower. Proposals are refused
+    /// until the transfer completes or times out (after an election timeout).
+    pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let target = match target {
+            Some(target) if target == self.config.id => return Err(TransferError::TargetIsSelf),
+            Some(target) if !self.progress.contains_key(&target) => {
+                return Err(TransferError::UnknownNode(target));
+            }
+            Some(target) => target,
+            None => self
+                .progress
+                .iter()
+                .max_by_key(|(id, progress)| (progress.match_index, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id)
+                .ok_or(TransferError::NoFollower)?,
+        };
+        self.transfer = Some(Transfer {
+            target,
+            elapsed_ticks: 0,
+        });
+        self.maybe_send_timeout_now(target);
+        self.finish_input();
+        Ok(target)
+    }
+
+    /// The driver's storage made entries through `log_id` durable (the last entry of a
+    /// completed [`Output::PersistEntries`]). Stale reports are ignored.
+    pub fn handle_durable(&mut self, log_id: LogId) {
+        if log_id.index > self.log.durable && self.log.matches(log_id) {
+            self.log.durable = log_id.index;
+            match self.role {
+                Role::Leader => self.maybe_commit(),
+                _ => self.maybe_acknowledge(false),
+            }
+        }
+        self.finish_input();
+    }
+
+    /// A message from peer `from` (as authenticated by the transport).
+    pub fn handle_message(&mut self, from: NodeId, message: Message) -> Result<(), InvalidMessage> {
+        self.validate_message(from, &message)?;
+        self.step(from, message);
+        self.finish_input();
+        Ok(())
+    }
+
+    // ----- message handling -----
+
+    fn validate_message(&self, from: NodeId, message: &Message) -> Result<(), InvalidMessage> {
+        if from == self.config.id {
+            return Err(InvalidMessage::FromSelf);
+        }
+        if !self.config.voters.contains(&from) {
+            return Err(InvalidMessage::UnknownSender(from));
+        }
+        if let Body::Append {
+            prev_log_id,
+            entries,
+            ..
+        } = &message.body
+        {
+            let mut expected = LogId::new(prev_log_id.term, prev_log_id.index);
+            for entry in entries {
+                if entry.index != expected.index + 1 {
+                    return Err(InvalidMessage::MalformedAppend(
+                        "entries are not contiguous",
+                    ));
+                }
+                if entry.term < expected.term || entry.term > message.term {
+                    return Err(InvalidMessage::MalformedAppend("entry terms out of order"));
+                }
+                expected = entry.log_id();
+            }
+            if prev_log_id.term > message.term {
+                return Err(InvalidMessage::MalformedAppend(
+                    "previous term above leader term",
+                ));
+            }
+        }
+        if let Body::AppendResponse(AppendResponse::Accepted { match_index }) = message.body
+            && message.term == self.term
+            && self.role == Role::Leader
+            && match_index > self.log.last_index()
+        {
+            return Err(InvalidMessage::AcknowledgedBeyondLog {
+                match_index,
+                last_index: self.log.last_index(),
+            });
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, from: NodeId, message: Message) {
+        if message.term > self.term {
+            match &message.body {
+                Body::Vote {
+                    pre_vote,
+                    leader_transfer,
+                    ..
+                } => {
+                    if self.in_leader_lease() && !leader_transfer {
+                        // Raft §9.6 / thesis §4.2.3: a node that has heard from a live leader
+                        // within the minimum election timeout ignores the vote entirely, so a
+                        // rejoining node cannot depose a healthy leader.
+                        return;
+                    }
+                    if !pre_vote {
+                        self.become_follower(message.term, None);
+                    }
+                }
+                Body::VoteResponse {
+                    pre_vote: true,
+                    granted: true,
+                } => {}
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::TimeoutNow => {
+                    self.become_follower(message.term, Some(from));
+                }
+                _ => self.become_follower(message.term, None),
+            }
+        } else if message.term < self.term {
+            match message.body {
+                Body::Append { .. } | Body::Heartbeat { .. } => {
+                    // A stale leader: answer with our term so it steps down. Without this, a
+                    // node whose term rose while cut off could never rejoin.
+                    self.send(from, Body::HeartbeatResponse { read_round: 0 });
+                }
+                Body::Vote { pre_vote: true, .. } => {
+                    self.send(
+                        from,
+                        Body::VoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            return;
+        }
+        match message.body {
+            Body::Vote {
+                last_log_id,
+                pre_vote,
+                leader_transfer,
+            } => self.handle_vote(from, message.term, last_log_id, pre_vote, leader_transfer),
+            Body::VoteResponse { pre_vote, granted } => {
+                self.handle_vote_response(from, message.term, pre_vote, granted)
+            }
+            Body::Append {
+                prev_log_id,
+                entries,
+                commit_index,
+            } => self.handle_append(from, prev_log_id, entries, commit_index),
+            Body::AppendResponse(response) => self.handle_append_response(from, response),
+            Body::Heartbeat {
+                commit_index,
+                read_round,
+            } => self.handle_heartbeat(from, commit_index, read_round),
+            Body::HeartbeatResponse { read_round } => {
+                self.handle_heartbeat_response(from, read_round)
+            }
+            Body::TimeoutNow => {
+                if self.role == Role::Follower {
+                    self.start_election(false, true);
+                }
+            }
+        }
+    }
+
+    fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed_ticks < self.config.election_timeout_ticks
+    }
+
+    fn handle_vote(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        candidate_last: LogId,
+        pre_vote: bool,
+        leader_transfer: bool,
+    ) {
+        if pre_vote && !leader_transfer && self.in_leader_lease() {
+            return;
+        }
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && term > self.term);
+        let own_last = self.log.last_log_id();
+        let up_to_date =
+            (candidate_last.term, candidate_last.index) >= (own_last.term, own_last.index);
+        let granted = can_vote && up_to_date;
+        if granted && !pre_vote {
+            self.vote = Some(from);
+            self.election_elapsed_ticks = 0;
+            self.persist_hard_state();
+        }
+        let response_term = if granted && pre_vote { term } else { self.term };
+        self.send_with_term(
+            from,
+            response_term,
+            Body::VoteResponse { pre_vote, granted },
+        );
+    }
+
+    fn handle_vote_response(&mut self, from: NodeId, term: Term, pre_vote: bool, granted: bool) {
+        let counts = match (self.role, pre_vote) {
+            (Role::PreCandidate, true) => !granted || term == self.term + 1,
+            (Role::Candidate, false) => term == self.term,
+            _ => false,
+        };
+        if !counts {
+            return;
+        }
+        self.votes.insert(from, granted);
+        let yes = self.votes.values().filter(|granted| **granted).count();
+        let no = self.votes.len() - yes;
+        if yes >= self.config.quorum() {
+            if pre_vote {
+                self.start_election(false, false);
+            } else {
+                self.become_leader();
+            }
+        } else if no >= self.config.quorum() {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn handle_append(
+        &mut self,
+        from: NodeId,
+        prev_log_id: LogId,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        self.follow(from);
+        let mut prev_log_id = prev_log_id;
+        let committed = self.log.committed;
+        if prev_log_id.index < committed {
+            // Entries up to our commit index are the leader's too (Raft safety); skip them so a
+            // late or duplicated append can never reach back into committed entries.
+            let skip = (committed - prev_log_id.index).min(entries.len() as u64);
+            entries.drain(..skip as usize);
+            let index = prev_log_id.index + skip;
+            let term = self
+                .log
+                .term_at(index)
+                .expect("index <= commit is in the log");
+            prev_log_id = LogId::new(term, index);
+        }
+        if !self.log.matches(prev_log_id) {
+            let hint = self.reject_hint(prev_log_id.index);
+            let response = AppendResponse::Rejected {
+                rejected_prev_index: prev_log_id.index,
+                hint,
+            };
+            self.send(from, Body::AppendResponse(response));
+            return;
+        }
+        let last_new = prev_log_id.index + entries.len() as u64;
+        self.append_as_follower(entries);
+        self.log.committed = self.log.committed.max(leader_commit.min(last_new));
+        self.ack_matched = self.ack_matched.max(last_new);
+        let fully_durable = self.log.durable >= last_new;
+        self.maybe_acknowledge(fully_durable);
+    }
+
+    /// Appends the part of `entries` this log does not already hold, truncating a conflicting
+    /// suffix first. `entries` are known to follow a matching previous entry.
+    fn append_as_follower(&mut self, entries: Vec<Entry>) {
+        let first_new = entries
+            .iter()
+            .position(|entry| !self.log.matches(entry.log_id()));
+        let Some(first_new) = first_new else { return };
+        let first_index = entries[first_new].index;
+        if first_index <= self.log.last_index() {
+            // Proposals in the removed suffix stay pending: another node may still hold their
+            // entries and commit them. Only applying the index settles their fate.
+            self.log.truncate_from(first_index);
+        }
+        let new_entries = entries[first_new..].to_vec();
+        for entry in entries.into_iter().skip(first_new) {
+            self.log.push(entry);
+        }
+        self.emit_persist(new_entries);
+    }
+
+    fn reject_hint(&self, rejected_prev_index: LogIndex) -> RejectHint {
+        let last_index = self.log.last_index();
+        let conflict = (rejected_prev_index <= last_index).then(|| ConflictHint {
+            term: self.log.term_at(rejected_prev_index).unwrap_or(0),
+            first_index: self.log.first_index_of_term_at(rejected_prev_index),
+        });
+        RejectHint {
+            last_index,
+            conflict,
+        }
+    }
+
+    /// Follower: acknowledge what is both durable and known to match the leader. With `force`,
+    /// acknowledge even when nothing new is covered (the leader may have lost the last one).
+    fn maybe_acknowledge(&mut self, force: bool) {
+        let Some(leader) = self.leader else { return };
+        if self.role != Role::Follower {
+            return;
+        }
+        let match_index = self.ack_matched.min(self.log.durable);
+        if match_index > self.ack_sent || force {
+            self.ack_sent = self.ack_sent.max(match_index);
+            let response = AppendResponse::Accepted { match_index };
+            self.send(leader, Body::AppendResponse(response));
+        }
+    }
+
+    fn handle_heartbeat(&mut self, from: NodeId, commit_index: LogIndex, read_round: u64) {
+        self.follow(from);
+        // The leader sends min(commit, our match), and our log matches it up to our match.
+        let commit = commit_index.min(self.log.last_index());
+        self.log.committed = self.log.committed.max(commit);
+        self.send(from, Body::HeartbeatResponse { read_round });
+    }
+
+    /// Recognise `leader` as this term's leader (called on its appends and heartbeats).
+    fn follow(&mut self, leader: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(leader) {
+            self.become_follower(self.term, Some(leader));
+        }
+        self.election_elapsed_ticks = 0;
+    }
+
+    fn handle_append_response(&mut self, from: NodeId, response: AppendResponse) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let next_guess = match response {
+            AppendResponse::Rejected {
+                rejected_prev_index,
+                hint,
+            } => Some((
+                rejected_prev_index,
+                self.next_index_guess(rejected_prev_index, hint),
+            )),
+            AppendResponse::Accepted { .. } => None,
+        };
+        let progress = self.progress.get_mut(&from).expect("validated sender");
+        progress.recently_active = true;
+        match (response, next_guess) {
+            (AppendResponse::Accepted { match_index }, _) => {
+                if progress.acknowledge(match_index) {
+                    self.maybe_commit();
+                }
+                if self
+                    .transfer
+                    .as_ref()
+                    .is_some_and(|transfer| transfer.target == from)
+                {
+                    self.maybe_send_timeout_now(from);
+                }
+            }
+            (AppendResponse::Rejected { .. }, Some((rejected, guess))) => {
+                progress.reject(rejected, guess.min(last_index + 1));
+            }
+            (AppendResponse::Rejected { .. }, None) => unreachable!("guess computed above"),
+        }
+    }
+
+    /// Where to probe next after a rejection, using the follower's hint to skip whole terms.
+    fn next_index_guess(&self, rejected_prev_index: LogIndex, hint: RejectHint) -> LogIndex {
+        if hint.last_index < rejected_prev_index {
+            return hint.last_index + 1;
+        }
+        match hint.conflict {
+            Some(conflict) => match self.log.last_index_of_term(conflict.term) {
+                Some(index) => (index + 1).min(rejected_prev_index),
+                None => conflict.first_index,
+            },
+            None => rejected_prev_index,
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let progress = self.progress.get_mut(&from).expect("validated sender");
+        progress.recently_active = true;
+        progress.read_round_acked = progress.read_round_acked.max(read_round);
+        match progress.mode {
+            ReplicationMode::Probe => progress.probe_sent = false,
+            ReplicationMode::Replicate => {
+                // A follower that is behind and made no progress over a heartbeat interval has
+                // lost appends: probe again from its match point rather than wait forever.
+                if progress.match_index < last_index
+                    && progress.match_index == progress.match_at_last_heartbeat
+                {
+                    progress.restart_probe();
+                }
+            }
+        }
+        progress.match_at_last_heartbeat = progress.match_index;
+        self.advance_read_rounds();
+    }
+
+    // ----- elections -----
+
+    fn randomize_election_timeout(&mut self) {
+        let base = self.config.election_timeout_ticks as u64;
+        self.election_timeout_randomized_ticks = (base + self.rng.below(base)) as u32;
+    }
+
+    fn start_election(&mut self, pre_vote: bool, leader_transfer: bool) {
+        self.election_elapsed_ticks = 0;
+        self.randomize_election_timeout();
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        let request_term = if pre_vote {
+            self.set_role(Role::PreCandidate, None);
+            self.term + 1
+        } else {
+            self.set_term(self.term + 1);
+            self.vote = Some(self.config.id);
+            self.persist_hard_state();
+            self.set_role(Role::Candidate, None);
+            self.term
+        };
+        if self.config.quorum() == 1 {
+            if pre_vote {
+                self.start_election(false, leader_transfer);
+            } else {
+                self.become_leader();
+            }
+            return;
+        }
+        let body = Body::Vote {
+            last_log_id: self.log.last_log_id(),
+            pre_vote,
+            leader_transfer,
+        };
+        for peer in self.peers() {
+            self.send_with_term(peer, request_term, body.clone());
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.set_term(term);
+            self.persist_hard_state();
+        }
+        if self.role == Role::Leader {
+            self.step_down_as_leader();
+        }
+        self.election_elapsed_ticks = 0;
+        self.randomize_election_timeout();
+        self.set_role(Role::Follower, leader);
+    }
+
+    fn step_down_as_leader(&mut self) {
+        self.progress.clear();
+        self.transfer = None;
+        let waiting: Vec<ReadId> = self
+            .reads_waiting_commit
+            .drain(..)
+            .chain(self.reads_waiting_round.drain(..).map(|read| read.id))
+            .chain(self.reads_waiting_apply.drain(..).map(|(id, _)| id))
+            .collect();
+        for id in waiting {
+            let result = Err(ReadError::LeadershipLost);
+            self.outputs.push_back(Output::ReadResult { id, result });
+        }
+    }
+
+    fn become_leader(&mut self) {
+        let next_index = self.log.last_index() + 1;
+        self.progress = self
+            .peers()
+            .map(|peer| (peer, Progress::new(next_index)))
+            .collect();
+        for progress in self.progress.values_mut() {
+            // Give every follower one check-quorum window before counting it as silent.
+            progress.recently_active = true;
+        }
+        self.heartbeat_elapsed_ticks = 0;
+        self.election_elapsed_ticks = 0;
+        self.uncommitted_bytes = 0;
+        self.transfer = None;
+        self.read_round = 0;
+        self.read_round_confirmed = 0;
+        self.set_role(Role::Leader, Some(self.config.id));
+        self.term_start_index = self.append_as_leader(EntryPayload::Noop).index;
+    }
+
+    fn set_role(&mut self, role: Role, leader: Option<NodeId>) {
+        self.role = role;
+        self.leader = leader;
+        let now = (role, self.term, leader);
+        if self.last_reported_role != Some(now) {
+            self.last_reported_role = Some(now);
+            self.outputs.push_back(Output::RoleChanged {
+                role,
+                term: self.term,
+                leader,
+            });
+        }
+    }
+
+    /// Enters a newer term: no vote cast in it yet, nothing acknowledged to its leader yet.
+    fn set_term(&mut self, term: Term) {
+        assert!(term > self.term, "terms only increase");
+        self.term = term;
+        self.vote = None;
+        self.ack_matched = 0;
+        self.ack_sent = 0;
+    }
+
+    // ----- leader duties -----
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed_ticks += 1;
+        self.election_elapsed_ticks += 1;
+        if let Some(transfer) = &mut self.transfer {
+            transfer.elapsed_ticks += 1;
+            if transfer.elapsed_ticks >= self.config.election_timeout_ticks {
+                self.transfer = None;
+            }
+        }
+        if self.election_elapsed_ticks >= self.config.election_timeout_ticks {
+            self.election_elapsed_ticks = 0;
+            if self.config.check_quorum {
+                let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
+                if active < self.config.quorum() {
+                    self.become_follower(self.term, None);
+                    return;
+                }
+                for progress in self.progress.values_mut() {
+                    progress.recently_active = false;
+                }
+            }
+        }
+        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<(NodeId, LogIndex)> = self
+            .progress
+            .iter()
+            .map(|(id, progress)| (*id, progress.match_index))
+            .collect();
+        for (peer, match_index) in peers {
+            let commit_index = self.log.committed.min(match_index);
+            let read_round = self.read_round;
+            self.send(
+                peer,
+                Body::Heartbeat {
+                    commit_index,
+                    read_round,
+                },
+            );
+        }
+    }
+
+    fn append_as_leader(&mut self, payload: EntryPayload) -> LogId {
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index() + 1,
+            payload,
+        };
+        let log_id = entry.log_id();
+        self.log.push(entry.clone());
+        self.emit_persist(vec![entry]);
+        if self.config.quorum() == 1 {
+            self.maybe_commit();
+        }
+        log_id
+    }
+
+    /// Sends every follower what it is missing, within its flow-control window.
+    fn replicate_to_all(&mut self) {
+        for peer in self.peers().collect::<Vec<_>>() {
+            loop {
+                let progress = &self.progress[&peer];
+                let has_entries = progress.next_index <= self.log.last_index();
+                let needs_commit = progress.commit_sent < self.log.committed;
+                let paused = progress.is_paused(
+                    self.config.inflight_messages_max,
+                    self.config.inflight_bytes_max,
+                );
+                if paused || !(has_entries || needs_commit) {
+                    break;
+                }
+                self.send_append(peer);
+            }
+        }
+    }
+
+    fn send_append(&mut self, peer: NodeId) {
+        let progress = &self.progress[&peer];
+        let prev_index = progress.next_index - 1;
+        let prev_term = self
+            .log
+            .term_at(prev_index)
+            .expect("no compaction yet: prev is in log");
+        let entries = self.log.slice(
+            progress.next_index,
+            self.log.last_index() + 1,
+            self.config.append_bytes_max,
+            self.config.append_entries_max,
+        );
+        let bytes: u64 = entries.iter().map(Entry::payload_bytes).sum();
+        let last_sent = prev_index + entries.len() as u64;
+        let commit_index = self.log.committed;
+        let progress = self.progress.get_mut(&peer).expect("peer has progress");
+        progress.sent(last_sent, bytes, !entries.is_empty());
+        progress.commit_sent = commit_index;
+        let prev_log_id = LogId::new(prev_term, prev_index);
+        self.send(
+            peer,
+            Body::Append {
+                prev_log_id,
+                entries,
+                commit_index,
+            },
+        );
+    }
+
+    /// Advances the commit index to the highest index durable on a majority — counting this
+    /// node only through its own durable index — if that entry is of the current term
+    /// (Raft §5.4.2: never commit an older term's entry by counting replicas).
+    fn maybe_commit(&mut self) {
+        let mut matches: Vec<LogIndex> = self
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .collect();
+        matches.push(self.log.durable);
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_index = matches[self.config.quorum() - 1];
+        if quorum_index > self.log.committed && self.log.term_at(quorum_index) == Some(self.term) {
+            let newly_committed: u64 = (self.log.committed + 1..=quorum_index)
+                .filter_map(|index| self.log.entry(index))
+                .map(|entry| entry.payload_bytes() + ENTRY_OVERHEAD_BYTES)
+                .sum();
+            self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly_committed);
+            self.log.committed = quorum_index;
+            if quorum_index >= self.term_start_index {
+                for id in std::mem::take(&mut self.reads_waiting_commit) {
+                    self.register_read(id);
+                }
+            }
+        }
+    }
+
+    fn maybe_send_timeout_now(&mut self, target: NodeId) {
+        if self.progress[&target].match_index == self.log.last_index() {
+            self.send(target, Body::TimeoutNow);
+        }
+    }
+
+    // ----- reads -----
+
+    fn register_read(&mut self, id: ReadId) {
+        let index = self.log.committed;
+        if self.config.quorum() == 1 {
+            self.reads_waiting_apply.push_back((id, index));
+            return;
+        }
+        let round = self.read_round + 1;
+        self.reads_waiting_round
+            .push_back(PendingRead { id, index, round });
+        if self.read_round == self.read_round_confirmed {
+            self.start_read_round();
+        }
+    }
+
+    /// Starts a heartbeat round; reads registered before it are confirmed when a majority
+    /// echoes it (proving no newer leader existed when they were registered).
+    fn start_read_round(&mut self) {
+        self.read_round += 1;
+        self.heartbeat_elapsed_ticks = 0;
+        self.broadcast_heartbeat();
+    }
+
+    fn advance_read_rounds(&mut self) {
+        let mut acked: Vec<u64> = self.progress.values().map(|p| p.read_round_acked).collect();
+        acked.push(self.read_round);
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acked[self.config.quorum() - 1];
+        if confirmed <= self.read_round_confirmed {
+            return;
+        }
+        self.read_round_confirmed = confirmed;
+        while let Some(read) = self.reads_waiting_round.front() {
+            if read.round > confirmed {
+                break;
+            }
+            let read = self.reads_waiting_round.pop_front().expect("front exists");
+            self.reads_waiting_apply.push_back((read.id, read.index));
+        }
+        if !self.reads_waiting_round.is_empty() && self.read_round == self.read_round_confirmed {
+            self.start_read_round();
+        }
+    }
+
+    // ----- apply and bookkeeping -----
+
+    /// Runs after every input: applies what is committed and durable, answers what it can.
+    fn finish_input(&mut self) {
+        let target = self.log.committed.min(self.log.durable);
+        while self.log.applied < target {
+            let entries = self.log.slice(
+                self.log.applied + 1,
+                target + 1,
+                self.config.apply_bytes_max,
+                usize::MAX,
+            );
+            let last = entries.last().expect("non-empty range").log_id();
+            let resolved: Vec<_> = {
+                let remaining = self.pending_proposals.split_off(&(last.index + 1));
+                std::mem::replace(&mut self.pending_proposals, remaining)
+                    .into_iter()
+                    .collect()
+            };
+            self.outputs.push_back(Output::Apply(entries));
+            self.log.applied = last.index;
+            for (index, proposals) in resolved {
+                let entry_term = self
+                    .log
+                    .term_at(index)
+                    .expect("applied entry is in the log");
+                for (term, id) in proposals {
+                    let result = if entry_term == term {
+                        Ok(LogId::new(term, index))
+                    } else {
+                        Err(ProposalLost::Overwritten { index })
+                    };
+                    self.outputs
+                        .push_back(Output::ProposalResult { id, result });
+                }
+            }
+        }
+        while let Some(&(id, index)) = self.reads_waiting_apply.front() {
+            if index > self.log.applied {
+                break;
+            }
+            self.reads_waiting_apply.pop_front();
+            self.outputs.push_back(Output::ReadResult {
+                id,
+                result: Ok(index),
+            });
+        }
+        self.log.validate();
+    }
+
+    fn emit_persist(&mut self, entries: Vec<Entry>) {
+        if let Some(Output::PersistEntries(pending)) = self.outputs.back_mut()
+            && pending.last().map(|entry| entry.index + 1) == entries.first().map(|e| e.index)
+        {
+            pending.extend(entries);
+            return;
+        }
+        self.outputs.push_back(Output::PersistEntries(entries));
+    }
+
+    fn persist_hard_state(&mut self) {
+        self.outputs
+            .push_back(Output::PersistHardState(self.hard_state()));
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + use<> {
+        let own = self.config.id;
+        self.config
+            .voters
+            .clone()
+            .into_iter()
+            .filter(move |id| *id != own)
+    }
+
+    fn send(&mut self, to: NodeId, body: Body) {
+        self.send_with_term(to, self.term, body);
+    }
+
+    fn send_with_term(&mut self, to: NodeId, term: Term, body: Body) {
+        let message = Message { term, body };
+        self.outputs.push_back(Output::Send { to, message });
+    }
+}

@@ -1,0 +1,177 @@
+//! The leader's view of one follower: how far it matches, what to send next, and the bounded
+//! window of appends in flight.
+
+use std::collections::VecDeque;
+
+use ordo_common::LogIndex;
+
+/// How the leader replicates to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicationMode {
+    /// The leader does not know where the follower's log matches: one append at a time, each
+    /// waiting for its answer (or the next heartbeat answer).
+    Probe,
+    /// The follower is known to match: appends stream without waiting for acknowledgements,
+    /// up to the in-flight window.
+    Replicate,
+}
+
+#[derive(Debug)]
+pub(crate) struct Progress {
+    pub(crate) match_index: LogIndex,
+    pub(crate) next_index: LogIndex,
+    pub(crate) mode: ReplicationMode,
+    /// In Probe mode: an append is out and unanswered, so do not send another yet.
+    pub(crate) probe_sent: bool,
+    /// In Replicate mode: (last index, payload bytes) of each append not yet acknowledged.
+    inflight: VecDeque<(LogIndex, u64)>,
+    inflight_bytes: u64,
+    /// Heard from in the current check-quorum window.
+    pub(crate) recently_active: bool,
+    /// The newest read round this follower has echoed in the current term.
+    pub(crate) read_round_acked: u64,
+    /// The commit index this follower was last told by an append.
+    pub(crate) commit_sent: LogIndex,
+    /// `match_index` when the previous heartbeat answer arrived, to detect a stalled window.
+    pub(crate) match_at_last_heartbeat: LogIndex,
+}
+
+impl Progress {
+    pub(crate) fn new(next_index: LogIndex) -> Self {
+        Self {
+            match_index: 0,
+            next_index,
+            mode: ReplicationMode::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            recently_active: false,
+            read_round_acked: 0,
+            commit_sent: 0,
+            match_at_last_heartbeat: 0,
+        }
+    }
+
+    /// Whether the leader must hold further appends to this follower for now.
+    pub(crate) fn is_paused(&self, messages_max: usize, bytes_max: u64) -> bool {
+        match self.mode {
+            ReplicationMode::Probe => self.probe_sent,
+            ReplicationMode::Replicate => {
+                self.inflight.len() >= messages_max || self.inflight_bytes >= bytes_max
+            }
+        }
+    }
+
+    /// Records an append just sent whose last entry is `last_index`.
+    pub(crate) fn sent(&mut self, last_index: LogIndex, bytes: u64, carried_entries: bool) {
+        match self.mode {
+            ReplicationMode::Probe => self.probe_sent = true,
+            ReplicationMode::Replicate if carried_entries => {
+                self.next_index = last_index + 1;
+                self.inflight.push_back((last_index, bytes));
+                self.inflight_bytes += bytes;
+            }
+            ReplicationMode::Replicate => {}
+        }
+    }
+
+    /// An acknowledgement up to `match_index`. Returns whether it told the leader anything new.
+    pub(crate) fn acknowledge(&mut self, match_index: LogIndex) -> bool {
+        let advanced = match_index > self.match_index;
+        if advanced {
+            self.match_index = match_index;
+        }
+        self.next_index = self.next_index.max(match_index + 1);
+        self.probe_sent = false;
+        while let Some(&(last, bytes)) = self.inflight.front() {
+            if last > match_index {
+                break;
+            }
+            self.inflight.pop_front();
+            self.inflight_bytes -= bytes;
+        }
+        if self.mode == ReplicationMode::Probe {
+            self.enter(ReplicationMode::Replicate);
+        }
+        advanced
+    }
+
+    /// A rejection of the append whose previous index was `rejected_prev_index`; `next_guess`
+    /// is where the hint says to try next. Returns false when the rejection is stale (answers an
+    /// append older than the leader's current idea of this follower) and so must be ignored.
+    pub(crate) fn reject(&mut self, rejected_prev_index: LogIndex, next_guess: LogIndex) -> bool {
+        match self.mode {
+            ReplicationMode::Replicate if rejected_prev_index <= self.match_index => false,
+            ReplicationMode::Probe if rejected_prev_index + 1 != self.next_index => false,
+            _ => {
+                let floor = self.match_index + 1;
+                self.enter(ReplicationMode::Probe);
+                self.next_index = next_guess.clamp(floor, rejected_prev_index.max(floor));
+                true
+            }
+        }
+    }
+
+    /// Falls back to probing from just after the match point (used when the in-flight window
+    /// stalls, e.g. because appends were lost).
+    pub(crate) fn restart_probe(&mut self) {
+        self.enter(ReplicationMode::Probe);
+        self.next_index = self.match_index + 1;
+    }
+
+    fn enter(&mut self, mode: ReplicationMode) {
+        self.mode = mode;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_pauses_until_answered_then_replicates() {
+        let mut progress = Progress::new(5);
+        assert!(!progress.is_paused(4, 1000));
+        progress.sent(4, 0, false);
+        assert!(progress.is_paused(4, 1000));
+        assert!(progress.acknowledge(4));
+        assert_eq!(progress.mode, ReplicationMode::Replicate);
+        assert_eq!(progress.next_index, 5);
+    }
+
+    #[test]
+    fn replicate_window_is_bounded_by_count_and_bytes() {
+        let mut progress = Progress::new(1);
+        progress.acknowledge(0);
+        progress.sent(3, 100, true);
+        progress.sent(6, 100, true);
+        assert!(progress.is_paused(2, 10_000));
+        assert!(progress.is_paused(10, 200));
+        assert!(!progress.is_paused(10, 201));
+        progress.acknowledge(3);
+        assert!(!progress.is_paused(2, 10_000));
+        assert_eq!(progress.next_index, 7);
+    }
+
+    #[test]
+    fn stale_rejections_are_ignored() {
+        let mut progress = Progress::new(1);
+        progress.acknowledge(10);
+        assert!(
+            !progress.reject(9, 3),
+            "replicate: rejection at or below match is stale"
+        );
+        assert!(progress.reject(12, 11));
+        assert_eq!(progress.mode, ReplicationMode::Probe);
+        assert_eq!(progress.next_index, 11);
+        assert!(
+            !progress.reject(12, 11),
+            "probe: only the outstanding probe's rejection counts"
+        );
+        assert!(progress.reject(10, 3));
+        assert_eq!(progress.next_index, 11, "never below match + 1");
+    }
+}

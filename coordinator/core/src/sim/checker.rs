@@ -1,0 +1,508 @@
+//! The global observer: it sees every node's outputs and state after every step and checks
+//! Raft's safety properties, plus the client oracle for proposals and reads.
+//!
+//! | property | checked in |
+//! |---|---|
+//! | at most one leader per term | [`Checker::on_role`] |
+//! | one vote per voter per term, kept across crashes | [`Checker::on_send`], [`Checker::on_hard_state`] |
+//! | term never decreases | [`Checker::on_hard_state`], [`Checker::on_restart`] |
+//! | the core's term/vote are durable after each step | [`Checker::observe`] |
+//! | log matching (same index+term ⇒ same prefix) via a running hash | [`Checker::on_write`] |
+//! | a leader's log is append-only | [`Checker::observe`] |
+//! | committed ⇒ durable on a majority; committed prefix never changes | [`Checker::observe`] |
+//! | leader completeness | [`Checker::observe`] |
+//! | state machine safety: same entry applied at each index | [`Checker::on_apply`] |
+//! | apply ≤ commit, apply ≤ durable | [`Checker::observe`] |
+//! | acknowledged proposals applied once, at their index, in real-time order | [`Oracle`] |
+//! | linearizable reads see every write acknowledged before they began | [`Oracle`] |
+
+use std::collections::{BTreeMap, HashMap};
+
+use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+
+use crate::raft::{Body, Message, Raft, Role};
+
+/// A broken property: what, where, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! violation {
+    ($($arg:tt)*) => { return Err(Violation(format!($($arg)*))) };
+}
+
+/// A 64-bit mix (SplitMix64's finaliser), for running hashes.
+pub fn mix(state: u64, value: u64) -> u64 {
+    let mut z = state ^ value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn entry_hash(entry: &Entry) -> u64 {
+    let mut hash = mix(entry.term, entry.index);
+    match &entry.payload {
+        EntryPayload::Noop => hash = mix(hash, 0xA),
+        EntryPayload::Normal(bytes) => {
+            hash = mix(hash, bytes.len() as u64);
+            for chunk in bytes.chunks(8) {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                hash = mix(hash, u64::from_le_bytes(word));
+            }
+        }
+    }
+    hash
+}
+
+/// One node's log as the checker reconstructs it from `PersistEntries` outputs, with the
+/// running hash of the prefix ending at each entry.
+#[derive(Debug, Default, Clone)]
+struct Shadow {
+    entries: Vec<(LogId, u64)>,
+}
+
+impl Shadow {
+    fn last(&self) -> LogId {
+        self.entries.last().map_or(LogId::default(), |(id, _)| *id)
+    }
+
+    fn chain_at(&self, index: LogIndex) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        self.entries
+            .get(index as usize - 1)
+            .map(|(_, chain)| *chain)
+    }
+}
+
+pub struct Checker {
+    quorum: usize,
+    leaders: BTreeMap<Term, NodeId>,
+    votes: BTreeMap<(NodeId, Term), NodeId>,
+    chains: HashMap<LogId, u64>,
+    shadows: BTreeMap<NodeId, Shadow>,
+    hard_states: BTreeMap<NodeId, HardState>,
+    /// While a node leads a term: (term, its last index, the running hash there).
+    leader_marks: BTreeMap<NodeId, (Term, LogIndex, u64)>,
+    /// Committed entries, index 1 first: (id, running hash).
+    committed: Vec<(LogId, u64)>,
+    /// Highest index a leader of each term committed.
+    commit_terms: BTreeMap<Term, LogIndex>,
+    /// The entry applied at each index, first node to apply it wins.
+    applied: Vec<u64>,
+    applied_by_node: BTreeMap<NodeId, LogIndex>,
+}
+
+impl Checker {
+    pub fn new(voters: &[NodeId]) -> Self {
+        Self {
+            quorum: voters.len() / 2 + 1,
+            leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            chains: HashMap::new(),
+            shadows: voters.iter().map(|id| (*id, Shadow::default())).collect(),
+            hard_states: voters
+                .iter()
+                .map(|id| (*id, HardState::default()))
+                .collect(),
+            leader_marks: BTreeMap::new(),
+            committed: Vec::new(),
+            commit_terms: BTreeMap::new(),
+            applied: Vec::new(),
+            applied_by_node: voters.iter().map(|id| (*id, 0)).collect(),
+        }
+    }
+
+    pub fn applied_len(&self) -> LogIndex {
+        self.applied.len() as u64
+    }
+
+    pub fn committed_count(&self) -> u64 {
+        self.committed.len() as u64
+    }
+
+    pub fn on_role(&mut self, node: NodeId, role: Role, term: Term) -> Result<(), Violation> {
+        if role == Role::Leader {
+            if let Some(other) = self.leaders.insert(term, node)
+                && other != node
+            {
+                violation!("two leaders in term {term}: nodes {other} and {node}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn on_hard_state(&mut self, node: NodeId, next: HardState) -> Result<(), Violation> {
+        let previous = self.hard_states[&node];
+        if next.term < previous.term {
+            violation!(
+                "node {node}: term went back from {} to {}",
+                previous.term,
+                next.term
+            );
+        }
+        if next.term == previous.term && previous.vote.is_some() && next.vote != previous.vote {
+            violation!(
+                "node {node}: vote in term {} changed from {:?} to {:?}",
+                next.term,
+                previous.vote,
+                next.vote
+            );
+        }
+        self.hard_states.insert(node, next);
+        Ok(())
+    }
+
+    /// Every message sent; a granted (real) vote is recorded per (voter, term).
+    pub fn on_send(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        message: &Message,
+    ) -> Result<(), Violation> {
+        if let Body::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        } = message.body
+        {
+            let term = message.term;
+            if let Some(previous) = self.votes.insert((from, term), to)
+                && previous != to
+            {
+                violation!("node {from} granted two votes in term {term}: to {previous} and {to}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A node's log changed: entries written from `entries[0].index` on.
+    pub fn on_write(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Violation> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let shadow = self.shadows.get_mut(&node).expect("known node");
+        if first.index as usize > shadow.entries.len() + 1 {
+            violation!(
+                "node {node}: write at {} leaves a hole after {}",
+                first.index,
+                shadow.last()
+            );
+        }
+        shadow.entries.truncate(first.index as usize - 1);
+        for entry in entries {
+            let previous = shadow.chain_at(entry.index - 1).expect("contiguous");
+            let chain = mix(previous, entry_hash(entry));
+            shadow.entries.push((entry.log_id(), chain));
+            match self.chains.get(&entry.log_id()) {
+                Some(known) if *known != chain => violation!(
+                    "log matching: node {node} holds entry {} with a different prefix",
+                    entry.log_id()
+                ),
+                Some(_) => {}
+                None => {
+                    self.chains.insert(entry.log_id(), chain);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A node restarted from its disk: its in-memory log is exactly the durable one.
+    pub fn on_restart(
+        &mut self,
+        node: NodeId,
+        raft: &Raft,
+        durable: &[Entry],
+    ) -> Result<(), Violation> {
+        self.shadows.insert(node, Shadow::default());
+        self.on_write(node, durable)?;
+        self.leader_marks.remove(&node);
+        self.applied_by_node.insert(node, raft.applied_index());
+        self.on_hard_state(node, raft.hard_state())
+    }
+
+    pub fn on_apply(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Violation> {
+        for entry in entries {
+            let expected = self.applied_by_node[&node] + 1;
+            if entry.index != expected {
+                violation!(
+                    "node {node} applied index {} where {expected} was next",
+                    entry.index
+                );
+            }
+            let hash = entry_hash(entry);
+            match self.applied.get(entry.index as usize - 1) {
+                Some(known) if *known != hash => violation!(
+                    "state machine safety: node {node} applied a different entry at index {} ({})",
+                    entry.index,
+                    entry.log_id()
+                ),
+                Some(_) => {}
+                None => self.applied.push(hash),
+            }
+            self.applied_by_node.insert(node, entry.index);
+        }
+        Ok(())
+    }
+
+    /// Checks after `node` took a step. `disks` are every node's durable logs.
+    pub fn observe(
+        &mut self,
+        node: NodeId,
+        raft: &Raft,
+        durable_hard_state: HardState,
+        disks: &BTreeMap<NodeId, &[Entry]>,
+    ) -> Result<(), Violation> {
+        let shadow = &self.shadows[&node];
+        if shadow.last() != raft.last_log_id() {
+            violation!(
+                "node {node} changed its log without a PersistEntries output (log ends {}, writes end {})",
+                raft.last_log_id(),
+                shadow.last()
+            );
+        }
+        if raft.hard_state() != durable_hard_state {
+            violation!(
+                "node {node} holds term/vote {:?} but made {:?} durable",
+                raft.hard_state(),
+                durable_hard_state
+            );
+        }
+        let (applied, commit, durable) = (
+            raft.applied_index(),
+            raft.commit_index(),
+            raft.durable_index(),
+        );
+        if applied > commit || applied > durable || durable > raft.last_log_id().index {
+            violation!(
+                "node {node}: applied {applied}, commit {commit}, durable {durable} out of order"
+            );
+        }
+        self.check_commit(node, raft, disks)?;
+        self.check_leader_append_only(node, raft)
+    }
+
+    fn check_commit(
+        &mut self,
+        node: NodeId,
+        raft: &Raft,
+        disks: &BTreeMap<NodeId, &[Entry]>,
+    ) -> Result<(), Violation> {
+        let shadow = &self.shadows[&node];
+        let commit = raft.commit_index();
+        let known = self.committed.len() as u64;
+        let overlap = commit.min(known);
+        if overlap > 0 && shadow.chain_at(overlap) != Some(self.committed[overlap as usize - 1].1) {
+            violation!(
+                "node {node}: committed prefix through {overlap} differs from the cluster's"
+            );
+        }
+        if commit > known {
+            let (id, _) = shadow.entries[commit as usize - 1];
+            let durable_on = disks
+                .values()
+                .filter(|log| log.get(commit as usize - 1).map(Entry::log_id) == Some(id))
+                .count();
+            if durable_on < self.quorum {
+                violation!(
+                    "node {node} committed {id} but it is durable on only {durable_on} nodes (quorum {})",
+                    self.quorum
+                );
+            }
+            self.committed
+                .extend_from_slice(&shadow.entries[known as usize..commit as usize]);
+            let slot = self.commit_terms.entry(raft.term()).or_default();
+            *slot = (*slot).max(commit);
+        }
+        Ok(())
+    }
+
+    fn check_leader_append_only(&mut self, node: NodeId, raft: &Raft) -> Result<(), Violation> {
+        if raft.role() != Role::Leader {
+            self.leader_marks.remove(&node);
+            return Ok(());
+        }
+        let shadow = &self.shadows[&node];
+        let term = raft.term();
+        if let Some(&(mark_term, index, chain)) = self.leader_marks.get(&node)
+            && mark_term == term
+            && shadow.chain_at(index) != Some(chain)
+        {
+            violation!("leader {node} of term {term} rewrote its log at or before index {index}");
+        }
+        let last = shadow.last().index;
+        let chain = shadow.chain_at(last).expect("last exists");
+        self.leader_marks.insert(node, (term, last, chain));
+        Ok(())
+    }
+
+    /// Leader completeness: a leader of term T holds every entry committed in a term below T.
+    pub fn check_leader_completeness(&self, node: NodeId, raft: &Raft) -> Result<(), Violation> {
+        if raft.role() != Role::Leader {
+            return Ok(());
+        }
+        let required = self
+            .commit_terms
+            .range(..raft.term())
+            .map(|(_, index)| *index)
+            .max();
+        let Some(required) = required.filter(|index| *index > 0) else {
+            return Ok(());
+        };
+        let expected = self.committed[required as usize - 1].1;
+        if self.shadows[&node].chain_at(required) != Some(expected) {
+            violation!(
+                "leader completeness: leader {node} of term {} lacks committed entry {required}",
+                raft.term()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one proposal, as the client saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProposalState {
+    Pending,
+    Acknowledged(LogIndex),
+    /// Definitely not committed.
+    Lost,
+}
+
+#[derive(Debug)]
+struct ProposalRecord {
+    /// The highest index acknowledged before this proposal was made.
+    acknowledged_before: LogIndex,
+    state: ProposalState,
+}
+
+/// The client oracle: tracks proposals and reads from invocation to outcome and checks them
+/// against what the state machines applied.
+#[derive(Debug, Default)]
+pub struct Oracle {
+    proposals: HashMap<u64, ProposalRecord>,
+    applied_at: HashMap<u64, LogIndex>,
+    acknowledged_index_max: LogIndex,
+    reads: HashMap<u64, LogIndex>,
+    pub acknowledged: u64,
+    pub lost: u64,
+    pub reads_served: u64,
+}
+
+/// Proposal payloads start with their id, so the oracle can recognise them when applied.
+pub fn proposal_id_of(entry: &Entry) -> Option<u64> {
+    match &entry.payload {
+        EntryPayload::Normal(bytes) if bytes.len() >= 8 => {
+            Some(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
+        }
+        _ => None,
+    }
+}
+
+impl Oracle {
+    pub fn invoke(&mut self, id: u64) {
+        let record = ProposalRecord {
+            acknowledged_before: self.acknowledged_index_max,
+            state: ProposalState::Pending,
+        };
+        self.proposals.insert(id, record);
+    }
+
+    /// Entries applied for the first time anywhere (the checker ensures all nodes agree).
+    pub fn on_first_apply(&mut self, entry: &Entry) -> Result<(), Violation> {
+        let Some(id) = proposal_id_of(entry) else {
+            return Ok(());
+        };
+        if let Some(index) = self.applied_at.insert(id, entry.index) {
+            violation!(
+                "proposal {id} applied twice: at {index} and {}",
+                entry.index
+            );
+        }
+        let Some(record) = self.proposals.get(&id) else {
+            violation!("an entry nobody proposed was applied at {}", entry.index);
+        };
+        if record.state == ProposalState::Lost {
+            violation!(
+                "proposal {id} was reported lost but applied at {}",
+                entry.index
+            );
+        }
+        if entry.index <= record.acknowledged_before {
+            violation!(
+                "real-time order: proposal {id} applied at {} though {} was acknowledged before it was made",
+                entry.index,
+                record.acknowledged_before
+            );
+        }
+        Ok(())
+    }
+
+    pub fn on_result(&mut self, id: u64, result: Result<LogId, LogIndex>) -> Result<(), Violation> {
+        let Some(record) = self.proposals.get_mut(&id) else {
+            violation!("a result for unknown proposal {id}");
+        };
+        if record.state != ProposalState::Pending {
+            violation!("proposal {id} got a second result");
+        }
+        match result {
+            Ok(log_id) => {
+                if self.applied_at.get(&id) != Some(&log_id.index) {
+                    violation!(
+                        "proposal {id} acknowledged at {log_id} but applied at {:?}",
+                        self.applied_at.get(&id)
+                    );
+                }
+                record.state = ProposalState::Acknowledged(log_id.index);
+                self.acknowledged += 1;
+                self.acknowledged_index_max = self.acknowledged_index_max.max(log_id.index);
+            }
+            Err(index) => {
+                if let Some(applied) = self.applied_at.get(&id) {
+                    violation!("proposal {id} reported lost at {index} but applied at {applied}");
+                }
+                record.state = ProposalState::Lost;
+                self.lost += 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn invoke_read(&mut self, id: u64) {
+        self.reads.insert(id, self.acknowledged_index_max);
+    }
+
+    /// A read at `index` was served by a node that had applied through `applied`.
+    pub fn on_read(
+        &mut self,
+        id: u64,
+        index: LogIndex,
+        applied: LogIndex,
+    ) -> Result<(), Violation> {
+        let Some(required) = self.reads.remove(&id) else {
+            violation!("a read result for unknown read {id}");
+        };
+        if index < required || applied < index {
+            violation!(
+                "stale read {id}: read index {index}, applied {applied}, but {required} was acknowledged before the read began"
+            );
+        }
+        self.reads_served += 1;
+        Ok(())
+    }
+
+    pub fn forget_read(&mut self, id: u64) {
+        self.reads.remove(&id);
+    }
+
+    pub fn acknowledged_index_max(&self) -> LogIndex {
+        self.acknowledged_index_max
+    }
+}

@@ -1,0 +1,309 @@
+//! The seeded whole-cluster simulator: the real core on a virtual clock, a faulty network and
+//! crashable disks, with a global observer checking safety on every step.
+//!
+//! A run has two phases. In the **safety phase** the seed's faults are on: message loss,
+//! duplication, delay and reordering; partitions (one node isolated, a split, a one-way cut,
+//! flapping); crashes and restarts that lose unreported writes; nodes missing ticks; clients
+//! proposing and reading all along. In the **liveness phase** every fault is healed and every
+//! node restarted, and the cluster must elect one leader and converge — identical logs, all
+//! committed and applied — within a bounded number of ticks.
+//!
+//! Everything random comes from the seed, so a seed replays exactly; [`RunReport::trace`] is
+//! a hash of the run, equal for equal seeds.
+
+pub mod checker;
+pub mod cluster;
+pub mod disk;
+pub mod network;
+
+use cluster::{Cluster, ClusterOptions};
+use network::NetworkFaults;
+
+use crate::rng::Prng;
+
+/// Safety-phase length.
+pub const SAFETY_TICKS: u64 = 2_000;
+/// The liveness phase must converge within this many ticks, plus time to move the backlog.
+pub const LIVENESS_TICKS_MAX: u64 = 600;
+
+/// The partition shapes the safety phase cycles through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partition {
+    None,
+    IsolateOne,
+    Split,
+    OneWay,
+    Flapping,
+}
+
+/// What a seed drew. Printed with every failure, so the run can be understood and replayed.
+#[derive(Clone, Debug)]
+pub struct SeedOptions {
+    pub seed: u64,
+    pub nodes: usize,
+    pub network: NetworkFaults,
+    pub disk_latency_ticks_max: u64,
+    pub crash_per_mille: u64,
+    pub crash_mid_output_per_mille: u64,
+    pub tick_skip_percent: u64,
+    pub partition_interval_ticks: u64,
+    pub propose_percent: u64,
+    pub read_percent: u64,
+    /// Small append budgets make replication span many messages and windows fill up.
+    pub append_entries_max: usize,
+    pub inflight_messages_max: usize,
+}
+
+impl SeedOptions {
+    /// Draws every fault rate from the seed. `nodes` overrides the drawn cluster size.
+    pub fn draw(seed: u64, nodes: Option<usize>) -> Self {
+        let mut rng = Prng::new(seed ^ 0x5EED_0F0D_0000_0000);
+        let drawn_nodes = if rng.chance_percent(50) { 3 } else { 5 };
+        Self {
+            seed,
+            nodes: nodes.unwrap_or(drawn_nodes),
+            network: NetworkFaults {
+                drop_percent: rng.range_inclusive(0, 30),
+                duplicate_percent: rng.range_inclusive(0, 50),
+                delay_ticks_max: rng.range_inclusive(1, 6),
+                long_delay_percent: rng.range_inclusive(0, 5),
+            },
+            disk_latency_ticks_max: rng.range_inclusive(0, 4),
+            crash_per_mille: rng.range_inclusive(0, 6),
+            crash_mid_output_per_mille: rng.range_inclusive(0, 3),
+            tick_skip_percent: rng.range_inclusive(0, 10),
+            partition_interval_ticks: rng.range_inclusive(30, 300),
+            propose_percent: rng.range_inclusive(10, 80),
+            read_percent: rng.range_inclusive(0, 30),
+            append_entries_max: rng.range_inclusive(1, 64) as usize,
+            inflight_messages_max: rng.range_inclusive(1, 8) as usize,
+        }
+    }
+
+    /// The command that replays this seed.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release -p ordo-core --bin ordo-sim -- --seeds 1 --start {} --nodes {}",
+            self.seed, self.nodes
+        )
+    }
+}
+
+impl std::fmt::Display for SeedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% disk<={} crash={}‰ \
+             crash_mid_output={}‰ tick_skip={}% partition_every={} propose={}% read={}% \
+             append_entries_max={} inflight_max={}",
+            self.seed,
+            self.nodes,
+            self.network.drop_percent,
+            self.network.duplicate_percent,
+            self.network.delay_ticks_max,
+            self.network.long_delay_percent,
+            self.disk_latency_ticks_max,
+            self.crash_per_mille,
+            self.crash_mid_output_per_mille,
+            self.tick_skip_percent,
+            self.partition_interval_ticks,
+            self.propose_percent,
+            self.read_percent,
+            self.append_entries_max,
+            self.inflight_messages_max,
+        )
+    }
+}
+
+/// What one seed did.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub options: SeedOptions,
+    pub failure: Option<String>,
+    pub ticks: u64,
+    pub messages: u64,
+    pub commits: u64,
+    pub acknowledged: u64,
+    pub reads: u64,
+    pub trace: u64,
+}
+
+thread_local! {
+    static APPEND_ENTRIES_MAX: std::cell::Cell<usize> = const { std::cell::Cell::new(64) };
+    static INFLIGHT_MAX: std::cell::Cell<usize> = const { std::cell::Cell::new(8) };
+}
+
+fn configure_from_seed(config: &mut crate::raft::Config) {
+    config.append_entries_max = APPEND_ENTRIES_MAX.with(|value| value.get());
+    config.inflight_messages_max = INFLIGHT_MAX.with(|value| value.get());
+    config.uncommitted_bytes_max = 64 * 1024;
+}
+
+/// Runs one seed through both phases. Panics in the core are caught and reported as failures.
+pub fn run_seed(options: SeedOptions) -> RunReport {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_phases(&options)));
+    match outcome {
+        Ok(report) => report,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            RunReport {
+                options,
+                failure: Some(format!("panic: {message}")),
+                ticks: 0,
+                messages: 0,
+                commits: 0,
+                acknowledged: 0,
+                reads: 0,
+                trace: 0,
+            }
+        }
+    }
+}
+
+fn run_phases(options: &SeedOptions) -> RunReport {
+    APPEND_ENTRIES_MAX.with(|value| value.set(options.append_entries_max));
+    INFLIGHT_MAX.with(|value| value.set(options.inflight_messages_max));
+    let mut cluster = Cluster::new(ClusterOptions {
+        nodes: options.nodes,
+        seed: options.seed,
+        network: options.network.clone(),
+        disk_latency_ticks_max: options.disk_latency_ticks_max,
+        crash_mid_output_per_mille: options.crash_mid_output_per_mille,
+        tick_skip_percent: options.tick_skip_percent,
+        configure: configure_from_seed,
+    });
+    let mut rng = Prng::new(options.seed ^ 0xC11E_17);
+    let mut down_until = vec![0u64; options.nodes + 1];
+    let mut partition = Partition::None;
+    let mut next_partition_change = options.partition_interval_ticks;
+    let mut failure = None;
+
+    for _ in 0..SAFETY_TICKS {
+        let now = cluster.now;
+        if now >= next_partition_change {
+            partition = choose_partition(&mut cluster, &mut rng);
+            next_partition_change = now + rng.range_inclusive(1, options.partition_interval_ticks);
+        } else if partition == Partition::Flapping && rng.chance_percent(20) {
+            cluster.heal();
+            if rng.chance_percent(50) {
+                let victim = pick(&cluster, &mut rng);
+                cluster.isolate(victim);
+            }
+        }
+        for id in cluster.ids().to_vec() {
+            if cluster.is_up(id) {
+                if rng.below(1000) < options.crash_per_mille {
+                    cluster.crash(id);
+                    down_until[id as usize] = now + rng.range_inclusive(1, 80);
+                }
+            } else if now >= down_until[id as usize] {
+                cluster.restart(id);
+            }
+        }
+        client_actions(&mut cluster, &mut rng, options);
+        cluster.tick();
+        if let Some(violation) = cluster.violation() {
+            failure = Some(violation.to_string());
+            break;
+        }
+    }
+
+    if failure.is_none() {
+        cluster.calm();
+        for id in cluster.ids().to_vec() {
+            cluster.restart(id);
+        }
+        // Catching up is bounded by throughput: a seed with one-entry appends and a window of
+        // one moves one entry per round trip, so the bound grows with the backlog.
+        let backlog = cluster.max_last_index();
+        let per_round_trip = (options.append_entries_max * options.inflight_messages_max) as u64;
+        let ticks_max = LIVENESS_TICKS_MAX + 4 * backlog / per_round_trip;
+        let converged = cluster.run_until(ticks_max, Cluster::converged);
+        failure = match cluster.violation() {
+            Some(violation) => Some(violation.to_string()),
+            None if !converged => Some(format!(
+                "liveness: no convergence within {ticks_max} ticks after healing: {}",
+                cluster.describe()
+            )),
+            None => None,
+        };
+    }
+
+    RunReport {
+        options: options.clone(),
+        failure,
+        ticks: cluster.now,
+        messages: cluster.network.sent,
+        commits: cluster.checker.committed_count(),
+        acknowledged: cluster.oracle.acknowledged,
+        reads: cluster.oracle.reads_served,
+        trace: cluster.trace,
+    }
+}
+
+fn pick(cluster: &Cluster, rng: &mut Prng) -> u64 {
+    let ids = cluster.ids();
+    ids[rng.below(ids.len() as u64) as usize]
+}
+
+fn choose_partition(cluster: &mut Cluster, rng: &mut Prng) -> Partition {
+    cluster.heal();
+    let partition = match rng.below(6) {
+        0 | 1 => Partition::None,
+        2 => Partition::IsolateOne,
+        3 => Partition::Split,
+        4 => Partition::OneWay,
+        _ => Partition::Flapping,
+    };
+    match partition {
+        Partition::IsolateOne => {
+            // Prefer the leader: that is the interesting node to cut off.
+            let victim = cluster.leader().unwrap_or_else(|| pick(cluster, rng));
+            cluster.isolate(victim);
+        }
+        Partition::Split => {
+            let mut ids = cluster.ids().to_vec();
+            for index in (1..ids.len()).rev() {
+                ids.swap(index, rng.below(index as u64 + 1) as usize);
+            }
+            let side = rng.range_inclusive(1, ids.len() as u64 / 2) as usize;
+            cluster.split(&ids[..side]);
+        }
+        Partition::OneWay => {
+            let from = cluster.leader().unwrap_or_else(|| pick(cluster, rng));
+            for to in cluster.ids().to_vec() {
+                if to != from && rng.chance_percent(60) {
+                    cluster.network.cut_one_way(from, to);
+                }
+            }
+        }
+        Partition::None | Partition::Flapping => {}
+    }
+    partition
+}
+
+fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) {
+    // Clients mostly find the leader, sometimes ask a random node (and get redirected).
+    let target = |cluster: &Cluster, rng: &mut Prng| match cluster.leader() {
+        Some(leader) if rng.chance_percent(90) => leader,
+        _ => pick(cluster, rng),
+    };
+    let proposals = if rng.chance_percent(options.propose_percent) {
+        rng.range_inclusive(1, 4)
+    } else {
+        0
+    };
+    for _ in 0..proposals {
+        let node = target(cluster, rng);
+        let padding = rng.below(64) as usize;
+        let _ = cluster.propose(node, padding);
+    }
+    if rng.chance_percent(options.read_percent) {
+        let node = target(cluster, rng);
+        let _ = cluster.read(node);
+    }
+}
