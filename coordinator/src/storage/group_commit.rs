@@ -1,0 +1,476 @@
+//! Group commit: one writer thread owns the store and turns every request pending when it is
+//! free into one transaction, so that one fsync makes many requests durable.
+//!
+//! # Calling order
+//!
+//! 1. [`GroupCommitWriter::start`] moves a store onto a new thread, with a sink for its reports.
+//! 2. Callers [`submit`](GroupCommitWriter::submit) [`WriteBatch`]es. Each gets a
+//!    [`RequestId`], increasing in submission order; requests take effect strictly in that order.
+//! 3. The thread drains the queue, checks each request against the state the earlier requests
+//!    leave (with the same rules the store applies), merges the valid ones (later suffix
+//!    replacement wins, the last hard state wins, table updates accumulate), writes the merged
+//!    batch in one transaction and then calls the sink with [`WriterEvent::Durable`] for the
+//!    whole group. A request that breaks the store's rules is refused alone
+//!    ([`WriterEvent::Refused`]) and changes nothing; the requests around it still go through.
+//! 4. After a fatal error ([`WriterEvent::Failed`]) the thread stops: no request that was not
+//!    reported durable is durable, and the node must restart.
+//! 5. [`close`](GroupCommitWriter::close) writes everything already submitted, stops the thread
+//!    and hands the store back; dropping the writer does the same and drops the store.
+//!
+//! The sink runs on the writer thread: it must be quick, and if it blocks (say, on a full
+//! bounded channel) it holds up the writer, which is the back-pressure we want. Reads go
+//! through [`reader`](GroupCommitWriter::reader), concurrently with writing; they see only
+//! durable data.
+
+use std::ops::RangeInclusive;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::thread::JoinHandle;
+
+use ordo_common::{HardState, LogId, LogIndex, Term};
+
+use super::rules::plan_write;
+use super::{LogRead, LogStore, Result, StorageError, StoreState, WriteBatch};
+
+/// Most requests waiting for the writer. A submitter blocks (or `try_submit` answers `Full`)
+/// beyond it.
+pub const WRITE_QUEUE_REQUESTS_MAX: usize = 4096;
+
+/// Most bytes (see [`WriteBatch::queued_bytes`]) waiting for the writer or being written. A
+/// single request larger than this is still accepted when the queue is empty.
+pub const WRITE_QUEUE_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Most requests merged into one transaction.
+pub const GROUP_REQUESTS_MAX: usize = WRITE_QUEUE_REQUESTS_MAX;
+
+/// Most bytes merged into one transaction; a single larger request makes a group of its own.
+pub const GROUP_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+const _: () = assert!(GROUP_BYTES_MAX <= WRITE_QUEUE_BYTES_MAX);
+const _: () = assert!(GROUP_REQUESTS_MAX <= WRITE_QUEUE_REQUESTS_MAX);
+
+/// A request's place in submission order, starting at 1.
+pub type RequestId = u64;
+
+/// What the writer tells the sink.
+#[derive(Debug)]
+pub enum WriterEvent {
+    /// These requests are durable, all of them.
+    Durable(DurableReport),
+    /// These requests broke the store's rules and changed nothing. The writer goes on.
+    Refused {
+        requests: RangeInclusive<RequestId>,
+        error: StorageError,
+    },
+    /// Writing failed fatally; these requests, and any submitted after them, are not durable.
+    /// The writer has stopped.
+    Failed {
+        requests: RangeInclusive<RequestId>,
+        error: StorageError,
+    },
+}
+
+/// One group's outcome: everything in `requests` is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurableReport {
+    pub requests: RangeInclusive<RequestId>,
+    /// The log's last entry after the group; entries up to it are durable.
+    pub last_log_id: Option<LogId>,
+    /// The hard state the group saved, if any request in it carried one.
+    pub hard_state: Option<HardState>,
+}
+
+/// Where the writer sends its events.
+pub type Sink = Box<dyn FnMut(WriterEvent) + Send>;
+
+/// Why [`GroupCommitWriter::try_submit`] did not take a batch; the batch comes back.
+#[derive(Debug)]
+pub enum TrySubmitError {
+    /// The queue is at one of its limits, or another submitter holds it; try again later.
+    Full(Box<WriteBatch>),
+    /// The writer has stopped.
+    Stopped(Box<WriteBatch>),
+}
+
+/// Owns a [`LogStore`] on a dedicated thread and commits requests in groups. See the module
+/// documentation for the calling order.
+pub struct GroupCommitWriter<S: LogStore> {
+    submitter: Mutex<Submitter>,
+    budget: Arc<QueueBudget>,
+    reader: S::Reader,
+    thread: Option<JoinHandle<S>>,
+}
+
+struct Submitter {
+    next_request: RequestId,
+    sender: Option<SyncSender<Request>>,
+}
+
+struct Request {
+    id: RequestId,
+    batch: WriteBatch,
+    bytes: u64,
+}
+
+impl<S: LogStore> GroupCommitWriter<S> {
+    /// Moves `store` onto a new writer thread that reports to `sink`.
+    pub fn start(store: S, sink: impl FnMut(WriterEvent) + Send + 'static) -> Result<Self> {
+        let (sender, receiver) = sync_channel(WRITE_QUEUE_REQUESTS_MAX);
+        let budget = Arc::new(QueueBudget::default());
+        let reader = store.reader();
+        let thread_budget = budget.clone();
+        let thread = std::thread::Builder::new()
+            .name("ordo-log-writer".into())
+            .spawn(move || run(store, receiver, thread_budget, Box::new(sink)))?;
+        Ok(Self {
+            submitter: Mutex::new(Submitter {
+                next_request: 1,
+                sender: Some(sender),
+            }),
+            budget,
+            reader,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `batch`, blocking while the queue is full. Do not call it from an async task;
+    /// use [`try_submit`](Self::try_submit) there.
+    pub fn submit(&self, batch: WriteBatch) -> Result<RequestId> {
+        let bytes = batch.queued_bytes();
+        let mut submitter = self.lock_submitter();
+        let id = submitter.next_request;
+        let sender = submitter
+            .sender
+            .as_ref()
+            .ok_or(StorageError::WriterStopped)?;
+        self.budget.acquire(bytes)?;
+        if sender.send(Request { id, batch, bytes }).is_err() {
+            self.budget.release(bytes);
+            return Err(StorageError::WriterStopped);
+        }
+        submitter.next_request += 1;
+        Ok(id)
+    }
+
+    /// Queues `batch` if that needs no waiting.
+    pub fn try_submit(&self, batch: WriteBatch) -> Result<RequestId, TrySubmitError> {
+        let mut submitter = match self.submitter.try_lock() {
+            Ok(submitter) => submitter,
+            Err(TryLockError::WouldBlock) => return Err(TrySubmitError::Full(Box::new(batch))),
+            Err(TryLockError::Poisoned(_)) => return Err(TrySubmitError::Stopped(Box::new(batch))),
+        };
+        let id = submitter.next_request;
+        let Some(sender) = submitter.sender.as_ref() else {
+            return Err(TrySubmitError::Stopped(Box::new(batch)));
+        };
+        let bytes = batch.queued_bytes();
+        match self.budget.try_acquire(bytes) {
+            Ok(true) => {}
+            Ok(false) => return Err(TrySubmitError::Full(Box::new(batch))),
+            Err(_) => return Err(TrySubmitError::Stopped(Box::new(batch))),
+        }
+        match sender.try_send(Request { id, batch, bytes }) {
+            Ok(()) => {
+                submitter.next_request += 1;
+                Ok(id)
+            }
+            Err(TrySendError::Full(request)) => {
+                self.budget.release(bytes);
+                Err(TrySubmitError::Full(Box::new(request.batch)))
+            }
+            Err(TrySendError::Disconnected(request)) => {
+                self.budget.release(bytes);
+                Err(TrySubmitError::Stopped(Box::new(request.batch)))
+            }
+        }
+    }
+
+    /// A read handle on the store; it sees only durable data.
+    pub fn reader(&self) -> S::Reader {
+        self.reader.clone()
+    }
+
+    /// Writes everything submitted so far, stops the thread and returns the store.
+    pub fn close(mut self) -> Result<S> {
+        match self.shutdown() {
+            Some(Ok(store)) => Ok(store),
+            _ => Err(StorageError::WriterStopped),
+        }
+    }
+
+    fn shutdown(&mut self) -> Option<std::thread::Result<S>> {
+        self.lock_submitter().sender = None;
+        self.thread.take().map(JoinHandle::join)
+    }
+
+    fn lock_submitter(&self) -> MutexGuard<'_, Submitter> {
+        // Nothing panics while holding this lock (sending on a channel does not), so a poisoned
+        // lock would be a bug here; recovering the guard is still correct, as the state is a
+        // counter and a sender.
+        self.submitter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<S: LogStore> Drop for GroupCommitWriter<S> {
+    fn drop(&mut self) {
+        // The result is the store (dropped here) or the writer thread's panic, which has already
+        // been printed; neither needs more handling.
+        let _ = self.shutdown();
+    }
+}
+
+/// The writer thread's loop: drain a group, commit it, report, until the queue closes or a
+/// write fails fatally. Returns the store.
+fn run<S: LogStore>(
+    mut store: S,
+    receiver: Receiver<Request>,
+    budget: Arc<QueueBudget>,
+    mut sink: Sink,
+) -> S {
+    let mut carried: Option<Request> = None;
+    loop {
+        let first = match carried.take() {
+            Some(request) => request,
+            None => match receiver.recv() {
+                Ok(request) => request,
+                Err(_) => return store,
+            },
+        };
+        let mut group_bytes = first.bytes;
+        let mut requests = vec![first];
+        while requests.len() < GROUP_REQUESTS_MAX {
+            match receiver.try_recv() {
+                Ok(request) if group_bytes + request.bytes > GROUP_BYTES_MAX => {
+                    carried = Some(request);
+                    break;
+                }
+                Ok(request) => {
+                    group_bytes += request.bytes;
+                    requests.push(request);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let queued_bytes: u64 = requests.iter().map(|r| r.bytes).sum();
+        let healthy = commit_group(&mut store, requests, &mut sink);
+        budget.release(queued_bytes);
+        if !healthy {
+            budget.close();
+            return store;
+        }
+    }
+}
+
+/// The requests merged so far, and the state they leave.
+struct Group {
+    first_request: RequestId,
+    last_request: RequestId,
+    batch: WriteBatch,
+}
+
+/// Checks, merges and commits `requests`. Returns false after a fatal failure.
+fn commit_group<S: LogStore>(store: &mut S, requests: Vec<Request>, sink: &mut Sink) -> bool {
+    let last_drained = requests.last().map_or(0, |r| r.id);
+    let mut group: Option<Group> = None;
+    let mut state: Option<StoreState> = None;
+    for request in requests {
+        let before = match state.take() {
+            Some(state) => state,
+            None => match store.store_state() {
+                Ok(state) => state,
+                Err(error) => return fail(sink, request.id..=last_drained, error),
+            },
+        };
+        let pending = group.as_ref().map(|g| &g.batch);
+        let planned = plan_write(&before, &request.batch, &mut |index| {
+            term_after(pending, &*store, index)
+        });
+        match planned {
+            Ok(after) => {
+                state = Some(after);
+                merge(&mut group, request);
+            }
+            Err(error) if !error.is_fatal() => {
+                // The request changes nothing; earlier ones are written first, so that events
+                // stay in request order.
+                if let Some(error) = flush(store, group.take(), sink) {
+                    return fail(sink, error.0..=last_drained, error.1);
+                }
+                sink(WriterEvent::Refused {
+                    requests: request.id..=request.id,
+                    error,
+                });
+            }
+            Err(error) => {
+                let from = group.as_ref().map_or(request.id, |g| g.first_request);
+                return fail(sink, from..=last_drained, error);
+            }
+        }
+    }
+    match flush(store, group, sink) {
+        Some((first, error)) => fail(sink, first..=last_drained, error),
+        None => true,
+    }
+}
+
+fn fail(sink: &mut Sink, requests: RangeInclusive<RequestId>, error: StorageError) -> bool {
+    sink(WriterEvent::Failed { requests, error });
+    false
+}
+
+/// The term of `index` in the log as it will be once the `pending` group is written.
+fn term_after<S: LogRead>(
+    pending: Option<&WriteBatch>,
+    store: &S,
+    index: LogIndex,
+) -> Result<Term> {
+    let entries = pending.map_or(&[][..], |batch| &batch.entries[..]);
+    match entries.first() {
+        Some(first) if index >= first.index => entries
+            .get((index - first.index) as usize)
+            .map(|entry| entry.term)
+            .ok_or(StorageError::OutOfRange {
+                index,
+                last_index: first.index + entries.len() as u64 - 1,
+            }),
+        _ => store.term_at(index),
+    }
+}
+
+/// Adds a checked request to the group, as if it were written after everything in it.
+fn merge(group: &mut Option<Group>, request: Request) {
+    let Some(group) = group else {
+        *group = Some(Group {
+            first_request: request.id,
+            last_request: request.id,
+            batch: request.batch,
+        });
+        return;
+    };
+    group.last_request = request.id;
+    let into = &mut group.batch;
+    let next = request.batch;
+    if next.hard_state.is_some() {
+        into.hard_state = next.hard_state;
+    }
+    if let Some(start) = next.entries.first().map(|entry| entry.index) {
+        match into.entries.first().map(|entry| entry.index) {
+            Some(into_start) if start > into_start => {
+                into.entries.truncate((start - into_start) as usize);
+            }
+            _ => into.entries.clear(),
+        }
+        into.entries.extend(next.entries);
+    }
+    if next.committed.is_some() {
+        into.committed = next.committed;
+    }
+    if let Some(next_state) = next.state {
+        match &mut into.state {
+            Some(state) => {
+                state.applied = next_state.applied;
+                state.seqs.extend(next_state.seqs);
+                state.registry.extend(next_state.registry);
+                state.offsets.extend(next_state.offsets);
+            }
+            None => into.state = Some(next_state),
+        }
+    }
+}
+
+/// Writes the group and reports it. Returns the group's first request and the error, if the
+/// error was fatal.
+fn flush<S: LogStore>(
+    store: &mut S,
+    group: Option<Group>,
+    sink: &mut Sink,
+) -> Option<(RequestId, StorageError)> {
+    let group = group?;
+    let requests = group.first_request..=group.last_request;
+    match store.write(&group.batch) {
+        Ok(log) => {
+            sink(WriterEvent::Durable(DurableReport {
+                requests,
+                last_log_id: log.last_log_id,
+                hard_state: group.batch.hard_state,
+            }));
+            None
+        }
+        Err(error) if !error.is_fatal() => {
+            // Each request was checked before it was merged, so this is a bug in the merge or
+            // in the store; refusing the group is still the safe answer.
+            sink(WriterEvent::Refused { requests, error });
+            None
+        }
+        Err(error) => Some((group.first_request, error)),
+    }
+}
+
+/// Bounds the bytes queued for the writer.
+#[derive(Default)]
+struct QueueBudget {
+    state: Mutex<BudgetState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct BudgetState {
+    bytes: u64,
+    closed: bool,
+}
+
+impl QueueBudget {
+    fn lock(&self) -> MutexGuard<'_, BudgetState> {
+        // The state is two plain fields updated without panicking; a poisoned lock still holds
+        // a consistent value.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fits(state: &BudgetState, bytes: u64) -> bool {
+        state.bytes == 0 || state.bytes + bytes <= WRITE_QUEUE_BYTES_MAX
+    }
+
+    fn acquire(&self, bytes: u64) -> Result<()> {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return Err(StorageError::WriterStopped);
+            }
+            if Self::fits(&state, bytes) {
+                state.bytes += bytes;
+                return Ok(());
+            }
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn try_acquire(&self, bytes: u64) -> Result<bool> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(StorageError::WriterStopped);
+        }
+        let fits = Self::fits(&state, bytes);
+        if fits {
+            state.bytes += bytes;
+        }
+        Ok(fits)
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut state = self.lock();
+        state.bytes = state.bytes.saturating_sub(bytes);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.freed.notify_all();
+    }
+}

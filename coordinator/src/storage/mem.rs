@@ -1,0 +1,301 @@
+//! The in-memory store, for tests and the simulator.
+//!
+//! It keeps the same checked records as the redb store, so that it exercises the same encoding,
+//! and its "disk" is a shared handle ([`MemDisk`]) that outlives the store: dropping the store
+//! and opening a new one on the same disk is a restart. A write is atomic and immediately
+//! "durable", because it happens under one lock and this disk never crashes mid-write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ordo_common::{Entry, LogId, LogIndex, Term};
+
+use super::record::{decode_entry, encode_entry, entry_term};
+use super::rules::{plan_compaction, plan_write};
+use super::{
+    LogRead, LogState, LogStore, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
+    StoreState, WriteBatch,
+};
+
+/// The shared "disk" of [`MemLogStore`]s: clone it to keep the data across a store's lifetime.
+/// It is also the store's read handle.
+#[derive(Clone, Debug, Default)]
+pub struct MemDisk {
+    file: Arc<Mutex<MemFile>>,
+}
+
+#[derive(Debug)]
+struct MemFile {
+    format_version: u64,
+    /// Entry records by index.
+    log: BTreeMap<LogIndex, Vec<u8>>,
+    state: StoreState,
+    retained_bytes: u64,
+    batches: BTreeMap<u64, LogIndex>,
+    registry: HashMap<[u8; 16], Vec<u8>>,
+    offsets: HashMap<String, u64>,
+}
+
+impl Default for MemFile {
+    fn default() -> Self {
+        Self {
+            format_version: STORAGE_FORMAT_VERSION,
+            log: BTreeMap::new(),
+            state: StoreState {
+                log: LogState {
+                    first_index: 1,
+                    ..LogState::default()
+                },
+                ..StoreState::default()
+            },
+            retained_bytes: 0,
+            batches: BTreeMap::new(),
+            registry: HashMap::new(),
+            offsets: HashMap::new(),
+        }
+    }
+}
+
+impl MemDisk {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Flips bit `bit` of byte `byte` of the record stored for `index`, as a damaged disk would.
+    /// Returns whether there was such a byte. For corruption tests.
+    pub fn corrupt_entry(&self, index: LogIndex, byte: usize, bit: u8) -> bool {
+        let mut file = self.lock();
+        match file.log.get_mut(&index).and_then(|r| r.get_mut(byte)) {
+            Some(value) => {
+                *value ^= 1 << (bit % 8);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records `version` as the disk's format version, as a newer build would. For tests.
+    pub fn set_format_version(&self, version: u64) {
+        self.lock().format_version = version;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemFile> {
+        // A panic while holding this lock is a bug in this module, not a disk condition.
+        self.file.lock().expect("mem disk lock poisoned")
+    }
+}
+
+/// The in-memory [`LogStore`].
+#[derive(Debug)]
+pub struct MemLogStore {
+    disk: MemDisk,
+    retention: Retention,
+}
+
+impl MemLogStore {
+    /// Opens the store kept on `disk`, checking its format version and every entry, as the redb
+    /// store does on open.
+    pub fn open(disk: &MemDisk, retention: Retention) -> Result<Self> {
+        {
+            let file = disk.lock();
+            if file.format_version != STORAGE_FORMAT_VERSION {
+                return Err(StorageError::IncompatibleFormat {
+                    found: file.format_version,
+                    supported: STORAGE_FORMAT_VERSION,
+                });
+            }
+            for (&index, record) in &file.log {
+                decode_entry(index, record)?;
+            }
+        }
+        Ok(Self {
+            disk: disk.clone(),
+            retention,
+        })
+    }
+
+    /// The disk this store keeps its data on.
+    pub fn disk(&self) -> &MemDisk {
+        &self.disk
+    }
+}
+
+impl LogStore for MemLogStore {
+    type Reader = MemDisk;
+
+    fn write(&mut self, batch: &WriteBatch) -> Result<LogState> {
+        self.disk.lock().write(batch, &self.retention)
+    }
+
+    fn reader(&self) -> MemDisk {
+        self.disk.clone()
+    }
+}
+
+impl MemFile {
+    /// Plans everything first, so that the mutation below cannot fail half way.
+    fn write(&mut self, batch: &WriteBatch, retention: &Retention) -> Result<LogState> {
+        let after = plan_write(&self.state, batch, &mut |index| self.term_at(index))?;
+        let records: Vec<Vec<u8>> = batch.entries.iter().map(encode_entry).collect();
+        let start = batch.entries.first().map(|entry| entry.index);
+        let replaced_bytes: u64 = start.map_or(0, |start| {
+            self.log.range(start..).map(|(_, r)| r.len() as u64).sum()
+        });
+        let added_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+        let retained_bytes = self.retained_bytes - replaced_bytes + added_bytes;
+        // The record (or term) of an index as it will be after this write.
+        let record_after = |index: LogIndex| match start {
+            Some(start) if index >= start => &records[(index - start) as usize],
+            _ => &self.log[&index],
+        };
+        let compaction = plan_compaction(&after, Some(retained_bytes), retention, &mut |index| {
+            Ok(record_after(index).len() as u64)
+        })?;
+        let purged = match compaction {
+            Some(c) => {
+                let index = c.first_index - 1;
+                Some(LogId::new(entry_term(index, record_after(index))?, index))
+            }
+            None => None,
+        };
+
+        if let Some(start) = start {
+            self.log.split_off(&start);
+            for (entry, record) in batch.entries.iter().zip(records) {
+                self.log.insert(entry.index, record);
+            }
+        }
+        if let Some(state) = &batch.state {
+            self.batches.extend(state.seqs.iter().copied());
+            self.registry.extend(state.registry.iter().cloned());
+            self.offsets.extend(state.offsets.iter().cloned());
+        }
+        self.state = after;
+        self.retained_bytes = retained_bytes;
+        if let (Some(compaction), Some(purged)) = (compaction, purged) {
+            self.log = self.log.split_off(&compaction.first_index);
+            self.batches
+                .retain(|_, index| *index >= compaction.first_index);
+            self.state.log.first_index = compaction.first_index;
+            self.state.log.purged = Some(purged);
+            if self.log.is_empty() {
+                self.state.log.last_log_id = Some(purged);
+            }
+            self.retained_bytes = compaction.retained_bytes.unwrap_or(retained_bytes);
+        }
+        Ok(self.state.log)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Result<Term> {
+        let log = &self.state.log;
+        if index == 0 {
+            return Ok(0);
+        }
+        if let Some(purged) = log.purged.filter(|p| p.index == index) {
+            return Ok(purged.term);
+        }
+        if index < log.first_index {
+            return Err(StorageError::Compacted {
+                first_index: log.first_index,
+            });
+        }
+        match self.log.get(&index) {
+            Some(record) => entry_term(index, record),
+            None => Err(StorageError::OutOfRange {
+                index,
+                last_index: log.last_index(),
+            }),
+        }
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
+        check_range(&self.state.log, lo, hi)?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        for index in lo..hi {
+            let record = self.log.get(&index).ok_or_else(|| StorageError::Corrupt {
+                index,
+                detail: "missing from the log".into(),
+            })?;
+            let entry = decode_entry(index, record)?;
+            bytes += entry.payload_bytes();
+            if bytes > bytes_max && !entries.is_empty() {
+                break;
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+/// Checks a `[lo, hi)` read against the log's extent.
+pub(crate) fn check_range(log: &LogState, lo: LogIndex, hi: LogIndex) -> Result<()> {
+    if lo > hi {
+        return Err(StorageError::InvalidRange { lo, hi });
+    }
+    if lo < log.first_index {
+        return Err(StorageError::Compacted {
+            first_index: log.first_index,
+        });
+    }
+    if hi > log.last_index() + 1 {
+        return Err(StorageError::OutOfRange {
+            index: hi - 1,
+            last_index: log.last_index(),
+        });
+    }
+    Ok(())
+}
+
+impl LogRead for MemDisk {
+    fn store_state(&self) -> Result<StoreState> {
+        Ok(self.lock().state.clone())
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
+        self.lock().entries(lo, hi, bytes_max)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Result<Term> {
+        self.lock().term_at(index)
+    }
+
+    fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>> {
+        Ok(self.lock().batches.get(&seq).copied())
+    }
+
+    fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().registry.get(batch_id).cloned())
+    }
+
+    fn topic_offset(&self, topic: &str) -> Result<u64> {
+        Ok(self.lock().offsets.get(topic).copied().unwrap_or(0))
+    }
+}
+
+impl LogRead for MemLogStore {
+    fn store_state(&self) -> Result<StoreState> {
+        self.disk.store_state()
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
+        self.disk.entries(lo, hi, bytes_max)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Result<Term> {
+        self.disk.term_at(index)
+    }
+
+    fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>> {
+        self.disk.batch_index(seq)
+    }
+
+    fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+        self.disk.outcome(batch_id)
+    }
+
+    fn topic_offset(&self, topic: &str) -> Result<u64> {
+        self.disk.topic_offset(topic)
+    }
+}

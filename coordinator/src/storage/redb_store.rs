@@ -1,0 +1,737 @@
+//! The redb store: one file holding the log, the Raft state and the state machine's tables.
+//!
+//! # Tables
+//!
+//! | table                | key                 | value (a checked record, see `record.rs`) |
+//! |----------------------|---------------------|-------------------------------------------|
+//! | `ordo_meta`          | `"format_version"`  | `u64`, unchecked; its type never changes   |
+//! | `ordo_log`           | index               | term + payload                            |
+//! | `ordo_raft`          | `"hard_state"`, `"committed"`, `"applied"`, `"last_seq"`, `"purged"` | the value |
+//! | `ordo_batches`       | seq                 | log index of the entry carrying the batch |
+//! | `ordo_registry`      | batch id (16 bytes) | outcome bytes                             |
+//! | `ordo_topic_offsets` | topic name          | offset                                    |
+//!
+//! Every write is one redb write transaction with `Durability::Immediate`: redb writes the
+//! changed pages, then fsyncs once, and the commit is visible to readers only after that.
+//! Records are written only when they change, so a pure append touches the log table alone.
+//!
+//! redb checks its own page checksums only when it recovers from a crash; the record checksums
+//! are what catch a damaged value afterwards. redb may panic on a damaged page structure, so
+//! every call into it is shielded and a panic becomes [`StorageError::CorruptFile`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+
+use ordo_common::{Entry, HardState, LogId, LogIndex, Term};
+use redb::{
+    Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+use super::mem::check_range;
+use super::record::{
+    decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value, entry_term,
+};
+use super::rules::{plan_compaction, plan_write};
+use super::{
+    LogRead, LogState, LogStore, Progress, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
+    StoreState, WriteBatch,
+};
+
+/// The format version's table. Its name and types are fixed forever, so that any build can
+/// read the version of any file.
+const META: TableDefinition<&str, u64> = TableDefinition::new("ordo_meta");
+const FORMAT_KEY: &str = "format_version";
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ordo_log");
+const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("ordo_raft");
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("ordo_batches");
+const REGISTRY: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("ordo_registry");
+const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("ordo_topic_offsets");
+
+const HARD_STATE_KEY: &str = "hard_state";
+const COMMITTED_KEY: &str = "committed";
+const APPLIED_KEY: &str = "applied";
+const LAST_SEQ_KEY: &str = "last_seq";
+const PURGED_KEY: &str = "purged";
+
+/// redb's page cache, by default. The log is read mostly at its tail, so a modest cache serves
+/// followers and the state machine; raise it for nodes that serve long catch-ups.
+pub const CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+
+/// Entries checked on open by default: the most recent ones, which are the ones a crash could
+/// have been writing.
+pub const VERIFY_TAIL_ENTRIES_DEFAULT: u64 = 1024;
+
+/// How much of the log [`RedbLogStore::open`] checks before it accepts the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyOnOpen {
+    /// The last `entries` entries, plus the durable state and the log's extent. Cheap, and
+    /// covers what a crash could have been writing; older entries are checked when read.
+    Tail { entries: u64 },
+    /// Every entry. Reads the whole log: use it after a disk problem or before trusting a node
+    /// to serve a long catch-up.
+    All,
+}
+
+impl Default for VerifyOnOpen {
+    fn default() -> Self {
+        Self::Tail {
+            entries: VERIFY_TAIL_ENTRIES_DEFAULT,
+        }
+    }
+}
+
+/// How to open a [`RedbLogStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedbOptions {
+    pub retention: Retention,
+    pub verify_on_open: VerifyOnOpen,
+    pub cache_bytes: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            retention: Retention::default(),
+            verify_on_open: VerifyOnOpen::default(),
+            cache_bytes: CACHE_BYTES_DEFAULT,
+        }
+    }
+}
+
+/// The redb [`LogStore`]. Holds the file open (exclusively) until dropped.
+pub struct RedbLogStore {
+    db: Arc<Database>,
+    reader: RedbLogReader,
+    options: RedbOptions,
+    /// The durable state, as of the last successful write.
+    state: StoreState,
+    /// Bytes of entry records in the log; counted only when retention limits bytes.
+    retained_bytes: Option<u64>,
+    /// Why writes are refused, after a write failed.
+    halted: Option<String>,
+}
+
+/// A read handle on a [`RedbLogStore`], usable from any thread while the store writes. Each
+/// read is one redb read transaction, so it sees one committed (durable) state.
+#[derive(Clone)]
+pub struct RedbLogReader {
+    db: Arc<Database>,
+}
+
+impl RedbLogStore {
+    /// Opens the store in the file at `path`, creating it if it does not exist.
+    ///
+    /// Refuses a file written in another format ([`StorageError::IncompatibleFormat`]), a file
+    /// another process holds ([`StorageError::AlreadyOpen`]) and a log that fails the checks of
+    /// `options.verify_on_open` (a corruption error whose message tells the operator what to do).
+    pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
+        let path = path.as_ref();
+        shielded(|| Self::open_unshielded(path, options))
+    }
+
+    fn open_unshielded(path: &Path, options: RedbOptions) -> Result<Self> {
+        let mut builder = Builder::new();
+        builder.set_cache_size(options.cache_bytes);
+        let db = Arc::new(builder.create(path)?);
+        prepare_tables(&db)?;
+        let (state, retained_bytes) = {
+            let txn = db.begin_read()?;
+            let state = load_state(&txn)?;
+            verify(&txn, &state, options.verify_on_open)?;
+            let retained_bytes = match options.retention.bytes_max {
+                Some(_) => Some(count_log_bytes(&txn)?),
+                None => None,
+            };
+            (state, retained_bytes)
+        };
+        Ok(Self {
+            reader: RedbLogReader { db: db.clone() },
+            db,
+            options,
+            state,
+            retained_bytes,
+            halted: None,
+        })
+    }
+
+    /// Writes `batch` in one transaction and returns the state after it.
+    fn commit(
+        &self,
+        batch: &WriteBatch,
+        mut after: StoreState,
+    ) -> Result<(StoreState, Option<u64>)> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut retained_bytes = self.retained_bytes;
+        write_entries(
+            &txn,
+            batch,
+            self.state.log.last_index(),
+            &mut retained_bytes,
+        )?;
+        write_raft_state(&txn, batch, &self.state)?;
+        write_tables(&txn, batch)?;
+        if let Some(compaction) = plan_compaction(
+            &after,
+            retained_bytes,
+            &self.options.retention,
+            &mut |index| record_bytes(&txn, index),
+        )? {
+            let purged = compact(&txn, after.log.first_index, compaction.first_index)?;
+            after.log.first_index = compaction.first_index;
+            after.log.purged = Some(purged);
+            retained_bytes = compaction.retained_bytes;
+        }
+        txn.commit()?;
+        Ok((after, retained_bytes))
+    }
+}
+
+impl LogStore for RedbLogStore {
+    type Reader = RedbLogReader;
+
+    fn write(&mut self, batch: &WriteBatch) -> Result<LogState> {
+        if let Some(reason) = &self.halted {
+            return Err(StorageError::Halted {
+                reason: reason.clone(),
+            });
+        }
+        let reader = &self.reader;
+        let after = plan_write(&self.state, batch, &mut |index| reader.term_at(index))?;
+        match shielded(|| self.commit(batch, after)) {
+            Ok((state, retained_bytes)) => {
+                self.state = state;
+                self.retained_bytes = retained_bytes;
+                Ok(self.state.log)
+            }
+            Err(error) => {
+                // The transaction was aborted, but a failed commit leaves the file's durable
+                // state unknown: only a reopen, which recovers and checks it, may write again.
+                self.halted = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    fn reader(&self) -> RedbLogReader {
+        self.reader.clone()
+    }
+}
+
+impl LogRead for RedbLogStore {
+    fn store_state(&self) -> Result<StoreState> {
+        Ok(self.state.clone())
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
+        self.reader.entries(lo, hi, bytes_max)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Result<Term> {
+        self.reader.term_at(index)
+    }
+
+    fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>> {
+        self.reader.batch_index(seq)
+    }
+
+    fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+        self.reader.outcome(batch_id)
+    }
+
+    fn topic_offset(&self, topic: &str) -> Result<u64> {
+        self.reader.topic_offset(topic)
+    }
+}
+
+impl RedbLogReader {
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        shielded(|| {
+            let txn = self.db.begin_read()?;
+            f(&txn)
+        })
+    }
+}
+
+impl LogRead for RedbLogReader {
+    fn store_state(&self) -> Result<StoreState> {
+        self.read(load_state)
+    }
+
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
+        self.read(|txn| {
+            let log = txn.open_table(LOG)?;
+            let extent = load_extent(txn, &log)?;
+            check_range(&extent, lo, hi)?;
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            let mut expected = lo;
+            for item in log.range(lo..hi)? {
+                let (key, value) = item?;
+                let index = key.value();
+                if index != expected {
+                    return Err(missing(expected));
+                }
+                let entry = decode_entry(index, value.value())?;
+                bytes += entry.payload_bytes();
+                if bytes > bytes_max && !entries.is_empty() {
+                    return Ok(entries);
+                }
+                entries.push(entry);
+                expected += 1;
+            }
+            if expected != hi {
+                return Err(missing(expected));
+            }
+            Ok(entries)
+        })
+    }
+
+    fn term_at(&self, index: LogIndex) -> Result<Term> {
+        self.read(|txn| {
+            let log = txn.open_table(LOG)?;
+            let extent = load_extent(txn, &log)?;
+            term_in(&log, &extent, index)
+        })
+    }
+
+    fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>> {
+        self.read(|txn| {
+            let batches = txn.open_table(BATCHES)?;
+            let key = seq.to_be_bytes();
+            match batches.get(seq)? {
+                Some(value) => decode_value(&key, value.value())
+                    .map(Some)
+                    .map_err(|detail| StorageError::corrupt_state(format!("seq {seq}"), detail)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+        self.read(|txn| {
+            let registry = txn.open_table(REGISTRY)?;
+            match registry.get(batch_id)? {
+                Some(value) => decode_bytes(batch_id, value.value())
+                    .map(|bytes| Some(bytes.to_vec()))
+                    .map_err(|detail| StorageError::corrupt_state("registry outcome", detail)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn topic_offset(&self, topic: &str) -> Result<u64> {
+        self.read(|txn| {
+            let offsets = txn.open_table(OFFSETS)?;
+            match offsets.get(topic)? {
+                Some(value) => decode_value(topic.as_bytes(), value.value()).map_err(|detail| {
+                    StorageError::corrupt_state(format!("offset of topic {topic:?}"), detail)
+                }),
+                None => Ok(0),
+            }
+        })
+    }
+}
+
+/// Checks the format version of a file and creates the tables of a new one. Nothing is written
+/// to a file of another format.
+fn prepare_tables(db: &Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    let table_names: Vec<String> = txn
+        .list_tables()?
+        .map(|handle| redb::TableHandle::name(&handle).to_string())
+        .collect();
+    let found = if table_names.is_empty() {
+        txn.open_table(META)?
+            .insert(FORMAT_KEY, STORAGE_FORMAT_VERSION)?;
+        STORAGE_FORMAT_VERSION
+    } else if !table_names.iter().any(|name| name == META.name_str()) {
+        return Err(StorageError::CorruptFile {
+            detail: format!(
+                "not an ordo store: it has tables {table_names:?} but no format version"
+            ),
+        });
+    } else {
+        let meta = txn.open_table(META)?;
+        let found = meta.get(FORMAT_KEY)?.map(|value| value.value());
+        found.ok_or_else(|| StorageError::corrupt_state("format version", "missing"))?
+    };
+    if found != STORAGE_FORMAT_VERSION {
+        return Err(StorageError::IncompatibleFormat {
+            found,
+            supported: STORAGE_FORMAT_VERSION,
+        });
+    }
+    txn.open_table(LOG)?;
+    txn.open_table(RAFT)?;
+    txn.open_table(BATCHES)?;
+    txn.open_table(REGISTRY)?;
+    txn.open_table(OFFSETS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+trait NameStr {
+    fn name_str(&self) -> &str;
+}
+
+impl<K: redb::Key + 'static, V: redb::Value + 'static> NameStr for TableDefinition<'_, K, V> {
+    fn name_str(&self) -> &str {
+        redb::TableHandle::name(self)
+    }
+}
+
+/// Reads a state record of the `ordo_raft` table, checking it.
+fn raft_record<T: serde::de::DeserializeOwned>(
+    raft: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>> {
+    match raft.get(key)? {
+        Some(value) => decode_value(key.as_bytes(), value.value())
+            .map(Some)
+            .map_err(|detail| StorageError::corrupt_state(key, detail)),
+        None => Ok(None),
+    }
+}
+
+/// The log's first and last index (and the purged id), without reading any entry.
+fn load_extent(
+    txn: &ReadTransaction,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<LogState> {
+    let raft = txn.open_table(RAFT)?;
+    let purged: Option<LogId> = raft_record(&raft, PURGED_KEY)?;
+    let first = log.first()?.map(|(key, _)| key.value());
+    let last = log.last()?.map(|(key, _)| key.value());
+    Ok(match (first, last) {
+        (Some(first), Some(last)) => LogState {
+            first_index: first,
+            // The term is not read here; callers of the extent use only the indexes.
+            last_log_id: Some(LogId::new(0, last)),
+            purged,
+        },
+        _ => LogState {
+            first_index: purged.map_or(1, |p| p.index + 1),
+            last_log_id: purged,
+            purged,
+        },
+    })
+}
+
+fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
+    let log = txn.open_table(LOG)?;
+    let raft = txn.open_table(RAFT)?;
+    let mut extent = load_extent(txn, &log)?;
+    if let Some((key, value)) = log.last()? {
+        extent.last_log_id = Some(LogId::new(
+            entry_term(key.value(), value.value())?,
+            key.value(),
+        ));
+    }
+    let hard_state: HardState = raft_record(&raft, HARD_STATE_KEY)?.unwrap_or_default();
+    Ok(StoreState {
+        log: extent,
+        hard_state,
+        progress: Progress {
+            committed: raft_record(&raft, COMMITTED_KEY)?.unwrap_or(0),
+            applied: raft_record(&raft, APPLIED_KEY)?,
+        },
+        last_seq: raft_record(&raft, LAST_SEQ_KEY)?.unwrap_or(0),
+    })
+}
+
+fn term_in(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    extent: &LogState,
+    index: LogIndex,
+) -> Result<Term> {
+    if index == 0 {
+        return Ok(0);
+    }
+    if let Some(purged) = extent.purged.filter(|p| p.index == index) {
+        return Ok(purged.term);
+    }
+    if index < extent.first_index {
+        return Err(StorageError::Compacted {
+            first_index: extent.first_index,
+        });
+    }
+    if index > extent.last_index() {
+        return Err(StorageError::OutOfRange {
+            index,
+            last_index: extent.last_index(),
+        });
+    }
+    match log.get(index)? {
+        Some(value) => entry_term(index, value.value()),
+        None => Err(missing(index)),
+    }
+}
+
+fn missing(index: LogIndex) -> StorageError {
+    StorageError::Corrupt {
+        index,
+        detail: "missing: the log has a hole here".into(),
+    }
+}
+
+/// The checks of [`RedbLogStore::open`]: the log has no holes and agrees with the durable state,
+/// and the entries `verify` names pass their checksums, decode, and have non-decreasing terms.
+fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Result<()> {
+    let log = txn.open_table(LOG)?;
+    let first = state.log.first_index;
+    let last = state.log.last_index();
+    let stored = log.len()?;
+    if last >= first && stored != last - first + 1 {
+        let mut expected = first;
+        for item in log.iter()? {
+            if item?.0.value() != expected {
+                break;
+            }
+            expected += 1;
+        }
+        return Err(missing(expected));
+    }
+    if let (Some(purged), true) = (state.log.purged, stored > 0)
+        && first != purged.index + 1
+    {
+        return Err(StorageError::corrupt_state(
+            PURGED_KEY,
+            format!("the log starts at {first}, not after the purged entry {purged}"),
+        ));
+    }
+    if state.progress.committed > last {
+        return Err(StorageError::corrupt_state(
+            COMMITTED_KEY,
+            format!(
+                "commit index {} is past the last index {last}",
+                state.progress.committed
+            ),
+        ));
+    }
+    if let Some(applied) = state.progress.applied {
+        let term = term_in(&log, &state.log, applied.index)?;
+        if applied.index > state.progress.committed || term != applied.term {
+            return Err(StorageError::corrupt_state(
+                APPLIED_KEY,
+                format!("applied entry {applied} is not a committed entry of the log"),
+            ));
+        }
+    }
+    let last_term = state.log.last_log_id.map_or(0, |id| id.term);
+    if last_term > state.hard_state.term {
+        return Err(StorageError::corrupt_state(
+            HARD_STATE_KEY,
+            format!(
+                "term {} is older than the last entry's term {last_term}",
+                state.hard_state.term
+            ),
+        ));
+    }
+    let from = match verify {
+        VerifyOnOpen::All => first,
+        VerifyOnOpen::Tail { entries } => first.max((last + 1).saturating_sub(entries)),
+    };
+    let mut term_floor = 0;
+    for item in log.range(from..)? {
+        let (key, value) = item?;
+        let entry = decode_entry(key.value(), value.value())?;
+        if entry.term < term_floor {
+            return Err(StorageError::Corrupt {
+                index: entry.index,
+                detail: format!(
+                    "term {} is below the term {term_floor} before it",
+                    entry.term
+                ),
+            });
+        }
+        term_floor = entry.term;
+    }
+    Ok(())
+}
+
+fn count_log_bytes(txn: &ReadTransaction) -> Result<u64> {
+    let log = txn.open_table(LOG)?;
+    let mut bytes = 0;
+    for item in log.iter()? {
+        bytes += item?.1.value().len() as u64;
+    }
+    Ok(bytes)
+}
+
+fn record_bytes(txn: &WriteTransaction, index: LogIndex) -> Result<u64> {
+    let log = txn.open_table(LOG)?;
+    let bytes = log.get(index)?.map(|value| value.value().len() as u64);
+    bytes.ok_or_else(|| missing(index))
+}
+
+/// Deletes every entry `>= entries[0].index`, then inserts the batch's entries.
+fn write_entries(
+    txn: &WriteTransaction,
+    batch: &WriteBatch,
+    last_index: LogIndex,
+    retained_bytes: &mut Option<u64>,
+) -> Result<()> {
+    let Some(start) = batch.entries.first().map(|entry| entry.index) else {
+        return Ok(());
+    };
+    let mut log = txn.open_table(LOG)?;
+    if start <= last_index {
+        let mut removed = log.extract_from_if(start.., |_, _| true)?;
+        for item in removed.by_ref() {
+            let (_, value) = item?;
+            if let Some(bytes) = retained_bytes.as_mut() {
+                *bytes -= value.value().len() as u64;
+            }
+        }
+    }
+    for entry in &batch.entries {
+        let record = encode_entry(entry);
+        if let Some(bytes) = retained_bytes.as_mut() {
+            *bytes += record.len() as u64;
+        }
+        log.insert(entry.index, record.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Writes the hard state and progress records that the batch changes, and no others, so that
+/// an append does not rewrite this table's pages.
+fn write_raft_state(txn: &WriteTransaction, batch: &WriteBatch, before: &StoreState) -> Result<()> {
+    let changed_hard_state = batch.hard_state.filter(|h| *h != before.hard_state);
+    let changed_committed = batch.committed.filter(|c| *c != before.progress.committed);
+    if changed_hard_state.is_none() && changed_committed.is_none() && batch.state.is_none() {
+        return Ok(());
+    }
+    let mut raft = txn.open_table(RAFT)?;
+    if let Some(hard_state) = changed_hard_state {
+        let record = encode_value(HARD_STATE_KEY.as_bytes(), &hard_state);
+        raft.insert(HARD_STATE_KEY, record.as_slice())?;
+    }
+    if let Some(committed) = changed_committed {
+        let record = encode_value(COMMITTED_KEY.as_bytes(), &committed);
+        raft.insert(COMMITTED_KEY, record.as_slice())?;
+    }
+    if let Some(state) = &batch.state {
+        let record = encode_value(APPLIED_KEY.as_bytes(), &state.applied);
+        raft.insert(APPLIED_KEY, record.as_slice())?;
+        if let Some(&(last_seq, _)) = state.seqs.last() {
+            let record = encode_value(LAST_SEQ_KEY.as_bytes(), &last_seq);
+            raft.insert(LAST_SEQ_KEY, record.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+fn write_tables(txn: &WriteTransaction, batch: &WriteBatch) -> Result<()> {
+    let Some(state) = &batch.state else {
+        return Ok(());
+    };
+    if !state.seqs.is_empty() {
+        let mut batches = txn.open_table(BATCHES)?;
+        for &(seq, index) in &state.seqs {
+            let record = encode_value(&seq.to_be_bytes(), &index);
+            batches.insert(seq, record.as_slice())?;
+        }
+    }
+    if !state.registry.is_empty() {
+        let mut registry = txn.open_table(REGISTRY)?;
+        for (batch_id, outcome) in &state.registry {
+            let record = encode_bytes(batch_id, outcome);
+            registry.insert(batch_id, record.as_slice())?;
+        }
+    }
+    if !state.offsets.is_empty() {
+        let mut offsets = txn.open_table(OFFSETS)?;
+        for (topic, offset) in &state.offsets {
+            let record = encode_value(topic.as_bytes(), offset);
+            offsets.insert(topic.as_str(), record.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes entries `[first, new_first)` and the seqs of batches they carried, records the last
+/// deleted entry as purged, and returns its id.
+fn compact(txn: &WriteTransaction, first: LogIndex, new_first: LogIndex) -> Result<LogId> {
+    let mut log = txn.open_table(LOG)?;
+    let purged_index = new_first - 1;
+    let term = match log.get(purged_index)? {
+        Some(value) => entry_term(purged_index, value.value())?,
+        None => return Err(missing(purged_index)),
+    };
+    log.retain_in(first..new_first, |_, _| false)?;
+    let purged = LogId::new(term, purged_index);
+    let record = encode_value(PURGED_KEY.as_bytes(), &purged);
+    txn.open_table(RAFT)?
+        .insert(PURGED_KEY, record.as_slice())?;
+
+    let mut batches = txn.open_table(BATCHES)?;
+    let mut forgotten = Vec::new();
+    for item in batches.iter()? {
+        let (key, value) = item?;
+        let seq = key.value();
+        let index: LogIndex = decode_value(&seq.to_be_bytes(), value.value())
+            .map_err(|detail| StorageError::corrupt_state(format!("seq {seq}"), detail))?;
+        if index >= new_first {
+            break;
+        }
+        forgotten.push(seq);
+    }
+    for seq in forgotten {
+        batches.remove(seq)?;
+    }
+    Ok(purged)
+}
+
+/// Runs `f`, turning a panic inside redb (which it may raise on a damaged page) into an error.
+fn shielded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(StorageError::CorruptFile {
+                detail: format!("redb panicked while reading it: {message}"),
+            })
+        }
+    }
+}
+
+impl From<redb::Error> for StorageError {
+    fn from(error: redb::Error) -> Self {
+        match error {
+            redb::Error::Io(error) => Self::Io(error),
+            redb::Error::Corrupted(detail) => Self::CorruptFile { detail },
+            redb::Error::DatabaseAlreadyOpen => Self::AlreadyOpen,
+            other => Self::Redb(Box::new(other)),
+        }
+    }
+}
+
+macro_rules! from_redb_error {
+    ($($error:ty),* $(,)?) => {
+        $(
+            impl From<$error> for StorageError {
+                fn from(error: $error) -> Self {
+                    redb::Error::from(error).into()
+                }
+            }
+        )*
+    };
+}
+
+from_redb_error!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+);

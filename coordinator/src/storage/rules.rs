@@ -1,0 +1,304 @@
+//! The rules every write must satisfy, and retention, as pure functions shared by both stores
+//! and by the group commit writer (which checks each request before merging it into a group).
+//!
+//! Keeping them in one place is what makes the stores agree: a store plans a write with
+//! [`plan_write`] against its cached [`StoreState`], and only then touches its data.
+
+use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
+use ordo_common::{HardState, LogId, LogIndex, Term};
+
+use super::{
+    OUTCOME_BYTES_MAX, Result, Retention, StorageError, StoreState, TOPIC_NAME_BYTES_MAX,
+    WriteBatch,
+};
+
+/// Checks `batch` against the state `before` it and returns the state after it, without
+/// retention (see [`plan_compaction`]). `term_at` answers the term of an entry of the log as it
+/// is before the batch, for indexes from the purged index (or 0) to the last index.
+pub(crate) fn plan_write(
+    before: &StoreState,
+    batch: &WriteBatch,
+    term_at: &mut dyn FnMut(LogIndex) -> Result<Term>,
+) -> Result<StoreState> {
+    let mut after = before.clone();
+    if let Some(hard_state) = batch.hard_state {
+        check_hard_state(&before.hard_state, &hard_state)?;
+        after.hard_state = hard_state;
+    }
+    if !batch.entries.is_empty() {
+        let last = check_entries(before, &after.hard_state, batch, term_at)?;
+        after.log.last_log_id = Some(last);
+    }
+    if let Some(committed) = batch.committed {
+        if committed < before.progress.committed {
+            return Err(StorageError::invalid_write(format!(
+                "commit index would go back from {} to {committed}",
+                before.progress.committed
+            )));
+        }
+        if committed > after.log.last_index() {
+            return Err(StorageError::invalid_write(format!(
+                "commit index {committed} is past the last index {}",
+                after.log.last_index()
+            )));
+        }
+        after.progress.committed = committed;
+    }
+    if let Some(state) = &batch.state {
+        check_state_update(before, &after, batch, term_at)?;
+        after.progress.applied = Some(state.applied);
+        if let Some(&(seq, _)) = state.seqs.last() {
+            after.last_seq = seq;
+        }
+    }
+    Ok(after)
+}
+
+/// Whether `next` may replace `current` as the durable term and vote: the term never decreases
+/// and a vote, once cast, never changes within its term.
+pub(crate) fn check_hard_state(current: &HardState, next: &HardState) -> Result<()> {
+    if next.term < current.term {
+        return Err(StorageError::invalid_write(format!(
+            "term would go back from {} to {}",
+            current.term, next.term
+        )));
+    }
+    if next.term == current.term && current.vote.is_some() && next.vote != current.vote {
+        return Err(StorageError::invalid_write(format!(
+            "vote in term {} would change from {:?} to {:?}",
+            current.term, current.vote, next.vote
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the batch's entries and returns the id of the last one.
+fn check_entries(
+    before: &StoreState,
+    hard_state: &HardState,
+    batch: &WriteBatch,
+    term_at: &mut dyn FnMut(LogIndex) -> Result<Term>,
+) -> Result<LogId> {
+    let start = batch.entries[0].index;
+    let last_index = before.log.last_index();
+    if start < before.log.first_index || start == 0 {
+        return Err(StorageError::invalid_write(format!(
+            "entries start at index {start}, below the first index {}",
+            before.log.first_index
+        )));
+    }
+    if start > last_index + 1 {
+        return Err(StorageError::invalid_write(format!(
+            "entries start at index {start}, which would leave a hole after the last index \
+             {last_index}"
+        )));
+    }
+    if start <= before.progress.committed {
+        return Err(StorageError::invalid_write(format!(
+            "entries start at index {start}, which would replace committed entries (commit \
+             index {})",
+            before.progress.committed
+        )));
+    }
+    let mut term_floor = term_at(start - 1)?;
+    for (offset, entry) in batch.entries.iter().enumerate() {
+        let expected = start + offset as u64;
+        if entry.index != expected {
+            return Err(StorageError::invalid_write(format!(
+                "entry indexes are not consecutive: found {} where {expected} belongs",
+                entry.index
+            )));
+        }
+        if entry.term < term_floor {
+            return Err(StorageError::invalid_write(format!(
+                "entry {} has term {}, below the term {term_floor} of the entry before it",
+                entry.index, entry.term
+            )));
+        }
+        if entry.payload_bytes() > ENTRY_PAYLOAD_BYTES_MAX {
+            return Err(StorageError::invalid_write(format!(
+                "entry {} has {} payload bytes, over the limit of {ENTRY_PAYLOAD_BYTES_MAX}",
+                entry.index,
+                entry.payload_bytes()
+            )));
+        }
+        term_floor = entry.term;
+    }
+    if term_floor > hard_state.term {
+        return Err(StorageError::invalid_write(format!(
+            "entries have term {term_floor}, newer than the current term {}",
+            hard_state.term
+        )));
+    }
+    Ok(LogId::new(
+        term_floor,
+        start + batch.entries.len() as u64 - 1,
+    ))
+}
+
+fn check_state_update(
+    before: &StoreState,
+    after: &StoreState,
+    batch: &WriteBatch,
+    term_at: &mut dyn FnMut(LogIndex) -> Result<Term>,
+) -> Result<()> {
+    let Some(state) = &batch.state else {
+        return Ok(());
+    };
+    let applied = state.applied;
+    let applied_before = before.progress.applied.map_or(0, |id| id.index);
+    if applied.index == 0 || applied.index < applied_before {
+        return Err(StorageError::invalid_write(format!(
+            "applied index would go from {applied_before} to {}",
+            applied.index
+        )));
+    }
+    if applied.index > after.progress.committed {
+        return Err(StorageError::invalid_write(format!(
+            "applied index {} is past the commit index {}",
+            applied.index, after.progress.committed
+        )));
+    }
+    let term = match batch.entries.first() {
+        Some(first) if applied.index >= first.index => {
+            batch.entries[(applied.index - first.index) as usize].term
+        }
+        _ => term_at(applied.index)?,
+    };
+    if term != applied.term {
+        return Err(StorageError::invalid_write(format!(
+            "applied entry {applied} does not match the log, whose entry {} has term {term}",
+            applied.index
+        )));
+    }
+    let mut index_floor = applied_before;
+    for (seq_expected, &(seq, index)) in (before.last_seq + 1..).zip(&state.seqs) {
+        if seq != seq_expected {
+            return Err(StorageError::invalid_write(format!(
+                "seq {seq} breaks the dense sequence, which continues at {seq_expected}"
+            )));
+        }
+        if index <= index_floor || index > applied.index {
+            return Err(StorageError::invalid_write(format!(
+                "seq {seq} names index {index}, outside the newly applied range ({index_floor}, \
+                 {}]",
+                applied.index
+            )));
+        }
+        index_floor = index;
+    }
+    if let Some((_, outcome)) = state
+        .registry
+        .iter()
+        .find(|(_, outcome)| outcome.len() > OUTCOME_BYTES_MAX)
+    {
+        return Err(StorageError::invalid_write(format!(
+            "an outcome of {} bytes is over the limit of {OUTCOME_BYTES_MAX}",
+            outcome.len()
+        )));
+    }
+    if let Some((topic, _)) = state
+        .offsets
+        .iter()
+        .find(|(topic, _)| topic.len() > TOPIC_NAME_BYTES_MAX)
+    {
+        return Err(StorageError::invalid_write(format!(
+            "a topic name of {} bytes is over the limit of {TOPIC_NAME_BYTES_MAX}",
+            topic.len()
+        )));
+    }
+    Ok(())
+}
+
+/// What retention deletes after a write: every entry below `first_index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Compaction {
+    pub first_index: LogIndex,
+    /// Retained record bytes after the compaction, if the store counts them.
+    pub retained_bytes: Option<u64>,
+}
+
+/// Decides what retention deletes from the log described by `state`, which holds
+/// `retained_bytes` of entry records (if the store counts them). `record_bytes` answers the size
+/// of a stored entry record. Returns `None` when nothing is to be deleted.
+pub(crate) fn plan_compaction(
+    state: &StoreState,
+    retained_bytes: Option<u64>,
+    retention: &Retention,
+    record_bytes: &mut dyn FnMut(LogIndex) -> Result<u64>,
+) -> Result<Option<Compaction>> {
+    let Some(applied) = state.progress.applied else {
+        return Ok(None);
+    };
+    let first = state.log.first_index;
+    let last = state.log.last_index();
+    if last < first {
+        return Ok(None);
+    }
+    // Entries above the applied index are never deleted.
+    let first_max = applied.index.min(last) + 1;
+    let mut target = first;
+    if let Some(entries_max) = retention.entries_max.map(u64::from)
+        && last + 1 - first > entries_max
+    {
+        target = last + 1 - (entries_max - entries_max / 8);
+    }
+    let bytes_goal = match (retention.bytes_max.map(u64::from), retained_bytes) {
+        (Some(bytes_max), Some(retained)) if retained > bytes_max => {
+            Some(bytes_max - bytes_max / 8)
+        }
+        _ => None,
+    };
+    let target = target.min(first_max);
+    let Some(mut bytes) = retained_bytes else {
+        return Ok((target > first).then_some(Compaction {
+            first_index: target,
+            retained_bytes: None,
+        }));
+    };
+    let mut next = first;
+    while next < first_max && (next < target || bytes_goal.is_some_and(|goal| bytes > goal)) {
+        bytes = bytes.saturating_sub(record_bytes(next)?);
+        next += 1;
+    }
+    Ok((next > first).then_some(Compaction {
+        first_index: next,
+        retained_bytes: Some(bytes),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_state_rules() {
+        let voted = HardState {
+            term: 3,
+            vote: Some(1),
+        };
+        let ok = |next: HardState| check_hard_state(&voted, &next).is_ok();
+        assert!(ok(voted));
+        assert!(ok(HardState {
+            term: 4,
+            vote: None
+        }));
+        assert!(!ok(HardState {
+            term: 3,
+            vote: Some(2)
+        }));
+        assert!(!ok(HardState {
+            term: 3,
+            vote: None
+        }));
+        assert!(!ok(HardState {
+            term: 2,
+            vote: Some(1)
+        }));
+        let unvoted = HardState {
+            term: 3,
+            vote: None,
+        };
+        assert!(check_hard_state(&unvoted, &voted).is_ok());
+    }
+}
