@@ -27,8 +27,9 @@ pub struct ClusterOptions {
     pub crash_mid_output_per_mille: u64,
     /// Chance that a node misses a tick (a paused process, a slow clock).
     pub tick_skip_percent: u64,
-    /// Adjusts each node's configuration (e.g. smaller append budgets).
-    pub configure: fn(&mut Config),
+    /// Adjusts each node's configuration (e.g. smaller append budgets); `config.id` says
+    /// which node it is.
+    pub configure: Box<dyn Fn(&mut Config)>,
 }
 
 impl ClusterOptions {
@@ -44,7 +45,7 @@ impl ClusterOptions {
             disk_latency_ticks_max: 0,
             crash_mid_output_per_mille: 0,
             tick_skip_percent: 0,
-            configure: |_| {},
+            configure: Box::new(|_| {}),
         }
     }
 }
@@ -144,6 +145,17 @@ impl Cluster {
             .filter(|(_, raft)| raft.role() == Role::Leader)
             .max_by_key(|(_, raft)| raft.term())
             .map(|(id, _)| id)
+    }
+
+    /// Every live node that believes it is a leader (of any term).
+    pub fn self_declared_leaders(&self) -> Vec<NodeId> {
+        let up = self
+            .nodes
+            .iter()
+            .filter_map(|(id, node)| Some((*id, node.raft.as_ref()?)));
+        up.filter(|(_, raft)| raft.role() == Role::Leader)
+            .map(|(id, _)| id)
+            .collect()
     }
 
     pub fn max_last_index(&self) -> LogIndex {

@@ -128,17 +128,6 @@ pub struct RunReport {
     pub trace: u64,
 }
 
-thread_local! {
-    static APPEND_ENTRIES_MAX: std::cell::Cell<usize> = const { std::cell::Cell::new(64) };
-    static INFLIGHT_MAX: std::cell::Cell<usize> = const { std::cell::Cell::new(8) };
-}
-
-fn configure_from_seed(config: &mut crate::raft::Config) {
-    config.append_entries_max = APPEND_ENTRIES_MAX.with(|value| value.get());
-    config.inflight_messages_max = INFLIGHT_MAX.with(|value| value.get());
-    config.uncommitted_bytes_max = 64 * 1024;
-}
-
 /// Runs one seed through both phases. Panics in the core are caught and reported as failures.
 pub fn run_seed(options: SeedOptions) -> RunReport {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_phases(&options)));
@@ -165,8 +154,8 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
 }
 
 fn run_phases(options: &SeedOptions) -> RunReport {
-    APPEND_ENTRIES_MAX.with(|value| value.set(options.append_entries_max));
-    INFLIGHT_MAX.with(|value| value.set(options.inflight_messages_max));
+    let (append_entries_max, inflight_messages_max) =
+        (options.append_entries_max, options.inflight_messages_max);
     let mut cluster = Cluster::new(ClusterOptions {
         nodes: options.nodes,
         seed: options.seed,
@@ -174,7 +163,12 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         disk_latency_ticks_max: options.disk_latency_ticks_max,
         crash_mid_output_per_mille: options.crash_mid_output_per_mille,
         tick_skip_percent: options.tick_skip_percent,
-        configure: configure_from_seed,
+        configure: Box::new(move |config| {
+            config.append_entries_max = append_entries_max;
+            config.inflight_messages_max = inflight_messages_max;
+            // Small enough that busy seeds hit back-pressure.
+            config.uncommitted_bytes_max = 64 * 1024;
+        }),
     });
     let mut rng = Prng::new(options.seed ^ 0xC11E_17);
     let mut down_until = vec![0u64; options.nodes + 1];
@@ -287,10 +281,18 @@ fn choose_partition(cluster: &mut Cluster, rng: &mut Prng) -> Partition {
 }
 
 fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) {
-    // Clients mostly find the leader, sometimes ask a random node (and get redirected).
-    let target = |cluster: &Cluster, rng: &mut Prng| match cluster.leader() {
-        Some(leader) if rng.chance_percent(90) => leader,
-        _ => pick(cluster, rng),
+    // Clients mostly find the newest leader, but they also talk to nodes that still believe
+    // they lead (a deposed leader must not serve stale reads or acknowledge lost writes) and
+    // to random nodes (which redirect them).
+    let target = |cluster: &Cluster, rng: &mut Prng| {
+        let believers = cluster.self_declared_leaders();
+        match cluster.leader() {
+            Some(leader) if rng.chance_percent(70) => leader,
+            _ if !believers.is_empty() && rng.chance_percent(70) => {
+                believers[rng.below(believers.len() as u64) as usize]
+            }
+            _ => pick(cluster, rng),
+        }
     };
     let proposals = if rng.chance_percent(options.propose_percent) {
         rng.range_inclusive(1, 4)
@@ -303,7 +305,12 @@ fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) 
         let _ = cluster.propose(node, padding);
     }
     if rng.chance_percent(options.read_percent) {
-        let node = target(cluster, rng);
+        // Ask every node that believes it leads: during a leader change the old one may not
+        // know yet, and it must not answer from its stale state.
+        for node in cluster.self_declared_leaders() {
+            let _ = cluster.read(node);
+        }
+        let node = pick(cluster, rng);
         let _ = cluster.read(node);
     }
 }

@@ -20,7 +20,7 @@ pub struct NetworkFaults {
     pub long_delay_percent: u64,
 }
 
-/// A decision by a test about a message in flight: return true to drop it.
+/// A decision by a test about a message being sent (made once per message): true drops it.
 pub type MessageFilter = Box<dyn Fn(NodeId, NodeId, &Message) -> bool>;
 
 #[derive(Debug)]
@@ -113,7 +113,8 @@ impl Network {
             .is_some_and(|Reverse(head)| head.deliver_at <= now)
         {
             let Reverse(head) = self.in_flight.pop().expect("peeked");
-            if self.blocked(head.from, head.to, &head.message) {
+            // Partitions also swallow messages already on the wire; the filter decided at send.
+            if self.cut.contains(&(head.from, head.to)) {
                 self.dropped += 1;
                 continue;
             }
