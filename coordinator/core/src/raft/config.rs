@@ -16,6 +16,9 @@ pub struct Config {
     pub election_timeout_ticks: u32,
     /// A leader sends heartbeats this often.
     pub heartbeat_interval_ticks: u32,
+    /// A follower in Replicate mode that is behind and acknowledges nothing for this long is
+    /// probed again (its appends or their answers were lost).
+    pub replication_stall_ticks: u32,
     /// Run a pre-vote round before campaigning, so a node that cannot win never bumps the term.
     pub pre_vote: bool,
     /// A leader that has not heard from a majority for an election timeout steps down, and
@@ -48,6 +51,7 @@ impl Config {
             voters,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
+            replication_stall_ticks: 5,
             pre_vote: true,
             check_quorum: true,
             append_bytes_max: 1024 * 1024,
@@ -91,6 +95,10 @@ impl Config {
             ("uncommitted_bytes_max", self.uncommitted_bytes_max),
             ("pending_reads_max", self.pending_reads_max as u64),
             ("apply_bytes_max", self.apply_bytes_max),
+            (
+                "replication_stall_ticks",
+                self.replication_stall_ticks as u64,
+            ),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero(name));

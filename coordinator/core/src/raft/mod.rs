@@ -850,23 +850,13 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        let last_index = self.log.last_index();
         let progress = self.progress.get_mut(&from).expect("validated sender");
         progress.recently_active = true;
         progress.read_round_acked = progress.read_round_acked.max(read_round);
-        match progress.mode {
-            ReplicationMode::Probe => progress.probe_sent = false,
-            ReplicationMode::Replicate => {
-                // A follower that is behind and made no progress over a heartbeat interval has
-                // lost appends: probe again from its match point rather than wait forever.
-                if progress.match_index < last_index
-                    && progress.match_index == progress.match_at_last_heartbeat
-                {
-                    progress.restart_probe();
-                }
-            }
+        if progress.mode == ReplicationMode::Probe {
+            // The follower is alive: the probe (or its answer) was lost, so send it again.
+            progress.probe_sent = false;
         }
-        progress.match_at_last_heartbeat = progress.match_index;
         self.advance_read_rounds();
     }
 
@@ -1002,6 +992,18 @@ impl Raft {
                 }
                 for progress in self.progress.values_mut() {
                     progress.recently_active = false;
+                }
+            }
+        }
+        let (last_index, stall_ticks) =
+            (self.log.last_index(), self.config.replication_stall_ticks);
+        for progress in self.progress.values_mut() {
+            // A follower that is behind and acknowledged nothing for a while has lost appends
+            // (or their answers): probe again from its match point instead of waiting forever.
+            if progress.mode == ReplicationMode::Replicate && progress.match_index < last_index {
+                progress.stalled_ticks += 1;
+                if progress.stalled_ticks >= stall_ticks {
+                    progress.restart_probe();
                 }
             }
         }

@@ -32,8 +32,8 @@ pub(crate) struct Progress {
     pub(crate) read_round_acked: u64,
     /// The commit index this follower was last told by an append.
     pub(crate) commit_sent: LogIndex,
-    /// `match_index` when the previous heartbeat answer arrived, to detect a stalled window.
-    pub(crate) match_at_last_heartbeat: LogIndex,
+    /// Leader ticks since this follower last acknowledged progress while behind.
+    pub(crate) stalled_ticks: u32,
 }
 
 impl Progress {
@@ -48,7 +48,7 @@ impl Progress {
             recently_active: false,
             read_round_acked: 0,
             commit_sent: 0,
-            match_at_last_heartbeat: 0,
+            stalled_ticks: 0,
         }
     }
 
@@ -80,6 +80,7 @@ impl Progress {
         let advanced = match_index > self.match_index;
         if advanced {
             self.match_index = match_index;
+            self.stalled_ticks = 0;
         }
         self.next_index = self.next_index.max(match_index + 1);
         self.probe_sent = false;
@@ -121,6 +122,7 @@ impl Progress {
 
     fn enter(&mut self, mode: ReplicationMode) {
         self.mode = mode;
+        self.stalled_ticks = 0;
         self.probe_sent = false;
         self.inflight.clear();
         self.inflight_bytes = 0;

@@ -129,12 +129,11 @@ impl Checker {
     }
 
     pub fn on_role(&mut self, node: NodeId, role: Role, term: Term) -> Result<(), Violation> {
-        if role == Role::Leader {
-            if let Some(other) = self.leaders.insert(term, node)
-                && other != node
-            {
-                violation!("two leaders in term {term}: nodes {other} and {node}");
-            }
+        if role == Role::Leader
+            && let Some(other) = self.leaders.insert(term, node)
+            && other != node
+        {
+            violation!("two leaders in term {term}: nodes {other} and {node}");
         }
         Ok(())
     }

@@ -40,6 +40,7 @@ impl ClusterOptions {
             seed,
             network: NetworkFaults {
                 delay_ticks_max: 1,
+                fifo: true,
                 ..NetworkFaults::default()
             },
             disk_latency_ticks_max: 0,
@@ -309,6 +310,29 @@ impl Cluster {
         let result = raft.propose(ProposalId(request), Bytes::from(payload));
         self.after_step(id);
         result
+    }
+
+    /// Proposes `count` payloads on `id` before carrying out any output, as a driver does with
+    /// the proposals that queued up while it was busy.
+    pub fn propose_batch(
+        &mut self,
+        id: NodeId,
+        count: usize,
+        padding: usize,
+    ) -> Result<(), ProposeError> {
+        for _ in 0..count {
+            let request = self.next_request;
+            self.next_request += 1;
+            let mut payload = request.to_le_bytes().to_vec();
+            payload.resize(8 + padding, (request % 251) as u8);
+            let Some(raft) = self.nodes.get_mut(&id).and_then(|node| node.raft.as_mut()) else {
+                return Err(ProposeError::NotLeader { leader_hint: None });
+            };
+            self.oracle.invoke(request);
+            raft.propose(ProposalId(request), Bytes::from(payload))?;
+        }
+        self.after_step(id);
+        Ok(())
     }
 
     /// Starts a linearizable read on `id`.

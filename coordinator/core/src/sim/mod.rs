@@ -67,6 +67,7 @@ impl SeedOptions {
                 duplicate_percent: rng.range_inclusive(0, 50),
                 delay_ticks_max: rng.range_inclusive(1, 6),
                 long_delay_percent: rng.range_inclusive(0, 5),
+                fifo: rng.chance_percent(30),
             },
             disk_latency_ticks_max: rng.range_inclusive(0, 4),
             crash_per_mille: rng.range_inclusive(0, 6),
@@ -93,7 +94,7 @@ impl std::fmt::Display for SeedOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% disk<={} crash={}‰ \
+            "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} crash={}‰ \
              crash_mid_output={}‰ tick_skip={}% partition_every={} propose={}% read={}% \
              append_entries_max={} inflight_max={}",
             self.seed,
@@ -102,6 +103,7 @@ impl std::fmt::Display for SeedOptions {
             self.network.duplicate_percent,
             self.network.delay_ticks_max,
             self.network.long_delay_percent,
+            self.network.fifo,
             self.disk_latency_ticks_max,
             self.crash_per_mille,
             self.crash_mid_output_per_mille,
@@ -170,7 +172,7 @@ fn run_phases(options: &SeedOptions) -> RunReport {
             config.uncommitted_bytes_max = 64 * 1024;
         }),
     });
-    let mut rng = Prng::new(options.seed ^ 0xC11E_17);
+    let mut rng = Prng::new(options.seed ^ 0x00C1_1E17);
     let mut down_until = vec![0u64; options.nodes + 1];
     let mut partition = Partition::None;
     let mut next_partition_change = options.partition_interval_ticks;

@@ -18,6 +18,8 @@ pub struct NetworkFaults {
     pub delay_ticks_max: u64,
     /// Chance that a message is held back much longer than usual (strong reordering).
     pub long_delay_percent: u64,
+    /// Keep each link's messages in send order (like one ordered stream per peer).
+    pub fifo: bool,
 }
 
 /// A decision by a test about a message being sent (made once per message): true drops it.
@@ -56,6 +58,8 @@ pub struct Network {
     /// Directed links that are cut: (from, to).
     cut: BTreeSet<(NodeId, NodeId)>,
     filter: Option<MessageFilter>,
+    link_last_delivery: std::collections::BTreeMap<(NodeId, NodeId), u64>,
+    sequence: u64,
     pub sent: u64,
     pub delivered: u64,
     pub dropped: u64,
@@ -69,6 +73,8 @@ impl Network {
             in_flight: BinaryHeap::new(),
             cut: BTreeSet::new(),
             filter: None,
+            link_last_delivery: std::collections::BTreeMap::new(),
+            sequence: 0,
             sent: 0,
             delivered: 0,
             dropped: 0,
@@ -94,8 +100,17 @@ impl Network {
         if self.rng.chance_percent(self.faults.long_delay_percent) {
             delay += self.rng.range_inclusive(5, 40);
         }
-        // The random order key shuffles messages that arrive in the same tick.
-        let order = self.rng.next_u64();
+        // The random order key shuffles messages that arrive in the same tick; a FIFO network
+        // keeps each link in send order instead.
+        let order = if self.faults.fifo {
+            let last = self.link_last_delivery.entry((from, to)).or_default();
+            delay = delay.max(last.saturating_sub(now));
+            *last = now + delay;
+            self.sequence += 1;
+            self.sequence
+        } else {
+            self.rng.next_u64()
+        };
         self.in_flight.push(Reverse(InFlight {
             deliver_at: now + delay,
             order,
@@ -158,6 +173,7 @@ impl Network {
     pub fn calm(&mut self) {
         self.faults = NetworkFaults {
             delay_ticks_max: 1,
+            fifo: true,
             ..NetworkFaults::default()
         };
     }
