@@ -144,18 +144,26 @@ impl MemFile {
         });
         let added_bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         let retained_bytes = self.retained_bytes - replaced_bytes + added_bytes;
-        // The record (or term) of an index as it will be after this write.
+        // The record of an index as it will be after this write.
         let record_after = |index: LogIndex| match start {
-            Some(start) if index >= start => &records[(index - start) as usize],
-            _ => &self.log[&index],
+            Some(start) if index >= start => records.get((index - start) as usize),
+            _ => self.log.get(&index),
         };
-        let compaction = plan_compaction(&after, Some(retained_bytes), retention, &mut |index| {
-            Ok(record_after(index).len() as u64)
-        })?;
+        let missing = |index| StorageError::Corrupt {
+            index,
+            detail: "missing: the log has a hole here".into(),
+        };
+        let mut sizes = (after.log.first_index..).map(|index| {
+            record_after(index)
+                .map(|record| record.len() as u64)
+                .ok_or_else(|| missing(index))
+        });
+        let compaction = plan_compaction(&after, Some(retained_bytes), retention, &mut sizes)?;
         let purged = match compaction {
             Some(c) => {
                 let index = c.first_index - 1;
-                Some(LogId::new(entry_term(index, record_after(index))?, index))
+                let record = record_after(index).ok_or_else(|| missing(index))?;
+                Some(LogId::new(entry_term(index, record)?, index))
             }
             None => None,
         };

@@ -174,12 +174,14 @@ impl RedbLogStore {
         )?;
         write_raft_state(&txn, batch, &self.state)?;
         write_tables(&txn, batch)?;
-        if let Some(compaction) = plan_compaction(
-            &after,
-            retained_bytes,
-            &self.options.retention,
-            &mut |index| record_bytes(&txn, index),
-        )? {
+        let compaction = {
+            let log = txn.open_table(LOG)?;
+            let mut sizes = log
+                .range(after.log.first_index..)?
+                .map(|item| Ok(item?.1.value().len() as u64));
+            plan_compaction(&after, retained_bytes, &self.options.retention, &mut sizes)?
+        };
+        if let Some(compaction) = compaction {
             let purged = compact(&txn, after.log.first_index, compaction.first_index)?;
             after.log.first_index = compaction.first_index;
             after.log.purged = Some(purged);
@@ -560,12 +562,6 @@ fn count_log_bytes(txn: &ReadTransaction) -> Result<u64> {
         bytes += item?.1.value().len() as u64;
     }
     Ok(bytes)
-}
-
-fn record_bytes(txn: &WriteTransaction, index: LogIndex) -> Result<u64> {
-    let log = txn.open_table(LOG)?;
-    let bytes = log.get(index)?.map(|value| value.value().len() as u64);
-    bytes.ok_or_else(|| missing(index))
 }
 
 /// Deletes every entry `>= entries[0].index`, then inserts the batch's entries.

@@ -219,13 +219,14 @@ pub(crate) struct Compaction {
 }
 
 /// Decides what retention deletes from the log described by `state`, which holds
-/// `retained_bytes` of entry records (if the store counts them). `record_bytes` answers the size
-/// of a stored entry record. Returns `None` when nothing is to be deleted.
+/// `retained_bytes` of entry records (if the store counts them). `record_bytes` yields the sizes
+/// of the stored entry records in index order from the first index; it is read only as far as
+/// needed. Returns `None` when nothing is to be deleted.
 pub(crate) fn plan_compaction(
     state: &StoreState,
     retained_bytes: Option<u64>,
     retention: &Retention,
-    record_bytes: &mut dyn FnMut(LogIndex) -> Result<u64>,
+    record_bytes: &mut dyn Iterator<Item = Result<u64>>,
 ) -> Result<Option<Compaction>> {
     let Some(applied) = state.progress.applied else {
         return Ok(None);
@@ -258,7 +259,13 @@ pub(crate) fn plan_compaction(
     };
     let mut next = first;
     while next < first_max && (next < target || bytes_goal.is_some_and(|goal| bytes > goal)) {
-        bytes = bytes.saturating_sub(record_bytes(next)?);
+        let Some(size) = record_bytes.next() else {
+            return Err(StorageError::Corrupt {
+                index: next,
+                detail: "missing: the log has a hole here".into(),
+            });
+        };
+        bytes = bytes.saturating_sub(size?);
         next += 1;
     }
     Ok((next > first).then_some(Compaction {
