@@ -242,7 +242,10 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
             state: Some(StateUpdate {
                 applied: LogId::new(1, 4),
                 seqs: vec![(1, 2), (2, 4)],
-                registry: vec![([1; 16], b"committed 1".to_vec()), ([2; 16], b"c2".to_vec())],
+                registry: vec![
+                    ([1; 16], b"committed 1".to_vec()),
+                    ([2; 16], b"c2".to_vec()),
+                ],
                 offsets: vec![("orders".into(), 3), ("payments".into(), 1)],
             }),
             ..WriteBatch::default()
@@ -285,7 +288,10 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
         assert_eq!(store.batch_index(1).unwrap(), Some(2));
         assert_eq!(store.batch_index(3).unwrap(), Some(6));
         assert_eq!(store.batch_index(4).unwrap(), None);
-        assert_eq!(store.outcome(&[1; 16]).unwrap(), Some(b"committed 1".to_vec()));
+        assert_eq!(
+            store.outcome(&[1; 16]).unwrap(),
+            Some(b"committed 1".to_vec())
+        );
         assert_eq!(store.outcome(&[2; 16]).unwrap(), Some(b"replaced".to_vec()));
         assert_eq!(store.outcome(&[3; 16]).unwrap(), None);
         assert_eq!(store.topic_offset("orders").unwrap(), 5);
@@ -306,7 +312,11 @@ fn ranges_are_half_open<H: Harness>(harness: &mut H) {
         assert_eq!(store.entries(lo, lo, ALL).unwrap(), vec![], "[{lo}, {lo})");
         for hi in lo..=11 {
             let expected = all[(lo - 1) as usize..(hi - 1) as usize].to_vec();
-            assert_eq!(store.entries(lo, hi, ALL).unwrap(), expected, "[{lo}, {hi})");
+            assert_eq!(
+                store.entries(lo, hi, ALL).unwrap(),
+                expected,
+                "[{lo}, {hi})"
+            );
         }
     }
     assert!(matches!(
@@ -512,7 +522,13 @@ fn byte_retention_keeps_within_the_limit<H: Harness>(harness: &mut H) {
     drop(store);
     let store = harness.open(retention);
     assert_eq!(store.first_index().unwrap(), first);
-    assert!(store.entries(first, 101, ALL).unwrap().iter().all(is_intact));
+    assert!(
+        store
+            .entries(first, 101, ALL)
+            .unwrap()
+            .iter()
+            .all(is_intact)
+    );
 }
 
 macro_rules! conformance_suite {
