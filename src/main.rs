@@ -1,9 +1,20 @@
-//! `ordo`: the command line. It parses arguments and dispatches to the libraries; it holds no
-//! logic of its own. The node runtime (`ordo serve`, `ordo dev`) arrives with the coordinator.
+//! `ordo`: the command line. It parses arguments and dispatches to the libraries; the logic
+//! lives in `ordo-coordinator` (node side) and `ordo-participant` (client side).
 
-fn main() {
-    println!(
-        "ordo {}: the consensus core and its simulator are built; run `cargo run --release -p ordo-core --bin ordo-sim -- --seeds 100`",
-        env!("CARGO_PKG_VERSION")
-    );
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let arguments = cli::Arguments::parse();
+    cli::init_logging();
+    match cli::run(arguments) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

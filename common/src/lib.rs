@@ -5,8 +5,11 @@
 //! durable [`HardState`], the named limits, and the one module that knows the byte codec
 //! ([`codec`]). Nothing here does I/O.
 
+pub mod client;
 pub mod codec;
 pub mod limits;
 mod log;
+pub mod tls;
+pub mod wire;
 
 pub use log::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};

@@ -1,8 +1,15 @@
-//! Ordo's coordinator node runtime.
+//! Ordo's coordinator node runtime: everything around the consensus core that touches the world.
 //!
-//! Today this crate holds the node's durable storage ([`storage`]): the Raft log, the Raft hard
-//! state, commit/apply progress and the replicated state machine's tables, in one redb file, with
-//! a group-commit writer thread in front of it. The driver, transport and config modules join it
-//! later; none of them may do disk I/O except through [`storage::LogStore`].
+//! - [`storage`]: the Raft log, hard state, progress and state-machine tables in one redb file,
+//!   behind a group-commit writer thread.
+//! - [`transport`]: QUIC with mutual TLS for peers and clients.
+//! - [`driver`]: the one task that owns the core and carries out its outputs in order.
+//! - [`config`]: file → environment → flags.
+//! - [`node`]: `ordo serve`, wiring the above together; [`certs`]: `ordo certs`.
 
+pub mod certs;
+pub mod config;
+pub mod driver;
+pub mod node;
 pub mod storage;
+pub mod transport;

@@ -1,0 +1,181 @@
+//! `ordo certs`: a development certificate authority and the node and client key pairs signed by
+//! it, in the layout [`ordo_common::tls`] describes. Existing files are kept, so running it again
+//! with more clients or nodes only adds what is missing.
+
+use std::path::Path;
+
+use ordo_common::tls::{CLUSTER_SERVER_NAME, node_name};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Why certificates could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read the existing CA in {path}: {detail} (remove the directory to start over)")]
+    ExistingCa { path: String, detail: String },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("client name {0:?} must be 1-64 characters of a-z, 0-9 and '-'")]
+    BadClientName(String),
+}
+
+/// Validity of generated certificates.
+pub const CERTIFICATE_VALIDITY_DAYS: i64 = 825;
+
+/// Creates what is missing in `dir`: the CA, `node-1..=nodes`, and `client-NAME` for each name.
+/// Returns the paths written.
+pub fn generate(dir: &Path, nodes: u64, clients: &[String]) -> Result<Vec<String>, CertsError> {
+    for name in clients {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(CertsError::BadClientName(name.clone()));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| write_error(dir, source))?;
+    let mut written = Vec::new();
+    let issuer = load_or_create_ca(dir, &mut written)?;
+    for id in 1..=nodes {
+        let stem = format!("node-{id}");
+        if !dir.join(format!("{stem}.pem")).exists() {
+            let names = vec![
+                node_name(id),
+                CLUSTER_SERVER_NAME.into(),
+                "localhost".into(),
+            ];
+            let mut params = leaf_params(&stem, names)?;
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress([127, 0, 0, 1].into()));
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            write_leaf(dir, &stem, &params, &issuer, &mut written)?;
+        }
+    }
+    for name in clients {
+        let stem = format!("client-{name}");
+        if !dir.join(format!("{stem}.pem")).exists() {
+            let mut params = leaf_params(&stem, vec![format!("{stem}.ordo")])?;
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            write_leaf(dir, &stem, &params, &issuer, &mut written)?;
+        }
+    }
+    Ok(written)
+}
+
+/// Issues one leaf with explicit validity, for tests that need an expired certificate or a
+/// node certificate naming another id.
+pub fn issue_leaf(
+    dir: &Path,
+    stem: &str,
+    names: Vec<String>,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<(), CertsError> {
+    let issuer = load_or_create_ca(dir, &mut Vec::new())?;
+    let mut params = leaf_params(stem, names)?;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    write_leaf(dir, stem, &params, &issuer, &mut Vec::new())
+}
+
+fn load_or_create_ca(
+    dir: &Path,
+    written: &mut Vec<String>,
+) -> Result<Issuer<'static, KeyPair>, CertsError> {
+    let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+    if cert_path.exists() {
+        let existing = |detail: String| CertsError::ExistingCa {
+            path: cert_path.display().to_string(),
+            detail,
+        };
+        let key_pem = std::fs::read_to_string(&key_path).map_err(|e| existing(e.to_string()))?;
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| existing(e.to_string()))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| existing(e.to_string()))?;
+        return Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| existing(e.to_string()));
+    }
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, "Ordo cluster CA");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params);
+    let certificate = params.self_signed(&key)?;
+    write_file(&cert_path, certificate.pem().as_bytes(), written)?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), written)?;
+    Ok(Issuer::new(params, key))
+}
+
+fn leaf_params(common_name: &str, names: Vec<String>) -> Result<CertificateParams, CertsError> {
+    let mut params = CertificateParams::new(names)?;
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, common_name);
+    params.distinguished_name = name;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    set_validity(&mut params);
+    Ok(params)
+}
+
+fn set_validity(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(CERTIFICATE_VALIDITY_DAYS);
+}
+
+fn write_leaf(
+    dir: &Path,
+    stem: &str,
+    params: &CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+    written: &mut Vec<String>,
+) -> Result<(), CertsError> {
+    let key = KeyPair::generate()?;
+    let certificate = params.signed_by(&key, issuer)?;
+    write_file(
+        &dir.join(format!("{stem}.pem")),
+        certificate.pem().as_bytes(),
+        written,
+    )?;
+    write_file(
+        &dir.join(format!("{stem}.key")),
+        key.serialize_pem().as_bytes(),
+        written,
+    )
+}
+
+fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<(), CertsError> {
+    std::fs::write(path, bytes).map_err(|source| write_error(path, source))?;
+    #[cfg(unix)]
+    if path.extension().is_some_and(|ext| ext == "key") {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    written.push(path.display().to_string());
+    Ok(())
+}
+
+fn write_error(path: &Path, source: std::io::Error) -> CertsError {
+    CertsError::Write {
+        path: path.display().to_string(),
+        source,
+    }
+}

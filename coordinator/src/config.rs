@@ -1,0 +1,639 @@
+//! Node configuration: a TOML file, overridden by environment variables, overridden by flags.
+//!
+//! Durations are written with units ("150ms", "1s"), sizes too ("64MiB", "512KiB"); unknown keys
+//! are errors at every layer. `ordo serve --print-default-config` prints [`default_config_text`],
+//! every key commented with its unit and default; `--check-config` validates and exits.
+//!
+//! Environment variables: `ORDO_ID`, `ORDO_LISTEN`, `ORDO_PEERS` (`1=host:port,2=...`),
+//! `ORDO_DATA_DIR`, `ORDO_TLS_DIR`, and `ORDO_<SECTION>_<KEY>` for keys in sections, e.g.
+//! `ORDO_RAFT_ELECTION_TIMEOUT=500ms`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ordo_common::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused. The message names the key and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TOML in {origin}: {detail}")]
+    Syntax { origin: String, detail: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("unknown environment variable {0} (see `ordo serve --print-default-config`)")]
+    UnknownEnv(String),
+}
+
+/// A duration written with a unit, e.g. "150ms".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+/// A size written with a unit, e.g. "64MiB".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanBytes(pub u64);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|error| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration like \"150ms\": {error}"
+                ))
+            })
+    }
+}
+
+const BYTE_UNITS: [(&str, u64); 5] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+    ("", 1),
+];
+
+impl Serialize for HumanBytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (unit, size) = BYTE_UNITS
+            .iter()
+            .find(|(_, size)| self.0 >= *size && self.0.is_multiple_of(*size))
+            .copied()
+            .unwrap_or(("B", 1));
+        let unit = if unit.is_empty() { "B" } else { unit };
+        serializer.serialize_str(&format!("{}{unit}", self.0 / size))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_bytes(&text).map(HumanBytes).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a size like \"64MiB\" or \"512KiB\""
+            ))
+        })
+    }
+}
+
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (unit, size) = BYTE_UNITS.iter().find(|(unit, _)| text.ends_with(unit))?;
+    let number: u64 = text[..text.len() - unit.len()].trim().parse().ok()?;
+    number.checked_mul(*size)
+}
+
+/// The whole node configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// Every voter, this node included: id → address.
+    pub peers: BTreeMap<String, String>,
+    pub data_dir: PathBuf,
+    pub tls_dir: PathBuf,
+    pub raft: RaftSection,
+    pub storage: StorageSection,
+    pub transport: TransportSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSection {
+    pub tick_interval: HumanDuration,
+    pub heartbeat_interval: HumanDuration,
+    pub election_timeout: HumanDuration,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub append_bytes_max: HumanBytes,
+    pub inflight_messages_max: u64,
+    pub inflight_bytes_max: HumanBytes,
+    pub uncommitted_bytes_max: HumanBytes,
+    pub proposal_bytes_max: HumanBytes,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub cache: HumanBytes,
+    /// 0 keeps every entry.
+    pub retain_entries_max: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    pub peer_queue_messages_max: u64,
+    pub client_streams_max: u64,
+    pub handshake_timeout: HumanDuration,
+    pub idle_timeout: HumanDuration,
+    pub reconnect_backoff_min: HumanDuration,
+    pub reconnect_backoff_max: HumanDuration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let ms = |millis| HumanDuration(Duration::from_millis(millis));
+        let mib = |count: u64| HumanBytes(count << 20);
+        Self {
+            id: 1,
+            listen: "127.0.0.1:7001".parse().expect("literal address"),
+            peers: BTreeMap::from([("1".to_string(), "127.0.0.1:7001".to_string())]),
+            data_dir: PathBuf::from("ordo-data"),
+            tls_dir: PathBuf::from("ordo-dev/tls"),
+            raft: RaftSection {
+                tick_interval: ms(10),
+                heartbeat_interval: ms(100),
+                election_timeout: ms(1000),
+                pre_vote: true,
+                check_quorum: true,
+                append_bytes_max: mib(1),
+                inflight_messages_max: 64,
+                inflight_bytes_max: mib(32),
+                uncommitted_bytes_max: mib(256),
+                proposal_bytes_max: mib(64),
+            },
+            storage: StorageSection {
+                cache: mib(256),
+                retain_entries_max: 0,
+            },
+            transport: TransportSection {
+                peer_queue_messages_max: 4096,
+                client_streams_max: 1024,
+                handshake_timeout: ms(5000),
+                idle_timeout: ms(10_000),
+                reconnect_backoff_min: ms(50),
+                reconnect_backoff_max: ms(2000),
+            },
+        }
+    }
+}
+
+/// Documentation for every key, in file order: (section, key, unit and meaning).
+const KEY_DOCS: &[(&str, &str, &str)] = &[
+    ("", "id", "this node's id, one of the keys of [peers]"),
+    (
+        "",
+        "listen",
+        "address:port to listen on (UDP, QUIC) for peers and clients",
+    ),
+    (
+        "",
+        "data_dir",
+        "directory for this node's log (created if missing)",
+    ),
+    (
+        "",
+        "tls_dir",
+        "directory with ca.pem and node-<id>.pem/.key (see `ordo certs`)",
+    ),
+    (
+        "raft",
+        "tick_interval",
+        "duration; the core's clock resolution",
+    ),
+    (
+        "raft",
+        "heartbeat_interval",
+        "duration; how often a leader heartbeats",
+    ),
+    (
+        "raft",
+        "election_timeout",
+        "duration; base election timeout (randomized up to 2x)",
+    ),
+    (
+        "raft",
+        "pre_vote",
+        "bool; campaign only after a pre-vote round succeeds",
+    ),
+    (
+        "raft",
+        "check_quorum",
+        "bool; a leader cut off from a majority steps down",
+    ),
+    (
+        "raft",
+        "append_bytes_max",
+        "size; payload bytes per append message",
+    ),
+    (
+        "raft",
+        "inflight_messages_max",
+        "count; unacknowledged appends per follower",
+    ),
+    (
+        "raft",
+        "inflight_bytes_max",
+        "size; unacknowledged payload bytes per follower",
+    ),
+    (
+        "raft",
+        "uncommitted_bytes_max",
+        "size; proposed but uncommitted bytes before refusing",
+    ),
+    (
+        "raft",
+        "proposal_bytes_max",
+        "size; largest proposal (at most 64MiB)",
+    ),
+    ("storage", "cache", "size; redb page cache"),
+    (
+        "storage",
+        "retain_entries_max",
+        "count; entries kept (0 = keep everything)",
+    ),
+    (
+        "transport",
+        "peer_queue_messages_max",
+        "count; messages queued per peer before dropping",
+    ),
+    (
+        "transport",
+        "client_streams_max",
+        "count; concurrent request streams per client",
+    ),
+    (
+        "transport",
+        "handshake_timeout",
+        "duration; TLS handshake plus hello",
+    ),
+    (
+        "transport",
+        "idle_timeout",
+        "duration; a silent connection is closed after it",
+    ),
+    (
+        "transport",
+        "reconnect_backoff_min",
+        "duration; first retry delay for peer links",
+    ),
+    (
+        "transport",
+        "reconnect_backoff_max",
+        "duration; retry delay cap (with jitter)",
+    ),
+];
+
+/// The default configuration as a commented TOML file.
+pub fn default_config_text() -> String {
+    let defaults = toml::Table::try_from(NodeConfig::default()).expect("defaults serialize");
+    let mut text = String::from(
+        "# Ordo node configuration. Every key is shown with its default.\n\
+         # Overrides: environment (ORDO_ID, ORDO_RAFT_ELECTION_TIMEOUT, ...), then flags.\n\n",
+    );
+    let mut section = "";
+    for (key_section, key, doc) in KEY_DOCS {
+        if *key_section != section {
+            if section.is_empty() {
+                text.push_str(
+                    "# every voter, this node included: id = \"address:port\"\n[peers]\n",
+                );
+                for (id, address) in &NodeConfig::default().peers {
+                    text.push_str(&format!("{id} = \"{address}\"\n"));
+                }
+            }
+            section = key_section;
+            text.push_str(&format!("\n[{section}]\n"));
+        }
+        let table = if section.is_empty() {
+            &defaults
+        } else {
+            defaults[section].as_table().expect("section table")
+        };
+        text.push_str(&format!("# {doc}\n{key} = {}\n", table[*key]));
+    }
+    text
+}
+
+/// Command-line overrides, the last layer.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub id: Option<NodeId>,
+    pub listen: Option<String>,
+    pub peers: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Defaults, then `file` (if any), then `ORDO_*` from `environment`, then `overrides`.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::try_from(NodeConfig::default()).expect("defaults serialize");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file_table: toml::Table =
+                text.parse()
+                    .map_err(|error: toml::de::Error| ConfigError::Syntax {
+                        origin: path.display().to_string(),
+                        detail: error.to_string(),
+                    })?;
+            if file_table.contains_key("peers") {
+                table.remove("peers");
+            }
+            merge(&mut table, file_table);
+        }
+        merge(&mut table, environment_table(environment)?);
+        merge(&mut table, overrides_table(overrides)?);
+        let config: NodeConfig = table
+            .try_into()
+            .map_err(|error: toml::de::Error| ConfigError::Invalid(error.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every voter: id → address.
+    pub fn voters(&self) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+        let mut voters = BTreeMap::new();
+        for (id, address) in &self.peers {
+            let id: NodeId = id
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("peers: {id:?} is not a node id")))?;
+            let address = resolve(address)
+                .map_err(|detail| ConfigError::Invalid(format!("peers.{id}: {detail}")))?;
+            voters.insert(id, address);
+        }
+        Ok(voters)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let voters = self.voters()?;
+        if !voters.contains_key(&self.id) {
+            return Err(ConfigError::Invalid(format!(
+                "id {} is not among the peers {:?}; list every voter, this node included",
+                self.id,
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        self.core_config(&voters)
+            .validate()
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        let transport = &self.transport;
+        if transport.reconnect_backoff_min.0 > transport.reconnect_backoff_max.0 {
+            return Err(ConfigError::Invalid(
+                "transport.reconnect_backoff_min exceeds reconnect_backoff_max".into(),
+            ));
+        }
+        if transport.peer_queue_messages_max == 0 || transport.client_streams_max == 0 {
+            return Err(ConfigError::Invalid(
+                "transport queue limits must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The consensus core's configuration, with durations turned into ticks.
+    pub fn core_config(&self, voters: &BTreeMap<NodeId, SocketAddr>) -> ordo_core::Config {
+        let raft = &self.raft;
+        let tick = raft.tick_interval.0.as_micros().max(1);
+        let ticks = |duration: HumanDuration| (duration.0.as_micros() / tick).max(1) as u32;
+        let mut config = ordo_core::Config::new(self.id, voters.keys().copied().collect());
+        config.election_timeout_ticks = ticks(raft.election_timeout);
+        config.heartbeat_interval_ticks = ticks(raft.heartbeat_interval);
+        config.replication_stall_ticks = (config.election_timeout_ticks / 2).max(1);
+        config.pre_vote = raft.pre_vote;
+        config.check_quorum = raft.check_quorum;
+        config.append_bytes_max = raft.append_bytes_max.0;
+        config.inflight_messages_max = raft.inflight_messages_max as usize;
+        config.inflight_bytes_max = raft.inflight_bytes_max.0;
+        config.uncommitted_bytes_max = raft.uncommitted_bytes_max.0;
+        config.proposal_bytes_max = raft.proposal_bytes_max.0;
+        config
+    }
+}
+
+/// Resolves "host:port" (a name such as localhost is allowed).
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .map_err(|error| format!("{address:?} is not host:port ({error})"))?
+        .next()
+        .ok_or_else(|| format!("{address:?} resolves to no address"))
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(new)) if key != "peers" => {
+                merge(existing, new)
+            }
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
+}
+
+fn peers_table(list: &str) -> Result<toml::Value, ConfigError> {
+    let mut peers = toml::Table::new();
+    for pair in list
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let (id, address) = pair
+            .split_once('=')
+            .ok_or_else(|| ConfigError::Invalid(format!("peers: {pair:?} is not id=host:port")))?;
+        peers.insert(
+            id.trim().to_string(),
+            toml::Value::String(address.trim().to_string()),
+        );
+    }
+    Ok(toml::Value::Table(peers))
+}
+
+/// A value as TOML would read it (number, bool), else as a string.
+fn scalar(text: &str) -> toml::Value {
+    text.parse::<i64>()
+        .map(toml::Value::Integer)
+        .or_else(|_| text.parse::<bool>().map(toml::Value::Boolean))
+        .unwrap_or_else(|_| toml::Value::String(text.to_string()))
+}
+
+fn environment_table(
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
+    /// Client-side variables and the file path are not node keys.
+    const NOT_KEYS: &[&str] = &["ORDO_ENDPOINTS", "ORDO_CONFIG", "ORDO_CLIENT"];
+    let mut table = toml::Table::new();
+    for (name, value) in environment {
+        let Some(key) = name.strip_prefix("ORDO_") else {
+            continue;
+        };
+        if NOT_KEYS.contains(&name.as_str()) {
+            continue;
+        }
+        let key = key.to_ascii_lowercase();
+        match key.as_str() {
+            "peers" => {
+                table.insert(key, peers_table(&value)?);
+            }
+            "id" | "listen" | "data_dir" | "tls_dir" => {
+                table.insert(key, scalar(&value));
+            }
+            _ => {
+                let section = ["raft", "storage", "transport"]
+                    .into_iter()
+                    .find(|section| key.starts_with(&format!("{section}_")))
+                    .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+                let entry = table
+                    .entry(section)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let field = key[section.len() + 1..].to_string();
+                entry
+                    .as_table_mut()
+                    .expect("section")
+                    .insert(field, scalar(&value));
+            }
+        }
+    }
+    Ok(table)
+}
+
+fn overrides_table(overrides: &Overrides) -> Result<toml::Table, ConfigError> {
+    let mut table = toml::Table::new();
+    if let Some(id) = overrides.id {
+        table.insert("id".into(), toml::Value::Integer(id as i64));
+    }
+    if let Some(listen) = &overrides.listen {
+        table.insert("listen".into(), toml::Value::String(listen.clone()));
+    }
+    if let Some(peers) = &overrides.peers {
+        table.insert("peers".into(), peers_table(peers)?);
+    }
+    for (key, path) in [
+        ("data_dir", &overrides.data_dir),
+        ("tls_dir", &overrides.tls_dir),
+    ] {
+        if let Some(path) = path {
+            table.insert(key.into(), toml::Value::String(path.display().to_string()));
+        }
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, environment: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ordo.toml");
+        std::fs::write(&path, text).unwrap();
+        let environment = environment
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        NodeConfig::load(Some(&path), environment, &Overrides::default())
+    }
+
+    #[test]
+    fn the_printed_default_config_parses_back_to_the_defaults() {
+        let text = default_config_text();
+        let config = load(&text, &[]).unwrap();
+        assert_eq!(
+            toml::Table::try_from(&config).unwrap(),
+            toml::Table::try_from(NodeConfig::default()).unwrap()
+        );
+        let defaults = toml::Table::try_from(NodeConfig::default()).unwrap();
+        let documented: usize = KEY_DOCS.len() + 1;
+        let keys: usize = defaults
+            .iter()
+            .map(|(_, value)| match value {
+                toml::Value::Table(table) if table.len() > 1 || !table.contains_key("1") => {
+                    table.len()
+                }
+                _ => 1,
+            })
+            .sum();
+        assert_eq!(documented, keys, "every key has a line in KEY_DOCS");
+    }
+
+    #[test]
+    fn layers_override_in_order_file_env_flags() {
+        let text = "id = 2\n[peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n3 = \"127.0.0.1:7003\"\n[raft]\nelection_timeout = \"2s\"\n";
+        let config = load(
+            text,
+            &[
+                ("ORDO_RAFT_ELECTION_TIMEOUT", "300ms"),
+                ("ORDO_STORAGE_CACHE", "8MiB"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.id, 2);
+        assert_eq!(config.raft.election_timeout.0, Duration::from_millis(300));
+        assert_eq!(config.storage.cache.0, 8 << 20);
+        let overrides = Overrides {
+            id: Some(3),
+            ..Overrides::default()
+        };
+        let peers = "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3".to_string();
+        let environment = [
+            ("ORDO_ID".to_string(), "2".to_string()),
+            ("ORDO_PEERS".to_string(), peers),
+        ];
+        let config = NodeConfig::load(None, environment, &overrides).unwrap();
+        assert_eq!(config.id, 3, "the flag wins over the environment");
+        assert_eq!(config.voters().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_bad_units_and_bad_shapes_are_errors() {
+        let peers = "[peers]\n1 = \"127.0.0.1:7001\"\n";
+        let error = load(&format!("colour = 1\n{peers}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("colour"), "{error}");
+        let error = load(
+            &format!("{peers}[raft]\nelection_timeout = \"soon\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("not a duration"), "{error}");
+        let error = load(&format!("{peers}[storage]\ncache = \"lots\"\n"), &[]).unwrap_err();
+        assert!(error.to_string().contains("not a size"), "{error}");
+        let error = load(peers, &[("ORDO_RAFT_TYPO", "1")]).unwrap_err();
+        assert!(error.to_string().contains("typo"), "{error}");
+        let error = load(peers, &[("ORDO_NONSENSE", "1")]).unwrap_err();
+        assert!(matches!(error, ConfigError::UnknownEnv(_)), "{error}");
+        let error = load("id = 4\n[peers]\n1 = \"127.0.0.1:7001\"\n", &[]).unwrap_err();
+        assert!(error.to_string().contains("not among the peers"), "{error}");
+        let two = "[peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n";
+        let error = load(two, &[]).unwrap_err();
+        assert!(error.to_string().contains("1, 3 or 5 voters"), "{error}");
+    }
+
+    #[test]
+    fn sizes_and_durations_read_and_print_with_units() {
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes("512KiB"), Some(512 << 10));
+        assert_eq!(parse_bytes("100"), Some(100));
+        assert_eq!(parse_bytes("1.5MiB"), None);
+        let printed = toml::Value::try_from(HumanBytes(3 << 20)).unwrap();
+        assert_eq!(printed.as_str(), Some("3MiB"));
+        let printed = toml::Value::try_from(HumanDuration(Duration::from_millis(150))).unwrap();
+        assert_eq!(printed.as_str(), Some("150ms"));
+    }
+}

@@ -1,0 +1,129 @@
+//! `ordo serve`: opens the log, starts the transport and runs the driver until SIGTERM or
+//! Ctrl-C, then stops gracefully.
+
+use std::num::NonZeroU64;
+
+use ordo_core::{Raft, Restored};
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::driver::{Driver, DriverError, DriverOptions, writer_channel};
+use crate::storage::{
+    GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, Retention, StorageError,
+};
+use crate::transport::{
+    self, CLIENT_QUEUE_REQUESTS_MAX, INBOUND_QUEUE_MESSAGES_MAX, TransportError,
+};
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the stored state cannot start the consensus core: {0}")]
+    Restore(#[from] ordo_core::StartError),
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// The log file inside a data directory.
+pub const LOG_FILE_NAME: &str = "ordo-log.redb";
+
+/// Runs a node until it is told to stop.
+pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
+    let voters = config.voters()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let options = RedbOptions {
+        retention: Retention {
+            entries_max: NonZeroU64::new(config.storage.retain_entries_max),
+            bytes_max: None,
+        },
+        cache_bytes: config.storage.cache.0 as usize,
+        ..RedbOptions::default()
+    };
+    let store = RedbLogStore::open(config.data_dir.join(LOG_FILE_NAME), options)?;
+    let state = store.store_state()?;
+    let entries = store.entries(state.log.first_index, state.log.last_index() + 1, u64::MAX)?;
+    let restored = Restored {
+        hard_state: state.hard_state,
+        entries,
+        applied: state.progress.applied.map_or(0, |applied| applied.index),
+    };
+    info!(
+        id = config.id,
+        term = state.hard_state.term,
+        last_index = state.log.last_index(),
+        applied = restored.applied,
+        "opened the log"
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+        ^ config.id;
+    let raft = Raft::new(config.core_config(&voters), restored, seed)?;
+
+    let (events_tx, events_rx) = writer_channel();
+    let writer = GroupCommitWriter::start(store, move |event| {
+        // Blocking here holds the writer back when the driver falls behind: back-pressure.
+        let _ = events_tx.blocking_send(event);
+    })?;
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MESSAGES_MAX);
+    let (clients_tx, clients_rx) = mpsc::channel(CLIENT_QUEUE_REQUESTS_MAX);
+    let (endpoint, peers) = transport::start(&config, &voters, inbound_tx, clients_tx)?;
+    info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
+
+    let driver_options = DriverOptions {
+        tick_interval: config.raft.tick_interval.0,
+        election_timeout: config.raft.election_timeout.0,
+        address: config.listen,
+        voters,
+    };
+    let driver = Driver::new(
+        raft,
+        writer,
+        events_rx,
+        peers,
+        inbound_rx,
+        clients_rx,
+        driver_options,
+    );
+    let (stop_tx, stop_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(());
+    });
+    let result = driver.run(stop_rx).await;
+    transport::close(&endpoint);
+    endpoint.wait_idle().await;
+    info!("stopped");
+    Ok(result?)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => info!("Ctrl-C received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

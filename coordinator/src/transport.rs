@@ -1,0 +1,626 @@
+//! The QUIC transport: one endpoint per node serves peers (`ordo-peer/1`) and clients
+//! (`ordo-client/1`), always with mutual TLS against the cluster CA.
+//!
+//! **Peers.** Each node dials every other node and only *sends* on the links it dialled; it
+//! *receives* on the links others dialled. A link opens with a hello on a bidirectional control
+//! stream: the dialled node checks that the certificate names the node id the hello claims
+//! (`node-N.ordo`) — so a client certificate cannot speak the peer protocol and a node cannot
+//! pose as another — and answers welcome or a refusal with its reason. Appends travel on a
+//! separate unidirectional stream at lower priority, so a large append never holds a heartbeat
+//! or a vote behind it. Links reconnect with capped, jittered exponential back-off.
+//!
+//! **Clients.** One request per bidirectional stream, answered by one response frame.
+//!
+//! Every frame's length is checked against a named limit before anything is allocated; a bad
+//! frame closes that stream or link with a logged reason, and the node keeps serving the rest.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordo_common::NodeId;
+use ordo_common::client::{CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, NodeStatus};
+use ordo_common::limits::FRAME_BYTES_MAX;
+use ordo_common::tls::{self, Identity, TlsError, node_name};
+use ordo_common::wire::{CLIENT_ALPN, FrameError, PEER_ALPN, read_frame, write_frame};
+use ordo_core::{Body, Message};
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::NodeConfig;
+
+/// Largest peer frame: one append at the message budget, or one entry at the payload limit.
+pub const PEER_FRAME_BYTES_MAX: u64 = FRAME_BYTES_MAX;
+/// Messages received from peers waiting for the driver.
+pub const INBOUND_QUEUE_MESSAGES_MAX: usize = 4096;
+/// Client requests waiting for the driver.
+pub const CLIENT_QUEUE_REQUESTS_MAX: usize = 4096;
+/// Application error codes used when closing a connection.
+const CLOSE_REFUSED: u32 = 1;
+const CLOSE_BAD_FRAME: u32 = 2;
+const CLOSE_SHUTDOWN: u32 = 3;
+
+/// What travels on a peer link.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerFrame {
+    Hello { from: NodeId, to: NodeId },
+    Welcome,
+    Refused { reason: String },
+    Raft(Message),
+}
+
+/// A message from an authenticated peer, for the driver.
+#[derive(Debug)]
+pub struct Inbound {
+    pub from: NodeId,
+    pub message: Message,
+}
+
+/// A client's request, for the driver, with the way back.
+#[derive(Debug)]
+pub enum ClientCommand {
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    Propose {
+        payload: bytes::Bytes,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+}
+
+/// The sending side of the peer links: one pair of bounded queues per peer.
+pub struct PeerLinks {
+    links: BTreeMap<NodeId, (mpsc::Sender<Message>, mpsc::Sender<Message>)>,
+}
+
+impl PeerLinks {
+    /// Queues `message` for `to`. Raft tolerates loss, so a full queue drops the message (and
+    /// counts it) rather than stall the driver.
+    pub fn send(&self, to: NodeId, message: Message) {
+        let Some((control, append)) = self.links.get(&to) else {
+            return;
+        };
+        let queue = if matches!(message.body, Body::Append { .. }) {
+            append
+        } else {
+            control
+        };
+        if queue.try_send(message).is_err() {
+            metrics::counter!("ordo_peer_messages_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Starts the endpoint, the accept loop and one link per peer.
+pub fn start(
+    config: &NodeConfig,
+    voters: &BTreeMap<NodeId, SocketAddr>,
+    inbound: mpsc::Sender<Inbound>,
+    clients: mpsc::Sender<ClientCommand>,
+) -> Result<(quinn::Endpoint, PeerLinks), TransportError> {
+    let server = server_config(&config.tls_dir, config)?;
+    let socket = bind_socket(config.listen)?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(|source| TransportError::Bind {
+        address: config.listen,
+        source,
+    })?;
+    let id = config.id;
+    let peer_ids: Vec<NodeId> = voters.keys().copied().filter(|peer| *peer != id).collect();
+    tokio::spawn(accept_loop(
+        endpoint.clone(),
+        id,
+        peer_ids,
+        inbound,
+        clients,
+        config.transport.handshake_timeout.0,
+    ));
+    let client_config = peer_client_config(&config.tls_dir, config)?;
+    let mut links = BTreeMap::new();
+    for (&peer, &address) in voters.iter().filter(|(peer, _)| **peer != id) {
+        let queue = config.transport.peer_queue_messages_max as usize;
+        let (control_tx, control_rx) = mpsc::channel(queue);
+        let (append_tx, append_rx) = mpsc::channel(queue);
+        links.insert(peer, (control_tx, append_tx));
+        let link = PeerLink {
+            id,
+            peer,
+            address,
+            endpoint: endpoint.clone(),
+            client_config: client_config.clone(),
+            backoff_min: config.transport.reconnect_backoff_min.0,
+            backoff_max: config.transport.reconnect_backoff_max.0,
+            handshake_timeout: config.transport.handshake_timeout.0,
+        };
+        tokio::spawn(link.run(control_rx, append_rx));
+    }
+    Ok((endpoint, PeerLinks { links }))
+}
+
+/// Closes every connection (peers see a clean shutdown, not a timeout).
+pub fn close(endpoint: &quinn::Endpoint) {
+    endpoint.close(
+        quinn::VarInt::from_u32(CLOSE_SHUTDOWN),
+        b"node shutting down",
+    );
+}
+
+// ----- TLS and QUIC configuration -----
+
+fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, TransportError> {
+    let mut transport = quinn::TransportConfig::default();
+    let idle = quinn::IdleTimeout::try_from(config.transport.idle_timeout.0)
+        .map_err(|error| TransportError::Quic(format!("idle_timeout: {error}")))?;
+    transport.max_idle_timeout(Some(idle));
+    transport.keep_alive_interval(Some(config.transport.idle_timeout.0 / 3));
+    let streams = quinn::VarInt::from_u64(config.transport.client_streams_max)
+        .map_err(|error| TransportError::Quic(format!("client_streams_max: {error}")))?;
+    transport.max_concurrent_bidi_streams(streams);
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(8));
+    // Room for a full append window in flight on one link.
+    transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
+    transport.receive_window(quinn::VarInt::from_u32(256 << 20));
+    transport.send_window(256 << 20);
+    Ok(transport)
+}
+
+fn server_config(dir: &Path, config: &NodeConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let roots = Arc::new(tls::root_store(dir)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, tls::provider())
+        .build()
+        .map_err(|error| TransportError::Quic(format!("client verifier: {error}")))?;
+    let identity = Identity::load(dir, &format!("node-{}", config.id))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![PEER_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(config)?));
+    Ok(server)
+}
+
+fn peer_client_config(
+    dir: &Path,
+    config: &NodeConfig,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let identity = Identity::load(dir, &format!("node-{}", config.id))?;
+    let tls = tls::client_config(tls::root_store(dir)?, identity, PEER_ALPN)?;
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(transport_config(config)?));
+    Ok(client)
+}
+
+/// Binds the UDP socket with large buffers: on loopback the default buffers dropped packets
+/// under load.
+fn bind_socket(address: SocketAddr) -> Result<std::net::UdpSocket, TransportError> {
+    const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+    let bind = |source| TransportError::Bind { address, source };
+    let domain = if address.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(bind)?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(&address.into()).map_err(bind)?;
+    Ok(socket.into())
+}
+
+/// Checks that the connection's client certificate names node `id`.
+fn certificate_names_node(connection: &quinn::Connection, id: NodeId) -> Result<(), String> {
+    let certificates = connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or("no client certificate")?;
+    let leaf = certificates.first().ok_or("empty certificate chain")?;
+    let certificate = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|error| format!("unreadable certificate: {error}"))?;
+    let name = ServerName::try_from(node_name(id)).map_err(|error| error.to_string())?;
+    certificate
+        .verify_is_valid_for_subject_name(&name)
+        .map_err(|_| {
+            format!(
+                "certificate does not name node {id} (a node certificate carries {})",
+                node_name(id)
+            )
+        })
+}
+
+// ----- accepting -----
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    id: NodeId,
+    peers: Vec<NodeId>,
+    inbound: mpsc::Sender<Inbound>,
+    clients: mpsc::Sender<ClientCommand>,
+    handshake_timeout: Duration,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        let (inbound, clients, peers) = (inbound.clone(), clients.clone(), peers.clone());
+        tokio::spawn(async move {
+            let connection = match tokio::time::timeout(handshake_timeout, incoming).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
+                    warn!(%remote, reason = %error, "refused connection: TLS handshake failed");
+                    metrics::counter!("ordo_connections_refused_total").increment(1);
+                    return;
+                }
+                Err(_) => {
+                    warn!(%remote, "refused connection: handshake timed out");
+                    return;
+                }
+            };
+            let protocol = connection
+                .handshake_data()
+                .and_then(|data| data.downcast::<HandshakeData>().ok())
+                .and_then(|data| data.protocol);
+            match protocol.as_deref() {
+                Some(PEER_ALPN) => {
+                    serve_peer(connection, id, &peers, inbound, handshake_timeout).await
+                }
+                Some(CLIENT_ALPN) => serve_client(connection, clients).await,
+                _ => connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"unknown protocol"),
+            }
+        });
+    }
+}
+
+async fn serve_peer(
+    connection: quinn::Connection,
+    id: NodeId,
+    peers: &[NodeId],
+    inbound: mpsc::Sender<Inbound>,
+    handshake_timeout: Duration,
+) {
+    let remote = connection.remote_address();
+    let hello = tokio::time::timeout(handshake_timeout, async {
+        let (send, mut receive) = connection
+            .accept_bi()
+            .await
+            .map_err(|error| error.to_string())?;
+        let hello: Option<PeerFrame> = read_frame(&mut receive, PEER_FRAME_BYTES_MAX)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok::<_, String>((hello, send, receive))
+    })
+    .await;
+    let (hello, mut send, mut receive) = match hello {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(reason)) => return refuse_quietly(&connection, remote, &reason),
+        Err(_) => {
+            return refuse_quietly(&connection, remote, "no hello before the handshake timeout");
+        }
+    };
+    let from = match hello {
+        Some(PeerFrame::Hello { from, to }) => {
+            match check_hello(&connection, id, peers, from, to) {
+                Ok(()) => from,
+                Err(reason) => {
+                    warn!(%remote, claimed = from, %reason, "refused peer");
+                    metrics::counter!("ordo_peers_refused_total").increment(1);
+                    let _ = write_frame(
+                        &mut send,
+                        &PeerFrame::Refused {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_millis(200), send.stopped()).await;
+                    connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+                    return;
+                }
+            }
+        }
+        _ => return refuse_quietly(&connection, remote, "the first frame was not a hello"),
+    };
+    if write_frame(&mut send, &PeerFrame::Welcome).await.is_err() {
+        return;
+    }
+    info!(peer = from, %remote, "peer connected (inbound)");
+    metrics::counter!("ordo_peer_connects_total").increment(1);
+    let control = relay(&mut receive, from, inbound.clone());
+    let appends = async {
+        loop {
+            let mut stream = connection
+                .accept_uni()
+                .await
+                .map_err(|error| error.to_string())?;
+            let inbound = inbound.clone();
+            tokio::spawn(async move {
+                if let Err(error) = relay(&mut stream, from, inbound).await {
+                    warn!(peer = from, %error, "closed an append stream");
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), String>(())
+    };
+    let outcome = tokio::select! {
+        result = control => result,
+        result = appends => result,
+    };
+    if let Err(error) = outcome {
+        info!(peer = from, %error, "peer disconnected (inbound)");
+        if error.starts_with("bad frame") {
+            connection.close(quinn::VarInt::from_u32(CLOSE_BAD_FRAME), error.as_bytes());
+        }
+    }
+    metrics::counter!("ordo_peer_disconnects_total").increment(1);
+}
+
+fn refuse_quietly(connection: &quinn::Connection, remote: SocketAddr, reason: &str) {
+    warn!(%remote, %reason, "refused peer");
+    connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), reason.as_bytes());
+}
+
+fn check_hello(
+    connection: &quinn::Connection,
+    id: NodeId,
+    peers: &[NodeId],
+    from: NodeId,
+    to: NodeId,
+) -> Result<(), String> {
+    if to != id {
+        return Err(format!("this is node {id}, not node {to}"));
+    }
+    if !peers.contains(&from) {
+        return Err(format!("node {from} is not a peer of node {id}"));
+    }
+    certificate_names_node(connection, from)
+}
+
+/// Forwards frames from one stream to the driver until the stream ends or a frame is bad.
+async fn relay(
+    stream: &mut quinn::RecvStream,
+    from: NodeId,
+    inbound: mpsc::Sender<Inbound>,
+) -> Result<(), String> {
+    loop {
+        match read_frame::<PeerFrame, _>(stream, PEER_FRAME_BYTES_MAX).await {
+            Ok(Some(PeerFrame::Raft(message))) => {
+                if inbound.send(Inbound { from, message }).await.is_err() {
+                    return Err("node stopping".into());
+                }
+            }
+            Ok(Some(other)) => return Err(format!("bad frame: unexpected {other:?}")),
+            Ok(None) => return Err("stream closed".into()),
+            Err(FrameError::Io(error)) => return Err(error.to_string()),
+            Err(error) => {
+                metrics::counter!("ordo_bad_frames_total").increment(1);
+                return Err(format!("bad frame from node {from}: {error}"));
+            }
+        }
+    }
+}
+
+async fn serve_client(connection: quinn::Connection, clients: mpsc::Sender<ClientCommand>) {
+    let remote = connection.remote_address();
+    debug!(%remote, "client connected");
+    loop {
+        let (mut send, mut receive) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                debug!(%remote, %error, "client disconnected");
+                return;
+            }
+        };
+        let clients = clients.clone();
+        tokio::spawn(async move {
+            let response = match read_frame::<ClientRequest, _>(
+                &mut receive,
+                CLIENT_REQUEST_BYTES_MAX,
+            )
+            .await
+            {
+                Ok(Some(request)) => answer(request, &clients).await,
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%remote, %error, "refused a client request: bad frame");
+                    metrics::counter!("ordo_bad_frames_total").increment(1);
+                    let _ = receive.stop(quinn::VarInt::from_u32(CLOSE_BAD_FRAME));
+                    ClientResponse::Refused {
+                        reason: format!("bad request frame: {error}"),
+                    }
+                }
+            };
+            let _ = write_frame(&mut send, &response).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+async fn answer(request: ClientRequest, clients: &mpsc::Sender<ClientCommand>) -> ClientResponse {
+    let unavailable = || ClientResponse::Refused {
+        reason: "node is shutting down".into(),
+    };
+    match request {
+        ClientRequest::Hello => ClientResponse::Welcome { node: 0 },
+        ClientRequest::Status => {
+            let (reply, answer) = oneshot::channel();
+            if clients.send(ClientCommand::Status { reply }).await.is_err() {
+                return unavailable();
+            }
+            answer
+                .await
+                .map(ClientResponse::Status)
+                .unwrap_or_else(|_| unavailable())
+        }
+        ClientRequest::Propose { payload } => {
+            let (reply, answer) = oneshot::channel();
+            if clients
+                .send(ClientCommand::Propose { payload, reply })
+                .await
+                .is_err()
+            {
+                return unavailable();
+            }
+            answer.await.unwrap_or_else(|_| unavailable())
+        }
+    }
+}
+
+// ----- dialling -----
+
+struct PeerLink {
+    id: NodeId,
+    peer: NodeId,
+    address: SocketAddr,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    handshake_timeout: Duration,
+}
+
+impl PeerLink {
+    async fn run(self, mut control: mpsc::Receiver<Message>, mut appends: mpsc::Receiver<Message>) {
+        let mut backoff = self.backoff_min;
+        let mut jitter = ordo_core::rng::Prng::new(jitter_seed(self.id, self.peer));
+        let mut logged_failure = false;
+        loop {
+            match tokio::time::timeout(self.handshake_timeout, self.establish()).await {
+                Ok(Ok((connection, control_stream))) => {
+                    info!(peer = self.peer, address = %self.address, "peer connected (outbound)");
+                    backoff = self.backoff_min;
+                    logged_failure = false;
+                    let reason = self
+                        .pump(&connection, control_stream, &mut control, &mut appends)
+                        .await;
+                    if reason == "node stopping" {
+                        return;
+                    }
+                    info!(peer = self.peer, %reason, "peer disconnected (outbound)");
+                }
+                outcome => {
+                    let reason = match outcome {
+                        Ok(Err(reason)) => reason,
+                        _ => "handshake timed out".to_string(),
+                    };
+                    if logged_failure {
+                        debug!(peer = self.peer, %reason, "still cannot reach peer");
+                    } else {
+                        logged_failure = true;
+                        warn!(peer = self.peer, address = %self.address, %reason, "cannot reach peer; retrying");
+                    }
+                }
+            }
+            // Capped exponential back-off with jitter in [backoff/2, backoff].
+            let half = backoff.as_micros() as u64 / 2;
+            let delay = Duration::from_micros(half + jitter.below(half.max(1)));
+            tokio::time::sleep(delay).await;
+            backoff = (backoff * 2).min(self.backoff_max);
+            if control.is_closed() {
+                return;
+            }
+        }
+    }
+
+    async fn establish(&self) -> Result<(quinn::Connection, quinn::SendStream), String> {
+        let connecting = self
+            .endpoint
+            .connect_with(
+                self.client_config.clone(),
+                self.address,
+                &node_name(self.peer),
+            )
+            .map_err(|error| error.to_string())?;
+        let connection = connecting.await.map_err(|error| error.to_string())?;
+        let (mut send, mut receive) = connection
+            .open_bi()
+            .await
+            .map_err(|error| error.to_string())?;
+        write_frame(
+            &mut send,
+            &PeerFrame::Hello {
+                from: self.id,
+                to: self.peer,
+            },
+        )
+        .await
+        .map_err(|error| error.to_string())?;
+        match read_frame::<PeerFrame, _>(&mut receive, PEER_FRAME_BYTES_MAX).await {
+            Ok(Some(PeerFrame::Welcome)) => Ok((connection, send)),
+            Ok(Some(PeerFrame::Refused { reason })) => Err(format!("refused: {reason}")),
+            Ok(_) => Err("no welcome".into()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Writes queued messages until the link fails; returns why it ended.
+    async fn pump(
+        &self,
+        connection: &quinn::Connection,
+        mut control_stream: quinn::SendStream,
+        control: &mut mpsc::Receiver<Message>,
+        appends: &mut mpsc::Receiver<Message>,
+    ) -> String {
+        let mut append_stream = match connection.open_uni().await {
+            Ok(stream) => stream,
+            Err(error) => return error.to_string(),
+        };
+        let _ = control_stream.set_priority(1);
+        let _ = append_stream.set_priority(0);
+        tokio::select! {
+            reason = forward(&mut control_stream, control) => reason,
+            reason = forward(&mut append_stream, appends) => reason,
+            error = connection.closed() => error.to_string(),
+        }
+    }
+}
+
+/// Writes queued messages to one stream until the queue closes or the stream fails.
+async fn forward(stream: &mut quinn::SendStream, queue: &mut mpsc::Receiver<Message>) -> String {
+    loop {
+        let Some(message) = queue.recv().await else {
+            return "node stopping".to_string();
+        };
+        if let Err(error) = write_frame(stream, &PeerFrame::Raft(message)).await {
+            return error.to_string();
+        }
+    }
+}
+
+fn jitter_seed(id: NodeId, peer: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ (id << 32) ^ peer
+}

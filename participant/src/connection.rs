@@ -1,0 +1,173 @@
+//! One QUIC connection to one coordinator, with mutual TLS and an application-level hello: a
+//! server that refuses the client certificate is only noticed on the first stream, so
+//! [`NodeConnection::connect`] does not return until a hello round trip succeeded.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordo_common::client::{CLIENT_RESPONSE_BYTES_MAX, ClientRequest, ClientResponse};
+use ordo_common::tls::{self, CLUSTER_SERVER_NAME, Identity, TlsError};
+use ordo_common::wire::{CLIENT_ALPN, FrameError, read_frame, write_frame};
+use quinn::crypto::rustls::QuicClientConfig;
+
+/// Why a connection or a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TLS files: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot open a local UDP socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot connect to {address}: {detail}")]
+    Connect { address: SocketAddr, detail: String },
+    #[error("{address} did not answer within {timeout:?}")]
+    Timeout {
+        address: SocketAddr,
+        timeout: Duration,
+    },
+    #[error("connection to {address} failed: {detail}")]
+    Connection { address: SocketAddr, detail: String },
+    #[error("bad response from {address}: {source}")]
+    Frame {
+        address: SocketAddr,
+        source: FrameError,
+    },
+}
+
+/// The client side's TLS material: the cluster CA and one client identity.
+#[derive(Clone)]
+pub struct ClientTls {
+    config: quinn::ClientConfig,
+}
+
+impl ClientTls {
+    /// Loads `ca.pem` and the client identity `client-NAME` (or the first `client-*` found when
+    /// `name` is `None`) from `dir`.
+    pub fn load(dir: &Path, name: Option<&str>) -> Result<Self, ConnectError> {
+        let identity = match name {
+            Some(name) => Identity::load(dir, &format!("client-{name}"))?,
+            None => Identity::first_client(dir)?,
+        };
+        Self::from_identity(dir, identity)
+    }
+
+    /// Uses an explicit identity (tests use node or foreign certificates through this).
+    pub fn from_identity(dir: &Path, identity: Identity) -> Result<Self, ConnectError> {
+        let tls = tls::client_config(tls::root_store(dir)?, identity, CLIENT_ALPN)?;
+        let crypto = QuicClientConfig::try_from(tls)
+            .map_err(|error| ConnectError::Tls(TlsError::Config(error.to_string())))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        config.transport_config(Arc::new(transport));
+        Ok(Self { config })
+    }
+}
+
+/// A live, greeted connection to one coordinator.
+#[derive(Clone)]
+pub struct NodeConnection {
+    address: SocketAddr,
+    connection: quinn::Connection,
+    // Keeps the local endpoint alive as long as the connection.
+    _endpoint: quinn::Endpoint,
+    timeout: Duration,
+}
+
+impl NodeConnection {
+    /// Connects to `address`, completes the TLS handshake and a hello round trip.
+    pub async fn connect(
+        address: SocketAddr,
+        tls: &ClientTls,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let local: SocketAddr = if address.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .expect("literal address");
+        let mut endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Socket)?;
+        endpoint.set_default_client_config(tls.config.clone());
+        let connecting = endpoint
+            .connect(address, CLUSTER_SERVER_NAME)
+            .map_err(|error| ConnectError::Connect {
+                address,
+                detail: error.to_string(),
+            })?;
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout { address, timeout })?
+            .map_err(|error| ConnectError::Connect {
+                address,
+                detail: error.to_string(),
+            })?;
+        let node = Self {
+            address,
+            connection,
+            _endpoint: endpoint,
+            timeout,
+        };
+        match node.request(&ClientRequest::Hello).await? {
+            ClientResponse::Welcome { .. } => Ok(node),
+            other => Err(ConnectError::Connection {
+                address,
+                detail: format!("unexpected hello answer {other:?}"),
+            }),
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Sends one request on its own stream and waits for the response.
+    pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ConnectError> {
+        let address = self.address;
+        let exchange = async {
+            let (mut send, mut receive) =
+                self.connection
+                    .open_bi()
+                    .await
+                    .map_err(|error| ConnectError::Connection {
+                        address,
+                        detail: error.to_string(),
+                    })?;
+            write_frame(&mut send, request)
+                .await
+                .map_err(|source| ConnectError::Frame { address, source })?;
+            let _ = send.finish();
+            match read_frame(&mut receive, CLIENT_RESPONSE_BYTES_MAX).await {
+                Ok(Some(response)) => Ok(response),
+                Ok(None) => Err(ConnectError::Connection {
+                    address,
+                    detail: match self.connection.close_reason() {
+                        Some(reason) => reason.to_string(),
+                        None => "stream closed without a response".into(),
+                    },
+                }),
+                Err(FrameError::Io(error)) => Err(ConnectError::Connection {
+                    address,
+                    detail: match self.connection.close_reason() {
+                        Some(reason) => reason.to_string(),
+                        None => error.to_string(),
+                    },
+                }),
+                Err(source) => Err(ConnectError::Frame { address, source }),
+            }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                address,
+                timeout: self.timeout,
+            })?
+    }
+
+    /// The underlying connection (for tests that speak raw frames).
+    pub fn raw(&self) -> &quinn::Connection {
+        &self.connection
+    }
+}

@@ -1,0 +1,136 @@
+//! `ordo dev`: a local cluster for newcomers. Creates certificates if missing, starts one
+//! `ordo serve` process per node on loopback, prints the endpoints, streams every node's log
+//! prefixed by its id, and stops them all (SIGTERM, so leaders hand over) on Ctrl-C.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub fn run(nodes: u64, dir: &Path, base_port: u16) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if ![1, 3, 5].contains(&nodes) {
+        return Err(format!("--nodes must be 1, 3 or 5, not {nodes}").into());
+    }
+    let tls_dir = dir.join("tls");
+    ordo_coordinator::certs::generate(&tls_dir, nodes, &["cli".to_string(), "demo".to_string()])?;
+    let address = |id: u64| format!("127.0.0.1:{}", base_port as u64 + id - 1);
+    let peers: Vec<String> = (1..=nodes)
+        .map(|id| format!("{id}={}", address(id)))
+        .collect();
+    let peers = peers.join(",");
+    let executable = std::env::current_exe()?;
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for id in 1..=nodes {
+        let mut command = Command::new(&executable);
+        // If `ordo dev` dies without stopping its nodes, the kernel stops them.
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = command
+            .args([
+                "serve",
+                "--id",
+                &id.to_string(),
+                "--listen",
+                &address(id),
+                "--peers",
+                &peers,
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node-{id}")))
+            .arg("--tls-dir")
+            .arg(&tls_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    println!("[node {id}] {line}");
+                }
+            });
+        }
+        children.push((id, child));
+    }
+    let endpoints: Vec<String> = (1..=nodes).map(address).collect();
+    println!("ordo dev: {nodes} nodes running");
+    println!("  endpoints: {}", endpoints.join(","));
+    println!("  client TLS dir: {}", tls_dir.display());
+    println!(
+        "  try: ordo status --endpoints {} --tls-dir {}",
+        endpoints.join(","),
+        tls_dir.display()
+    );
+    println!("  Ctrl-C stops every node");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    on_stop_signal(move || flag.store(true, Ordering::SeqCst))?;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some((id, status)) = children
+            .iter_mut()
+            .find_map(|(id, child)| Some((*id, child.try_wait().ok()??)))
+        {
+            eprintln!("ordo dev: node {id} exited ({status}); stopping the others");
+            break;
+        }
+    }
+    for (_, child) in &children {
+        terminate(child);
+    }
+    let mut code = ExitCode::SUCCESS;
+    for (id, mut child) in children {
+        let status = child.wait()?;
+        if !status.success() && status.code() != Some(0) {
+            eprintln!("ordo dev: node {id} ended with {status}");
+            code = ExitCode::FAILURE;
+        }
+    }
+    Ok(code)
+}
+
+/// SIGTERM: the node stops gracefully (a leader hands over first).
+fn terminate(child: &Child) {
+    // SAFETY: kill(2) with a child's pid and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+fn on_stop_signal(on_signal: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        });
+        on_signal();
+    });
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Argument parsing and dispatch for every `ordo` subcommand.
+
+mod dev;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ordo_coordinator::config::{NodeConfig, Overrides, default_config_text};
+
+/// Default client endpoints: the `ordo dev` layout.
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+/// Default TLS directory: the `ordo dev` layout.
+pub const DEFAULT_TLS_DIR: &str = "ordo-dev/tls";
+
+#[derive(Parser)]
+#[command(
+    name = "ordo",
+    version,
+    about = "Ordo: one agreed order of atomic batches, never lost"
+)]
+pub struct Arguments {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a client command finds the cluster.
+#[derive(clap::Args, Clone)]
+pub struct ClientArguments {
+    /// Coordinator addresses, comma-separated.
+    #[arg(long, env = "ORDO_ENDPOINTS", default_value = DEFAULT_ENDPOINTS)]
+    pub endpoints: String,
+    /// Directory with ca.pem and a client-NAME.pem/.key pair.
+    #[arg(long, env = "ORDO_TLS_DIR", default_value = DEFAULT_TLS_DIR)]
+    pub tls_dir: PathBuf,
+    /// Which client identity to use (client-NAME.pem); the first one found by default.
+    #[arg(long, env = "ORDO_CLIENT")]
+    pub client: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a development CA and node/client key pairs (existing files are kept).
+    Certs {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Client names, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "cli")]
+        clients: Vec<String>,
+    },
+    /// Run a coordinator node.
+    Serve(ServeArguments),
+    /// Start a local cluster of `serve` processes, with certificates, and stream their logs.
+    Dev {
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        #[arg(long, default_value = "ordo-dev")]
+        dir: PathBuf,
+        /// Node N listens on 127.0.0.1:(base_port + N - 1).
+        #[arg(long, default_value_t = 7001)]
+        base_port: u16,
+    },
+    /// Show every node's view: role, term, leader, log indexes, reachable peers.
+    Status {
+        #[command(flatten)]
+        client: ClientArguments,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArguments {
+    /// A TOML configuration file (see --print-default-config).
+    #[arg(long, env = "ORDO_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    id: Option<u64>,
+    #[arg(long)]
+    listen: Option<String>,
+    /// Every voter, this node included: 1=host:port,2=host:port,3=host:port
+    #[arg(long)]
+    peers: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Print every configuration key, commented, with its default, and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
+}
+
+pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match arguments.command {
+        Command::Certs {
+            dir,
+            nodes,
+            clients,
+        } => {
+            let written = ordo_coordinator::certs::generate(&dir, nodes, &clients)?;
+            for path in &written {
+                println!("wrote {path}");
+            }
+            if written.is_empty() {
+                println!("{} already holds every requested file", dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(serve) => {
+            if serve.print_default_config {
+                print!("{}", default_config_text());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let overrides = Overrides {
+                id: serve.id,
+                listen: serve.listen,
+                peers: serve.peers,
+                data_dir: serve.data_dir,
+                tls_dir: serve.tls_dir,
+            };
+            let config = NodeConfig::load(serve.config.as_deref(), std::env::vars(), &overrides)?;
+            if serve.check_config {
+                println!(
+                    "configuration is valid: node {} of {} voters",
+                    config.id,
+                    config.peers.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            runtime()?.block_on(ordo_coordinator::node::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev {
+            nodes,
+            dir,
+            base_port,
+        } => dev::run(nodes, &dir, base_port),
+        Command::Status { client, json } => runtime()?.block_on(status::run(&client, json)),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Parses the endpoint list of a client command.
+pub fn parse_endpoints(list: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(ordo_coordinator::config::resolve)
+        .collect()
+}
