@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ordo_common::{Entry, LogId, LogIndex, Term};
 
 use super::record::{decode_entry, encode_entry, entry_term};
-use super::rules::{plan_compaction, plan_write};
+use super::rules::{Extent, plan_compaction, plan_write};
 use super::{
     LogRead, LogState, LogStore, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
     StoreState, WriteBatch,
@@ -149,10 +149,6 @@ impl MemFile {
             Some(start) if index >= start => records.get((index - start) as usize),
             _ => self.log.get(&index),
         };
-        let missing = |index| StorageError::Corrupt {
-            index,
-            detail: "missing: the log has a hole here".into(),
-        };
         let mut sizes = (after.log.first_index..).map(|index| {
             record_after(index)
                 .map(|record| record.len() as u64)
@@ -196,36 +192,21 @@ impl MemFile {
     }
 
     fn term_at(&self, index: LogIndex) -> Result<Term> {
-        let log = &self.state.log;
-        if index == 0 {
-            return Ok(0);
-        }
-        if let Some(purged) = log.purged.filter(|p| p.index == index) {
-            return Ok(purged.term);
-        }
-        if index < log.first_index {
-            return Err(StorageError::Compacted {
-                first_index: log.first_index,
-            });
+        if let Some(answer) = Extent::of(&self.state.log).term_without_entry(index) {
+            return answer;
         }
         match self.log.get(&index) {
             Some(record) => entry_term(index, record),
-            None => Err(StorageError::OutOfRange {
-                index,
-                last_index: log.last_index(),
-            }),
+            None => Err(missing(index)),
         }
     }
 
     fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
-        check_range(&self.state.log, lo, hi)?;
+        Extent::of(&self.state.log).check_range(lo, hi)?;
         let mut entries = Vec::new();
         let mut bytes = 0;
         for index in lo..hi {
-            let record = self.log.get(&index).ok_or_else(|| StorageError::Corrupt {
-                index,
-                detail: "missing from the log".into(),
-            })?;
+            let record = self.log.get(&index).ok_or_else(|| missing(index))?;
             let entry = decode_entry(index, record)?;
             bytes += entry.payload_bytes();
             if bytes > bytes_max && !entries.is_empty() {
@@ -237,23 +218,12 @@ impl MemFile {
     }
 }
 
-/// Checks a `[lo, hi)` read against the log's extent.
-pub(crate) fn check_range(log: &LogState, lo: LogIndex, hi: LogIndex) -> Result<()> {
-    if lo > hi {
-        return Err(StorageError::InvalidRange { lo, hi });
+/// The error for an index that the log's extent includes but the log does not hold.
+pub(crate) fn missing(index: LogIndex) -> StorageError {
+    StorageError::Corrupt {
+        index,
+        detail: "missing: the log has a hole here".into(),
     }
-    if lo < log.first_index {
-        return Err(StorageError::Compacted {
-            first_index: log.first_index,
-        });
-    }
-    if hi > log.last_index() + 1 {
-        return Err(StorageError::OutOfRange {
-            index: hi - 1,
-            last_index: log.last_index(),
-        });
-    }
-    Ok(())
 }
 
 impl LogRead for MemDisk {

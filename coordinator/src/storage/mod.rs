@@ -43,7 +43,10 @@ pub use group_commit::{
     TrySubmitError, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_REQUESTS_MAX, WriterEvent,
 };
 pub use mem::{MemDisk, MemLogStore};
-pub use redb_store::{CACHE_BYTES_DEFAULT, RedbLogReader, RedbLogStore, RedbOptions, VerifyOnOpen};
+pub use redb_store::{
+    CACHE_BYTES_DEFAULT, RedbLogReader, RedbLogStore, RedbOptions, VERIFY_TAIL_ENTRIES_DEFAULT,
+    VerifyOnOpen,
+};
 
 /// The storage format this build writes and the only one it reads. A store written with any
 /// other version is refused with [`StorageError::IncompatibleFormat`]; bump it whenever a table

@@ -29,11 +29,11 @@ use redb::{
     ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
-use super::mem::check_range;
+use super::mem::missing;
 use super::record::{
     decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value, entry_term,
 };
-use super::rules::{plan_compaction, plan_write};
+use super::rules::{Extent, plan_compaction, plan_write};
 use super::{
     LogRead, LogState, LogStore, Progress, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
     StoreState, WriteBatch,
@@ -103,7 +103,7 @@ impl Default for RedbOptions {
 
 /// The redb [`LogStore`]. Holds the file open (exclusively) until dropped.
 pub struct RedbLogStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
     reader: RedbLogReader,
     options: RedbOptions,
     /// The durable state, as of the last successful write.
@@ -118,7 +118,30 @@ pub struct RedbLogStore {
 /// read is one redb read transaction, so it sees one committed (durable) state.
 #[derive(Clone)]
 pub struct RedbLogReader {
-    db: Arc<Database>,
+    db: Arc<Db>,
+}
+
+/// The open database. redb commits when it closes, and may panic doing so on a damaged file;
+/// closing it here contains that panic, because a drop must not panic (the store may be
+/// dropped by an error path that is reporting the damage).
+struct Db(Option<Database>);
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        // Only `drop` takes the database out.
+        self.0.as_ref().expect("the database is open until dropped")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(db) = self.0.take() {
+            // Nothing can act on a failed close here: the next open recovers the file.
+            let _ = catch_unwind(AssertUnwindSafe(move || db.close()));
+        }
+    }
 }
 
 impl RedbLogStore {
@@ -135,7 +158,7 @@ impl RedbLogStore {
     fn open_unshielded(path: &Path, options: RedbOptions) -> Result<Self> {
         let mut builder = Builder::new();
         builder.set_cache_size(options.cache_bytes);
-        let db = Arc::new(builder.create(path)?);
+        let db = Arc::new(Db(Some(builder.create(path)?)));
         prepare_tables(&db)?;
         let (state, retained_bytes) = {
             let txn = db.begin_read()?;
@@ -266,8 +289,7 @@ impl LogRead for RedbLogReader {
     fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
         self.read(|txn| {
             let log = txn.open_table(LOG)?;
-            let extent = load_extent(txn, &log)?;
-            check_range(&extent, lo, hi)?;
+            load_extent(txn, &log)?.check_range(lo, hi)?;
             let mut entries = Vec::new();
             let mut bytes = 0;
             let mut expected = lo;
@@ -295,8 +317,7 @@ impl LogRead for RedbLogReader {
     fn term_at(&self, index: LogIndex) -> Result<Term> {
         self.read(|txn| {
             let log = txn.open_table(LOG)?;
-            let extent = load_extent(txn, &log)?;
-            term_in(&log, &extent, index)
+            term_in(&log, &load_extent(txn, &log)?, index)
         })
     }
 
@@ -350,7 +371,10 @@ fn prepare_tables(db: &Database) -> Result<()> {
         txn.open_table(META)?
             .insert(FORMAT_KEY, STORAGE_FORMAT_VERSION)?;
         STORAGE_FORMAT_VERSION
-    } else if !table_names.iter().any(|name| name == META.name_str()) {
+    } else if !table_names
+        .iter()
+        .any(|name| name == redb::TableHandle::name(&META))
+    {
         return Err(StorageError::CorruptFile {
             detail: format!(
                 "not an ordo store: it has tables {table_names:?} but no format version"
@@ -376,16 +400,6 @@ fn prepare_tables(db: &Database) -> Result<()> {
     Ok(())
 }
 
-trait NameStr {
-    fn name_str(&self) -> &str;
-}
-
-impl<K: redb::Key + 'static, V: redb::Value + 'static> NameStr for TableDefinition<'_, K, V> {
-    fn name_str(&self) -> &str {
-        redb::TableHandle::name(self)
-    }
-}
-
 /// Reads a state record of the `ordo_raft` table, checking it.
 fn raft_record<T: serde::de::DeserializeOwned>(
     raft: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -403,21 +417,20 @@ fn raft_record<T: serde::de::DeserializeOwned>(
 fn load_extent(
     txn: &ReadTransaction,
     log: &impl ReadableTable<u64, &'static [u8]>,
-) -> Result<LogState> {
+) -> Result<Extent> {
     let raft = txn.open_table(RAFT)?;
     let purged: Option<LogId> = raft_record(&raft, PURGED_KEY)?;
     let first = log.first()?.map(|(key, _)| key.value());
     let last = log.last()?.map(|(key, _)| key.value());
     Ok(match (first, last) {
-        (Some(first), Some(last)) => LogState {
-            first_index: first,
-            // The term is not read here; callers of the extent use only the indexes.
-            last_log_id: Some(LogId::new(0, last)),
+        (Some(first_index), Some(last_index)) => Extent {
+            first_index,
+            last_index,
             purged,
         },
-        _ => LogState {
+        _ => Extent {
             first_index: purged.map_or(1, |p| p.index + 1),
-            last_log_id: purged,
+            last_index: purged.map_or(0, |p| p.index),
             purged,
         },
     })
@@ -426,16 +439,21 @@ fn load_extent(
 fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
     let log = txn.open_table(LOG)?;
     let raft = txn.open_table(RAFT)?;
-    let mut extent = load_extent(txn, &log)?;
-    if let Some((key, value)) = log.last()? {
-        extent.last_log_id = Some(LogId::new(
+    let extent = load_extent(txn, &log)?;
+    let last_log_id = match log.last()? {
+        Some((key, value)) => Some(LogId::new(
             entry_term(key.value(), value.value())?,
             key.value(),
-        ));
-    }
+        )),
+        None => extent.purged,
+    };
     let hard_state: HardState = raft_record(&raft, HARD_STATE_KEY)?.unwrap_or_default();
     Ok(StoreState {
-        log: extent,
+        log: LogState {
+            first_index: extent.first_index,
+            last_log_id,
+            purged: extent.purged,
+        },
         hard_state,
         progress: Progress {
             committed: raft_record(&raft, COMMITTED_KEY)?.unwrap_or(0),
@@ -447,36 +465,15 @@ fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
 
 fn term_in(
     log: &impl ReadableTable<u64, &'static [u8]>,
-    extent: &LogState,
+    extent: &Extent,
     index: LogIndex,
 ) -> Result<Term> {
-    if index == 0 {
-        return Ok(0);
-    }
-    if let Some(purged) = extent.purged.filter(|p| p.index == index) {
-        return Ok(purged.term);
-    }
-    if index < extent.first_index {
-        return Err(StorageError::Compacted {
-            first_index: extent.first_index,
-        });
-    }
-    if index > extent.last_index() {
-        return Err(StorageError::OutOfRange {
-            index,
-            last_index: extent.last_index(),
-        });
+    if let Some(answer) = extent.term_without_entry(index) {
+        return answer;
     }
     match log.get(index)? {
         Some(value) => entry_term(index, value.value()),
         None => Err(missing(index)),
-    }
-}
-
-fn missing(index: LogIndex) -> StorageError {
-    StorageError::Corrupt {
-        index,
-        detail: "missing: the log has a hole here".into(),
     }
 }
 
@@ -515,7 +512,7 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
         ));
     }
     if let Some(applied) = state.progress.applied {
-        let term = term_in(&log, &state.log, applied.index)?;
+        let term = term_in(&log, &Extent::of(&state.log), applied.index)?;
         if applied.index > state.progress.committed || term != applied.term {
             return Err(StorageError::corrupt_state(
                 APPLIED_KEY,

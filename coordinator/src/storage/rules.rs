@@ -8,7 +8,7 @@ use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
 use ordo_common::{HardState, LogId, LogIndex, Term};
 
 use super::{
-    OUTCOME_BYTES_MAX, Result, Retention, StorageError, StoreState, TOPIC_NAME_BYTES_MAX,
+    LogState, OUTCOME_BYTES_MAX, Result, Retention, StorageError, StoreState, TOPIC_NAME_BYTES_MAX,
     WriteBatch,
 };
 
@@ -210,6 +210,66 @@ fn check_state_update(
     Ok(())
 }
 
+/// Which indexes a log holds: what a read checks before it touches an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub first_index: LogIndex,
+    pub last_index: LogIndex,
+    pub purged: Option<LogId>,
+}
+
+impl Extent {
+    pub fn of(log: &LogState) -> Self {
+        Self {
+            first_index: log.first_index,
+            last_index: log.last_index(),
+            purged: log.purged,
+        }
+    }
+
+    /// Checks a `[lo, hi)` read: `InvalidRange`, then `Compacted`, then `OutOfRange`.
+    pub fn check_range(&self, lo: LogIndex, hi: LogIndex) -> Result<()> {
+        if lo > hi {
+            return Err(StorageError::InvalidRange { lo, hi });
+        }
+        if lo < self.first_index {
+            return Err(StorageError::Compacted {
+                first_index: self.first_index,
+            });
+        }
+        if hi > self.last_index + 1 {
+            return Err(StorageError::OutOfRange {
+                index: hi - 1,
+                last_index: self.last_index,
+            });
+        }
+        Ok(())
+    }
+
+    /// The answer to `term_at(index)` when it needs no entry: 0 before the log, the purged
+    /// term, `Compacted` or `OutOfRange`. `None` means the entry itself must be read.
+    pub fn term_without_entry(&self, index: LogIndex) -> Option<Result<Term>> {
+        if index == 0 {
+            return Some(Ok(0));
+        }
+        if let Some(purged) = self.purged.filter(|p| p.index == index) {
+            return Some(Ok(purged.term));
+        }
+        if index < self.first_index {
+            return Some(Err(StorageError::Compacted {
+                first_index: self.first_index,
+            }));
+        }
+        if index > self.last_index {
+            return Some(Err(StorageError::OutOfRange {
+                index,
+                last_index: self.last_index,
+            }));
+        }
+        None
+    }
+}
+
 /// What retention deletes after a write: every entry below `first_index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Compaction {
@@ -260,10 +320,7 @@ pub(crate) fn plan_compaction(
     let mut next = first;
     while next < first_max && (next < target || bytes_goal.is_some_and(|goal| bytes > goal)) {
         let Some(size) = record_bytes.next() else {
-            return Err(StorageError::Corrupt {
-                index: next,
-                detail: "missing: the log has a hole here".into(),
-            });
+            return Err(super::mem::missing(next));
         };
         bytes = bytes.saturating_sub(size?);
         next += 1;
