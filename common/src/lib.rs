@@ -5,6 +5,7 @@
 //! durable [`HardState`], the named limits, and the one module that knows the byte codec
 //! ([`codec`]). Nothing here does I/O.
 
+pub mod batch;
 pub mod client;
 pub mod codec;
 pub mod limits;

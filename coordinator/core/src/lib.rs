@@ -74,6 +74,7 @@
 pub mod raft;
 pub mod rng;
 pub mod sim;
+pub mod state;
 
 pub use raft::{
     AppendResponse, Body, Config, ConfigError, ConflictHint, InvalidMessage, Message, Output,

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let (mut failures, mut ticks, mut messages, mut commits, mut acknowledged, mut reads) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut batches, mut rejected) = (0u64, 0u64);
     for seed in arguments.start..arguments.start + arguments.seeds {
         let options = SeedOptions::draw(seed, arguments.nodes);
         if arguments.verbose || arguments.seeds == 1 {
@@ -75,6 +76,8 @@ fn main() -> ExitCode {
         commits += report.commits;
         acknowledged += report.acknowledged;
         reads += report.reads;
+        batches += report.batches_committed;
+        rejected += report.batches_rejected;
         if arguments.verbose || arguments.seeds == 1 {
             println!(
                 "  ticks={} messages={} commits={} acknowledged={} reads={} trace={:016x}",
@@ -93,7 +96,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} reads={reads}",
+        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} reads={reads} batches={batches} rejected={rejected}",
         arguments.seeds,
     );
     if failures == 0 {

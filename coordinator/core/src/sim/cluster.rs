@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use ordo_common::{Entry, LogId, LogIndex, NodeId, Term};
 
+use ordo_common::EntryPayload;
+use ordo_common::batch::{Batch, BatchId, Outcome};
+
+use super::batches::BatchOracle;
 use super::checker::{Checker, Oracle, Violation, mix, proposal_id_of};
 use super::disk::Disk;
 use super::network::{MessageFilter, Network, NetworkFaults};
@@ -15,6 +19,7 @@ use crate::raft::{
     Role, TransferError,
 };
 use crate::rng::Prng;
+use crate::state::{BatchState, Command, REGISTRY_ENTRIES_MAX_DEFAULT};
 
 /// How to build a cluster.
 pub struct ClusterOptions {
@@ -56,7 +61,18 @@ struct SimNode {
     config: Config,
     disk: Disk,
     boots: u64,
+    /// The node's batch state machine, rebuilt from the log at every restart.
+    state: BatchState,
+    /// Recent outcomes by index, to answer the submitter when its proposal's result arrives.
+    outcomes: BTreeMap<LogIndex, (BatchId, Outcome)>,
 }
+
+/// Marks a simulator payload (after its 8-byte request id) as a batch; raw proposals carry
+/// their request id and padding of a different byte.
+const BATCH_PAYLOAD_TAG: u8 = 0xBA;
+
+/// Outcomes kept per node for answering submitters.
+const OUTCOMES_KEPT_MAX: usize = 4096;
 
 pub struct Cluster {
     pub now: u64,
@@ -66,6 +82,10 @@ pub struct Cluster {
     pub network: Network,
     pub checker: Checker,
     pub oracle: Oracle,
+    pub batches: BatchOracle,
+    /// Submitted batches by request, and every batch not yet acknowledged (for retries).
+    batch_requests: BTreeMap<u64, BatchId>,
+    pending_batches: BTreeMap<BatchId, Batch>,
     crash_mid_output_per_mille: u64,
     tick_skip_percent: u64,
     /// A running hash of everything that happened, to prove that a seed replays exactly.
@@ -92,6 +112,8 @@ impl Cluster {
                     config,
                     disk,
                     boots: 0,
+                    state: BatchState::new(REGISTRY_ENTRIES_MAX_DEFAULT),
+                    outcomes: BTreeMap::new(),
                 },
             );
         }
@@ -103,6 +125,9 @@ impl Cluster {
             network,
             checker,
             oracle: Oracle::default(),
+            batches: BatchOracle::default(),
+            batch_requests: BTreeMap::new(),
+            pending_batches: BTreeMap::new(),
             crash_mid_output_per_mille: options.crash_mid_output_per_mille,
             tick_skip_percent: options.tick_skip_percent,
             trace: 0,
@@ -247,6 +272,8 @@ impl Cluster {
             return;
         }
         node.boots += 1;
+        node.state = BatchState::new(REGISTRY_ENTRIES_MAX_DEFAULT);
+        node.outcomes.clear();
         let restored = Restored {
             hard_state: node.disk.hard_state,
             entries: node.disk.log.clone(),
@@ -302,7 +329,7 @@ impl Cluster {
         let request = self.next_request;
         self.next_request += 1;
         let mut payload = request.to_le_bytes().to_vec();
-        payload.resize(8 + padding, (request % 251) as u8);
+        payload.resize(8 + padding, (request % 127) as u8);
         let Some(raft) = self.nodes.get_mut(&id).and_then(|node| node.raft.as_mut()) else {
             return Err(ProposeError::NotLeader { leader_hint: None });
         };
@@ -310,6 +337,38 @@ impl Cluster {
         let result = raft.propose(ProposalId(request), Bytes::from(payload));
         self.after_step(id);
         result
+    }
+
+    /// Submits `batch` on `id`, as a client would (again, with the same id, when retrying).
+    pub fn submit(&mut self, id: NodeId, batch: Batch) -> Result<LogId, ProposeError> {
+        let request = self.next_request;
+        self.next_request += 1;
+        let mut payload = request.to_le_bytes().to_vec();
+        payload.push(BATCH_PAYLOAD_TAG);
+        payload.extend(Command::Batch(batch.clone()).encode());
+        let Some(raft) = self.nodes.get_mut(&id).and_then(|node| node.raft.as_mut()) else {
+            return Err(ProposeError::NotLeader { leader_hint: None });
+        };
+        self.oracle.invoke(request);
+        self.batches.submit(&batch);
+        self.batch_requests.insert(request, batch.id);
+        self.pending_batches.insert(batch.id, batch);
+        let result = raft.propose(ProposalId(request), Bytes::from(payload));
+        self.after_step(id);
+        result
+    }
+
+    /// The `n`-th batch (in id order, wrapping) still waiting for an outcome.
+    pub fn pending_batch(&self, n: usize) -> Option<Batch> {
+        let count = self.pending_batches.len();
+        (count > 0)
+            .then(|| self.pending_batches.values().nth(n % count).cloned())
+            .flatten()
+    }
+
+    /// The batch state of node `id` (for clients choosing preconditions).
+    pub fn batch_state(&self, id: NodeId) -> &BatchState {
+        &self.nodes[&id].state
     }
 
     /// Proposes `count` payloads on `id` before carrying out any output, as a driver does with
@@ -324,7 +383,7 @@ impl Cluster {
             let request = self.next_request;
             self.next_request += 1;
             let mut payload = request.to_le_bytes().to_vec();
-            payload.resize(8 + padding, (request % 251) as u8);
+            payload.resize(8 + padding, (request % 127) as u8);
             let Some(raft) = self.nodes.get_mut(&id).and_then(|node| node.raft.as_mut()) else {
                 return Err(ProposeError::NotLeader { leader_hint: None });
             };
@@ -507,11 +566,29 @@ impl Cluster {
                     self.oracle.on_first_apply(entry)?;
                 }
                 self.trace = mix(self.trace, entries.last().map_or(0, |e| e.index));
+                for entry in &entries {
+                    self.apply_batch(id, entry)?;
+                }
             }
             Output::ProposalResult {
                 id: ProposalId(request),
                 result,
             } => {
+                if let (Ok(log_id), Some(batch)) = (result, self.batch_requests.remove(&request)) {
+                    let node = &self.nodes[&id];
+                    let Some((applied_id, outcome)) = node.outcomes.get(&log_id.index).cloned()
+                    else {
+                        let problem = format!("node {id} answered {log_id} before applying it");
+                        return Err(Violation(problem));
+                    };
+                    if applied_id != batch {
+                        let problem =
+                            format!("node {id} answered {batch} with {applied_id}'s outcome");
+                        return Err(Violation(problem));
+                    }
+                    self.batches.on_acknowledge(batch, &outcome)?;
+                    self.pending_batches.remove(&batch);
+                }
                 let result = result.map_err(|ProposalLost::Overwritten { index }| index);
                 self.oracle.on_result(request, result)?;
             }
@@ -529,6 +606,36 @@ impl Cluster {
                 self.trace = mix(self.trace, term << 4 | role as u64);
                 self.checker.on_role(id, role, term)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Runs `entry` through node `id`'s batch state machine, if it carries a batch.
+    fn apply_batch(&mut self, id: NodeId, entry: &Entry) -> Result<(), Violation> {
+        let EntryPayload::Normal(payload) = &entry.payload else {
+            return Ok(());
+        };
+        if payload.get(8) != Some(&BATCH_PAYLOAD_TAG) {
+            return Ok(());
+        }
+        let Some(Ok(Command::Batch(batch))) = payload.get(9..).map(Command::decode) else {
+            return Ok(());
+        };
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let applied = node.state.apply(entry.index, &batch);
+        node.outcomes
+            .insert(entry.index, (batch.id, applied.outcome.clone()));
+        while node.outcomes.len() > OUTCOMES_KEPT_MAX {
+            node.outcomes.pop_first();
+        }
+        self.batches
+            .on_apply(id, &batch, &applied, node.state.offsets())
+    }
+
+    /// After convergence: every node's batch state holds the whole committed sequence.
+    pub fn check_batches_converged(&self) -> Result<(), Violation> {
+        for (id, node) in &self.nodes {
+            self.batches.check_converged(*id, node.state.last_seq())?;
         }
         Ok(())
     }

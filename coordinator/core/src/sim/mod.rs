@@ -11,6 +11,7 @@
 //! Everything random comes from the seed, so a seed replays exactly; [`RunReport::trace`] is
 //! a hash of the run, equal for equal seeds.
 
+pub mod batches;
 pub mod checker;
 pub mod cluster;
 pub mod disk;
@@ -18,6 +19,7 @@ pub mod network;
 
 use cluster::{Cluster, ClusterOptions};
 use network::NetworkFaults;
+use ordo_common::batch::{Batch, BatchId, Message, Precondition};
 
 use crate::rng::Prng;
 
@@ -127,6 +129,10 @@ pub struct RunReport {
     pub commits: u64,
     pub acknowledged: u64,
     pub reads: u64,
+    /// Batches committed, and acknowledged committed / rejected to clients.
+    pub batches_committed: u64,
+    pub batches_acknowledged: u64,
+    pub batches_rejected: u64,
     pub trace: u64,
 }
 
@@ -149,6 +155,9 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
                 commits: 0,
                 acknowledged: 0,
                 reads: 0,
+                batches_committed: 0,
+                batches_acknowledged: 0,
+                batches_rejected: 0,
                 trace: 0,
             }
         }
@@ -219,7 +228,12 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         let per_round_trip = (options.append_entries_max * options.inflight_messages_max) as u64;
         let ticks_max = LIVENESS_TICKS_MAX + 4 * backlog / per_round_trip;
         let converged = cluster.run_until(ticks_max, Cluster::converged);
-        failure = match cluster.violation() {
+        let batches = if converged {
+            cluster.check_batches_converged().err()
+        } else {
+            None
+        };
+        failure = match cluster.violation().cloned().or(batches) {
             Some(violation) => Some(violation.to_string()),
             None if !converged => Some(format!(
                 "liveness: no convergence within {ticks_max} ticks after healing: {}",
@@ -237,6 +251,9 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         commits: cluster.checker.committed_count(),
         acknowledged: cluster.oracle.acknowledged,
         reads: cluster.oracle.reads_served,
+        batches_committed: cluster.batches.committed_seqs(),
+        batches_acknowledged: cluster.batches.acknowledged_committed,
+        batches_rejected: cluster.batches.acknowledged_rejected,
         trace: cluster.trace,
     }
 }
@@ -303,8 +320,23 @@ fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) 
     };
     for _ in 0..proposals {
         let node = target(cluster, rng);
-        let padding = rng.below(64) as usize;
-        let _ = cluster.propose(node, padding);
+        match rng.below(10) {
+            // Raw entries exercise Raft alone.
+            0 => {
+                let padding = rng.below(64) as usize;
+                let _ = cluster.propose(node, padding);
+            }
+            // Retries reuse the batch id: the state machine must absorb the duplicates.
+            1..=3 => {
+                if let Some(batch) = cluster.pending_batch(rng.below(1 << 16) as usize) {
+                    let _ = cluster.submit(node, batch);
+                }
+            }
+            _ => {
+                let batch = random_batch(cluster, rng, node);
+                let _ = cluster.submit(node, batch);
+            }
+        }
     }
     if rng.chance_percent(options.read_percent) {
         // Ask every node that believes it leads: during a leader change the old one may not
@@ -314,5 +346,42 @@ fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) 
         }
         let node = pick(cluster, rng);
         let _ = cluster.read(node);
+    }
+}
+
+const TOPICS: [&str; 3] = ["orders", "payments", "audit"];
+
+/// A batch of 1–4 messages over a few topics; some race on a topic offset, some depend on an
+/// earlier batch.
+fn random_batch(cluster: &Cluster, rng: &mut Prng, node: u64) -> Batch {
+    let mut id = [0u8; 16];
+    for chunk in id.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    let messages = (0..rng.range_inclusive(1, 4))
+        .map(|_| {
+            let topic = TOPICS[rng.below(TOPICS.len() as u64) as usize];
+            let payload: Vec<u8> = (0..rng.below(24)).map(|_| rng.below(256) as u8).collect();
+            Message::new(topic, payload)
+        })
+        .collect();
+    let mut preconditions = Vec::new();
+    if rng.chance_percent(25) {
+        let topic = TOPICS[rng.below(TOPICS.len() as u64) as usize];
+        let offset = cluster.batch_state(node).offset(topic);
+        preconditions.push(Precondition::TopicOffset {
+            topic: topic.to_string(),
+            offset,
+        });
+    }
+    if rng.chance_percent(10)
+        && let Some(earlier) = cluster.pending_batch(rng.below(1 << 16) as usize)
+    {
+        preconditions.push(Precondition::BatchCommitted { batch: earlier.id });
+    }
+    Batch {
+        id: BatchId(id),
+        messages,
+        preconditions,
     }
 }

@@ -1,0 +1,247 @@
+//! Atomic batches: the user's unit of change. A batch's messages, to any topics, commit together
+//! at one `seq` or not at all; its `BatchId` makes a retried submit commit at most once.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::LogIndex;
+use crate::limits::{
+    BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, BATCH_PRECONDITIONS_MAX, BATCH_TOPICS_MAX,
+    MESSAGE_HEADERS_MAX, MESSAGE_KEY_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
+};
+
+/// A batch's idempotency key: 16 bytes, a UUID v7 unless the caller chooses its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BatchId(pub [u8; 16]);
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = &self.0;
+        write!(
+            f,
+            "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5],
+            b[6],
+            b[7],
+            b[8],
+            b[9],
+            b[10],
+            b[11],
+            b[12],
+            b[13],
+            b[14],
+            b[15]
+        )
+    }
+}
+
+impl std::str::FromStr for BatchId {
+    type Err = String;
+
+    /// Parses the hyphenated (or plain) 32-hex-digit form.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let hex: String = text.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("{text:?} is not a UUID (32 hex digits)"));
+        }
+        let mut bytes = [0u8; 16];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).expect("hex checked");
+        }
+        Ok(BatchId(bytes))
+    }
+}
+
+/// One message of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub topic: String,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl Message {
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            key: None,
+            payload: payload.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        (self.topic.len() + self.key.as_ref().map_or(0, Bytes::len) + self.payload.len() + headers)
+            as u64
+    }
+}
+
+/// A condition that must hold when the batch is applied, or the whole batch is rejected.
+/// New kinds (lock fencing tokens, session epochs) are added as new variants at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precondition {
+    /// Optimistic concurrency: `topic` holds exactly `offset` messages.
+    TopicOffset { topic: String, offset: u64 },
+    /// Another batch has committed.
+    BatchCommitted { batch: BatchId },
+}
+
+/// An atomic batch as submitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: BatchId,
+    pub messages: Vec<Message>,
+    pub preconditions: Vec<Precondition>,
+}
+
+/// Why a batch was refused before it reached the log. Each names the limit it broke.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum BatchError {
+    #[error("a batch needs at least one message")]
+    Empty,
+    #[error("{count} messages exceed BATCH_MESSAGES_MAX ({limit})")]
+    TooManyMessages { count: u64, limit: u64 },
+    #[error("{bytes} bytes exceed BATCH_BYTES_MAX ({limit})")]
+    TooLarge { bytes: u64, limit: u64 },
+    #[error("{count} topics exceed BATCH_TOPICS_MAX ({limit})")]
+    TooManyTopics { count: u64, limit: u64 },
+    #[error("topic name of {bytes} bytes exceeds TOPIC_NAME_BYTES_MAX ({limit})")]
+    TopicNameTooLong { bytes: u64, limit: u64 },
+    #[error("empty topic name")]
+    EmptyTopicName,
+    #[error("a message key of {bytes} bytes exceeds MESSAGE_KEY_BYTES_MAX ({limit})")]
+    KeyTooLong { bytes: u64, limit: u64 },
+    #[error("{count} headers exceed MESSAGE_HEADERS_MAX ({limit})")]
+    TooManyHeaders { count: u64, limit: u64 },
+    #[error("{count} preconditions exceed BATCH_PRECONDITIONS_MAX ({limit})")]
+    TooManyPreconditions { count: u64, limit: u64 },
+}
+
+impl Batch {
+    /// Checks every limit. The SDK checks before sending; the coordinator checks again on
+    /// receipt, and only that check is authoritative.
+    pub fn validate(&self) -> Result<(), BatchError> {
+        if self.messages.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        let count = self.messages.len() as u64;
+        if count > BATCH_MESSAGES_MAX {
+            return Err(BatchError::TooManyMessages {
+                count,
+                limit: BATCH_MESSAGES_MAX,
+            });
+        }
+        let bytes: u64 = self.messages.iter().map(Message::bytes).sum();
+        if bytes > BATCH_BYTES_MAX {
+            return Err(BatchError::TooLarge {
+                bytes,
+                limit: BATCH_BYTES_MAX,
+            });
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        for message in &self.messages {
+            check_topic(&message.topic)?;
+            topics.insert(message.topic.as_str());
+            if let Some(key) = &message.key
+                && key.len() as u64 > MESSAGE_KEY_BYTES_MAX
+            {
+                let bytes = key.len() as u64;
+                return Err(BatchError::KeyTooLong {
+                    bytes,
+                    limit: MESSAGE_KEY_BYTES_MAX,
+                });
+            }
+            let headers = message.headers.len() as u64;
+            if headers > MESSAGE_HEADERS_MAX {
+                return Err(BatchError::TooManyHeaders {
+                    count: headers,
+                    limit: MESSAGE_HEADERS_MAX,
+                });
+            }
+        }
+        if topics.len() as u64 > BATCH_TOPICS_MAX {
+            let count = topics.len() as u64;
+            return Err(BatchError::TooManyTopics {
+                count,
+                limit: BATCH_TOPICS_MAX,
+            });
+        }
+        let preconditions = self.preconditions.len() as u64;
+        if preconditions > BATCH_PRECONDITIONS_MAX {
+            let limit = BATCH_PRECONDITIONS_MAX;
+            return Err(BatchError::TooManyPreconditions {
+                count: preconditions,
+                limit,
+            });
+        }
+        for precondition in &self.preconditions {
+            if let Precondition::TopicOffset { topic, .. } = precondition {
+                check_topic(topic)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Messages per topic, in topic order.
+    pub fn counts_by_topic(&self) -> std::collections::BTreeMap<&str, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for message in &self.messages {
+            *counts.entry(message.topic.as_str()).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+fn check_topic(topic: &str) -> Result<(), BatchError> {
+    if topic.is_empty() {
+        return Err(BatchError::EmptyTopicName);
+    }
+    if topic.len() as u64 > TOPIC_NAME_BYTES_MAX {
+        let bytes = topic.len() as u64;
+        return Err(BatchError::TopicNameTooLong {
+            bytes,
+            limit: TOPIC_NAME_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// The definite outcome of a batch, recorded durably in the idempotency registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Committed { seq: u64, index: LogIndex },
+    Rejected { reason: RejectReason },
+}
+
+/// Why a batch's preconditions failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RejectReason {
+    #[error("topic {topic:?} is at offset {actual}, not {expected}")]
+    TopicOffset {
+        topic: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("batch {batch} has not committed")]
+    BatchNotCommitted { batch: BatchId },
+}
+
+/// A committed batch as subscribers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedBatch {
+    pub seq: u64,
+    pub index: LogIndex,
+    pub id: BatchId,
+    pub messages: Vec<Message>,
+}
