@@ -27,6 +27,28 @@
 //! Opening a store checks the format version, the consistency of the durable state and the most
 //! recent entries (or all of them, see [`VerifyOnOpen`]), and refuses a corrupt log, so that a
 //! node with bad data cannot win an election or overwrite its peers' logs with it.
+//!
+//! # Performance
+//!
+//! `cargo bench -p ordo-coordinator --bench storage`, on the 2-core development VM (Intel Xeon,
+//! ext4 on a virtio disk whose fdatasync takes about 0.1 ms):
+//!
+//! | payload | entries per commit | entries/s | MB/s  | fsyncs/s | p50 / p99 ms | disk bytes/entry |
+//! |---------|--------------------|-----------|-------|----------|--------------|------------------|
+//! | 128 B   | 1                  | 5,973     | 0.8   | 5,973    | 0.16 / 0.48  | 31,709           |
+//! | 128 B   | 10                 | 49,538    | 6.3   | 4,954    | 0.18 / 0.44  | 3,403            |
+//! | 128 B   | 100                | 207,876   | 26.6  | 2,079    | 0.48 / 0.81  | 515              |
+//! | 128 B   | 1,000              | 427,440   | 54.7  | 427      | 2.2 / 3.5    | 208              |
+//! | 4 KiB   | 1                  | 3,318     | 13.6  | 3,318    | 0.29 / 0.72  | 36,847           |
+//! | 4 KiB   | 10                 | 15,413    | 63.1  | 1,541    | 0.60 / 1.3   | 11,420           |
+//! | 4 KiB   | 100                | 29,249    | 119.8 | 292      | 3.2 / 5.0    | 8,578            |
+//! | 4 KiB   | 1,000              | 32,641    | 133.7 | 33       | 30 / 41      | 8,288            |
+//!
+//! Through the [`GroupCommitWriter`], with appender threads that each submit one 128 B entry
+//! and wait for it to be durable: 64 appenders 112k entries/s (58 per fsync, p99 2.2 ms), 256
+//! appenders 140k entries/s (220 per fsync, p99 4.4 ms, 327 disk bytes per entry), 1,024
+//! appenders 166k entries/s (942 per fsync, p99 12 ms). A 4 KiB payload plus its 25 bytes of
+//! record framing overflows a 4 KiB page, so it costs two pages on disk.
 
 mod group_commit;
 mod mem;

@@ -197,7 +197,9 @@ impl RedbLogStore {
         )?;
         write_raft_state(&txn, batch, &self.state)?;
         write_tables(&txn, batch)?;
-        let compaction = {
+        let compaction = if self.options.retention == Retention::default() {
+            None
+        } else {
             let log = txn.open_table(LOG)?;
             let mut sizes = log
                 .range(after.log.first_index..)?
