@@ -166,7 +166,7 @@ impl Default for NodeConfig {
                 inflight_messages_max: 64,
                 inflight_bytes_max: mib(32),
                 uncommitted_bytes_max: mib(256),
-                proposal_bytes_max: mib(64),
+                proposal_bytes_max: HumanBytes(ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX),
             },
             storage: StorageSection {
                 cache: mib(256),

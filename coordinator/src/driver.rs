@@ -1,25 +1,29 @@
-//! The driver: the one task that owns the consensus core. It feeds the core its inputs — ticks
-//! from a real clock, peer messages, client requests, durability reports from the log writer —
-//! and carries out the outputs in the contract's order: persist (group commit, on the writer
-//! thread) → send → apply → reply. A hard-state write is awaited before anything after it; an
-//! entries write is not (the core waits for its report). Every queue it reads is bounded; it
-//! holds no lock across an await.
+//! The driver: the one task that owns the consensus core and the batch state machine. It feeds
+//! the core its inputs — ticks from a real clock, peer messages, client requests, durability
+//! reports from the log writer — and carries out the outputs in the contract's order: persist
+//! (group commit, on the writer thread) → send → apply → reply. A hard-state write is awaited
+//! before anything after it; an entries write is not (the core waits for its report). Every
+//! queue it reads is bounded; it holds no lock across an await.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use ordo_common::batch::{BatchId, CommittedBatch, Outcome};
 use ordo_common::client::{ClientResponse, NodeStatus};
-use ordo_common::{LogId, NodeId};
-use ordo_core::{Output, ProposalId, ProposeError, Raft, Role};
-use tokio::sync::{mpsc, oneshot};
+use ordo_common::{Entry, EntryPayload, LogId, LogIndex, NodeId};
+use ordo_core::state::{BatchState, Command};
+use ordo_core::{Output, ProposalId, ProposeError, Raft, ReadError, ReadId, Role};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::storage::{
-    GroupCommitWriter, LogStore, RequestId, StateUpdate, StorageError, TrySubmitError, WriteBatch,
-    WriterEvent,
+    GroupCommitWriter, LogRead, LogStore, RequestId, StateUpdate, StorageError, TrySubmitError,
+    WriteBatch, WriterEvent,
 };
-use crate::transport::{ClientCommand, Inbound, PeerLinks};
+use crate::transport::{BatchSource, ClientCommand, Inbound, PeerLinks};
 
 /// Inputs drained in one round before outputs are carried out: proposals that arrive together
 /// share one append message and one fsync.
@@ -44,8 +48,32 @@ pub struct DriverOptions {
     pub voters: BTreeMap<NodeId, SocketAddr>,
 }
 
+/// Rebuilds the batch state from the log's applied prefix: the log is the durable form of the
+/// idempotency registry, so a restarted node answers duplicates exactly as before.
+pub fn rebuild_state(
+    entries: &[Entry],
+    applied: LogIndex,
+    registry_entries_max: usize,
+) -> BatchState {
+    let mut state = BatchState::new(registry_entries_max);
+    for entry in entries.iter().take_while(|entry| entry.index <= applied) {
+        if let Some(Command::Batch(batch)) = decode_command(entry) {
+            state.apply(entry.index, &batch);
+        }
+    }
+    state
+}
+
+fn decode_command(entry: &Entry) -> Option<Command> {
+    match &entry.payload {
+        EntryPayload::Normal(bytes) => Command::decode(bytes).ok(),
+        EntryPayload::Noop => None,
+    }
+}
+
 pub struct Driver<S: LogStore> {
     raft: Raft,
+    state: BatchState,
     writer: GroupCommitWriter<S>,
     writer_events: mpsc::Receiver<WriterEvent>,
     peers: PeerLinks,
@@ -53,7 +81,13 @@ pub struct Driver<S: LogStore> {
     clients: mpsc::Receiver<ClientCommand>,
     options: DriverOptions,
     waiting: HashMap<ProposalId, oneshot::Sender<ClientResponse>>,
-    next_proposal: u64,
+    reads: HashMap<ReadId, (BatchId, oneshot::Sender<ClientResponse>)>,
+    /// Outcomes of the entries applied in the latest Apply output, for the replies after it.
+    recent_outcomes: HashMap<LogIndex, Outcome>,
+    /// State writes not yet durable, with the seq each makes servable to subscribers.
+    state_writes: VecDeque<(RequestId, u64)>,
+    applied_seq: watch::Sender<u64>,
+    next_request: u64,
     last_heard: BTreeMap<NodeId, Instant>,
 }
 
@@ -62,26 +96,88 @@ pub fn writer_channel() -> (mpsc::Sender<WriterEvent>, mpsc::Receiver<WriterEven
     mpsc::channel(WRITER_EVENTS_QUEUE_MAX)
 }
 
+/// Subscriptions read committed batches from durable storage through this.
+pub struct StoredBatches<R: LogRead> {
+    reader: R,
+    applied_seq: watch::Receiver<u64>,
+}
+
+impl<R: LogRead + Send + Sync + 'static> StoredBatches<R> {
+    pub fn new(reader: R, applied_seq: watch::Receiver<u64>) -> Arc<Self> {
+        Arc::new(Self {
+            reader,
+            applied_seq,
+        })
+    }
+}
+
+impl<R: LogRead + Send + Sync + 'static> BatchSource for StoredBatches<R> {
+    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, String> {
+        let Some(index) = self
+            .reader
+            .batch_index(seq)
+            .map_err(|error| error.to_string())?
+        else {
+            return Ok(None);
+        };
+        let entries = match self.reader.entries(index, index + 1, u64::MAX) {
+            Ok(entries) => entries,
+            Err(StorageError::Compacted { .. }) => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+        };
+        match entries.first().and_then(decode_command) {
+            Some(Command::Batch(batch)) => Ok(Some(CommittedBatch {
+                seq,
+                index,
+                id: batch.id,
+                messages: batch.messages,
+            })),
+            None => Err(format!(
+                "seq {seq} points at entry {index}, which holds no batch"
+            )),
+        }
+    }
+
+    fn applied_seq(&self) -> watch::Receiver<u64> {
+        self.applied_seq.clone()
+    }
+
+    fn first_seq(&self) -> u64 {
+        // Until compaction of the batch history exists, every seq is retained.
+        1
+    }
+}
+
+/// The parts a driver is made of.
+pub struct DriverParts<S: LogStore> {
+    pub raft: Raft,
+    pub state: BatchState,
+    pub writer: GroupCommitWriter<S>,
+    pub writer_events: mpsc::Receiver<WriterEvent>,
+    pub peers: PeerLinks,
+    pub inbound: mpsc::Receiver<Inbound>,
+    pub clients: mpsc::Receiver<ClientCommand>,
+    pub applied_seq: watch::Sender<u64>,
+    pub options: DriverOptions,
+}
+
 impl<S: LogStore> Driver<S> {
-    pub fn new(
-        raft: Raft,
-        writer: GroupCommitWriter<S>,
-        writer_events: mpsc::Receiver<WriterEvent>,
-        peers: PeerLinks,
-        inbound: mpsc::Receiver<Inbound>,
-        clients: mpsc::Receiver<ClientCommand>,
-        options: DriverOptions,
-    ) -> Self {
+    pub fn new(parts: DriverParts<S>) -> Self {
         Self {
-            raft,
-            writer,
-            writer_events,
-            peers,
-            inbound,
-            clients,
-            options,
+            raft: parts.raft,
+            state: parts.state,
+            writer: parts.writer,
+            writer_events: parts.writer_events,
+            peers: parts.peers,
+            inbound: parts.inbound,
+            clients: parts.clients,
+            options: parts.options,
             waiting: HashMap::new(),
-            next_proposal: 1,
+            reads: HashMap::new(),
+            recent_outcomes: HashMap::new(),
+            state_writes: VecDeque::new(),
+            applied_seq: parts.applied_seq,
+            next_request: 1,
             last_heard: BTreeMap::new(),
         }
     }
@@ -137,9 +233,10 @@ impl<S: LogStore> Driver<S> {
                 }
             }
         }
+        let unknown = "node stopped before the outcome was known; check with status".to_string();
         for (_, reply) in self.waiting.drain() {
-            let _ = reply.send(ClientResponse::Refused {
-                reason: "node stopped before the outcome was known; check with status".into(),
+            let _ = reply.send(ClientResponse::Busy {
+                reason: unknown.clone(),
             });
         }
         self.writer.close()?;
@@ -158,30 +255,27 @@ impl<S: LogStore> Driver<S> {
             ClientCommand::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            ClientCommand::Propose { payload, reply } => {
-                if stopping {
-                    let _ = reply.send(ClientResponse::Refused {
-                        reason: "node is stopping".into(),
-                    });
+            ClientCommand::Propose { payload, reply } => self.propose(payload, reply, stopping),
+            ClientCommand::Submit { batch, reply } => {
+                if let Err(error) = batch.validate() {
+                    let _ = reply.send(ClientResponse::Invalid(error));
                     return;
                 }
-                let id = ProposalId(self.next_proposal);
-                self.next_proposal += 1;
-                match self.raft.propose(id, payload) {
-                    Ok(_) => {
-                        self.waiting.insert(id, reply);
+                let payload = Bytes::from(Command::Batch(batch).encode());
+                self.propose(payload, reply, stopping);
+            }
+            ClientCommand::BatchStatus { id, reply } => {
+                let read = ReadId(self.next_request);
+                self.next_request += 1;
+                match self.raft.read_index(read) {
+                    Ok(()) => {
+                        self.reads.insert(read, (id, reply));
                     }
-                    Err(ProposeError::NotLeader { leader_hint }) => {
-                        let leader_address = leader_hint
-                            .and_then(|id| self.options.voters.get(&id))
-                            .map(|a| a.to_string());
-                        let _ = reply.send(ClientResponse::NotLeader {
-                            leader: leader_hint,
-                            leader_address,
-                        });
+                    Err(ReadError::NotLeader { leader_hint }) => {
+                        let _ = reply.send(self.not_leader(leader_hint));
                     }
                     Err(error) => {
-                        let _ = reply.send(ClientResponse::Refused {
+                        let _ = reply.send(ClientResponse::Busy {
                             reason: error.to_string(),
                         });
                     }
@@ -190,11 +284,56 @@ impl<S: LogStore> Driver<S> {
         }
     }
 
+    fn propose(&mut self, payload: Bytes, reply: oneshot::Sender<ClientResponse>, stopping: bool) {
+        if stopping {
+            let reason = "node is stopping; retry at the new leader".to_string();
+            let _ = reply.send(ClientResponse::Busy { reason });
+            return;
+        }
+        let id = ProposalId(self.next_request);
+        self.next_request += 1;
+        match self.raft.propose(id, payload) {
+            Ok(_) => {
+                self.waiting.insert(id, reply);
+            }
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                let _ = reply.send(self.not_leader(leader_hint));
+            }
+            Err(error @ ProposeError::TooLarge { .. }) => {
+                let _ = reply.send(ClientResponse::Refused {
+                    reason: error.to_string(),
+                });
+            }
+            Err(error) => {
+                let _ = reply.send(ClientResponse::Busy {
+                    reason: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ClientResponse {
+        let leader_address = leader
+            .and_then(|id| self.options.voters.get(&id))
+            .map(|a| a.to_string());
+        ClientResponse::NotLeader {
+            leader,
+            leader_address,
+        }
+    }
+
     fn on_writer_event(&mut self, event: WriterEvent) -> Result<(), DriverError> {
         match event {
             WriterEvent::Durable(report) => {
                 if let Some(last) = report.last_log_id {
                     self.raft.handle_durable(last);
+                }
+                while let Some(&(request, seq)) = self.state_writes.front() {
+                    if request > *report.requests.end() {
+                        break;
+                    }
+                    self.state_writes.pop_front();
+                    self.applied_seq.send_replace(seq);
                 }
                 Ok(())
             }
@@ -223,29 +362,40 @@ impl<S: LogStore> Driver<S> {
                     self.submit(WriteBatch::entries(entries))?;
                 }
                 Output::Send { to, message } => self.peers.send(to, message),
-                Output::Apply(entries) => {
-                    let last = entries
-                        .last()
-                        .map(|entry| entry.log_id())
-                        .expect("non-empty apply");
-                    metrics::counter!("ordo_entries_applied_total").increment(entries.len() as u64);
-                    self.record_applied(last)?;
-                }
+                Output::Apply(entries) => self.apply(&entries)?,
                 Output::ProposalResult { id, result } => {
-                    if let Some(reply) = self.waiting.remove(&id) {
-                        let response = match result {
-                            Ok(log_id) => ClientResponse::Committed {
+                    let Some(reply) = self.waiting.remove(&id) else {
+                        continue;
+                    };
+                    let response = match result {
+                        Ok(log_id) => match self.recent_outcomes.get(&log_id.index) {
+                            Some(outcome) => ClientResponse::Outcome(outcome.clone()),
+                            None => ClientResponse::Committed {
                                 index: log_id.index,
                                 term: log_id.term,
                             },
-                            Err(lost) => ClientResponse::Refused {
-                                reason: lost.to_string(),
-                            },
-                        };
-                        let _ = reply.send(response);
-                    }
+                        },
+                        Err(lost) => ClientResponse::Busy {
+                            reason: format!("{lost}; retry with the same batch id"),
+                        },
+                    };
+                    let _ = reply.send(response);
                 }
-                Output::ReadResult { .. } => {}
+                Output::ReadResult { id, result } => {
+                    let Some((batch, reply)) = self.reads.remove(&id) else {
+                        continue;
+                    };
+                    let response = match result {
+                        Ok(_) => match self.state.outcome(&batch) {
+                            Some(outcome) => ClientResponse::Outcome(outcome.clone()),
+                            None => ClientResponse::Unknown,
+                        },
+                        Err(error) => ClientResponse::Busy {
+                            reason: error.to_string(),
+                        },
+                    };
+                    let _ = reply.send(response);
+                }
                 Output::RoleChanged { role, term, leader } => {
                     info!(?role, term, ?leader, "role changed");
                     metrics::counter!("ordo_role_changes_total").increment(1);
@@ -261,14 +411,38 @@ impl<S: LogStore> Driver<S> {
         Ok(())
     }
 
-    /// Records apply progress; it lands in the same group commit as the log writes around it.
-    fn record_applied(&mut self, last: LogId) -> Result<(), DriverError> {
+    /// Applies committed entries to the batch state and records the changes, with the apply
+    /// progress, in the same group commit as the log writes around them.
+    fn apply(&mut self, entries: &[Entry]) -> Result<(), DriverError> {
+        let last: LogId = entries.last().map(Entry::log_id).expect("non-empty apply");
+        self.recent_outcomes.clear();
+        let mut update = StateUpdate::applied(last);
+        let mut offsets = BTreeMap::new();
+        for entry in entries {
+            let Some(Command::Batch(batch)) = decode_command(entry) else {
+                continue;
+            };
+            let applied = self.state.apply(entry.index, &batch);
+            if let (Outcome::Committed { seq, index }, false) =
+                (&applied.outcome, applied.duplicate)
+            {
+                update.seqs.push((*seq, *index));
+                metrics::counter!("ordo_batches_committed_total").increment(1);
+            }
+            offsets.extend(applied.offsets);
+            self.recent_outcomes.insert(entry.index, applied.outcome);
+        }
+        update.offsets = offsets.into_iter().collect();
+        metrics::counter!("ordo_entries_applied_total").increment(entries.len() as u64);
         let batch = WriteBatch {
             committed: Some(last.index),
-            state: Some(StateUpdate::applied(last)),
+            state: Some(update),
             ..WriteBatch::default()
         };
-        self.submit(batch).map(|_| ())
+        let request = self.submit(batch)?;
+        self.state_writes
+            .push_back((request, self.state.last_seq()));
+        Ok(())
     }
 
     fn submit(&self, batch: WriteBatch) -> Result<RequestId, DriverError> {

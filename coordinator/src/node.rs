@@ -3,12 +3,15 @@
 
 use std::num::NonZeroU64;
 
+use ordo_core::state::REGISTRY_ENTRIES_MAX_DEFAULT;
 use ordo_core::{Raft, Restored};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::config::{ConfigError, NodeConfig};
-use crate::driver::{Driver, DriverError, DriverOptions, writer_channel};
+use crate::driver::{
+    Driver, DriverError, DriverOptions, DriverParts, StoredBatches, rebuild_state, writer_channel,
+};
 use crate::storage::{
     GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, Retention, StorageError,
 };
@@ -73,6 +76,12 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         ^ config.id;
+    let state = rebuild_state(
+        &restored.entries,
+        restored.applied,
+        REGISTRY_ENTRIES_MAX_DEFAULT,
+    );
+    let (applied_seq_tx, applied_seq_rx) = watch::channel(state.last_seq());
     let raft = Raft::new(config.core_config(&voters), restored, seed)?;
 
     let (events_tx, events_rx) = writer_channel();
@@ -82,7 +91,8 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     })?;
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MESSAGES_MAX);
     let (clients_tx, clients_rx) = mpsc::channel(CLIENT_QUEUE_REQUESTS_MAX);
-    let (endpoint, peers) = transport::start(&config, &voters, inbound_tx, clients_tx)?;
+    let batches = StoredBatches::new(writer.reader(), applied_seq_rx);
+    let (endpoint, peers) = transport::start(&config, &voters, inbound_tx, clients_tx, batches)?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
 
     let driver_options = DriverOptions {
@@ -91,15 +101,17 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         address: config.listen,
         voters,
     };
-    let driver = Driver::new(
+    let driver = Driver::new(DriverParts {
         raft,
+        state,
         writer,
-        events_rx,
+        writer_events: events_rx,
         peers,
-        inbound_rx,
-        clients_rx,
-        driver_options,
-    );
+        inbound: inbound_rx,
+        clients: clients_rx,
+        applied_seq: applied_seq_tx,
+        options: driver_options,
+    });
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_common::NodeId;
+use ordo_common::batch::{Batch, BatchId, CommittedBatch};
 use ordo_common::client::{CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, NodeStatus};
 use ordo_common::limits::FRAME_BYTES_MAX;
 use ordo_common::tls::{self, Identity, TlsError, node_name};
@@ -30,7 +31,7 @@ use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
@@ -72,6 +73,24 @@ pub enum ClientCommand {
         payload: bytes::Bytes,
         reply: oneshot::Sender<ClientResponse>,
     },
+    Submit {
+        batch: Batch,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+    BatchStatus {
+        id: BatchId,
+        reply: oneshot::Sender<ClientResponse>,
+    },
+}
+
+/// Where subscriptions read committed batches: durable storage, up to this node's applied seq.
+pub trait BatchSource: Send + Sync + 'static {
+    /// The batch committed at `seq`, if still retained; `Ok(None)` once compacted.
+    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, String>;
+    /// The highest seq applied here and durable, which subscriptions may serve up to.
+    fn applied_seq(&self) -> watch::Receiver<u64>;
+    /// The lowest seq still retained.
+    fn first_seq(&self) -> u64;
 }
 
 /// Why the transport could not start.
@@ -119,6 +138,7 @@ pub fn start(
     voters: &BTreeMap<NodeId, SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
     clients: mpsc::Sender<ClientCommand>,
+    batches: Arc<dyn BatchSource>,
 ) -> Result<(quinn::Endpoint, PeerLinks), TransportError> {
     let server = server_config(&config.tls_dir, config)?;
     let socket = bind_socket(config.listen)?;
@@ -135,14 +155,15 @@ pub fn start(
     })?;
     let id = config.id;
     let peer_ids: Vec<NodeId> = voters.keys().copied().filter(|peer| *peer != id).collect();
-    tokio::spawn(accept_loop(
-        endpoint.clone(),
+    let accepting = Accepting {
         id,
-        peer_ids,
+        peers: peer_ids,
         inbound,
         clients,
-        config.transport.handshake_timeout.0,
-    ));
+        batches,
+        handshake_timeout: config.transport.handshake_timeout.0,
+    };
+    tokio::spawn(accept_loop(endpoint.clone(), Arc::new(accepting)));
     let client_config = peer_client_config(&config.tls_dir, config)?;
     let mut links = BTreeMap::new();
     for (&peer, &address) in voters.iter().filter(|(peer, _)| **peer != id) {
@@ -263,19 +284,23 @@ fn certificate_names_node(connection: &quinn::Connection, id: NodeId) -> Result<
 
 // ----- accepting -----
 
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
+/// What the accept loop hands every connection.
+struct Accepting {
     id: NodeId,
     peers: Vec<NodeId>,
     inbound: mpsc::Sender<Inbound>,
     clients: mpsc::Sender<ClientCommand>,
+    batches: Arc<dyn BatchSource>,
     handshake_timeout: Duration,
-) {
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
-        let (inbound, clients, peers) = (inbound.clone(), clients.clone(), peers.clone());
+        let accepting = accepting.clone();
         tokio::spawn(async move {
-            let connection = match tokio::time::timeout(handshake_timeout, incoming).await {
+            let connection = match tokio::time::timeout(accepting.handshake_timeout, incoming).await
+            {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(error)) => {
                     warn!(%remote, reason = %error, "refused connection: TLS handshake failed");
@@ -293,9 +318,16 @@ async fn accept_loop(
                 .and_then(|data| data.protocol);
             match protocol.as_deref() {
                 Some(PEER_ALPN) => {
-                    serve_peer(connection, id, &peers, inbound, handshake_timeout).await
+                    let Accepting {
+                        id,
+                        peers,
+                        inbound,
+                        handshake_timeout,
+                        ..
+                    } = &*accepting;
+                    serve_peer(connection, *id, peers, inbound.clone(), *handshake_timeout).await
                 }
-                Some(CLIENT_ALPN) => serve_client(connection, clients).await,
+                Some(CLIENT_ALPN) => serve_client(connection, accepting).await,
                 _ => connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"unknown protocol"),
             }
         });
@@ -431,7 +463,7 @@ async fn relay(
     }
 }
 
-async fn serve_client(connection: quinn::Connection, clients: mpsc::Sender<ClientCommand>) {
+async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) {
     let remote = connection.remote_address();
     debug!(%remote, "client connected");
     loop {
@@ -442,15 +474,20 @@ async fn serve_client(connection: quinn::Connection, clients: mpsc::Sender<Clien
                 return;
             }
         };
-        let clients = clients.clone();
+        let accepting = accepting.clone();
         tokio::spawn(async move {
-            let response = match read_frame::<ClientRequest, _>(
-                &mut receive,
-                CLIENT_REQUEST_BYTES_MAX,
-            )
-            .await
-            {
-                Ok(Some(request)) => answer(request, &clients).await,
+            let request =
+                read_frame::<ClientRequest, _>(&mut receive, CLIENT_REQUEST_BYTES_MAX).await;
+            let response = match request {
+                Ok(Some(ClientRequest::Subscribe { from_seq, topics })) => {
+                    let source = accepting.batches.clone();
+                    if let Err(error) = stream_batches(&mut send, source, from_seq, topics).await {
+                        debug!(%remote, %error, "subscription ended");
+                    }
+                    return;
+                }
+                Ok(Some(ClientRequest::Hello)) => ClientResponse::Welcome { node: accepting.id },
+                Ok(Some(request)) => answer(request, &accepting.clients).await,
                 Ok(None) => return,
                 Err(error) => {
                     warn!(%remote, %error, "refused a client request: bad frame");
@@ -467,33 +504,103 @@ async fn serve_client(connection: quinn::Connection, clients: mpsc::Sender<Clien
     }
 }
 
-async fn answer(request: ClientRequest, clients: &mpsc::Sender<ClientCommand>) -> ClientResponse {
-    let unavailable = || ClientResponse::Refused {
-        reason: "node is shutting down".into(),
-    };
-    match request {
-        ClientRequest::Hello => ClientResponse::Welcome { node: 0 },
-        ClientRequest::Status => {
-            let (reply, answer) = oneshot::channel();
-            if clients.send(ClientCommand::Status { reply }).await.is_err() {
-                return unavailable();
+/// Streams committed batches in seq order, waiting for new ones, until the client goes away.
+/// Writes wait for QUIC flow control, so a slow subscriber slows its own stream and holds no
+/// unbounded buffer here.
+async fn stream_batches(
+    send: &mut quinn::SendStream,
+    source: Arc<dyn BatchSource>,
+    from_seq: u64,
+    topics: Vec<String>,
+) -> Result<(), String> {
+    let mut next = from_seq.max(1);
+    let first = source.first_seq();
+    if next < first {
+        let _ = write_frame(send, &ClientResponse::Compacted { first_seq: first }).await;
+        let _ = send.finish();
+        return Ok(());
+    }
+    let mut applied = source.applied_seq();
+    loop {
+        let last = *applied.borrow_and_update();
+        while next <= last {
+            let read = tokio::task::block_in_place(|| source.committed(next));
+            let batch = match read {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    let first_seq = source.first_seq();
+                    let _ = write_frame(send, &ClientResponse::Compacted { first_seq }).await;
+                    return Ok(());
+                }
+                Err(reason) => {
+                    let refused = ClientResponse::Refused {
+                        reason: reason.clone(),
+                    };
+                    let _ = write_frame(send, &refused).await;
+                    return Err(reason);
+                }
+            };
+            next += 1;
+            if let Some(batch) = filter_topics(batch, &topics) {
+                let frame = ClientResponse::Batch(batch);
+                write_frame(send, &frame)
+                    .await
+                    .map_err(|error| error.to_string())?;
             }
-            answer
-                .await
-                .map(ClientResponse::Status)
-                .unwrap_or_else(|_| unavailable())
         }
-        ClientRequest::Propose { payload } => {
-            let (reply, answer) = oneshot::channel();
+        tokio::select! {
+            changed = applied.changed() => changed.map_err(|_| "node stopping".to_string())?,
+            stopped = send.stopped() => return Err(format!("subscriber left: {stopped:?}")),
+        }
+    }
+}
+
+/// Keeps only the messages of `topics` (all when empty); `None` when nothing is left.
+fn filter_topics(mut batch: CommittedBatch, topics: &[String]) -> Option<CommittedBatch> {
+    if topics.is_empty() {
+        return Some(batch);
+    }
+    batch
+        .messages
+        .retain(|message| topics.contains(&message.topic));
+    (!batch.messages.is_empty()).then_some(batch)
+}
+
+async fn answer(request: ClientRequest, clients: &mpsc::Sender<ClientCommand>) -> ClientResponse {
+    let (reply, answer) = oneshot::channel();
+    let command = match request {
+        ClientRequest::Status => {
+            let (status_reply, status) = oneshot::channel();
             if clients
-                .send(ClientCommand::Propose { payload, reply })
+                .send(ClientCommand::Status {
+                    reply: status_reply,
+                })
                 .await
                 .is_err()
             {
-                return unavailable();
+                return stopping();
             }
-            answer.await.unwrap_or_else(|_| unavailable())
+            return status
+                .await
+                .map(ClientResponse::Status)
+                .unwrap_or_else(|_| stopping());
         }
+        ClientRequest::Propose { payload } => ClientCommand::Propose { payload, reply },
+        ClientRequest::Submit { batch } => ClientCommand::Submit { batch, reply },
+        ClientRequest::BatchStatus { id } => ClientCommand::BatchStatus { id, reply },
+        ClientRequest::Hello | ClientRequest::Subscribe { .. } => {
+            unreachable!("serve_client answers these itself")
+        }
+    };
+    if clients.send(command).await.is_err() {
+        return stopping();
+    }
+    answer.await.unwrap_or_else(|_| stopping())
+}
+
+fn stopping() -> ClientResponse {
+    ClientResponse::Busy {
+        reason: "node is shutting down; retry at another node".into(),
     }
 }
 

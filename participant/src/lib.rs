@@ -1,9 +1,54 @@
-//! Ordo's participant SDK.
+//! # ordo-participant: the Ordo SDK
 //!
-//! [`connection`] holds the QUIC + mutual-TLS connection to one coordinator and the
-//! request/response exchange on it. The batch client (submit, status, subscribe) and the
-//! exactly-once applier build on it.
+//! Services use this crate to **submit atomic batches** — many messages to many topics that
+//! commit together or not at all — and to **apply committed batches exactly once**, in the one
+//! order every participant agrees on.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ordo_participant::{Applier, Batch, Client, ClientConfig, Message, Precondition, new_batch_id};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let endpoints = vec!["127.0.0.1:7001".parse()?, "127.0.0.1:7002".parse()?];
+//! let client = Client::connect(ClientConfig::new(endpoints, "ordo-dev/tls")).await?;
+//!
+//! // Two topics, one atomic batch; commit only if `orders` still holds 0 messages.
+//! let batch = Batch {
+//!     id: new_batch_id(),
+//!     messages: vec![Message::new("orders", "order 1"), Message::new("audit", "order 1 placed")],
+//!     preconditions: vec![Precondition::TopicOffset { topic: "orders".into(), offset: 0 }],
+//! };
+//! let committed = client.submit(batch).await?;
+//! println!("committed at seq {}", committed.seq);
+//! assert!(client.status(committed.id).await?.is_some());
+//!
+//! // Apply every committed batch exactly once into the service's own redb database.
+//! let database = Arc::new(redb::Database::create("service.redb")?);
+//! let applier = Applier::new(client.clone(), database, "orders-service", vec![]);
+//! applier.run_until(committed.seq, |_transaction, batch| {
+//!     println!("seq {}: {} messages", batch.seq, batch.messages.len());
+//!     Ok(())
+//! }).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Client::submit`] retries across leader changes with the same batch id, so a batch
+//!   commits at most once; errors say whether a retry is safe ([`SubmitError`]).
+//! - [`Client::status`] reads a batch's outcome linearizably.
+//! - [`Client::subscribe`] streams committed batches in seq order, gap- and duplicate-free
+//!   across reconnects.
+//! - [`Applier`] commits the service's changes and its cursor in one redb transaction.
 
+pub mod applier;
+pub mod client;
 pub mod connection;
 
+pub use applier::{Applier, ApplierError, HandlerError};
+pub use client::{
+    Client, ClientConfig, Committed, QueryError, SubmitError, Subscription, new_batch_id,
+};
 pub use connection::{ClientTls, ConnectError, NodeConnection};
+pub use ordo_common::batch::{
+    Batch, BatchError, BatchId, CommittedBatch, Message, Outcome, Precondition, RejectReason,
+};

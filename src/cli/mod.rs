@@ -1,5 +1,7 @@
 //! Argument parsing and dispatch for every `ordo` subcommand.
 
+mod batches;
+mod bench;
 mod dev;
 mod status;
 
@@ -67,6 +69,52 @@ enum Command {
     Status {
         #[command(flatten)]
         client: ClientArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit one atomic batch: `ordo submit orders=o1 audit=placed --expect orders=0`.
+    Submit {
+        #[command(flatten)]
+        client: ClientArguments,
+        /// The batch id (a UUID); a fresh UUID v7 by default. Reuse it to retry safely.
+        #[arg(long)]
+        id: Option<String>,
+        /// Precondition: TOPIC=OFFSET (the topic must hold exactly OFFSET messages).
+        #[arg(long)]
+        expect: Vec<String>,
+        /// Messages: TOPIC=PAYLOAD.
+        #[arg(required = true)]
+        messages: Vec<String>,
+    },
+    /// Print committed batches in order, following new ones.
+    Tail {
+        #[command(flatten)]
+        client: ClientArguments,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Only these topics (repeatable); all by default.
+        #[arg(long)]
+        topic: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many batches.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Load the cluster: C submitters, each waiting for its acknowledgement.
+    Bench {
+        #[command(flatten)]
+        client: ClientArguments,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Messages per batch.
+        #[arg(long, default_value_t = 10)]
+        batch: usize,
+        /// Bytes per message payload.
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -153,6 +201,36 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             base_port,
         } => dev::run(nodes, &dir, base_port),
         Command::Status { client, json } => runtime()?.block_on(status::run(&client, json)),
+        Command::Submit {
+            client,
+            id,
+            expect,
+            messages,
+        } => runtime()?.block_on(batches::submit(&client, id, &expect, &messages)),
+        Command::Tail {
+            client,
+            from,
+            topic,
+            json,
+            count,
+        } => runtime()?.block_on(batches::tail(&client, from, topic, json, count)),
+        Command::Bench {
+            client,
+            clients,
+            batch,
+            size,
+            duration,
+            json,
+        } => {
+            let arguments = bench::BenchArguments {
+                clients,
+                batch,
+                size,
+                duration,
+                json,
+            };
+            runtime()?.block_on(bench::run(&client, arguments))
+        }
     }
 }
 

@@ -1,0 +1,117 @@
+//! Exactly-once apply. The service owns a redb database; for every committed batch the applier
+//! opens one write transaction, lets the service's handler change its own tables, stores the
+//! batch's seq as the cursor **in the same transaction**, and commits. A crash before the
+//! commit loses both the changes and the cursor; after it, both are durable. On start it
+//! resumes after the stored cursor, so every batch is applied once — never skipped, never twice.
+
+use std::sync::Arc;
+
+use ordo_common::batch::CommittedBatch;
+use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
+
+use crate::client::{Client, QueryError};
+
+/// The applier's own table in the service's database: cursor name → last applied seq.
+pub const CURSOR_TABLE: TableDefinition<&str, u64> = TableDefinition::new("ordo_applier_cursor");
+
+/// What a handler may fail with; the batch is then not applied and the applier stops.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the applier stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplierError {
+    #[error("the service database failed: {0}")]
+    Database(String),
+    #[error("the handler failed on seq {seq}: {error}")]
+    Handler { seq: u64, error: HandlerError },
+    #[error("subscription failed: {0}")]
+    Subscription(#[from] QueryError),
+    #[error("the subscription ended")]
+    Ended,
+}
+
+fn database_error(error: impl std::fmt::Display) -> ApplierError {
+    ApplierError::Database(error.to_string())
+}
+
+/// Applies committed batches to a service's redb database exactly once.
+pub struct Applier {
+    client: Client,
+    database: Arc<Database>,
+    name: String,
+    topics: Vec<String>,
+}
+
+impl Applier {
+    /// `name` identifies this applier's cursor (several appliers may share a database).
+    pub fn new(client: Client, database: Arc<Database>, name: &str, topics: Vec<String>) -> Self {
+        Self {
+            client,
+            database,
+            name: name.to_string(),
+            topics,
+        }
+    }
+
+    /// The last seq applied (0 before any).
+    pub fn cursor(&self) -> Result<u64, ApplierError> {
+        let read = self.database.begin_read().map_err(database_error)?;
+        let table = match read.open_table(CURSOR_TABLE) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(error) => return Err(database_error(error)),
+        };
+        let cursor = table.get(self.name.as_str()).map_err(database_error)?;
+        Ok(cursor.map_or(0, |value| value.value()))
+    }
+
+    /// Applies batches as they commit, forever (or until an error). See [`Self::run_until`].
+    pub async fn run<H>(&self, handler: H) -> Result<(), ApplierError>
+    where
+        H: FnMut(&WriteTransaction, &CommittedBatch) -> Result<(), HandlerError>,
+    {
+        self.run_until(u64::MAX, handler).await
+    }
+
+    /// Applies batches until the cursor reaches `last_seq`. `handler` runs inside the
+    /// transaction that also advances the cursor; it must not commit or abort it.
+    pub async fn run_until<H>(&self, last_seq: u64, mut handler: H) -> Result<(), ApplierError>
+    where
+        H: FnMut(&WriteTransaction, &CommittedBatch) -> Result<(), HandlerError>,
+    {
+        let mut cursor = self.cursor()?;
+        if cursor >= last_seq {
+            return Ok(());
+        }
+        let mut subscription = self.client.subscribe(cursor + 1, self.topics.clone());
+        while cursor < last_seq {
+            let batch = subscription.next().await.ok_or(ApplierError::Ended)??;
+            if batch.seq <= cursor {
+                continue;
+            }
+            tokio::task::block_in_place(|| self.apply_one(&batch, &mut handler))?;
+            cursor = batch.seq;
+        }
+        Ok(())
+    }
+
+    fn apply_one<H>(&self, batch: &CommittedBatch, handler: &mut H) -> Result<(), ApplierError>
+    where
+        H: FnMut(&WriteTransaction, &CommittedBatch) -> Result<(), HandlerError>,
+    {
+        let transaction = self.database.begin_write().map_err(database_error)?;
+        handler(&transaction, batch).map_err(|error| ApplierError::Handler {
+            seq: batch.seq,
+            error,
+        })?;
+        {
+            let mut cursor = transaction
+                .open_table(CURSOR_TABLE)
+                .map_err(database_error)?;
+            cursor
+                .insert(self.name.as_str(), batch.seq)
+                .map_err(database_error)?;
+        }
+        transaction.commit().map_err(database_error)
+    }
+}

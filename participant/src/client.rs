@@ -1,0 +1,380 @@
+//! The batch client: submit atomic batches, ask for their outcome, subscribe to the committed
+//! sequence. It finds the leader itself, follows `NotLeader` hints, and retries on connection
+//! loss with the **same** batch id, so a retried submit commits at most once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ordo_common::batch::{Batch, BatchError, BatchId, CommittedBatch, Outcome, RejectReason};
+use ordo_common::client::{ClientRequest, ClientResponse};
+use tokio::sync::mpsc;
+
+use crate::connection::{ClientTls, ConnectError, NodeConnection};
+
+/// Committed batches a subscription buffers before the consumer takes them; beyond it the
+/// server's stream waits (QUIC flow control), so nothing grows without bound.
+pub const SUBSCRIPTION_BUFFER_BATCHES: usize = 64;
+
+/// How a client reaches the cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub endpoints: Vec<SocketAddr>,
+    /// Directory with `ca.pem` and `client-NAME.pem/.key`.
+    pub tls_dir: PathBuf,
+    /// Which client identity to use; the first `client-*` in `tls_dir` when `None`.
+    pub client_name: Option<String>,
+    /// Connecting and one request round trip.
+    pub request_timeout: Duration,
+    /// How long `submit` and `status` keep retrying before giving up.
+    pub retry_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoints: Vec<SocketAddr>, tls_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            endpoints,
+            tls_dir: tls_dir.into(),
+            client_name: None,
+            request_timeout: Duration::from_secs(5),
+            retry_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A committed batch's place in the order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub id: BatchId,
+    pub seq: u64,
+    pub index: u64,
+}
+
+/// Why a submit did not commit. Each variant says what the caller may do.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A precondition failed: definite, recorded, nothing of the batch is visible.
+    #[error("rejected: {reason}")]
+    Rejected { reason: RejectReason },
+    /// The batch is over a size limit; split it.
+    #[error("batch too large: {error}")]
+    TooLarge { limit: u64, error: BatchError },
+    /// The batch is malformed (no messages, bad topic name, too many topics, ...).
+    #[error("invalid batch: {0}")]
+    Invalid(BatchError),
+    /// No node could take the batch; it was never appended. Safe to retry with the same id.
+    #[error("cluster unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// The batch may or may not have committed: resolve with [`Client::status`] (or retry with
+    /// the same id, which never commits twice).
+    #[error("no answer for batch {id} within the retry timeout; its outcome is unknown: {detail}")]
+    Timeout { id: BatchId, detail: String },
+    /// A coordinator refused the request outright.
+    #[error("refused: {reason}")]
+    Refused { reason: String },
+}
+
+/// Why a status query or a subscription failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("cluster unavailable: {detail}")]
+    Unavailable { detail: String },
+    #[error("history below seq {first_seq} is compacted")]
+    Compacted { first_seq: u64 },
+    #[error("refused: {reason}")]
+    Refused { reason: String },
+}
+
+/// A handle to the cluster. Cheap to clone; every clone shares the connections, and any
+/// number of submits may be in flight at once (one QUIC stream each).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    tls: ClientTls,
+    /// The node believed to lead, and open connections by address.
+    leader: Mutex<Option<SocketAddr>>,
+    connections: Mutex<Vec<NodeConnection>>,
+}
+
+impl Client {
+    /// Loads the TLS files and checks that at least one endpoint answers.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
+        let tls = ClientTls::load(&config.tls_dir, config.client_name.as_deref())?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                tls,
+                leader: Mutex::new(None),
+                connections: Mutex::new(Vec::new()),
+            }),
+        };
+        let mut last_error = None;
+        for address in client.inner.config.endpoints.clone() {
+            match client.connection(address).await {
+                Ok(_) => return Ok(client),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or(ConnectError::Connection {
+            address: "0.0.0.0:0".parse().expect("literal"),
+            detail: "no endpoints configured".into(),
+        }))
+    }
+
+    /// Submits `batch` and waits for its outcome. Retries (same id) across leader changes and
+    /// lost connections until `retry_timeout`.
+    pub async fn submit(&self, batch: Batch) -> Result<Committed, SubmitError> {
+        if let Err(error) = batch.validate() {
+            return Err(match error {
+                BatchError::TooLarge { limit, .. } | BatchError::TooManyMessages { limit, .. } => {
+                    SubmitError::TooLarge { limit, error }
+                }
+                other => SubmitError::Invalid(other),
+            });
+        }
+        let id = batch.id;
+        let request = ClientRequest::Submit { batch };
+        let deadline = Instant::now() + self.inner.config.retry_timeout;
+        let mut may_have_reached_log = false;
+        let mut last_problem = String::from("no attempt");
+        let mut attempt = 0u32;
+        while Instant::now() < deadline {
+            attempt += 1;
+            let address = self.target(attempt);
+            let response = match self.connection(address).await {
+                Ok(connection) => connection.request(&request).await,
+                Err(error) => Err(error),
+            };
+            match response {
+                Ok(ClientResponse::Outcome(Outcome::Committed { seq, index })) => {
+                    return Ok(Committed { id, seq, index });
+                }
+                Ok(ClientResponse::Outcome(Outcome::Rejected { reason })) => {
+                    return Err(SubmitError::Rejected { reason });
+                }
+                Ok(ClientResponse::NotLeader { leader_address, .. }) => {
+                    let hinted = leader_address.is_some();
+                    self.follow_hint(leader_address.as_deref());
+                    last_problem = format!("{address} is not the leader");
+                    if hinted {
+                        continue;
+                    }
+                }
+                Ok(ClientResponse::Busy { reason }) => {
+                    may_have_reached_log = true;
+                    last_problem = reason;
+                }
+                Ok(ClientResponse::Invalid(error)) => return Err(SubmitError::Invalid(error)),
+                Ok(ClientResponse::Refused { reason }) => {
+                    return Err(SubmitError::Refused { reason });
+                }
+                Ok(other) => last_problem = format!("unexpected answer {other:?}"),
+                Err(error) => {
+                    // The request may have reached the leader before the connection failed.
+                    may_have_reached_log |= matches!(
+                        error,
+                        ConnectError::Timeout { .. } | ConnectError::Connection { .. }
+                    );
+                    self.forget(address);
+                    last_problem = error.to_string();
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        if may_have_reached_log {
+            Err(SubmitError::Timeout {
+                id,
+                detail: last_problem,
+            })
+        } else {
+            Err(SubmitError::Unavailable {
+                detail: last_problem,
+            })
+        }
+    }
+
+    /// The batch's outcome, read linearizably from the leader: `None` if no outcome is
+    /// registered (never submitted, not yet committed, or evicted from the registry).
+    pub async fn status(&self, id: BatchId) -> Result<Option<Outcome>, QueryError> {
+        let deadline = Instant::now() + self.inner.config.retry_timeout;
+        let mut attempt = 0u32;
+        let mut last_problem = String::new();
+        while Instant::now() < deadline {
+            attempt += 1;
+            let address = self.target(attempt);
+            let response = match self.connection(address).await {
+                Ok(connection) => connection.request(&ClientRequest::BatchStatus { id }).await,
+                Err(error) => Err(error),
+            };
+            match response {
+                Ok(ClientResponse::Outcome(outcome)) => return Ok(Some(outcome)),
+                Ok(ClientResponse::Unknown) => return Ok(None),
+                Ok(ClientResponse::NotLeader { leader_address, .. }) => {
+                    let hinted = leader_address.is_some();
+                    self.follow_hint(leader_address.as_deref());
+                    if hinted {
+                        continue;
+                    }
+                }
+                Ok(ClientResponse::Refused { reason }) => {
+                    return Err(QueryError::Refused { reason });
+                }
+                Ok(other) => last_problem = format!("{other:?}"),
+                Err(error) => {
+                    self.forget(address);
+                    last_problem = error.to_string();
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(QueryError::Unavailable {
+            detail: last_problem,
+        })
+    }
+
+    /// Committed batches from `from_seq` on, in seq order, with only the messages of `topics`
+    /// (every topic when empty). Gap-free and duplicate-free across reconnects and leader
+    /// changes: any node serves it, up to its own commit index.
+    pub fn subscribe(&self, from_seq: u64, topics: Vec<String>) -> Subscription {
+        let (sender, receiver) = mpsc::channel(SUBSCRIPTION_BUFFER_BATCHES);
+        let client = self.clone();
+        tokio::spawn(async move { client.feed(from_seq.max(1), topics, sender).await });
+        Subscription { receiver }
+    }
+
+    async fn feed(
+        &self,
+        mut next_seq: u64,
+        topics: Vec<String>,
+        sender: mpsc::Sender<Result<CommittedBatch, QueryError>>,
+    ) {
+        let endpoints = self.inner.config.endpoints.clone();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let address = endpoints[attempt as usize % endpoints.len()];
+            let streamed = async {
+                let connection = self.connection(address).await.map_err(|e| e.to_string())?;
+                let (mut send, mut receive) = connection
+                    .raw()
+                    .open_bi()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let request = ClientRequest::Subscribe {
+                    from_seq: next_seq,
+                    topics: topics.clone(),
+                };
+                ordo_common::wire::write_frame(&mut send, &request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                loop {
+                    let limit = ordo_common::client::CLIENT_RESPONSE_BYTES_MAX;
+                    match ordo_common::wire::read_frame(&mut receive, limit).await {
+                        Ok(Some(ClientResponse::Batch(batch))) => {
+                            if batch.seq < next_seq {
+                                continue;
+                            }
+                            next_seq = batch.seq + 1;
+                            attempt = 0;
+                            if sender.send(Ok(batch)).await.is_err() {
+                                return Ok(true);
+                            }
+                        }
+                        Ok(Some(ClientResponse::Compacted { first_seq })) => {
+                            let _ = sender.send(Err(QueryError::Compacted { first_seq })).await;
+                            return Ok(true);
+                        }
+                        Ok(Some(other)) => return Err(format!("unexpected frame {other:?}")),
+                        Ok(None) => return Err("stream ended".to_string()),
+                        Err(error) => return Err(error.to_string()),
+                    }
+                }
+            };
+            match streamed.await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => self.forget(address),
+            }
+            if sender.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff(attempt.min(8))).await;
+        }
+    }
+
+    /// Which node to try on this attempt: the believed leader, else the endpoints in turn.
+    fn target(&self, attempt: u32) -> SocketAddr {
+        let leader = *self.inner.leader.lock().expect("leader lock");
+        let endpoints = &self.inner.config.endpoints;
+        leader.unwrap_or(endpoints[attempt as usize % endpoints.len()])
+    }
+
+    fn follow_hint(&self, address: Option<&str>) {
+        let hinted = address.and_then(|address| address.parse().ok());
+        *self.inner.leader.lock().expect("leader lock") = hinted;
+    }
+
+    fn forget(&self, address: SocketAddr) {
+        let mut leader = self.inner.leader.lock().expect("leader lock");
+        if *leader == Some(address) {
+            *leader = None;
+        }
+        drop(leader);
+        self.inner
+            .connections
+            .lock()
+            .expect("connections lock")
+            .retain(|c| c.address() != address);
+    }
+
+    /// An open connection to `address`, reusing one when there is one.
+    async fn connection(&self, address: SocketAddr) -> Result<NodeConnection, ConnectError> {
+        let existing = self
+            .inner
+            .connections
+            .lock()
+            .expect("connections lock")
+            .iter()
+            .find(|connection| {
+                connection.address() == address && connection.raw().close_reason().is_none()
+            })
+            .cloned();
+        if let Some(connection) = existing {
+            return Ok(connection);
+        }
+        let connection =
+            NodeConnection::connect(address, &self.inner.tls, self.inner.config.request_timeout)
+                .await?;
+        let mut connections = self.inner.connections.lock().expect("connections lock");
+        connections.retain(|c| c.address() != address);
+        connections.push(connection.clone());
+        Ok(connection)
+    }
+}
+
+/// Exponential back-off between attempts: 20 ms doubling to 640 ms.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(20 << attempt.min(5))
+}
+
+/// A stream of committed batches (see [`Client::subscribe`]).
+pub struct Subscription {
+    receiver: mpsc::Receiver<Result<CommittedBatch, QueryError>>,
+}
+
+impl Subscription {
+    /// The next committed batch; waits for one to commit. `None` only after an error ended it.
+    pub async fn next(&mut self) -> Option<Result<CommittedBatch, QueryError>> {
+        self.receiver.recv().await
+    }
+}
+
+/// A fresh batch id: a UUID v7 (time-ordered, random).
+pub fn new_batch_id() -> BatchId {
+    BatchId(uuid::Uuid::now_v7().into_bytes())
+}
