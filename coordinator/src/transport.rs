@@ -398,7 +398,7 @@ async fn serve_peer(
             let inbound = inbound.clone();
             tokio::spawn(async move {
                 if let Err(error) = relay(&mut stream, from, inbound).await {
-                    warn!(peer = from, %error, "closed an append stream");
+                    info!(peer = from, %error, "append stream closed");
                 }
             });
         }

@@ -8,7 +8,12 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub fn run(nodes: u64, dir: &Path, base_port: u16) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub fn run(
+    nodes: u64,
+    dir: &Path,
+    base_port: u16,
+    demo: Option<std::time::Duration>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if ![1, 3, 5].contains(&nodes) {
         return Err(format!("--nodes must be 1, 3 or 5, not {nodes}").into());
     }
@@ -84,6 +89,32 @@ pub fn run(nodes: u64, dir: &Path, base_port: u16) -> Result<ExitCode, Box<dyn s
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     on_stop_signal(move || flag.store(true, Ordering::SeqCst))?;
+    let demo_passed = Arc::new(AtomicBool::new(true));
+    if let Some(duration) = demo {
+        let (stop, passed) = (stop.clone(), demo_passed.clone());
+        let addresses: Vec<std::net::SocketAddr> = (1..=nodes)
+            .filter_map(|id| address(id).parse().ok())
+            .collect();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build();
+            let outcome = runtime.map_err(|e| e.to_string()).and_then(|runtime| {
+                runtime
+                    .block_on(super::demo::run(addresses, &dir, duration))
+                    .map_err(|e| e.to_string())
+            });
+            match outcome {
+                Ok(ok) => passed.store(ok, Ordering::SeqCst),
+                Err(error) => {
+                    eprintln!("demo: failed: {error}");
+                    passed.store(false, Ordering::SeqCst);
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
         if let Some((id, status)) = children
@@ -97,7 +128,11 @@ pub fn run(nodes: u64, dir: &Path, base_port: u16) -> Result<ExitCode, Box<dyn s
     for (_, child) in &children {
         terminate(child);
     }
-    let mut code = ExitCode::SUCCESS;
+    let mut code = if demo_passed.load(Ordering::SeqCst) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     for (id, mut child) in children {
         let status = child.wait()?;
         if !status.success() && status.code() != Some(0) {

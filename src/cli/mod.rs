@@ -2,6 +2,7 @@
 
 mod batches;
 mod bench;
+mod demo;
 mod dev;
 mod status;
 
@@ -64,6 +65,12 @@ enum Command {
         /// Node N listens on 127.0.0.1:(base_port + N - 1).
         #[arg(long, default_value_t = 7001)]
         base_port: u16,
+        /// Run the demo workload (producers and two participants), report, and stop.
+        #[arg(long)]
+        demo: bool,
+        /// How long the demo submits batches.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        demo_duration: std::time::Duration,
     },
     /// Show every node's view: role, term, leader, log indexes, reachable peers.
     Status {
@@ -199,7 +206,9 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             nodes,
             dir,
             base_port,
-        } => dev::run(nodes, &dir, base_port),
+            demo,
+            demo_duration,
+        } => dev::run(nodes, &dir, base_port, demo.then_some(demo_duration)),
         Command::Status { client, json } => runtime()?.block_on(status::run(&client, json)),
         Command::Submit {
             client,
