@@ -255,7 +255,16 @@ impl<S: LogStore> Driver<S> {
             ClientCommand::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            ClientCommand::Propose { payload, reply } => self.propose(payload, reply, stopping),
+            ClientCommand::Propose { payload, reply } => {
+                // Raw payloads are for diagnostics; one that decodes as a command would skip the
+                // batch checks, so it must come through Submit.
+                if Command::decode(&payload).is_ok() {
+                    let reason = "payload decodes as a command; submit batches with Submit".into();
+                    let _ = reply.send(ClientResponse::Refused { reason });
+                    return;
+                }
+                self.propose(payload, reply, stopping)
+            }
             ClientCommand::Submit { batch, reply } => {
                 if let Err(error) = batch.validate() {
                     let _ = reply.send(ClientResponse::Invalid(error));
