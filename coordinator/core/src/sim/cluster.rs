@@ -326,6 +326,14 @@ impl Cluster {
 
     /// Proposes a fresh payload on `id`, recording it with the oracle.
     pub fn propose(&mut self, id: NodeId, padding: usize) -> Result<LogId, ProposeError> {
+        let result = self.propose_raw(id, padding);
+        self.after_step(id);
+        result
+    }
+
+    /// Proposes one raw payload (its request id, then `padding` bytes) without carrying out
+    /// any output.
+    fn propose_raw(&mut self, id: NodeId, padding: usize) -> Result<LogId, ProposeError> {
         let request = self.next_request;
         self.next_request += 1;
         let mut payload = request.to_le_bytes().to_vec();
@@ -334,9 +342,7 @@ impl Cluster {
             return Err(ProposeError::NotLeader { leader_hint: None });
         };
         self.oracle.invoke(request);
-        let result = raft.propose(ProposalId(request), Bytes::from(payload));
-        self.after_step(id);
-        result
+        raft.propose(ProposalId(request), Bytes::from(payload))
     }
 
     /// Submits `batch` on `id`, as a client would (again, with the same id, when retrying).
@@ -380,15 +386,7 @@ impl Cluster {
         padding: usize,
     ) -> Result<(), ProposeError> {
         for _ in 0..count {
-            let request = self.next_request;
-            self.next_request += 1;
-            let mut payload = request.to_le_bytes().to_vec();
-            payload.resize(8 + padding, (request % 127) as u8);
-            let Some(raft) = self.nodes.get_mut(&id).and_then(|node| node.raft.as_mut()) else {
-                return Err(ProposeError::NotLeader { leader_hint: None });
-            };
-            self.oracle.invoke(request);
-            raft.propose(ProposalId(request), Bytes::from(payload))?;
+            self.propose_raw(id, padding)?;
         }
         self.after_step(id);
         Ok(())
