@@ -143,16 +143,16 @@ pub fn start(
     let server = server_config(&config.tls_dir, config)?;
     let socket = bind_socket(config.listen)?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(|source| TransportError::Bind {
-        address: config.listen,
-        source,
-    })?;
+    let reset_key = StatelessResetKey::derive(&config.tls_dir, config.id)?;
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint_config.cid_generator(|| Box::new(RandomConnectionIds));
+    let endpoint =
+        quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(|source| {
+            TransportError::Bind {
+                address: config.listen,
+                source,
+            }
+        })?;
     let id = config.id;
     let peer_ids: Vec<NodeId> = voters.keys().copied().filter(|peer| *peer != id).collect();
     let accepting = Accepting {
@@ -242,6 +242,98 @@ fn peer_client_config(
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(Arc::new(transport_config(config)?));
     Ok(client)
+}
+
+/// The endpoint's key for QUIC stateless-reset tokens (RFC 9000 §10.3), derived from this node's
+/// TLS private key so that it is secret and the same in every process of the node.
+///
+/// Why it must survive a restart: peers keep the connection they had with this node's previous
+/// process and go on writing into it. With the same key, the new process answers those packets
+/// with a stateless reset the peer recognises, and the peer drops the dead connection and redials
+/// at once. With quinn's default (a random key per process) the peer cannot tell the reset from
+/// noise and keeps the dead link until its idle timeout (10 s by default): a restarted node hears
+/// nothing from that peer meanwhile, cannot catch up, and a leader elected in that window may be
+/// unable to reach it.
+struct StatelessResetKey {
+    hkdf: &'static dyn rustls::crypto::tls13::Hkdf,
+    key: rustls::crypto::tls13::OkmBlock,
+    signature_len: usize,
+}
+
+impl StatelessResetKey {
+    fn derive(dir: &Path, id: NodeId) -> Result<Self, TransportError> {
+        let rustls::SupportedCipherSuite::Tls13(suite) =
+            rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+        else {
+            unreachable!("TLS13_AES_128_GCM_SHA256 is a TLS 1.3 suite");
+        };
+        let hkdf = suite.hkdf_provider;
+        let identity = Identity::load(dir, &format!("node-{id}"))?;
+        let key = hkdf
+            .extract_from_secret(Some(b"ordo stateless reset v1"), identity.key.secret_der())
+            .expand_block(&[b"quic stateless reset key"]);
+        let signature_len = hkdf.hmac_sign(&key, b"").as_ref().len();
+        Ok(Self {
+            hkdf,
+            key,
+            signature_len,
+        })
+    }
+}
+
+impl quinn::crypto::HmacKey for StatelessResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        let tag = self.hkdf.hmac_sign(&self.key, data);
+        signature_out.copy_from_slice(tag.as_ref());
+    }
+
+    fn signature_len(&self) -> usize {
+        self.signature_len
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let tag = self.hkdf.hmac_sign(&self.key, data);
+        let expected = tag.as_ref();
+        // Constant time: the comparison must not reveal how much of a guess was right.
+        let difference = expected
+            .iter()
+            .zip(signature)
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b));
+        if expected.len() == signature.len() && difference == 0 {
+            Ok(())
+        } else {
+            Err(quinn::crypto::CryptoError)
+        }
+    }
+}
+
+/// Connection ids of 8 random bytes. quinn's default generator tags its ids with a random key
+/// per process and ignores packets whose id lacks its tag, so a restarted node would silently
+/// drop its peers' packets for their old connections instead of answering them with the
+/// stateless reset that [`StatelessResetKey`] makes recognisable. Untagged ids make every packet
+/// for an unknown connection eligible for a reset; quinn rate-limits resets and keeps each one
+/// smaller than the packet that caused it.
+struct RandomConnectionIds;
+
+impl quinn::ConnectionIdGenerator for RandomConnectionIds {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut bytes = [0u8; 8];
+        // The system's random source fails only on a system without one, where TLS cannot work
+        // either.
+        tls::provider()
+            .secure_random
+            .fill(&mut bytes)
+            .expect("the system random source");
+        quinn::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Binds the UDP socket with large buffers: on loopback the default buffers dropped packets
@@ -730,4 +822,44 @@ fn jitter_seed(id: NodeId, peer: NodeId) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);
     nanos ^ (id << 32) ^ peer
+}
+
+#[cfg(test)]
+mod tests {
+    use quinn::ConnectionIdGenerator;
+    use quinn::crypto::HmacKey;
+
+    use super::*;
+
+    #[test]
+    fn the_stateless_reset_key_is_the_same_in_every_process_of_a_node_and_differs_between_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::certs::generate(dir.path(), 2, &[]).unwrap();
+        let first = StatelessResetKey::derive(dir.path(), 1).unwrap();
+        let again = StatelessResetKey::derive(dir.path(), 1).unwrap();
+        let other = StatelessResetKey::derive(dir.path(), 2).unwrap();
+        let sign = |key: &StatelessResetKey| {
+            let mut signature = vec![0; key.signature_len()];
+            key.sign(b"connection id", &mut signature);
+            signature
+        };
+        assert_eq!(first.signature_len(), 32);
+        assert_eq!(
+            sign(&first),
+            sign(&again),
+            "a restarted node must sign alike"
+        );
+        assert_ne!(sign(&first), sign(&other));
+        assert!(first.verify(b"connection id", &sign(&again)).is_ok());
+        assert!(first.verify(b"connection id", &sign(&other)).is_err());
+        assert!(first.verify(b"connection id", &sign(&first)[..16]).is_err());
+    }
+
+    #[test]
+    fn connection_ids_are_random_and_of_the_declared_length() {
+        let mut generator = RandomConnectionIds;
+        let (a, b) = (generator.generate_cid(), generator.generate_cid());
+        assert_eq!(a.len(), generator.cid_len());
+        assert_ne!(a, b);
+    }
 }
