@@ -188,12 +188,7 @@ async fn a_bad_frame_on_a_peer_link_closes_that_link_only() {
             "{case}: closed with {closed:?}"
         );
         let line = cluster
-            .wait_for_log(
-                target,
-                mark,
-                &["peer disconnected (inbound)", expected],
-                LOG_WAIT,
-            )
+            .wait_for_log(target, mark, &["sent a bad frame", expected], LOG_WAIT)
             .await;
         eprintln!("{case}: link closed with {closed:?}; node logged: {line}");
     }

@@ -113,7 +113,13 @@ fn load_or_create_ca(
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, "Ordo cluster CA");
+    // A distinct name per CA: a certificate from another cluster's CA is then reported as an
+    // unknown issuer, not as a bad signature.
+    let nanos = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    name.push(
+        DnType::CommonName,
+        format!("Ordo cluster CA {:x}", nanos as u64),
+    );
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];

@@ -502,9 +502,11 @@ async fn serve_peer(
         result = appends => result,
     };
     if let Err(error) = outcome {
-        info!(peer = from, %error, "peer disconnected (inbound)");
         if error.starts_with("bad frame") {
+            warn!(peer = from, %error, "closing the link from a peer that sent a bad frame");
             connection.close(quinn::VarInt::from_u32(CLOSE_BAD_FRAME), error.as_bytes());
+        } else {
+            info!(peer = from, %error, "peer disconnected (inbound)");
         }
     }
     metrics::counter!("ordo_peer_disconnects_total").increment(1);
@@ -544,7 +546,9 @@ async fn relay(
                     return Err("node stopping".into());
                 }
             }
-            Ok(Some(other)) => return Err(format!("bad frame: unexpected {other:?}")),
+            Ok(Some(other)) => {
+                return Err(format!("bad frame from node {from}: unexpected {other:?}"));
+            }
             Ok(None) => return Err("stream closed".into()),
             Err(FrameError::Io(error)) => return Err(error.to_string()),
             Err(error) => {
