@@ -152,9 +152,11 @@ impl Client {
             };
             match response {
                 Ok(ClientResponse::Outcome(Outcome::Committed { seq, index })) => {
+                    self.answered_as_leader(address);
                     return Ok(Committed { id, seq, index });
                 }
                 Ok(ClientResponse::Outcome(Outcome::Rejected { reason })) => {
+                    self.answered_as_leader(address);
                     return Err(SubmitError::Rejected { reason });
                 }
                 Ok(ClientResponse::NotLeader { leader_address, .. }) => {
@@ -212,8 +214,14 @@ impl Client {
                 Err(error) => Err(error),
             };
             match response {
-                Ok(ClientResponse::Outcome(outcome)) => return Ok(Some(outcome)),
-                Ok(ClientResponse::Unknown) => return Ok(None),
+                Ok(ClientResponse::Outcome(outcome)) => {
+                    self.answered_as_leader(address);
+                    return Ok(Some(outcome));
+                }
+                Ok(ClientResponse::Unknown) => {
+                    self.answered_as_leader(address);
+                    return Ok(None);
+                }
                 Ok(ClientResponse::NotLeader { leader_address, .. }) => {
                     let hinted = leader_address.is_some();
                     self.follow_hint(leader_address.as_deref());
@@ -312,6 +320,13 @@ impl Client {
         let leader = *self.inner.leader.lock().expect("leader lock");
         let endpoints = &self.inner.config.endpoints;
         leader.unwrap_or(endpoints[attempt as usize % endpoints.len()])
+    }
+
+    /// Only the leader answers submits and status queries with an outcome: go straight back to
+    /// it next time, instead of trying the endpoints in turn (where a dead node costs a whole
+    /// request timeout on every call).
+    fn answered_as_leader(&self, address: SocketAddr) {
+        *self.inner.leader.lock().expect("leader lock") = Some(address);
     }
 
     fn follow_hint(&self, address: Option<&str>) {

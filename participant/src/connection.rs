@@ -135,11 +135,16 @@ impl NodeConnection {
                         address,
                         detail: error.to_string(),
                     })?;
-            write_frame(&mut send, request)
-                .await
-                .map_err(|source| ConnectError::Frame { address, source })?;
+            // A node that refuses a request part-way (a frame over its limit) stops reading it
+            // and says why on the response stream: read that answer before giving up, or the
+            // caller would retry a request that can never succeed.
+            let written = write_frame(&mut send, request).await;
             let _ = send.finish();
-            match read_frame(&mut receive, CLIENT_RESPONSE_BYTES_MAX).await {
+            let answer = read_frame(&mut receive, CLIENT_RESPONSE_BYTES_MAX).await;
+            if let (Err(source), Ok(None) | Err(_)) = (written, &answer) {
+                return Err(ConnectError::Frame { address, source });
+            }
+            match answer {
                 Ok(Some(response)) => Ok(response),
                 Ok(None) => Err(ConnectError::Connection {
                     address,
