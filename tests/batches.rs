@@ -17,7 +17,6 @@
 //! submitters were told. `ORDO_TEST_SEED` replays a test's random choices (kill moments, batch
 //! shapes); `ORDO_TEST_APPLIER_CYCLES` sets the Applier crash test's kill cycles (default 50).
 //!
-//! Two tests are ignored because they fail on known bugs, and say which.
 
 mod support;
 
@@ -32,6 +31,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ordo_common::NodeId;
+use ordo_common::batch::{
+    BATCH_ENCODING_OVERHEAD_BYTES, MESSAGE_ENCODING_OVERHEAD_BYTES, bytes_counted,
+};
+
+/// What a batch of one message to topic `big` with an empty payload counts against
+/// `BATCH_BYTES_MAX` (the topic plus the encoding overhead).
+const ONE_MESSAGE_BATCH_BYTES: u64 =
+    3 + MESSAGE_ENCODING_OVERHEAD_BYTES + BATCH_ENCODING_OVERHEAD_BYTES;
 use ordo_common::client::{CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse};
 use ordo_common::limits::{
     BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, BATCH_PRECONDITIONS_MAX, BATCH_TOPICS_MAX,
@@ -903,12 +910,9 @@ fn reference_sums(sequence: &[CommittedBatch]) -> Vec<BTreeMap<String, u64>> {
     prefixes
 }
 
-/// An applier with a topic filter reaches a seq whose batch lacks its topics.
-///
-/// Known to fail: the cursor only advances on batches the filtered subscription delivers, so
-/// `run_until(seq)` waits for a later batch with one of the topics (here, forever).
+/// An applier with a topic filter reaches a seq whose batch lacks its topics (its position moves
+/// over batches without its topics, so `run_until(seq)` does not wait for a later match).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: Applier::run_until with a topic filter waits for a matching batch past last_seq"]
 async fn a_filtered_applier_runs_until_a_seq_without_its_topics() {
     let cluster = TestCluster::start(3);
     cluster.wait_for_leader(STARTUP).await;
@@ -1280,19 +1284,14 @@ async fn every_batch_limit_is_refused_naming_it_by_the_sdk_and_by_every_node() {
     }
 }
 
-/// The limits hold together: a batch at every limit at once (most messages, most topics, each
-/// name the longest, most headers on every message, most preconditions, most bytes) passes
-/// validation, so it must commit, not be refused further down for its encoded size.
-///
-/// Known to fail: `Batch::validate` counts only content bytes, while the encoding adds 16 bytes
-/// per header (fixed-width lengths) and more per message and precondition; here that is ~10 MB
-/// over `BATCH_BYTES_MAX`, so the request frame exceeds `CLIENT_REQUEST_BYTES_MAX` and the node
-/// refuses it as a bad frame.
+/// A batch with every count at its maximum (messages, topics, headers, preconditions) and its
+/// payloads sized so that content plus encoding is exactly `BATCH_BYTES_MAX` commits whole; the
+/// encoding counts against the limit, so a valid batch always fits in a log entry and a frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: Batch::validate does not bound the encoded size (headers cost 16 bytes each)"]
 async fn a_batch_at_every_limit_at_once_commits() {
     let batch = batch_at_every_limit();
     assert_eq!(batch.validate(), Ok(()), "the batch is within every limit");
+    assert_eq!(bytes_counted(&batch), BATCH_BYTES_MAX);
     let cluster = TestCluster::start(3);
     cluster.wait_for_leader(STARTUP).await;
     let mut config = client_config(endpoints(&cluster, &cluster.ids()), cluster.tls_dir());
@@ -1307,23 +1306,17 @@ async fn a_batch_at_every_limit_at_once_commits() {
     assert!(stored.id == batch.id && stored.messages == batch.messages);
 }
 
-/// Every limit at its maximum in one batch. Header names and values are empty: they count no
-/// bytes but are encoded.
+/// Every count limit at its maximum in one batch, payloads filling the rest of
+/// `BATCH_BYTES_MAX` (which counts the encoding too).
 fn batch_at_every_limit() -> Batch {
     let topic_names: Vec<String> = (0..BATCH_TOPICS_MAX)
         .map(|n| format!("{n:0width$}", width = TOPIC_NAME_BYTES_MAX as usize))
         .collect();
     let count = BATCH_MESSAGES_MAX as usize;
-    let topic_bytes = count as u64 * TOPIC_NAME_BYTES_MAX;
-    let payload_bytes = BATCH_BYTES_MAX - topic_bytes;
-    let (each, extra) = (payload_bytes / count as u64, payload_bytes % count as u64);
-    let messages = (0..count)
+    let mut messages: Vec<Message> = (0..count)
         .map(|n| {
-            let size = each + u64::from((n as u64) < extra);
-            let mut message = Message::new(
-                topic_names[n % topic_names.len()].clone(),
-                vec![b'p'; size as usize],
-            );
+            let mut message =
+                Message::new(topic_names[n % topic_names.len()].clone(), Bytes::new());
             message.headers = (0..MESSAGE_HEADERS_MAX)
                 .map(|_| (String::new(), Bytes::new()))
                 .collect();
@@ -1338,11 +1331,20 @@ fn batch_at_every_limit() -> Batch {
             offset: 0,
         })
         .collect();
-    Batch {
+    let mut batch = Batch {
         id: test_batch_id(5, 2, 0),
-        messages,
+        messages: Vec::new(),
         preconditions,
+    };
+    batch.messages = messages.clone();
+    let payload_bytes = BATCH_BYTES_MAX - bytes_counted(&batch);
+    let (each, extra) = (payload_bytes / count as u64, payload_bytes % count as u64);
+    for (n, message) in messages.iter_mut().enumerate() {
+        let size = each + u64::from((n as u64) < extra);
+        message.payload = Bytes::from(vec![b'p'; size as usize]);
     }
+    batch.messages = messages;
+    batch
 }
 
 /// One batch per limit broken (and the malformed batches), each with its own id.
@@ -1356,7 +1358,7 @@ fn invalid_batches() -> Vec<Invalid> {
     };
     let over = |limit: u64| limit + 1;
     let long_topic = "t".repeat(over(TOPIC_NAME_BYTES_MAX) as usize);
-    let big_payload = vec![7u8; (over(BATCH_BYTES_MAX) - "big".len() as u64) as usize];
+    let big_payload = vec![7u8; (over(BATCH_BYTES_MAX) - ONE_MESSAGE_BATCH_BYTES) as usize];
     let mut keyed = Message::new("keyed", "payload");
     keyed.key = Some(Bytes::from(vec![1u8; over(MESSAGE_KEY_BYTES_MAX) as usize]));
     let mut headed = Message::new("headed", "payload");
@@ -1461,7 +1463,7 @@ fn batches_at_the_limits() -> Vec<Batch> {
         preconditions,
     };
     let longest_topic = "t".repeat(TOPIC_NAME_BYTES_MAX as usize);
-    let largest_payload = vec![7u8; (BATCH_BYTES_MAX - "big".len() as u64) as usize];
+    let largest_payload = vec![7u8; (BATCH_BYTES_MAX - ONE_MESSAGE_BATCH_BYTES) as usize];
     let mut message = Message::new("keyed", "payload");
     message.key = Some(Bytes::from(vec![1u8; MESSAGE_KEY_BYTES_MAX as usize]));
     message.headers = (0..MESSAGE_HEADERS_MAX)

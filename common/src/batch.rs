@@ -66,6 +66,16 @@ pub struct Message {
     pub headers: Vec<(String, Bytes)>,
 }
 
+/// Bytes the encoding adds per message (lengths of topic, key, payload and headers), counted
+/// against [`BATCH_BYTES_MAX`] so that every valid batch fits in one log entry and one frame.
+pub const MESSAGE_ENCODING_OVERHEAD_BYTES: u64 = 48;
+/// Bytes the encoding adds per header (its name's and value's lengths).
+pub const HEADER_ENCODING_OVERHEAD_BYTES: u64 = 16;
+/// Bytes the encoding adds per precondition, besides its topic name.
+pub const PRECONDITION_ENCODING_OVERHEAD_BYTES: u64 = 40;
+/// Bytes the encoding adds per batch (id, lengths, the command tag).
+pub const BATCH_ENCODING_OVERHEAD_BYTES: u64 = 64;
+
 impl Message {
     pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         Self {
@@ -76,14 +86,20 @@ impl Message {
         }
     }
 
+    /// The bytes this message counts against [`BATCH_BYTES_MAX`]: its content plus an upper
+    /// bound of what encoding it adds.
     fn bytes(&self) -> u64 {
-        let headers: usize = self
+        let headers: u64 = self
             .headers
             .iter()
-            .map(|(name, value)| name.len() + value.len())
+            .map(|(name, value)| (name.len() + value.len()) as u64 + HEADER_ENCODING_OVERHEAD_BYTES)
             .sum();
-        (self.topic.len() + self.key.as_ref().map_or(0, Bytes::len) + self.payload.len() + headers)
-            as u64
+        let key = self.key.as_ref().map_or(0, Bytes::len) as u64;
+        self.topic.len() as u64
+            + key
+            + self.payload.len() as u64
+            + headers
+            + MESSAGE_ENCODING_OVERHEAD_BYTES
     }
 }
 
@@ -112,7 +128,7 @@ pub enum BatchError {
     Empty,
     #[error("{count} messages exceed BATCH_MESSAGES_MAX ({limit})")]
     TooManyMessages { count: u64, limit: u64 },
-    #[error("{bytes} bytes exceed BATCH_BYTES_MAX ({limit})")]
+    #[error("{bytes} bytes (content and encoding) exceed BATCH_BYTES_MAX ({limit})")]
     TooLarge { bytes: u64, limit: u64 },
     #[error("{count} topics exceed BATCH_TOPICS_MAX ({limit})")]
     TooManyTopics { count: u64, limit: u64 },
@@ -142,8 +158,8 @@ impl Batch {
                 limit: BATCH_MESSAGES_MAX,
             });
         }
-        let bytes: u64 = self.messages.iter().map(Message::bytes).sum();
-        if bytes > BATCH_BYTES_MAX {
+        if bytes_counted(self) > BATCH_BYTES_MAX {
+            let bytes = bytes_counted(self);
             return Err(BatchError::TooLarge {
                 bytes,
                 limit: BATCH_BYTES_MAX,
@@ -203,6 +219,21 @@ impl Batch {
     }
 }
 
+/// Content plus an upper bound of the encoding overhead: what [`BATCH_BYTES_MAX`] limits. A batch
+/// within it always encodes to at most this many bytes (checked by a unit test).
+pub fn bytes_counted(batch: &Batch) -> u64 {
+    let messages: u64 = batch.messages.iter().map(Message::bytes).sum();
+    let preconditions: u64 = batch
+        .preconditions
+        .iter()
+        .map(|precondition| match precondition {
+            Precondition::TopicOffset { topic, .. } => topic.len() as u64,
+            Precondition::BatchCommitted { .. } => 16,
+        } + PRECONDITION_ENCODING_OVERHEAD_BYTES)
+        .sum();
+    messages + preconditions + BATCH_ENCODING_OVERHEAD_BYTES
+}
+
 fn check_topic(topic: &str) -> Result<(), BatchError> {
     if topic.is_empty() {
         return Err(BatchError::EmptyTopicName);
@@ -244,4 +275,66 @@ pub struct CommittedBatch {
     pub index: LogIndex,
     pub id: BatchId,
     pub messages: Vec<Message>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    fn worst_case(messages: usize, headers: usize, payload: usize, preconditions: usize) -> Batch {
+        let message = Message {
+            topic: "t".repeat(TOPIC_NAME_BYTES_MAX as usize),
+            key: Some(Bytes::from(vec![1; 3])),
+            payload: Bytes::from(vec![2; payload]),
+            headers: (0..headers)
+                .map(|_| (String::new(), Bytes::new()))
+                .collect(),
+        };
+        let precondition = Precondition::TopicOffset {
+            topic: "p".repeat(200),
+            offset: 9,
+        };
+        Batch {
+            id: BatchId([7; 16]),
+            messages: vec![message; messages],
+            preconditions: vec![precondition; preconditions],
+        }
+    }
+
+    #[test]
+    fn the_counted_bytes_bound_the_encoding() {
+        for (messages, headers, payload, preconditions) in [
+            (1, 0, 0, 0),
+            (10, 64, 5, 3),
+            (1000, 64, 0, 1024),
+            (3, 0, 100_000, 0),
+            (500, 1, 1, 1),
+        ] {
+            let batch = worst_case(messages, headers, payload, preconditions);
+            let encoded = codec::encode(&crate::batch::Batch::clone(&batch)).len() as u64 + 8;
+            assert!(
+                encoded <= bytes_counted(&batch),
+                "{encoded} > {}",
+                bytes_counted(&batch)
+            );
+        }
+    }
+
+    #[test]
+    fn every_limit_at_once_is_refused_by_size_not_by_the_frame() {
+        let batch = worst_case(
+            BATCH_MESSAGES_MAX as usize,
+            MESSAGE_HEADERS_MAX as usize,
+            6000,
+            0,
+        );
+        assert!(matches!(
+            batch.validate(),
+            Err(BatchError::TooLarge {
+                limit: BATCH_BYTES_MAX,
+                ..
+            })
+        ));
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use ordo_common::batch::CommittedBatch;
+use ordo_common::batch::{BatchId, CommittedBatch};
 use redb::{Database, ReadableDatabase, TableDefinition, WriteTransaction};
 
 use crate::client::{Client, QueryError};
@@ -75,35 +75,66 @@ impl Applier {
 
     /// Applies batches until the cursor reaches `last_seq`. `handler` runs inside the
     /// transaction that also advances the cursor; it must not commit or abort it.
+    ///
+    /// With a topic filter the applier still reads every batch and filters here, so that its
+    /// position moves past batches without its topics (a server-side filter would leave it no
+    /// way to know a seq went by). Such batches advance the cursor lazily: it is written with the
+    /// next applied batch, or when `last_seq` is reached; after a crash they are read and
+    /// skipped again, which is harmless.
     pub async fn run_until<H>(&self, last_seq: u64, mut handler: H) -> Result<(), ApplierError>
     where
         H: FnMut(&WriteTransaction, &CommittedBatch) -> Result<(), HandlerError>,
     {
-        let mut cursor = self.cursor()?;
-        if cursor >= last_seq {
+        let stored = self.cursor()?;
+        let mut position = stored;
+        if position >= last_seq {
             return Ok(());
         }
-        let mut subscription = self.client.subscribe(cursor + 1, self.topics.clone());
-        while cursor < last_seq {
-            let batch = subscription.next().await.ok_or(ApplierError::Ended)??;
-            if batch.seq <= cursor {
+        let mut subscription = self.client.subscribe(position + 1, Vec::new());
+        while position < last_seq {
+            let mut batch = subscription.next().await.ok_or(ApplierError::Ended)??;
+            if batch.seq <= position {
                 continue;
             }
-            tokio::task::block_in_place(|| self.apply_one(&batch, &mut handler))?;
-            cursor = batch.seq;
+            position = batch.seq;
+            if !self.topics.is_empty() {
+                batch
+                    .messages
+                    .retain(|message| self.topics.contains(&message.topic));
+                if batch.messages.is_empty() {
+                    continue;
+                }
+            }
+            tokio::task::block_in_place(|| self.apply_one(&batch, Some(&mut handler)))?;
+        }
+        if position > self.cursor()? {
+            let skipped = CommittedBatch {
+                seq: position,
+                index: 0,
+                id: BatchId([0; 16]),
+                messages: Vec::new(),
+            };
+            tokio::task::block_in_place(|| self.apply_one::<H>(&skipped, None))?;
         }
         Ok(())
     }
 
-    fn apply_one<H>(&self, batch: &CommittedBatch, handler: &mut H) -> Result<(), ApplierError>
+    /// One transaction: the handler's changes (if any) and the cursor at `batch.seq`.
+    fn apply_one<H>(
+        &self,
+        batch: &CommittedBatch,
+        handler: Option<&mut H>,
+    ) -> Result<(), ApplierError>
     where
         H: FnMut(&WriteTransaction, &CommittedBatch) -> Result<(), HandlerError>,
     {
         let transaction = self.database.begin_write().map_err(database_error)?;
-        handler(&transaction, batch).map_err(|error| ApplierError::Handler {
-            seq: batch.seq,
-            error,
-        })?;
+        if let Some(handler) = handler {
+            handler(&transaction, batch).map_err(|error| ApplierError::Handler {
+                seq: batch.seq,
+                error,
+            })?;
+        }
         {
             let mut cursor = transaction
                 .open_table(CURSOR_TABLE)
