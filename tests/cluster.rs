@@ -9,9 +9,11 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use ordo_common::NodeId;
 use ordo_common::client::NodeStatus;
 use support::{
-    Ack, ClusterOptions, TestCluster, highest_index, path_str, run_ordo_checked, wait_until,
+    Ack, ClusterOptions, Proposer, TestCluster, highest_index, path_str, run_ordo_checked,
+    wait_until,
 };
 
 /// Time for a fresh cluster's processes to start and elect a leader, on a busy machine.
@@ -111,7 +113,7 @@ async fn a_killed_leader_is_replaced_within_a_few_election_timeouts_and_rejoins_
     let mut cluster = TestCluster::start(3);
     let election_timeout = cluster.election_timeout();
     let old = cluster.wait_for_leader(STARTUP).await;
-    let mut acks = cluster.propose_many(old.id, "before", 20).await;
+    let acks = cluster.propose_many(old.id, "before", 20).await;
     // Keep proposing while the leader dies: what it acknowledged in its last moment counts too.
     let proposer = cluster.spawn_proposer(old.id, "during").await;
     wait_until(SETTLE, "the proposer to be acknowledged", async || {
@@ -133,32 +135,7 @@ async fn a_killed_leader_is_replaced_within_a_few_election_timeouts_and_rejoins_
         election_time < 5 * election_timeout,
         "the new leader took {election_time:?}, over 5 election timeouts of {election_timeout:?}"
     );
-    let (during, ended) = proposer.finish().await;
-    eprintln!(
-        "{} proposals acknowledged under load; then {ended}",
-        during.len()
-    );
-    acks.extend(during);
-    acks.extend(cluster.propose_many(new.id, "after", 20).await);
-
-    let restarted_at = Instant::now();
-    cluster.restart(old.id);
-    let statuses = cluster
-        .wait_for_caught_up(highest_index(&acks), REJOIN)
-        .await;
-    eprintln!(
-        "node {} rejoined and caught up {:?} after its restart",
-        old.id,
-        restarted_at.elapsed()
-    );
-    let rejoined = &statuses[&old.id];
-    assert_eq!(rejoined.role, "follower");
-    assert_eq!((rejoined.leader, rejoined.term), (Some(new.id), new.term));
-    assert_acknowledged_below_every_commit_index(&acks, statuses.values());
-
-    let exits = cluster.stop_all(SETTLE).await;
-    assert!(exits.values().all(|status| status.success()), "{exits:?}");
-    cluster.assert_acknowledged_writes_stored(&acks);
+    rejoin_and_check(&mut cluster, proposer, acks, old.id, &new).await;
 }
 
 #[tokio::test]
@@ -171,7 +148,7 @@ async fn a_sigterm_leader_hands_leadership_over_before_it_exits_and_loses_no_ack
     });
     let election_timeout = cluster.election_timeout();
     let old = cluster.wait_for_leader(STARTUP).await;
-    let mut acks = cluster.propose_many(old.id, "before", 20).await;
+    let acks = cluster.propose_many(old.id, "before", 20).await;
     cluster
         .wait_for_caught_up(highest_index(&acks), SETTLE)
         .await;
@@ -209,32 +186,7 @@ async fn a_sigterm_leader_hands_leadership_over_before_it_exits_and_loses_no_ack
             && stopping.contains("handed_over=true"),
         "the old leader's log does not show a hand-over:\n{stopping}"
     );
-    let (during, ended) = proposer.finish().await;
-    eprintln!(
-        "{} proposals acknowledged under load; then {ended}",
-        during.len()
-    );
-    acks.extend(during);
-    acks.extend(cluster.propose_many(new.id, "after", 20).await);
-
-    let restarted_at = Instant::now();
-    cluster.restart(old.id);
-    let statuses = cluster
-        .wait_for_caught_up(highest_index(&acks), REJOIN)
-        .await;
-    eprintln!(
-        "node {} rejoined and caught up {:?} after its restart",
-        old.id,
-        restarted_at.elapsed()
-    );
-    let rejoined = &statuses[&old.id];
-    assert_eq!(rejoined.role, "follower");
-    assert_eq!((rejoined.leader, rejoined.term), (Some(new.id), new.term));
-    assert_acknowledged_below_every_commit_index(&acks, statuses.values());
-
-    let exits = cluster.stop_all(SETTLE).await;
-    assert!(exits.values().all(|status| status.success()), "{exits:?}");
-    cluster.assert_acknowledged_writes_stored(&acks);
+    rejoin_and_check(&mut cluster, proposer, acks, old.id, &new).await;
 }
 
 /// Waits until a running node other than `old` leads a later term than `old` did.
@@ -270,4 +222,41 @@ fn assert_acknowledged_below_every_commit_index<'a>(
             status.commit_index
         );
     }
+}
+
+/// The common end of the leader-loss tests: stop the background load, write more through the new
+/// leader, restart the old one, and check that it rejoins as a follower, that every acknowledged
+/// write is below every node's commit index, and that the stopped nodes' logs hold them all.
+async fn rejoin_and_check(
+    cluster: &mut TestCluster,
+    proposer: Proposer,
+    mut acks: Vec<Ack>,
+    old: NodeId,
+    new: &NodeStatus,
+) {
+    let (during, ended) = proposer.finish().await;
+    eprintln!(
+        "{} proposals acknowledged under load; then {ended}",
+        during.len()
+    );
+    acks.extend(during);
+    acks.extend(cluster.propose_many(new.id, "after", 20).await);
+
+    let restarted_at = Instant::now();
+    cluster.restart(old);
+    let statuses = cluster
+        .wait_for_caught_up(highest_index(&acks), REJOIN)
+        .await;
+    eprintln!(
+        "node {old} rejoined and caught up {:?} after its restart",
+        restarted_at.elapsed()
+    );
+    let rejoined = &statuses[&old];
+    assert_eq!(rejoined.role, "follower");
+    assert_eq!((rejoined.leader, rejoined.term), (Some(new.id), new.term));
+    assert_acknowledged_below_every_commit_index(&acks, statuses.values());
+
+    let exits = cluster.stop_all(SETTLE).await;
+    assert!(exits.values().all(|status| status.success()), "{exits:?}");
+    cluster.assert_acknowledged_writes_stored(&acks);
 }
