@@ -414,11 +414,7 @@ async fn submit_until_stopped(
 async fn a_dead_endpoint_costs_one_timeout_not_one_per_submit() {
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(STARTUP).await.id;
-    let followers: Vec<NodeId> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.others(leader);
     // While it does not know the leader, the SDK tries the endpoints in turn: in one of the two
     // orders it meets the dead follower first, whichever endpoint it starts with.
     let dead = followers[0];
@@ -478,11 +474,7 @@ async fn subscribers_on_different_nodes_see_one_sequence_across_a_leader_change(
     let mut seed = Seed::new("subscribers");
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(STARTUP).await.id;
-    let followers: Vec<NodeId> = cluster
-        .ids()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect();
+    let followers = cluster.others(leader);
     // Each of the first three subscribers can reach only its own node: two followers (they
     // serve up to their own commit index, through the leader change), and the leader, which
     // is killed and restarted under its subscriber. The fourth, filtered, may use any node.

@@ -226,3 +226,57 @@ fn nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
+
+/// Connections are a bounded resource: past `transport.connections_max` a node refuses new ones
+/// (with the limit in its log) and keeps serving those it has; one closing makes room again.
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_and_room_comes_back() {
+    // Two inbound peer links plus two clients.
+    let mut options = ClusterOptions::fast(3);
+    options
+        .environment
+        .push(("ORDO_TRANSPORT_CONNECTIONS_MAX".into(), "4".into()));
+    let cluster = TestCluster::start_with(options);
+    cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let node = 1;
+    // Earlier status queries may still be closing; wait until two clients fit.
+    let (first, second) = support::wait_until(
+        Duration::from_secs(10),
+        "two client connections to fit under the limit",
+        async || {
+            let first = cluster.connect(node).await.map_err(|e| e.to_string())?;
+            let second = cluster.connect(node).await.map_err(|e| e.to_string())?;
+            Ok((first, second))
+        },
+    )
+    .await;
+    let mark = cluster.log_mark(node);
+    let refused = cluster.connect(node).await;
+    assert!(refused.is_err(), "a connection past the limit was accepted");
+    cluster
+        .wait_for_log(
+            node,
+            mark,
+            &["connection limit reached"],
+            Duration::from_secs(10),
+        )
+        .await;
+    let status = first.request(&ClientRequest::Status).await;
+    assert!(
+        matches!(status, Ok(ClientResponse::Status(_))),
+        "{status:?}"
+    );
+    drop(second);
+    support::wait_until(
+        Duration::from_secs(10),
+        "room for a new connection once one closed",
+        async || {
+            cluster
+                .connect(node)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+}

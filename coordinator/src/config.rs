@@ -139,6 +139,7 @@ pub struct StorageSection {
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
     pub peer_queue_messages_max: u64,
+    pub connections_max: u64,
     pub client_streams_max: u64,
     pub handshake_timeout: HumanDuration,
     pub idle_timeout: HumanDuration,
@@ -174,6 +175,7 @@ impl Default for NodeConfig {
             },
             transport: TransportSection {
                 peer_queue_messages_max: 4096,
+                connections_max: 4096,
                 client_streams_max: 1024,
                 handshake_timeout: ms(5000),
                 idle_timeout: ms(10_000),
@@ -262,6 +264,11 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "transport",
         "peer_queue_messages_max",
         "count; messages queued per peer before dropping",
+    ),
+    (
+        "transport",
+        "connections_max",
+        "count; open connections (peers and clients) before refusing",
     ),
     (
         "transport",
@@ -396,9 +403,13 @@ impl NodeConfig {
                 "transport.reconnect_backoff_min exceeds reconnect_backoff_max".into(),
             ));
         }
-        if transport.peer_queue_messages_max == 0 || transport.client_streams_max == 0 {
+        if transport.peer_queue_messages_max == 0
+            || transport.client_streams_max == 0
+            || transport.connections_max < voters.len() as u64
+        {
             return Err(ConfigError::Invalid(
-                "transport queue limits must be positive".into(),
+                "transport queue limits must be positive, and connections_max must leave room for every peer"
+                    .into(),
             ));
         }
         Ok(())

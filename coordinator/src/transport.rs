@@ -31,7 +31,7 @@ use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
@@ -162,6 +162,8 @@ pub fn start(
         clients,
         batches,
         handshake_timeout: config.transport.handshake_timeout.0,
+        connections: Arc::new(Semaphore::new(config.transport.connections_max as usize)),
+        connections_max: config.transport.connections_max,
     };
     tokio::spawn(accept_loop(endpoint.clone(), Arc::new(accepting)));
     let client_config = peer_client_config(&config.tls_dir, config)?;
@@ -384,13 +386,25 @@ struct Accepting {
     clients: mpsc::Sender<ClientCommand>,
     batches: Arc<dyn BatchSource>,
     handshake_timeout: Duration,
+    /// One permit per open connection (`transport.connections_max`); beyond it new
+    /// connections are refused before the handshake.
+    connections: Arc<Semaphore>,
+    connections_max: u64,
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
+        let Ok(permit) = accepting.connections.clone().try_acquire_owned() else {
+            warn!(%remote, limit = accepting.connections_max, "refused connection: connection limit reached (transport.connections_max)");
+            metrics::counter!("ordo_connections_refused_total").increment(1);
+            incoming.refuse();
+            continue;
+        };
         let accepting = accepting.clone();
         tokio::spawn(async move {
+            // Held until this connection has been served to its end.
+            let _permit = permit;
             let connection = match tokio::time::timeout(accepting.handshake_timeout, incoming).await
             {
                 Ok(Ok(connection)) => connection,

@@ -247,6 +247,14 @@ impl TestCluster {
         self.options.election_timeout
     }
 
+    /// Every node but `id` (say, the followers of leader `id`).
+    pub fn others(&self, id: NodeId) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|other| *other != id)
+            .collect()
+    }
+
     pub fn ids(&self) -> Vec<NodeId> {
         self.nodes.keys().copied().collect()
     }
