@@ -77,7 +77,7 @@ pub mod sim;
 pub mod state;
 
 pub use raft::{
-    AppendResponse, Body, Config, ConfigError, ConflictHint, InvalidMessage, Message, Output,
-    ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId, RejectHint, ReplicationMode,
-    Restored, Role, StartError, Status, TransferError,
+    AppendResponse, Body, Config, ConfigError, ConflictHint, INDEX_MAX, InvalidMessage, Message,
+    Output, ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId, RejectHint,
+    ReplicationMode, Restored, Role, StartError, Status, TERM_MAX, TransferError,
 };

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use ordo_common::{Entry, EntryPayload, HardState, LogId};
 use ordo_core::sim::cluster::{Cluster, ClusterOptions};
 use ordo_core::{
-    AppendResponse, Body, Config, InvalidMessage, Message, Output, ProposalId, ProposeError, Raft,
-    ReadError, ReadId, ReplicationMode, Restored, Role, StartError, TransferError,
+    AppendResponse, Body, Config, ConflictHint, InvalidMessage, Message, Output, ProposalId,
+    ProposeError, Raft, ReadError, ReadId, RejectHint, ReplicationMode, Restored, Role, StartError,
+    TransferError,
 };
 
 fn cluster(nodes: usize, configure: impl Fn(&mut Config) + 'static) -> Cluster {
@@ -505,6 +506,16 @@ fn malformed_and_foreign_messages_are_refused_without_panicking() {
     assert_eq!(raft.term(), 0, "refused messages change nothing");
 }
 
+/// Mostly a plausible value below `bound`, sometimes a hostile one at the top of the range.
+fn extreme(rng: &mut ordo_core::rng::Prng, bound: u64) -> u64 {
+    match rng.below(20) {
+        0 => u64::MAX,
+        1 => u64::MAX - 1,
+        2 => u64::MAX / 2 + 1,
+        _ => rng.below(bound),
+    }
+}
+
 #[test]
 fn arbitrary_message_storms_never_panic_the_core() {
     let mut rng = ordo_core::rng::Prng::new(99);
@@ -512,9 +523,11 @@ fn arbitrary_message_storms_never_panic_the_core() {
         let mut raft =
             Raft::new(Config::new(1, vec![1, 2, 3]), Restored::default(), round).unwrap();
         for _ in 0..200 {
-            let term = rng.below(5);
-            let index = rng.below(8);
-            let body = match rng.below(7) {
+            // Mostly plausible values, sometimes hostile ones at the top of the range.
+            let term = extreme(&mut rng, 5);
+            let index = extreme(&mut rng, 8);
+            let far = extreme(&mut rng, 10);
+            let body = match rng.below(8) {
                 0 => Body::Vote {
                     last_log_id: LogId::new(rng.below(5), index),
                     pre_vote: rng.chance_percent(50),
@@ -525,26 +538,34 @@ fn arbitrary_message_storms_never_panic_the_core() {
                     granted: rng.chance_percent(50),
                 },
                 2 => {
-                    let first_term = rng.below(term + 1);
+                    let first_term = rng.below(term.saturating_add(1));
                     let entries = (0..rng.below(4))
                         .map(|k| Entry {
                             term: first_term,
-                            index: index + 1 + k,
+                            index: index.wrapping_add(1 + k),
                             payload: EntryPayload::Noop,
                         })
                         .collect();
-                    let prev_log_id = LogId::new(rng.below(first_term + 1), index);
+                    let prev_log_id = LogId::new(rng.below(first_term.saturating_add(1)), index);
                     Body::Append {
                         prev_log_id,
                         entries,
                         commit_index: rng.below(10),
                     }
                 }
-                3 => Body::AppendResponse(AppendResponse::Accepted {
-                    match_index: rng.below(10),
+                3 => Body::AppendResponse(AppendResponse::Accepted { match_index: far }),
+                6 => Body::AppendResponse(AppendResponse::Rejected {
+                    rejected_prev_index: index,
+                    hint: RejectHint {
+                        last_index: far,
+                        conflict: Some(ConflictHint {
+                            term,
+                            first_index: far,
+                        }),
+                    },
                 }),
                 4 => Body::Heartbeat {
-                    commit_index: rng.below(10),
+                    commit_index: far,
                     read_round: rng.below(3),
                 },
                 5 => Body::HeartbeatResponse {

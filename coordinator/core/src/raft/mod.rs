@@ -24,6 +24,66 @@ use progress::Progress;
 /// proposals cannot grow memory without bound either.
 const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
+/// The highest term a message may carry. A cluster electing a leader every millisecond would
+/// need 146 million years to reach it; anything above is refused as hostile or corrupt.
+pub const TERM_MAX: Term = u64::MAX / 2;
+/// The highest log index a message may name (the same reasoning as [`TERM_MAX`]).
+pub const INDEX_MAX: LogIndex = u64::MAX / 2;
+
+/// The name of the first term or index field of `message` beyond [`TERM_MAX`] / [`INDEX_MAX`].
+fn out_of_range_field(message: &Message) -> Option<&'static str> {
+    let terms_and_indexes: Vec<(&'static str, u64, u64)> = match &message.body {
+        Body::Vote { last_log_id, .. } => vec![
+            ("last log term", last_log_id.term, TERM_MAX),
+            ("last log index", last_log_id.index, INDEX_MAX),
+        ],
+        Body::Append {
+            prev_log_id,
+            entries,
+            commit_index,
+        } => {
+            let mut fields = vec![
+                ("previous term", prev_log_id.term, TERM_MAX),
+                (
+                    "previous index",
+                    prev_log_id.index,
+                    INDEX_MAX - entries.len() as u64,
+                ),
+                ("commit index", *commit_index, INDEX_MAX),
+            ];
+            fields.extend(
+                entries
+                    .iter()
+                    .map(|entry| ("entry term", entry.term, TERM_MAX)),
+            );
+            fields
+        }
+        Body::AppendResponse(AppendResponse::Accepted { match_index }) => {
+            vec![("match index", *match_index, INDEX_MAX)]
+        }
+        Body::AppendResponse(AppendResponse::Rejected {
+            rejected_prev_index,
+            hint,
+        }) => {
+            let mut fields = vec![
+                ("rejected index", *rejected_prev_index, INDEX_MAX),
+                ("hint last index", hint.last_index, INDEX_MAX),
+            ];
+            if let Some(conflict) = hint.conflict {
+                fields.push(("conflict term", conflict.term, TERM_MAX));
+                fields.push(("conflict index", conflict.first_index, INDEX_MAX));
+            }
+            fields
+        }
+        Body::Heartbeat { commit_index, .. } => vec![("commit index", *commit_index, INDEX_MAX)],
+        Body::VoteResponse { .. } | Body::HeartbeatResponse { .. } | Body::TimeoutNow => Vec::new(),
+    };
+    std::iter::once(("term", message.term, TERM_MAX))
+        .chain(terms_and_indexes)
+        .find(|(_, value, max)| value > max)
+        .map(|(name, _, _)| name)
+}
+
 /// The caller's name for a proposal, echoed in its [`Output::ProposalResult`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProposalId(pub u64);
@@ -136,6 +196,10 @@ pub enum InvalidMessage {
     FromSelf,
     #[error("malformed append: {0}")]
     MalformedAppend(&'static str),
+    /// A term above [`TERM_MAX`] or an index above [`INDEX_MAX`]: no real cluster reaches
+    /// them, and refusing them keeps every term and index sum in the core from overflowing.
+    #[error("{0} is beyond the range a cluster can reach (TERM_MAX / INDEX_MAX)")]
+    OutOfRange(&'static str),
     #[error("acknowledgement of index {match_index} beyond the leader's last index {last_index}")]
     AcknowledgedBeyondLog {
         match_index: LogIndex,
@@ -518,6 +582,9 @@ impl Raft {
         }
         if !self.config.voters.contains(&from) {
             return Err(InvalidMessage::UnknownSender(from));
+        }
+        if let Some(field) = out_of_range_field(message) {
+            return Err(InvalidMessage::OutOfRange(field));
         }
         if let Body::Append {
             prev_log_id,
