@@ -1,0 +1,298 @@
+#!/usr/bin/env bash
+# Ordo beside etcd on one machine, under the same load shape.
+#
+# Starts a 3-member etcd cluster and then a 3-node Ordo cluster on loopback, with their data in
+# one temporary directory (same filesystem, fsync on in both), and for every batch size K and
+# submitter count C runs C concurrent submitters, each waiting for its acknowledgement, for D
+# seconds: `ordo bench` on Ordo, bench/etcd-load (one Txn of K puts per batch) on etcd. Prints a
+# markdown table and the hardware it ran on. Every process it starts is stopped on exit.
+#
+#   bench/compare.sh                                  # K = 1 10 100, C = 1 64, 10 s each
+#   bench/compare.sh --duration 2s --batches 10 --clients 64
+#   bench/compare.sh --output bench/results-$(date +%F).md
+#
+# Only one system runs at a time: etcd is started, measured and stopped, then Ordo.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bench/compare.sh [options]            (each option also as an environment variable)
+  --duration D          each run's length                          COMPARE_DURATION   10s
+  --batches "K ..."     messages per batch (comma or space list)   COMPARE_BATCHES    "1 10 100"
+  --clients "C ..."     concurrent submitters (list)               COMPARE_CLIENTS    "1 64"
+  --size S              bytes per message                          COMPARE_SIZE       128
+  --etcd-port P         etcd clients on P..P+2, peers on P+3..P+5  COMPARE_ETCD_PORT  23790
+  --ordo-port P         Ordo nodes on P..P+2 (UDP, QUIC)           COMPARE_ORDO_PORT  7101
+  --data-parent DIR     where the temporary data directory goes    COMPARE_DATA_PARENT ${TMPDIR:-/tmp}
+  --etcd-connections N  HTTP/2 connections of the etcd load generator  COMPARE_ETCD_CONNECTIONS 4
+  --etcd-target T       leader (connect to the leader) or all (round-robin over the members)
+                                                                   COMPARE_ETCD_TARGET leader
+  --output FILE         also write the table to FILE                COMPARE_OUTPUT
+  --no-build            use the binaries already built (target/release/ordo, etcd-load)
+  --keep                keep the data directory and logs (printed at the end)
+EOF
+}
+
+duration=${COMPARE_DURATION:-10s}
+batches=${COMPARE_BATCHES:-1 10 100}
+clients=${COMPARE_CLIENTS:-1 64}
+size=${COMPARE_SIZE:-128}
+etcd_port=${COMPARE_ETCD_PORT:-23790}
+ordo_port=${COMPARE_ORDO_PORT:-7101}
+data_parent=${COMPARE_DATA_PARENT:-${TMPDIR:-/tmp}}
+etcd_connections=${COMPARE_ETCD_CONNECTIONS:-4}
+etcd_target=${COMPARE_ETCD_TARGET:-leader}
+output=${COMPARE_OUTPUT:-}
+build=1
+keep=0
+
+while (($#)); do
+    case $1 in
+        --duration) duration=$2; shift 2 ;;
+        --batches) batches=$2; shift 2 ;;
+        --clients) clients=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
+        --etcd-port) etcd_port=$2; shift 2 ;;
+        --ordo-port) ordo_port=$2; shift 2 ;;
+        --data-parent) data_parent=$2; shift 2 ;;
+        --etcd-connections) etcd_connections=$2; shift 2 ;;
+        --etcd-target) etcd_target=$2; shift 2 ;;
+        --output) output=$2; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --keep) keep=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+batches=${batches//,/ }
+clients=${clients//,/ }
+for n in $batches $clients $size $etcd_port $ordo_port $etcd_connections; do
+    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: $n is not a positive integer" >&2; exit 2; }
+done
+
+log() { echo "compare.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Both systems run with their defaults: no configuration leaks in from this shell.
+while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(ORDO_|ETCD_|ETCDCTL_)' || true)
+unset RUST_LOG
+
+# --- prerequisites ----------------------------------------------------------------------------
+
+if ! command -v etcd >/dev/null; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "etcd is missing: installing Debian's etcd-server package"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >&2
+    else
+        die "etcd is not on PATH. On Debian or Ubuntu: sudo apt-get install etcd-server (or put an etcd v3.4+ binary on PATH)"
+    fi
+fi
+etcd_version=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
+
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+ordo=$target_dir/release/ordo
+etcd_load=${CARGO_TARGET_DIR:-$root/bench/etcd-load/target}/release/etcd-load
+if ((build)); then
+    log "building ordo and etcd-load (release)"
+    (cd "$root" && cargo build --release --bin ordo)
+    cargo build --release --manifest-path "$root/bench/etcd-load/Cargo.toml"
+fi
+[[ -x $ordo ]] || die "$ordo is missing: run without --no-build"
+[[ -x $etcd_load ]] || die "$etcd_load is missing: run without --no-build"
+
+port_in_use() { # PROTO PORT
+    ss -Hln "$1" "sport = :$2" 2>/dev/null | grep -q .
+}
+for i in 0 1 2 3 4 5; do
+    ! port_in_use -t $((etcd_port + i)) || die "TCP port $((etcd_port + i)) is in use: choose --etcd-port"
+done
+for i in 0 1 2; do
+    ! port_in_use -u $((ordo_port + i)) || die "UDP port $((ordo_port + i)) is in use: choose --ordo-port"
+done
+
+mkdir -p "$data_parent"
+work=$(mktemp -d "$data_parent/ordo-compare.XXXXXX")
+mkdir -p "$work/logs" "$work/results"
+fs_type=$(df -PT "$work" | awk 'NR == 2 { print $2 }')
+fs_device=$(df -PT "$work" | awk 'NR == 2 { print $1 }')
+if [[ $fs_type == tmpfs || $fs_type == ramfs ]]; then
+    rmdir "$work/logs" "$work/results" "$work"
+    die "$data_parent is on $fs_type, where fsync costs nothing: choose --data-parent on a disk"
+fi
+
+# --- process bookkeeping: every server we start is stopped on exit ---------------------------
+
+pids=()
+stop_servers() {
+    local pid waited
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do
+        waited=0
+        while kill -0 "$pid" 2>/dev/null && ((waited < 100)); do sleep 0.1; waited=$((waited + 1)); done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "process $pid ignored SIGTERM for 10 s: SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    pids=()
+}
+on_exit() {
+    local status=$?
+    trap - EXIT INT TERM
+    stop_servers
+    if ((status != 0)); then
+        for f in "$work"/logs/*.log; do
+            [[ -s $f ]] || continue
+            echo "--- last lines of $f" >&2
+            tail -n 15 "$f" >&2
+        done
+    fi
+    if ((keep)); then
+        log "data and logs kept in $work"
+    else
+        rm -rf "$work"
+    fi
+    exit "$status"
+}
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+all_alive() {
+    local pid
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
+}
+
+# A JSON number field from one line of `--json` output.
+field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
+
+run_pair() { # SYSTEM K C COMMAND...
+    local system=$1 k=$2 c=$3 line
+    shift 3
+    if line=$("$@" 2>>"$work/logs/$system-load.log" | grep '^{' | tail -n 1) && [[ -n $line ]]; then
+        echo "$line" >"$work/results/$system-$k-$c.json"
+        log "$(printf '%-4s K=%-3s C=%-3s %8.0f batches/s  p50 %6.2f ms  p99 %6.2f ms  errors %s' \
+            "$system" "$k" "$c" "$(field "$line" batches_per_second)" \
+            "$(field "$line" latency_ms_p50)" "$(field "$line" latency_ms_p99)" "$(field "$line" errors)")"
+    else
+        log "$system K=$k C=$c: the load generator failed (see $system-load.log)"
+    fi
+    all_alive || die "a $system server exited during K=$k C=$c"
+}
+
+measure() { # SYSTEM RUNNER: a warm-up, every (K, C) pair, then the servers are stopped
+    local system=$1 runner=$2 k c
+    "$runner" 8 10 2s >/dev/null 2>>"$work/logs/$system-load.log" || die "the $system warm-up failed"
+    all_alive || die "a $system server exited during the warm-up"
+    for k in $batches; do
+        for c in $clients; do
+            run_pair "$system" "$k" "$c" "$runner" "$c" "$k" "$duration"
+        done
+    done
+    stop_servers
+}
+
+max_k=0
+for k in $batches; do
+    if ((k > max_k)); then max_k=$k; fi
+done
+
+# --- etcd ---------------------------------------------------------------------------------------
+
+etcd_endpoints=127.0.0.1:$etcd_port,127.0.0.1:$((etcd_port + 1)),127.0.0.1:$((etcd_port + 2))
+etcd_cluster=""
+for i in 1 2 3; do
+    etcd_cluster+="${etcd_cluster:+,}e$i=http://127.0.0.1:$((etcd_port + 2 + i))"
+done
+# Defaults allow 128 operations and 1.5 MiB per request; raise them only if the load needs it.
+# The 8 GiB backend quota (etcd's suggested maximum; default 2 GiB) keeps long runs from
+# raising the NOSPACE alarm; it changes no write path.
+etcd_limits=(--quota-backend-bytes=$((8 * 1024 * 1024 * 1024)))
+if ((max_k > 128)); then etcd_limits+=(--max-txn-ops="$max_k"); fi
+request_bytes=$((max_k * (size + 64) + 4096))
+if ((request_bytes > 1572864)); then etcd_limits+=(--max-request-bytes="$request_bytes"); fi
+
+log "etcd $etcd_version: 3 members on $etcd_endpoints, data in $work/etcd ($fs_type)"
+for i in 1 2 3; do
+    client_url=http://127.0.0.1:$((etcd_port + i - 1))
+    peer_url=http://127.0.0.1:$((etcd_port + 2 + i))
+    etcd --name "e$i" --data-dir "$work/etcd/e$i" --logger zap \
+        --listen-client-urls "$client_url" --advertise-client-urls "$client_url" \
+        --listen-peer-urls "$peer_url" --initial-advertise-peer-urls "$peer_url" \
+        --initial-cluster "$etcd_cluster" --initial-cluster-state new \
+        --initial-cluster-token "ordo-compare-$$" "${etcd_limits[@]}" \
+        >"$work/logs/etcd-$i.log" 2>&1 &
+    pids+=($!)
+done
+etcd_load_run() { # C K DURATION
+    "$etcd_load" --endpoints "$etcd_endpoints" --connections "$etcd_connections" \
+        --target "$etcd_target" --clients "$1" --batch "$2" --size "$size" --duration "$3" --json
+}
+# etcd-load waits for a leader (up to 30 s) before the warm-up starts.
+measure etcd etcd_load_run
+rm -rf "$work/etcd"
+
+# --- Ordo ---------------------------------------------------------------------------------------
+
+ordo_endpoints=127.0.0.1:$ordo_port,127.0.0.1:$((ordo_port + 1)),127.0.0.1:$((ordo_port + 2))
+ordo_peers=1=127.0.0.1:$ordo_port,2=127.0.0.1:$((ordo_port + 1)),3=127.0.0.1:$((ordo_port + 2))
+tls=$work/ordo/tls
+ordo_revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
+"$ordo" certs --dir "$tls" --nodes 3 --clients cli >/dev/null
+log "ordo $ordo_revision: 3 nodes on $ordo_endpoints, data in $work/ordo ($fs_type)"
+for id in 1 2 3; do
+    "$ordo" serve --id "$id" --listen "127.0.0.1:$((ordo_port + id - 1))" --peers "$ordo_peers" \
+        --data-dir "$work/ordo/node-$id" --tls-dir "$tls" >"$work/logs/ordo-$id.log" 2>&1 &
+    pids+=($!)
+done
+deadline=$((SECONDS + 30))
+until "$ordo" status --endpoints "$ordo_endpoints" --tls-dir "$tls" --json 2>/dev/null |
+    grep -q '"role":"leader"'; do
+    all_alive || die "an Ordo node exited"
+    ((SECONDS < deadline)) || die "no Ordo leader within 30 s"
+    sleep 0.2
+done
+ordo_bench_run() { # C K DURATION
+    "$ordo" bench --endpoints "$ordo_endpoints" --tls-dir "$tls" \
+        --clients "$1" --batch "$2" --size "$size" --duration "$3" --json
+}
+measure ordo ordo_bench_run
+
+# --- the table ----------------------------------------------------------------------------------
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+cell() { # SYSTEM K C FIELD FORMAT
+    local file=$work/results/$1-$2-$3.json value
+    [[ -f $file ]] && value=$(field "$(<"$file")" "$4") && [[ -n $value ]] || { printf 'failed'; return; }
+    awk -v v="$value" -v f="$5" 'BEGIN { printf f, v }'
+}
+ratio() { # K C
+    local e o
+    e=$(cell etcd "$1" "$2" batches_per_second %.6f)
+    o=$(cell ordo "$1" "$2" batches_per_second %.6f)
+    awk -v e="$e" -v o="$o" 'BEGIN { if (e + 0 > 0 && o != "failed") printf "%.2f", o / e; else printf "-" }'
+}
+table=$(
+    echo "Ordo beside etcd, $(date -u '+%Y-%m-%d %H:%M UTC'), each run $duration, messages of $size B"
+    echo
+    echo "- hardware: $(nproc) CPUs ($cpu), $memory RAM, data on $fs_type ($fs_device), $(uname -sr)"
+    echo "- etcd $etcd_version: 3 members, default fsync; load: bench/etcd-load, one Txn of K puts per batch, $etcd_connections HTTP/2 connections to the $etcd_target"
+    echo "- Ordo $ordo_revision: 3 \`ordo serve\` nodes; load: \`ordo bench\`"
+    echo
+    echo "| K | C | etcd batches/s | etcd msgs/s | etcd p50 ms | etcd p99 ms | Ordo batches/s | Ordo msgs/s | Ordo p50 ms | Ordo p99 ms | Ordo/etcd batches/s | errors etcd/Ordo |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for k in $batches; do
+        for c in $clients; do
+            echo "| $k | $c | $(cell etcd "$k" "$c" batches_per_second %.0f) | $(cell etcd "$k" "$c" messages_per_second %.0f) | $(cell etcd "$k" "$c" latency_ms_p50 %.2f) | $(cell etcd "$k" "$c" latency_ms_p99 %.2f) | $(cell ordo "$k" "$c" batches_per_second %.0f) | $(cell ordo "$k" "$c" messages_per_second %.0f) | $(cell ordo "$k" "$c" latency_ms_p50 %.2f) | $(cell ordo "$k" "$c" latency_ms_p99 %.2f) | $(ratio "$k" "$c") | $(cell etcd "$k" "$c" errors %d)/$(cell ordo "$k" "$c" errors %d) |"
+        done
+    done
+)
+echo "$table"
+if [[ -n $output ]]; then
+    echo "$table" >"$output"
+    log "table written to $output"
+fi
