@@ -26,6 +26,8 @@
 // Each test crate uses part of the harness.
 #![allow(dead_code)]
 
+pub mod history;
+pub mod netfault;
 pub mod raw;
 
 use std::collections::BTreeMap;
@@ -64,6 +66,9 @@ pub struct ClusterOptions {
     pub environment: Vec<(String, String)>,
     /// `RUST_LOG` for the nodes; `ORDO_TEST_RUST_LOG` overrides it.
     pub log_filter: String,
+    /// Give each node its own loopback address (127.A.B.id, with A.B unique to the cluster), so
+    /// that firewall rules can cut the links between two nodes and nothing else.
+    pub distinct_hosts: bool,
 }
 
 impl ClusterOptions {
@@ -76,6 +81,7 @@ impl ClusterOptions {
             tick_interval: Duration::from_millis(10),
             environment: Vec::new(),
             log_filter: "info".into(),
+            distinct_hosts: false,
         }
     }
 
@@ -180,6 +186,8 @@ pub struct TestCluster {
     tls_dir: PathBuf,
     options: ClusterOptions,
     nodes: BTreeMap<NodeId, Node>,
+    /// Where the other nodes send to reach a node, when not its own address (a proxy).
+    peer_routes: BTreeMap<NodeId, SocketAddr>,
     client_tls: ClientTls,
     /// Every leader seen, by term: Raft allows at most one per term.
     leaders_by_term: Mutex<BTreeMap<Term, NodeId>>,
@@ -192,6 +200,16 @@ impl TestCluster {
     }
 
     pub fn start_with(options: ClusterOptions) -> Self {
+        let mut cluster = Self::prepare(options);
+        for id in cluster.ids() {
+            cluster.spawn(id);
+        }
+        cluster
+    }
+
+    /// Lays out a cluster (certificates, addresses, directories) without starting a node: for
+    /// tests that set up routes first. [`Self::restart`] starts each node.
+    pub fn prepare(options: ClusterOptions) -> Self {
         assert!(options.nodes >= 1, "a cluster needs a node");
         let dir = tempfile::Builder::new()
             .prefix("ordo-test-")
@@ -208,11 +226,17 @@ impl TestCluster {
             CLIENT_NAME,
         ]);
         let ports = free_loopback_ports(options.nodes as usize);
+        let host = if options.distinct_hosts {
+            distinct_loopback_prefix()
+        } else {
+            [127, 0, 0]
+        };
         let nodes = (1..=options.nodes)
             .zip(ports)
             .map(|(id, port)| {
+                let last = if options.distinct_hosts { id as u8 } else { 1 };
                 let node = Node {
-                    address: SocketAddr::from(([127, 0, 0, 1], port)),
+                    address: SocketAddr::from(([host[0], host[1], host[2], last], port)),
                     data_dir: dir.path().join(format!("node-{id}")),
                     log_path: dir.path().join(format!("node-{id}.log")),
                     child: None,
@@ -223,18 +247,21 @@ impl TestCluster {
             .collect();
         let client_tls =
             ClientTls::load(&tls_dir, Some(CLIENT_NAME)).expect("load the client identity");
-        let mut cluster = Self {
+        Self {
             dir: Some(dir),
             tls_dir,
             options,
             nodes,
+            peer_routes: BTreeMap::new(),
             client_tls,
             leaders_by_term: Mutex::new(BTreeMap::new()),
-        };
-        for id in cluster.ids() {
-            cluster.spawn(id);
         }
-        cluster
+    }
+
+    /// From the next start on, the other nodes reach node `id` at `address` (say, a proxy in
+    /// front of it) instead of its own address. Clients still use its own address.
+    pub fn route_peers_to(&mut self, id: NodeId, address: SocketAddr) {
+        self.peer_routes.insert(id, address);
     }
 
     // ----- layout -----
@@ -312,8 +339,7 @@ impl TestCluster {
     /// SIGTERM: asks the node to stop gracefully (a leader hands over first). Returns at once;
     /// [`Self::wait_exit`] waits for the process.
     pub fn sigterm(&mut self, id: NodeId) {
-        let child = self.node(id).child.as_ref().expect("the node is running");
-        signal(child, libc::SIGTERM);
+        signal(self.child(id), libc::SIGTERM);
     }
 
     /// Waits for the node's process to exit and returns how it ended.
@@ -357,11 +383,28 @@ impl TestCluster {
         self.spawn(id);
     }
 
+    /// SIGSTOP: the node freezes (timers, sockets and all) until [`Self::sigcont`].
+    pub fn sigstop(&self, id: NodeId) {
+        signal(self.child(id), libc::SIGSTOP);
+    }
+
+    pub fn sigcont(&self, id: NodeId) {
+        signal(self.child(id), libc::SIGCONT);
+    }
+
+    fn child(&self, id: NodeId) -> &Child {
+        let child = self.node(id).child.as_ref();
+        child.unwrap_or_else(|| panic!("node {id} is not running"))
+    }
+
     fn spawn(&mut self, id: NodeId) {
         let peers: Vec<String> = self
             .nodes
             .iter()
-            .map(|(id, node)| format!("{id}={}", node.address))
+            .map(|(peer, node)| {
+                let route = self.peer_routes.get(peer).filter(|_| *peer != id);
+                format!("{peer}={}", route.unwrap_or(&node.address))
+            })
             .collect();
         let peers = peers.join(",");
         let environment = self.options.node_environment();
@@ -464,6 +507,30 @@ impl TestCluster {
                 }
             }
             Ok(statuses)
+        })
+        .await
+    }
+
+    /// Waits until there is an agreed leader and every running node has committed what the
+    /// leader had committed when the wait began: "caught up" for a cluster under load, where
+    /// the leader's log keeps growing. Returns every running node's status.
+    pub async fn wait_for_commit_everywhere(
+        &self,
+        timeout: Duration,
+    ) -> BTreeMap<NodeId, NodeStatus> {
+        let target = self.wait_for_leader(timeout).await.commit_index;
+        let what = format!("every running node to commit up to the leader's {target}");
+        wait_until(timeout, &what, async || {
+            let statuses = self.statuses().await?;
+            agreed_leader(&statuses)?;
+            if statuses
+                .values()
+                .all(|status| status.commit_index >= target)
+            {
+                Ok(statuses)
+            } else {
+                Err(format!("not caught up: {}", describe(&statuses)))
+            }
         })
         .await
     }
@@ -843,6 +910,14 @@ pub fn free_loopback_ports(count: usize) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// A loopback prefix 127.A.B no other cluster of this test process uses (nodes add `.id`).
+fn distinct_loopback_prefix() -> [u8; 3] {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let a = 100 + (u64::from(std::process::id()) % 100) as u8;
+    [127, a, (n % 250) as u8 + 1]
 }
 
 fn os_assigned_port() -> u16 {
