@@ -25,8 +25,7 @@ pub fn run(
         .collect();
     let peers = peers.join(",");
     let executable = std::env::current_exe()?;
-    let mut children: Vec<(u64, Child)> = Vec::new();
-    for id in 1..=nodes {
+    let spawn = |id: u64| -> std::io::Result<Child> {
         let mut command = Command::new(&executable);
         // If `ordo dev` dies without stopping its nodes, the kernel stops them.
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
@@ -73,7 +72,11 @@ pub fn run(
                 }
             });
         }
-        children.push((id, child));
+        Ok(child)
+    };
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for id in 1..=nodes {
+        children.push((id, spawn(id)?));
     }
     let endpoints: Vec<String> = (1..=nodes).map(address).collect();
     println!("ordo dev: {nodes} nodes running");
@@ -84,6 +87,7 @@ pub fn run(
         endpoints.join(","),
         tls_dir.display()
     );
+    println!("  a node that exits (say, kill -9) is restarted after {RESTART_DELAY:?}");
     println!("  Ctrl-C stops every node");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -115,14 +119,27 @@ pub fn run(
             stop.store(true, Ordering::SeqCst);
         });
     }
+    // Like a supervisor: a node that exits is started again, so that killing one (the leader,
+    // say) shows the cluster carrying on and the node catching up.
+    let mut restarts: Vec<(u64, std::time::Instant)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        if let Some((id, status)) = children
-            .iter_mut()
-            .find_map(|(id, child)| Some((*id, child.try_wait().ok()??)))
-        {
-            eprintln!("ordo dev: node {id} exited ({status}); stopping the others");
-            break;
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait()
+                && !restarts.iter().any(|(waiting, _)| waiting == id)
+            {
+                eprintln!(
+                    "ordo dev: node {id} exited ({status}); restarting it in {RESTART_DELAY:?}"
+                );
+                restarts.push((*id, std::time::Instant::now() + RESTART_DELAY));
+            }
+        }
+        let now = std::time::Instant::now();
+        for (id, _) in restarts.extract_if(.., |(_, at)| *at <= now) {
+            let slot = children.iter_mut().find(|(node, _)| *node == id);
+            let (_, child) = slot.expect("every restarted node has a slot");
+            *child = spawn(id)?;
+            eprintln!("ordo dev: node {id} restarted");
         }
     }
     for (_, child) in &children {
@@ -142,6 +159,9 @@ pub fn run(
     }
     Ok(code)
 }
+
+/// How long `ordo dev` waits before it starts a node that exited.
+const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// SIGTERM: the node stops gracefully (a leader hands over first).
 fn terminate(child: &Child) {
