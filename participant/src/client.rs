@@ -99,7 +99,13 @@ struct Inner {
     /// The node believed to lead, and open connections by address.
     leader: Mutex<Option<SocketAddr>>,
     connections: Mutex<Vec<NodeConnection>>,
+    /// When each endpoint last failed: retries go to the others first.
+    failures: Mutex<Vec<(SocketAddr, Instant)>>,
 }
+
+/// How long an endpoint that failed is tried only after the others: long enough to skip a dead
+/// node while the cluster elects a new leader, short enough to come back to a restarted one.
+pub const FAILED_ENDPOINT_AVOID: Duration = Duration::from_secs(3);
 
 impl Client {
     /// Loads the TLS files and checks that at least one endpoint answers.
@@ -111,6 +117,7 @@ impl Client {
                 tls,
                 leader: Mutex::new(None),
                 connections: Mutex::new(Vec::new()),
+                failures: Mutex::new(Vec::new()),
             }),
         };
         let mut last_error = None;
@@ -261,11 +268,10 @@ impl Client {
         topics: Vec<String>,
         sender: mpsc::Sender<Result<CommittedBatch, QueryError>>,
     ) {
-        let endpoints = self.inner.config.endpoints.clone();
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let address = endpoints[attempt as usize % endpoints.len()];
+            let address = self.endpoint(attempt);
             let streamed = async {
                 let connection = self.connection(address).await.map_err(|e| e.to_string())?;
                 let (mut send, mut receive) = connection
@@ -318,8 +324,24 @@ impl Client {
     /// Which node to try on this attempt: the believed leader, else the endpoints in turn.
     fn target(&self, attempt: u32) -> SocketAddr {
         let leader = *self.inner.leader.lock().expect("leader lock");
+        leader.unwrap_or_else(|| self.endpoint(attempt))
+    }
+
+    /// The endpoints in turn, skipping those that failed within [`FAILED_ENDPOINT_AVOID`]
+    /// (unless every one did).
+    fn endpoint(&self, attempt: u32) -> SocketAddr {
         let endpoints = &self.inner.config.endpoints;
-        leader.unwrap_or(endpoints[attempt as usize % endpoints.len()])
+        let failures = self.inner.failures.lock().expect("failures lock");
+        let failed_recently = |address: &SocketAddr| {
+            failures
+                .iter()
+                .any(|(failed, at)| failed == address && at.elapsed() < FAILED_ENDPOINT_AVOID)
+        };
+        let start = attempt as usize;
+        (0..endpoints.len())
+            .map(|step| endpoints[(start + step) % endpoints.len()])
+            .find(|address| !failed_recently(address))
+            .unwrap_or(endpoints[start % endpoints.len()])
     }
 
     /// Only the leader answers submits and status queries with an outcome: go straight back to
@@ -340,6 +362,10 @@ impl Client {
             *leader = None;
         }
         drop(leader);
+        let mut failures = self.inner.failures.lock().expect("failures lock");
+        failures.retain(|(failed, _)| *failed != address);
+        failures.push((address, Instant::now()));
+        drop(failures);
         self.inner
             .connections
             .lock()
