@@ -73,6 +73,7 @@ struct Run {
     /// Set by the proxy run: the proxies and their fault table live as long as the run.
     proxies: Vec<UdpProxy>,
     links: FaultTable,
+    started: Instant,
 }
 
 impl Run {
@@ -268,6 +269,10 @@ async fn whole_cluster_restart(run: &mut Run) {
             run.cluster.stop_all(RECOVERY_TIMEOUT).await;
         }
         run.faults += 1;
+        println!(
+            "  all nodes down at {:.1}s",
+            run.started.elapsed().as_secs_f64()
+        );
         run.pause(0, 500).await;
         for id in run.cluster.ids() {
             run.cluster.restart(id);
@@ -334,6 +339,7 @@ async fn run_fault(name: &str, nodes: u64, scenario: Scenario, seed: u64) {
         faults: 0,
         proxies,
         links,
+        started,
     };
     run.workload()
         .wait_for_progress(ACKNOWLEDGED_BEFORE_FAULTS_MIN, RECOVERY_TIMEOUT)
@@ -367,6 +373,21 @@ async fn run_fault(name: &str, nodes: u64, scenario: Scenario, seed: u64) {
         .filter(|op| matches!(op.seen, Seen::Unknown { .. }))
         .filter(|op| history::applied_ids(&history).contains(&op.batch.id))
         .count();
+    for operation in &history.operations {
+        if let Seen::Unknown { detail } = &operation.seen {
+            println!(
+                "  unknown outcome: batch {} submitted {:.1}s into the run, for {:.1}s ({detail}); \
+                 afterwards the cluster said {:?}",
+                operation.batch.id,
+                operation.invoked.duration_since(started).as_secs_f64(),
+                operation
+                    .completed
+                    .duration_since(operation.invoked)
+                    .as_secs_f64(),
+                operation.resolved
+            );
+        }
+    }
     drop(run.proxies);
     println!(
         "fault {name} seed={seed}: ok in {:.1}s, {} faults; {summary}; {unknown_applied} of the \
