@@ -29,8 +29,8 @@
 //! While it runs, kill a coordinator — the leader, for the hard case (`target/release/ordo
 //! status` says which node leads; `pgrep -af 'ordo serve'` shows each node's pid and `--id`):
 //! `kill -9 PID`. The transfers pause for an election and go on, and the checks still hold. A
-//! service whose subscription was on the killed node notices at the QUIC idle timeout (the
-//! nodes' `transport.idle_timeout`, 10 s) and resumes after its cursor on another node; the
+//! service whose subscription was on the killed node notices at the SDK's idle timeout
+//! (`CLIENT_IDLE_TIMEOUT`, 4 s) and resumes after its cursor on another node; the
 //! producers read their view from the accounts service, so while that one waits, transfers
 //! slow down.
 //!
@@ -82,7 +82,7 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a producer waits for its view to show what it knows has committed.
 const VIEW_WAIT: Duration = Duration::from_secs(2);
 /// How long both services may take to apply the closing batch. A subscription on a killed
-/// coordinator notices only at the QUIC idle timeout (10 s by default), then moves on.
+/// coordinator notices only at the SDK's idle timeout (4 s), then moves on.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 

@@ -12,6 +12,13 @@ use ordo_common::tls::{self, CLUSTER_SERVER_NAME, Identity, TlsError};
 use ordo_common::wire::{CLIENT_ALPN, FrameError, read_frame, write_frame};
 use quinn::crypto::rustls::QuicClientConfig;
 
+/// How often an idle client connection proves it is alive.
+pub const CLIENT_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection that hears nothing for this long is closed: a subscription on a node that
+/// died (kill -9, power loss, cut off) moves to another node after this, instead of after the
+/// node's own idle timeout (10 s). Four keep-alives fit in it, so a live node is never dropped.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Why a connection or a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -59,7 +66,10 @@ impl ClientTls {
             .map_err(|error| ConnectError::Tls(TlsError::Config(error.to_string())))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE_INTERVAL));
+        let idle = quinn::IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT)
+            .map_err(|error| ConnectError::Tls(TlsError::Config(error.to_string())))?;
+        transport.max_idle_timeout(Some(idle));
         config.transport_config(Arc::new(transport));
         Ok(Self { config })
     }
