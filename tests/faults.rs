@@ -446,6 +446,8 @@ fn main() {
         }
         return;
     }
+    history::self_test();
+    println!("history checker: caught every planted violation in its self-test");
     let firewall = Firewall::check();
     let require_firewall = std::env::var_os(REQUIRE_FIREWALL).is_some_and(|v| v == "1");
     if let Err(why) = &firewall {

@@ -515,3 +515,139 @@ fn check_real_time(history: &History, applied_at: &BTreeMap<BatchId, u64>) -> Ve
 pub fn applied_ids(history: &History) -> BTreeSet<BatchId> {
     history.applied[0].iter().map(|batch| batch.id).collect()
 }
+
+/// Plants each kind of violation in a small clean history and fails unless [`check`] reports
+/// it (and reports nothing for the clean one): the checker is trusted only after it has been
+/// seen to catch what it is for. Runs before every fault run; needs no cluster.
+pub fn self_test() {
+    let start = Instant::now();
+    let at = |millis: u64| start + Duration::from_millis(millis);
+    let batch = |n: u8, topic: &str, preconditions: Vec<Precondition>| Batch {
+        id: BatchId([n; 16]),
+        messages: vec![Message::new(topic, Bytes::from(vec![n]))],
+        preconditions,
+    };
+    let a = batch(1, "orders", Vec::new());
+    let offset_one = Precondition::TopicOffset {
+        topic: "orders".into(),
+        offset: 1,
+    };
+    let b = batch(2, "orders", vec![offset_one]);
+    let c = batch(3, "stock", Vec::new());
+    let fence = batch(9, FENCE_TOPIC, Vec::new());
+    let operation = |batch: &Batch, invoked: u64, completed: u64, seen: Seen| Operation {
+        producer: 0,
+        batch: batch.clone(),
+        invoked: at(invoked),
+        completed: at(completed),
+        seen,
+        resolved: None,
+    };
+    let applied = |batches: &[&Batch]| -> Vec<CommittedBatch> {
+        let numbered = batches.iter().enumerate();
+        let committed = numbered.map(|(n, batch)| CommittedBatch {
+            seq: n as u64 + 1,
+            index: n as u64 + 2,
+            id: batch.id,
+            messages: batch.messages.clone(),
+        });
+        committed.collect()
+    };
+    let clean = || History {
+        operations: vec![
+            operation(&a, 0, 10, Seen::Committed { seq: 1 }),
+            operation(&b, 20, 30, Seen::Committed { seq: 2 }),
+            operation(&c, 20, 30, Seen::Rejected),
+        ],
+        applied: vec![applied(&[&a, &b, &fence]); 2],
+        fence: (fence.id, 3),
+    };
+    let expect = |what: &str, history: History, needle: &str| {
+        let violations = check(&history);
+        assert!(
+            violations.iter().any(|v| v.contains(needle)),
+            "the history checker missed a planted {what} (looked for {needle:?}); it said: \
+             {violations:?}"
+        );
+    };
+    let violations = check(&clean());
+    assert!(
+        violations.is_empty(),
+        "a clean history failed the checker: {violations:?}"
+    );
+
+    let mut lost = clean();
+    lost.applied = vec![applied(&[&a, &fence]); 2];
+    lost.fence.1 = 2;
+    expect("lost batch", lost, "lost:");
+
+    let mut duplicate = clean();
+    duplicate.applied = vec![applied(&[&a, &b, &a, &fence]); 2];
+    duplicate.fence.1 = 4;
+    expect("duplicate", duplicate, "duplicate:");
+
+    let mut torn = clean();
+    for subscriber in &mut torn.applied {
+        subscriber[1]
+            .messages
+            .push(Message::new("audit", Bytes::new()));
+    }
+    expect("torn batch", torn, "torn:");
+
+    let mut divergent = clean();
+    divergent.applied[1] = applied(&[&a, &c, &fence]);
+    expect("divergence", divergent, "divergent:");
+
+    let mut reordered = clean();
+    reordered.operations[0].seen = Seen::Committed { seq: 2 };
+    reordered.operations[1].seen = Seen::Committed { seq: 1 };
+    reordered.operations[1].batch.preconditions.clear();
+    let b_first = {
+        let mut b = b.clone();
+        b.preconditions.clear();
+        b
+    };
+    reordered.applied = vec![applied(&[&b_first, &a, &fence]); 2];
+    expect("real-time reordering", reordered, "real-time order:");
+
+    let mut visible = clean();
+    visible.applied = vec![applied(&[&a, &b, &c, &fence]); 2];
+    visible.fence.1 = 4;
+    expect(
+        "rejected but visible batch",
+        visible,
+        "visible but rejected:",
+    );
+
+    let mut phantom = clean();
+    let stranger = batch(7, "orders", Vec::new());
+    phantom.applied = vec![applied(&[&a, &b, &stranger, &fence]); 2];
+    phantom.fence.1 = 4;
+    expect("phantom batch", phantom, "phantom:");
+
+    let mut unknown = clean();
+    unknown.operations[2].seen = Seen::Unknown {
+        detail: "planted".into(),
+    };
+    unknown.operations[2].resolved = Some(None);
+    unknown.applied = vec![applied(&[&a, &b, &c, &fence]); 2];
+    unknown.fence.1 = 4;
+    expect(
+        "unknown outcome that contradicts the cluster",
+        unknown,
+        "unknown batch",
+    );
+
+    let mut precondition = clean();
+    precondition.applied = vec![applied(&[&b, &a, &fence]); 2];
+    precondition.operations[0].seen = Seen::Committed { seq: 2 };
+    precondition.operations[1].seen = Seen::Committed { seq: 1 };
+    precondition.operations[1].invoked = at(0);
+    precondition.operations[0].invoked = at(20);
+    precondition.operations[0].completed = at(30);
+    expect(
+        "broken precondition",
+        precondition,
+        "required \"orders\" at offset 1",
+    );
+}
