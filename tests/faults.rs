@@ -39,27 +39,40 @@ const KILL_CYCLES: u64 = 30;
 
 type Scenario = fn(&mut Run) -> std::pin::Pin<Box<dyn Future<Output = ()> + '_>>;
 
-/// Every fault kind: name, nodes, needs the firewall, the fault loop.
-const FAULTS: &[(&str, u64, bool, Scenario)] = &[
-    ("kill9-leader", 3, false, |run| Box::pin(kill9(run, true))),
-    ("kill9-random", 3, false, |run| Box::pin(kill9(run, false))),
-    ("sigstop", 3, false, |run| Box::pin(sigstop(run))),
-    ("partition-leader-minority", 5, true, |run| {
+/// How the nodes reach each other in a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Network {
+    /// Straight over loopback.
+    Direct,
+    /// Straight, with firewall rules cutting links (needs root and iptables).
+    Cuts,
+    /// Through a [`UdpProxy`] in front of every node, with the run's [`FaultTable`].
+    Proxy,
+}
+
+use Network::{Cuts, Direct, Proxy};
+
+/// Every fault kind: name, nodes, network, the fault loop.
+const FAULTS: &[(&str, u64, Network, Scenario)] = &[
+    ("kill9-leader", 3, Direct, |run| Box::pin(kill9(run, true))),
+    ("kill9-random", 3, Direct, |run| Box::pin(kill9(run, false))),
+    ("sigstop", 3, Direct, |run| Box::pin(sigstop(run))),
+    ("partition-leader-minority", 5, Cuts, |run| {
         Box::pin(partition_leader_minority(run))
     }),
-    ("partition-split", 5, true, |run| {
+    ("partition-split", 5, Cuts, |run| {
         Box::pin(partition_split(run))
     }),
-    ("partition-one-way", 3, true, |run| {
+    ("partition-one-way", 3, Cuts, |run| {
         Box::pin(partition_one_way(run))
     }),
-    ("udp-loss-delay", 3, false, |run| {
+    ("udp-loss-delay", 3, Proxy, |run| {
         Box::pin(loss_and_delay(run))
     }),
-    ("whole-cluster-restart", 3, false, |run| {
+    ("whole-cluster-restart", 3, Direct, |run| {
         Box::pin(whole_cluster_restart(run))
     }),
-    ("rolling-restart", 3, false, |run| {
+    ("rolling-restart", 3, Direct, |run| {
         Box::pin(rolling_restart(run))
     }),
 ];
@@ -102,6 +115,11 @@ impl Run {
         ids[self.random.below(ids.len() as u64) as usize]
     }
 
+    fn pick_any(&mut self) -> NodeId {
+        let ids = self.cluster.ids();
+        self.pick(&ids)
+    }
+
     fn election_ms(&self) -> u64 {
         self.cluster.election_timeout().as_millis() as u64
     }
@@ -116,8 +134,7 @@ async fn kill9(run: &mut Run, leader_only: bool) {
         let target = if leader_only {
             run.leader().await
         } else {
-            let ids = run.cluster.ids();
-            run.pick(&ids)
+            run.pick_any()
         };
         run.cluster.kill9(target);
         run.faults += 1;
@@ -133,8 +150,7 @@ async fn sigstop(run: &mut Run) {
         let target = if cycle % 2 == 0 {
             run.leader().await
         } else {
-            let ids = run.cluster.ids();
-            run.pick(&ids)
+            run.pick_any()
         };
         run.cluster.sigstop(target);
         run.faults += 1;
@@ -297,7 +313,7 @@ async fn rolling_restart(run: &mut Run) {
 }
 
 /// Runs one fault kind with `seed`; panics (with the seed in the message) on a violation.
-async fn run_fault(name: &str, nodes: u64, scenario: Scenario, seed: u64) {
+async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario, seed: u64) {
     let started = Instant::now();
     println!("fault {name} seed={seed}: starting");
     let mut options = ClusterOptions::fast(nodes);
@@ -306,7 +322,7 @@ async fn run_fault(name: &str, nodes: u64, scenario: Scenario, seed: u64) {
     let mut cluster = TestCluster::prepare(options);
     let links = FaultTable::default();
     let mut proxies = Vec::new();
-    if name == "udp-loss-delay" {
+    if network == Proxy {
         let nodes: std::collections::BTreeMap<_, _> = cluster
             .ids()
             .into_iter()
@@ -367,14 +383,11 @@ async fn run_fault(name: &str, nodes: u64, scenario: Scenario, seed: u64) {
         violations.len(),
         violations.join("\n  ")
     );
-    let unknown_applied = history
-        .operations
-        .iter()
-        .filter(|op| matches!(op.seen, Seen::Unknown { .. }))
-        .filter(|op| history::applied_ids(&history).contains(&op.batch.id))
-        .count();
+    let applied = history::applied_ids(&history);
+    let mut unknown_applied = 0;
     for operation in &history.operations {
         if let Seen::Unknown { detail } = &operation.seen {
+            unknown_applied += usize::from(applied.contains(&operation.batch.id));
             println!(
                 "  unknown outcome: batch {} submitted {:.1}s into the run, for {:.1}s ({detail}); \
                  afterwards the cluster said {:?}",
@@ -467,8 +480,10 @@ fn main() {
     let soak_until = arguments.soak.map(|duration| Instant::now() + duration);
     let mut runs = 0u64;
     loop {
-        for (name, nodes, needs_firewall, scenario) in &selected {
-            if *needs_firewall && let Err(why) = &firewall {
+        for (name, nodes, network, scenario) in &selected {
+            if *network == Cuts
+                && let Err(why) = &firewall
+            {
                 println!("fault {name}: SKIPPED ({why}; set {REQUIRE_FIREWALL}=1 to require it)");
                 continue;
             }
@@ -478,7 +493,7 @@ fn main() {
             } else {
                 seeds.next_u64()
             };
-            runtime.block_on(run_fault(name, *nodes, *scenario, seed));
+            runtime.block_on(run_fault(name, *nodes, *network, *scenario, seed));
             runs += 1;
         }
         match soak_until {

@@ -87,7 +87,7 @@ pub fn run(
         endpoints.join(","),
         tls_dir.display()
     );
-    println!("  a node that exits (say, kill -9) is restarted after {RESTART_DELAY:?}");
+    println!("  a node killed by a signal (say, kill -9) is restarted after {RESTART_DELAY:?}");
     println!("  Ctrl-C stops every node");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -119,20 +119,27 @@ pub fn run(
             stop.store(true, Ordering::SeqCst);
         });
     }
-    // Like a supervisor: a node that exits is started again, so that killing one (the leader,
-    // say) shows the cluster carrying on and the node catching up.
+    // Like a supervisor: a node killed by a signal is started again, so that killing one (the
+    // leader, say) shows the cluster carrying on and the node catching up. A node that exits by
+    // itself (a bad configuration, a port in use) would only fail again: stop the others.
     let mut restarts: Vec<(u64, std::time::Instant)> = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
+    'supervise: while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
         for (id, child) in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait()
-                && !restarts.iter().any(|(waiting, _)| waiting == id)
-            {
-                eprintln!(
-                    "ordo dev: node {id} exited ({status}); restarting it in {RESTART_DELAY:?}"
-                );
-                restarts.push((*id, std::time::Instant::now() + RESTART_DELAY));
+            let Ok(Some(status)) = child.try_wait() else {
+                continue;
+            };
+            if restarts.iter().any(|(waiting, _)| waiting == id) {
+                continue;
             }
+            if status.code().is_some() {
+                eprintln!("ordo dev: node {id} exited ({status}); stopping the others");
+                break 'supervise;
+            }
+            eprintln!(
+                "ordo dev: node {id} was killed ({status}); restarting it in {RESTART_DELAY:?}"
+            );
+            restarts.push((*id, std::time::Instant::now() + RESTART_DELAY));
         }
         let now = std::time::Instant::now();
         for (id, _) in restarts.extract_if(.., |(_, at)| *at <= now) {

@@ -56,7 +56,6 @@ pub enum Seen {
 /// One submit, from invocation to completion.
 #[derive(Clone, Debug)]
 pub struct Operation {
-    pub producer: usize,
     pub batch: Batch,
     pub invoked: Instant,
     pub completed: Instant,
@@ -148,16 +147,17 @@ pub async fn client_preferring(cluster: &TestCluster, first: usize, retry: Durat
     config.request_timeout = Duration::from_secs(2);
     config.retry_timeout = retry;
     // The cluster may have no leader yet; connect retries until some node answers.
-    let mut last = String::new();
-    for _ in 0..100 {
-        match Client::connect(config.clone()).await {
-            Ok(client) => return client,
-            Err(error) => last = error.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no node of the cluster accepts a client connection: {last}");
+    let what = "a node of the cluster to accept a client connection";
+    super::wait_until(CONNECT_TIMEOUT, what, async || {
+        Client::connect(config.clone())
+            .await
+            .map_err(|error| error.to_string())
+    })
+    .await
 }
+
+/// How long [`client_preferring`] waits for some node to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Workload {
     pub async fn start(cluster: &TestCluster, options: WorkloadOptions, seed: u64) -> Self {
@@ -214,7 +214,6 @@ impl Workload {
                         },
                     };
                     operations.push(Operation {
-                        producer,
                         batch,
                         invoked,
                         completed,
@@ -536,7 +535,6 @@ pub fn self_test() {
     let c = batch(3, "stock", Vec::new());
     let fence = batch(9, FENCE_TOPIC, Vec::new());
     let operation = |batch: &Batch, invoked: u64, completed: u64, seen: Seen| Operation {
-        producer: 0,
         batch: batch.clone(),
         invoked: at(invoked),
         completed: at(completed),

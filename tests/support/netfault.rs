@@ -150,6 +150,8 @@ pub struct ProxyCounts {
     pub forwarded: AtomicU64,
     pub dropped: AtomicU64,
     pub delayed: AtomicU64,
+    /// Delayed datagrams not yet sent on (bounded by [`PROXY_DELAYED_MAX`]).
+    waiting: Arc<AtomicU64>,
 }
 
 impl FaultTable {
@@ -195,6 +197,9 @@ impl FaultTable {
 pub const PROXY_SENDERS_MAX: usize = 64;
 /// The largest datagram the proxy forwards (QUIC stays below 1,500 bytes on loopback).
 pub const PROXY_DATAGRAM_BYTES_MAX: usize = 65_536;
+/// Datagrams a proxy holds back for their delay at once; past it, more are dropped (and
+/// counted as dropped).
+pub const PROXY_DELAYED_MAX: u64 = 10_000;
 
 /// A UDP proxy in front of node `to`. Each sender gets its own upstream socket, so the node
 /// sees each sender as a distinct address and replies go back to the right one. Datagrams
@@ -277,7 +282,8 @@ impl Link {
             (lost, delay)
         };
         let counts = &self.faults.counts;
-        if lost {
+        let full = !delay.is_zero() && counts.waiting.load(Ordering::Relaxed) >= PROXY_DELAYED_MAX;
+        if lost || full {
             counts.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -287,10 +293,13 @@ impl Link {
             return;
         }
         counts.delayed.fetch_add(1, Ordering::Relaxed);
+        counts.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = counts.waiting.clone();
         let (socket, datagram) = (socket.clone(), datagram.to_vec());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = socket.send_to(&datagram, destination).await;
+            waiting.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -304,6 +313,7 @@ async fn front_loop(
 ) {
     let mut upstreams: BTreeMap<SocketAddr, Arc<UdpSocket>> = BTreeMap::new();
     let mut buffer = vec![0u8; PROXY_DATAGRAM_BYTES_MAX];
+    let host = front.local_addr().expect("the proxy's address").ip();
     loop {
         let Ok((length, sender)) = front.recv_from(&mut buffer).await else {
             continue;
@@ -313,12 +323,7 @@ async fn front_loop(
             Some(upstream) => upstream.clone(),
             None if upstreams.len() >= PROXY_SENDERS_MAX => continue,
             None => {
-                let Ok(socket) = UdpSocket::bind(SocketAddr::new(
-                    front.local_addr().expect("address").ip(),
-                    0,
-                ))
-                .await
-                else {
+                let Ok(socket) = UdpSocket::bind(SocketAddr::new(host, 0)).await else {
                     continue;
                 };
                 let socket = Arc::new(socket);
