@@ -34,16 +34,7 @@
 //! producers read their view from the accounts service, so while that one waits, transfers
 //! slow down.
 //!
-//! `ordo dev` stops every node as soon as one exits, so for `kill -9` stop it (Ctrl-C) and start
-//! the three nodes yourself, on its certificates and data:
-//!
-//! ```sh
-//! P=1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
-//! for N in 1 2 3; do target/release/ordo serve --id $N --listen 127.0.0.1:700$N --peers $P \
-//!     --data-dir ordo-dev/node-$N --tls-dir ordo-dev/tls & done
-//! ```
-//!
-//! Under `ordo dev` itself, freeze the leader instead: `kill -STOP PID`, later `kill -CONT PID`.
+//! `ordo dev` starts a killed node again two seconds later; it catches up from the others.
 //!
 //! Flags: `--duration 10s`, `--producers 4`, `--data-dir DIR` (for `accounts.redb` and
 //! `audit.redb`; a fresh temporary directory by default, removed if every check held), and like
@@ -51,17 +42,19 @@
 //! `ORDO_CLIENT`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ordo_core::rng::Prng;
 use ordo_participant::applier::CURSOR_TABLE;
 use ordo_participant::{
-    Applier, ApplierError, Batch, BatchId, Client, ClientConfig, CommittedBatch, HandlerError,
-    Message, Outcome, Precondition, RejectReason, SubmitError, new_batch_id,
+    Applier, ApplierError, Batch, BatchId, Client, ClientConfig, CommittedBatch, DEV_ENDPOINTS,
+    DEV_TLS_DIR, HandlerError, Message, Outcome, Precondition, RejectReason, SubmitError,
+    new_batch_id, parse_endpoints,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -110,14 +103,10 @@ const CLOSED_AT: &str = "closed_at";
 #[command(about = "Bank transfers through Ordo, applied exactly once by two services, checked")]
 struct Arguments {
     /// Coordinator addresses, comma-separated.
-    #[arg(
-        long,
-        env = "ORDO_ENDPOINTS",
-        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
-    )]
+    #[arg(long, env = "ORDO_ENDPOINTS", default_value = DEV_ENDPOINTS)]
     endpoints: String,
     /// Directory with ca.pem and a client-NAME.pem/.key pair.
-    #[arg(long, env = "ORDO_TLS_DIR", default_value = "ordo-dev/tls")]
+    #[arg(long, env = "ORDO_TLS_DIR", default_value = DEV_TLS_DIR)]
     tls_dir: PathBuf,
     /// Which client identity to use (client-NAME.pem).
     #[arg(long, env = "ORDO_CLIENT", default_value = "cli")]
@@ -239,7 +228,7 @@ async fn run(arguments: &Arguments, data_dir: &Path) -> Result<bool, Error> {
             client: producers_client.clone(),
             view: accounts.database.clone(),
             ledger: ledger.clone(),
-            random: Random(number ^ u64::from_le_bytes(new_batch_id().0[8..].try_into()?)),
+            random: Prng::new(number ^ u64::from_le_bytes(new_batch_id().0[8..].try_into()?)),
         };
         producers.push(tokio::spawn(producer.produce(opening_seq, deadline)));
     }
@@ -257,22 +246,6 @@ async fn run(arguments: &Arguments, data_dir: &Path) -> Result<bool, Error> {
     let ledger = resolve_unknown(&producers_client, &ledger).await;
     print_totals(&ledger, elapsed);
     Ok(check(&ledger, &accounts, &audit, closing_seq))
-}
-
-fn parse_endpoints(list: &str) -> Result<Vec<SocketAddr>, Error> {
-    let mut endpoints = Vec::new();
-    for item in list
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-    {
-        let address = item.to_socket_addrs()?.next();
-        endpoints.push(address.ok_or_else(|| format!("{item:?} resolves to no address"))?);
-    }
-    if endpoints.is_empty() {
-        return Err("no endpoints given".into());
-    }
-    Ok(endpoints)
 }
 
 async fn connect(endpoints: Vec<SocketAddr>, tls_dir: &Path, name: &str) -> Result<Client, Error> {
@@ -757,7 +730,7 @@ struct Producer {
     /// The accounts service's database, read as this producer's view.
     view: Arc<Database>,
     ledger: Arc<Mutex<Ledger>>,
-    random: Random,
+    random: Prng,
 }
 
 /// A submit's definite outcome, or none.
@@ -900,19 +873,6 @@ async fn resolve_unknown(client: &Client, ledger: &Mutex<Ledger>) -> Ledger {
         }
     }
     ledger
-}
-
-/// splitmix64: enough randomness to pick transfers.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % bound
-    }
 }
 
 // ----- the report -----

@@ -7,20 +7,15 @@
 //!
 //! `ORDO_ENDPOINTS`, `ORDO_TLS_DIR` and `ORDO_CLIENT` point it elsewhere, as they do the CLI.
 
-use ordo_participant::{Batch, Client, ClientConfig, Message, new_batch_id};
+use ordo_participant::{
+    Batch, Client, ClientConfig, DEV_ENDPOINTS, DEV_TLS_DIR, Message, new_batch_id, parse_endpoints,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let setting = |name, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let endpoints = setting(
-        "ORDO_ENDPOINTS",
-        "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
-    );
-    let endpoints = endpoints
-        .split(',')
-        .map(|a| a.trim().parse())
-        .collect::<Result<_, _>>()?;
-    let mut config = ClientConfig::new(endpoints, setting("ORDO_TLS_DIR", "ordo-dev/tls"));
+    let endpoints = parse_endpoints(&setting("ORDO_ENDPOINTS", DEV_ENDPOINTS))?;
+    let mut config = ClientConfig::new(endpoints, setting("ORDO_TLS_DIR", DEV_TLS_DIR));
     config.client_name = Some(setting("ORDO_CLIENT", "cli"));
     let client = Client::connect(config).await?;
 

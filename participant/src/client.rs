@@ -415,7 +415,54 @@ impl Subscription {
     }
 }
 
+/// The client endpoints of a local `ordo dev` cluster (its defaults): what the CLI and the
+/// examples use when not told otherwise.
+pub const DEV_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+/// The TLS directory `ordo dev` creates (CA and the `cli` client identity among others).
+pub const DEV_TLS_DIR: &str = "ordo-dev/tls";
+
+/// Parses a comma-separated list of `host:port` endpoints (as `ORDO_ENDPOINTS` and
+/// `--endpoints` take them), resolving host names. An empty list is an error.
+pub fn parse_endpoints(list: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let endpoints = list
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let mut addresses = item
+                .to_socket_addrs()
+                .map_err(|error| format!("{item:?} is not host:port ({error})"))?;
+            addresses
+                .next()
+                .ok_or_else(|| format!("{item:?} resolves to no address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err(format!("no endpoints in {list:?}"));
+    }
+    Ok(endpoints)
+}
+
 /// A fresh batch id: a UUID v7 (time-ordered, random).
 pub fn new_batch_id() -> BatchId {
     BatchId(uuid::Uuid::now_v7().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_lists_parse_and_bad_ones_say_why() {
+        let parsed = parse_endpoints(" 127.0.0.1:7001, localhost:7002 ,").unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0], "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(parsed[1].port(), 7002);
+        assert_eq!(parse_endpoints(DEV_ENDPOINTS).unwrap().len(), 3);
+        let empty = parse_endpoints(" , ").unwrap_err();
+        assert!(empty.contains("no endpoints"), "{empty}");
+        let bad = parse_endpoints("127.0.0.1").unwrap_err();
+        assert!(bad.contains("\"127.0.0.1\" is not host:port"), "{bad}");
+    }
 }

@@ -46,7 +46,8 @@ pub mod connection;
 
 pub use applier::{Applier, ApplierError, HandlerError};
 pub use client::{
-    Client, ClientConfig, Committed, QueryError, SubmitError, Subscription, new_batch_id,
+    Client, ClientConfig, Committed, DEV_ENDPOINTS, DEV_TLS_DIR, QueryError, SubmitError,
+    Subscription, new_batch_id, parse_endpoints,
 };
 pub use connection::{ClientTls, ConnectError, NodeConnection};
 pub use ordo_common::batch::{

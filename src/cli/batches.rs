@@ -8,7 +8,9 @@ use ordo_participant::{
     new_batch_id,
 };
 
-use super::{ClientArguments, parse_endpoints};
+use ordo_participant::parse_endpoints;
+
+use super::ClientArguments;
 
 /// Marks a payload printed as base64 because it is not UTF-8.
 pub const BASE64_MARKER: &str = "base64:";

@@ -12,11 +12,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ordo_coordinator::config::{NodeConfig, Overrides, default_config_text};
 
-/// Default client endpoints: the `ordo dev` layout.
-pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
-/// Default TLS directory: the `ordo dev` layout.
-pub const DEFAULT_TLS_DIR: &str = "ordo-dev/tls";
-
 #[derive(Parser)]
 #[command(
     name = "ordo",
@@ -32,10 +27,10 @@ pub struct Arguments {
 #[derive(clap::Args, Clone)]
 pub struct ClientArguments {
     /// Coordinator addresses, comma-separated.
-    #[arg(long, env = "ORDO_ENDPOINTS", default_value = DEFAULT_ENDPOINTS)]
+    #[arg(long, env = "ORDO_ENDPOINTS", default_value = ordo_participant::DEV_ENDPOINTS)]
     pub endpoints: String,
     /// Directory with ca.pem and a client-NAME.pem/.key pair.
-    #[arg(long, env = "ORDO_TLS_DIR", default_value = DEFAULT_TLS_DIR)]
+    #[arg(long, env = "ORDO_TLS_DIR", default_value = ordo_participant::DEV_TLS_DIR)]
     pub tls_dir: PathBuf,
     /// Which client identity to use (client-NAME.pem); the first one found by default.
     #[arg(long, env = "ORDO_CLIENT")]
@@ -247,13 +242,4 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-}
-
-/// Parses the endpoint list of a client command.
-pub fn parse_endpoints(list: &str) -> Result<Vec<std::net::SocketAddr>, String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(ordo_coordinator::config::resolve)
-        .collect()
 }

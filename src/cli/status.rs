@@ -6,7 +6,9 @@ use std::time::Duration;
 use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_participant::{ClientTls, NodeConnection};
 
-use super::{ClientArguments, parse_endpoints};
+use ordo_participant::parse_endpoints;
+
+use super::ClientArguments;
 
 /// How long to wait for each node.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
