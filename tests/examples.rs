@@ -19,7 +19,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{CLIENT_NAME, ClusterOptions, TestCluster, wait_until};
+use support::{CLIENT_NAME, ClusterOptions, TestCluster, die_with_this_thread, wait_until};
 
 /// Time for a fresh cluster's processes to start and elect a leader, on a busy machine.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -294,16 +294,4 @@ fn report_count(output: &str, label: &str) -> u64 {
         .find_map(|line| line.trim_start().strip_prefix(label))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {label:?} line in the report:\n{output}"))
-}
-
-/// The kernel kills the example if the test's thread ends first (say, on Ctrl-C).
-fn die_with_this_thread(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
 }

@@ -936,7 +936,7 @@ fn remove_ordo_environment(command: &mut Command) {
 
 /// The kernel kills the child if the thread that spawned it ends (e.g. the test binary was
 /// stopped before `Drop` could run).
-fn die_with_this_thread(command: &mut Command) {
+pub fn die_with_this_thread(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory.
     unsafe {
