@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_common::limits::FRAME_BYTES_MAX;
-use ordo_common::tls::{Identity, node_name};
-use ordo_common::wire::{PEER_ALPN, WIRE_VERSION, encode_frame};
 use ordo_coordinator::transport::PeerFrame;
 use ordo_core::rng::Prng;
+use ordo_net::tls::{Identity, node_name};
+use ordo_net::wire::{PEER_ALPN, WIRE_VERSION, encode_frame};
 use support::{ClusterOptions, REQUEST_TIMEOUT, StateView, TestCluster, raw};
 
 const STARTUP: Duration = Duration::from_secs(30);

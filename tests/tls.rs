@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use ordo_common::NodeId;
 use ordo_common::client::{ClientRequest, ClientResponse};
-use ordo_common::tls::{Identity, node_name};
-use ordo_common::wire::{CLIENT_ALPN, PEER_ALPN, encode_frame};
 use ordo_coordinator::transport::PeerFrame;
+use ordo_net::tls::{Identity, node_name};
+use ordo_net::wire::{CLIENT_ALPN, PEER_ALPN, encode_frame};
 use ordo_participant::{ClientTls, NodeConnection};
 use support::{ClusterOptions, REQUEST_TIMEOUT, StateView, TestCluster, path_str, raw};
 

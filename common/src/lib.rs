@@ -10,7 +10,5 @@ pub mod client;
 pub mod codec;
 pub mod limits;
 mod log;
-pub mod tls;
-pub mod wire;
 
 pub use log::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};

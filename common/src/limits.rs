@@ -23,8 +23,11 @@ pub const BATCH_MESSAGES_MAX: u64 = 10_000;
 pub const BATCH_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// Most distinct topics in one batch.
 pub const BATCH_TOPICS_MAX: u64 = 1024;
-/// Longest topic name, in bytes.
+/// Longest topic name, in bytes (in a batch, in a precondition and in the stored offsets).
 pub const TOPIC_NAME_BYTES_MAX: u64 = 255;
+/// Largest encoded outcome of one batch (a seq and an index, or a rejection reason that may name
+/// a topic), as the idempotency registry stores it.
+pub const OUTCOME_BYTES_MAX: u64 = 64 * 1024;
 /// Longest message key, in bytes.
 pub const MESSAGE_KEY_BYTES_MAX: u64 = 4096;
 /// Most headers on one message.
@@ -42,3 +45,6 @@ const _: () = assert!(
     BATCH_MESSAGES_MAX >= 10_000,
     "the product promises 10,000 messages per batch"
 );
+
+// The largest rejection reason names one topic; its outcome must fit the registry's record.
+const _: () = assert!(TOPIC_NAME_BYTES_MAX + 256 <= OUTCOME_BYTES_MAX);

@@ -1,10 +1,10 @@
 //! `ordo certs`: a development certificate authority and the node and client key pairs signed by
-//! it, in the layout [`ordo_common::tls`] describes. Existing files are kept, so running it again
+//! it, in the layout [`ordo_net::tls`] describes. Existing files are kept, so running it again
 //! with more clients or nodes only adds what is missing.
 
 use std::path::Path;
 
-use ordo_common::tls::{CLUSTER_SERVER_NAME, node_name};
+use ordo_net::tls::{CLUSTER_SERVER_NAME, node_name};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,

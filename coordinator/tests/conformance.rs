@@ -10,7 +10,7 @@ use common::{Harness, MemHarness, RedbHarness, entries, entry, hard_state, is_in
 use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
 use ordo_common::{Entry, EntryPayload, LogId};
 use ordo_coordinator::storage::{
-    LogRead, LogState, LogStore, Progress, Retention, StateUpdate, StorageError, StoreState,
+    ApplyProgress, LogRead, LogState, LogStore, Retention, StateUpdate, StorageError, StoreState,
     WriteBatch,
 };
 
@@ -279,7 +279,7 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
     let check = |store: &dyn LogRead| {
         assert_eq!(
             store.progress().unwrap(),
-            Progress {
+            ApplyProgress {
                 committed: 10,
                 applied: Some(LogId::new(1, 6))
             }

@@ -13,7 +13,7 @@ use std::num::NonZeroU64;
 use common::{Harness, MemHarness, RedbHarness, entry};
 use ordo_common::{Entry, HardState, LogId, LogIndex};
 use ordo_coordinator::storage::{
-    LogRead, LogState, LogStore, Progress, Retention, StateUpdate, StorageError, StoreState,
+    ApplyProgress, LogRead, LogState, LogStore, Retention, StateUpdate, StorageError, StoreState,
     WriteBatch,
 };
 use proptest::prelude::*;
@@ -151,7 +151,7 @@ impl Model {
                 purged: self.purged,
             },
             hard_state: self.hard_state,
-            progress: Progress {
+            progress: ApplyProgress {
                 committed: self.committed,
                 applied: self.applied,
             },

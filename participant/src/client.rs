@@ -283,12 +283,12 @@ impl Client {
                     from_seq: next_seq,
                     topics: topics.clone(),
                 };
-                ordo_common::wire::write_frame(&mut send, &request)
+                ordo_net::wire::write_frame(&mut send, &request)
                     .await
                     .map_err(|e| e.to_string())?;
                 loop {
                     let limit = ordo_common::client::CLIENT_RESPONSE_BYTES_MAX;
-                    match ordo_common::wire::read_frame(&mut receive, limit).await {
+                    match ordo_net::wire::read_frame(&mut receive, limit).await {
                         Ok(Some(ClientResponse::Batch(batch))) => {
                             if batch.seq < next_seq {
                                 continue;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_common::client::{CLIENT_RESPONSE_BYTES_MAX, ClientRequest, ClientResponse};
-use ordo_common::tls::{self, CLUSTER_SERVER_NAME, Identity, TlsError};
-use ordo_common::wire::{CLIENT_ALPN, FrameError, read_frame, write_frame};
+use ordo_net::tls::{self, CLUSTER_SERVER_NAME, Identity, TlsError};
+use ordo_net::wire::{CLIENT_ALPN, FrameError, read_frame, write_frame};
 use quinn::crypto::rustls::QuicClientConfig;
 
 /// How often an idle client connection proves it is alive.

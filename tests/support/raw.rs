@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use ordo_common::NodeId;
 use ordo_common::client::{CLIENT_RESPONSE_BYTES_MAX, ClientResponse};
-use ordo_common::tls::{self, Identity};
-use ordo_common::wire::{read_frame, write_frame};
 use ordo_coordinator::transport::{PEER_FRAME_BYTES_MAX, PeerFrame};
+use ordo_net::tls::{self, Identity};
+use ordo_net::wire::{read_frame, write_frame};
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::REQUEST_TIMEOUT;

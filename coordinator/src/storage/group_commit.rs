@@ -29,8 +29,8 @@ use std::thread::JoinHandle;
 
 use ordo_common::{HardState, LogId, LogIndex, Term};
 
-use super::rules::plan_write;
-use super::{LogRead, LogStore, Result, StorageError, StoreState, WriteBatch};
+use ordo_node::storage::rules::plan_write;
+use ordo_node::storage::{LogRead, LogStore, Result, StorageError, StoreState, WriteBatch};
 
 /// Most requests waiting for the writer. A submitter blocks (or `try_submit` answers `Full`)
 /// beyond it.

@@ -29,14 +29,13 @@ use redb::{
     ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
-use super::mem::missing;
-use super::record::{
+use ordo_node::storage::record::{
     decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value, entry_term,
 };
-use super::rules::{Extent, plan_compaction, plan_write};
-use super::{
-    LogRead, LogState, LogStore, Progress, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
-    StoreState, WriteBatch,
+use ordo_node::storage::rules::{Extent, plan_compaction, plan_write};
+use ordo_node::storage::{
+    ApplyProgress, LogRead, LogState, LogStore, Result as StoreResult, Retention,
+    STORAGE_FORMAT_VERSION, StorageError, StoreState, WriteBatch, missing,
 };
 
 /// The format version's table. Its name and types are fixed forever, so that any build can
@@ -150,9 +149,9 @@ impl RedbLogStore {
     /// Refuses a file written in another format ([`StorageError::IncompatibleFormat`]), a file
     /// another process holds ([`StorageError::AlreadyOpen`]) and a log that fails the checks of
     /// `options.verify_on_open` (a corruption error whose message tells the operator what to do).
-    pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> StoreResult<Self> {
         let path = path.as_ref();
-        shielded(|| Self::open_unshielded(path, options))
+        Ok(shielded(|| Self::open_unshielded(path, options))?)
     }
 
     fn open_unshielded(path: &Path, options: RedbOptions) -> Result<Self> {
@@ -203,7 +202,7 @@ impl RedbLogStore {
             let log = txn.open_table(LOG)?;
             let mut sizes = log
                 .range(after.log.first_index..)?
-                .map(|item| Ok(item?.1.value().len() as u64));
+                .map(|item| Ok(item.map_err(Fault::from)?.1.value().len() as u64));
             plan_compaction(&after, retained_bytes, &self.options.retention, &mut sizes)?
         };
         if let Some(compaction) = compaction {
@@ -220,7 +219,7 @@ impl RedbLogStore {
 impl LogStore for RedbLogStore {
     type Reader = RedbLogReader;
 
-    fn write(&mut self, batch: &WriteBatch) -> Result<LogState> {
+    fn write(&mut self, batch: &WriteBatch) -> StoreResult<LogState> {
         if let Some(reason) = &self.halted {
             return Err(StorageError::Halted {
                 reason: reason.clone(),
@@ -234,7 +233,7 @@ impl LogStore for RedbLogStore {
                 self.retained_bytes = retained_bytes;
                 Ok(self.state.log)
             }
-            Err(error) => {
+            Err(Fault(error)) => {
                 // The transaction was aborted, but a failed commit leaves the file's durable
                 // state unknown: only a reopen, which recovers and checks it, may write again.
                 self.halted = Some(error.to_string());
@@ -249,27 +248,27 @@ impl LogStore for RedbLogStore {
 }
 
 impl LogRead for RedbLogStore {
-    fn store_state(&self) -> Result<StoreState> {
+    fn store_state(&self) -> StoreResult<StoreState> {
         Ok(self.state.clone())
     }
 
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> StoreResult<Vec<Entry>> {
         self.reader.entries(lo, hi, bytes_max)
     }
 
-    fn term_at(&self, index: LogIndex) -> Result<Term> {
+    fn term_at(&self, index: LogIndex) -> StoreResult<Term> {
         self.reader.term_at(index)
     }
 
-    fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>> {
+    fn batch_index(&self, seq: u64) -> StoreResult<Option<LogIndex>> {
         self.reader.batch_index(seq)
     }
 
-    fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+    fn outcome(&self, batch_id: &[u8; 16]) -> StoreResult<Option<Vec<u8>>> {
         self.reader.outcome(batch_id)
     }
 
-    fn topic_offset(&self, topic: &str) -> Result<u64> {
+    fn topic_offset(&self, topic: &str) -> StoreResult<u64> {
         self.reader.topic_offset(topic)
     }
 }
@@ -284,12 +283,12 @@ impl RedbLogReader {
 }
 
 impl LogRead for RedbLogReader {
-    fn store_state(&self) -> Result<StoreState> {
-        self.read(load_state)
+    fn store_state(&self) -> StoreResult<StoreState> {
+        Ok(self.read(load_state)?)
     }
 
-    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> Result<Vec<Entry>> {
-        self.read(|txn| {
+    fn entries(&self, lo: LogIndex, hi: LogIndex, bytes_max: u64) -> StoreResult<Vec<Entry>> {
+        Ok(self.read(|txn| {
             let log = txn.open_table(LOG)?;
             load_extent(txn, &log)?.check_range(lo, hi)?;
             let mut entries = Vec::new();
@@ -299,7 +298,7 @@ impl LogRead for RedbLogReader {
                 let (key, value) = item?;
                 let index = key.value();
                 if index != expected {
-                    return Err(missing(expected));
+                    return Err(missing(expected).into());
                 }
                 let entry = decode_entry(index, value.value())?;
                 bytes += entry.payload_bytes();
@@ -310,54 +309,56 @@ impl LogRead for RedbLogReader {
                 expected += 1;
             }
             if expected != hi {
-                return Err(missing(expected));
+                return Err(missing(expected).into());
             }
             Ok(entries)
-        })
+        })?)
     }
 
-    fn term_at(&self, index: LogIndex) -> Result<Term> {
-        self.read(|txn| {
+    fn term_at(&self, index: LogIndex) -> StoreResult<Term> {
+        Ok(self.read(|txn| {
             let log = txn.open_table(LOG)?;
             term_in(&log, &load_extent(txn, &log)?, index)
-        })
+        })?)
     }
 
-    fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>> {
-        self.read(|txn| {
+    fn batch_index(&self, seq: u64) -> StoreResult<Option<LogIndex>> {
+        Ok(self.read(|txn| {
             let batches = txn.open_table(BATCHES)?;
             let key = seq.to_be_bytes();
             match batches.get(seq)? {
-                Some(value) => decode_value(&key, value.value())
+                Some(value) => Ok(decode_value(&key, value.value())
                     .map(Some)
-                    .map_err(|detail| StorageError::corrupt_state(format!("seq {seq}"), detail)),
+                    .map_err(|detail| StorageError::corrupt_state(format!("seq {seq}"), detail))?),
                 None => Ok(None),
             }
-        })
+        })?)
     }
 
-    fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
-        self.read(|txn| {
+    fn outcome(&self, batch_id: &[u8; 16]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.read(|txn| {
             let registry = txn.open_table(REGISTRY)?;
             match registry.get(batch_id)? {
-                Some(value) => decode_bytes(batch_id, value.value())
+                Some(value) => Ok(decode_bytes(batch_id, value.value())
                     .map(|bytes| Some(bytes.to_vec()))
-                    .map_err(|detail| StorageError::corrupt_state("registry outcome", detail)),
+                    .map_err(|detail| StorageError::corrupt_state("registry outcome", detail))?),
                 None => Ok(None),
             }
-        })
+        })?)
     }
 
-    fn topic_offset(&self, topic: &str) -> Result<u64> {
-        self.read(|txn| {
+    fn topic_offset(&self, topic: &str) -> StoreResult<u64> {
+        Ok(self.read(|txn| {
             let offsets = txn.open_table(OFFSETS)?;
             match offsets.get(topic)? {
-                Some(value) => decode_value(topic.as_bytes(), value.value()).map_err(|detail| {
-                    StorageError::corrupt_state(format!("offset of topic {topic:?}"), detail)
-                }),
+                Some(value) => Ok(decode_value(topic.as_bytes(), value.value()).map_err(
+                    |detail| {
+                        StorageError::corrupt_state(format!("offset of topic {topic:?}"), detail)
+                    },
+                )?),
                 None => Ok(0),
             }
-        })
+        })?)
     }
 }
 
@@ -381,7 +382,8 @@ fn prepare_tables(db: &Database) -> Result<()> {
             detail: format!(
                 "not an ordo store: it has tables {table_names:?} but no format version"
             ),
-        });
+        }
+        .into());
     } else {
         let meta = txn.open_table(META)?;
         let found = meta.get(FORMAT_KEY)?.map(|value| value.value());
@@ -391,7 +393,8 @@ fn prepare_tables(db: &Database) -> Result<()> {
         return Err(StorageError::IncompatibleFormat {
             found,
             supported: STORAGE_FORMAT_VERSION,
-        });
+        }
+        .into());
     }
     txn.open_table(LOG)?;
     txn.open_table(RAFT)?;
@@ -408,9 +411,9 @@ fn raft_record<T: serde::de::DeserializeOwned>(
     key: &str,
 ) -> Result<Option<T>> {
     match raft.get(key)? {
-        Some(value) => decode_value(key.as_bytes(), value.value())
+        Some(value) => Ok(decode_value(key.as_bytes(), value.value())
             .map(Some)
-            .map_err(|detail| StorageError::corrupt_state(key, detail)),
+            .map_err(|detail| StorageError::corrupt_state(key, detail))?),
         None => Ok(None),
     }
 }
@@ -457,7 +460,7 @@ fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
             purged: extent.purged,
         },
         hard_state,
-        progress: Progress {
+        progress: ApplyProgress {
             committed: raft_record(&raft, COMMITTED_KEY)?.unwrap_or(0),
             applied: raft_record(&raft, APPLIED_KEY)?,
         },
@@ -471,11 +474,11 @@ fn term_in(
     index: LogIndex,
 ) -> Result<Term> {
     if let Some(answer) = extent.term_without_entry(index) {
-        return answer;
+        return Ok(answer?);
     }
     match log.get(index)? {
-        Some(value) => entry_term(index, value.value()),
-        None => Err(missing(index)),
+        Some(value) => Ok(entry_term(index, value.value())?),
+        None => Err(missing(index).into()),
     }
 }
 
@@ -494,7 +497,7 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
             }
             expected += 1;
         }
-        return Err(missing(expected));
+        return Err(missing(expected).into());
     }
     if let (Some(purged), true) = (state.log.purged, stored > 0)
         && first != purged.index + 1
@@ -502,7 +505,8 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
         return Err(StorageError::corrupt_state(
             PURGED_KEY,
             format!("the log starts at {first}, not after the purged entry {purged}"),
-        ));
+        )
+        .into());
     }
     if state.progress.committed > last {
         return Err(StorageError::corrupt_state(
@@ -511,7 +515,8 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
                 "commit index {} is past the last index {last}",
                 state.progress.committed
             ),
-        ));
+        )
+        .into());
     }
     if let Some(applied) = state.progress.applied {
         let term = term_in(&log, &Extent::of(&state.log), applied.index)?;
@@ -519,7 +524,8 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
             return Err(StorageError::corrupt_state(
                 APPLIED_KEY,
                 format!("applied entry {applied} is not a committed entry of the log"),
-            ));
+            )
+            .into());
         }
     }
     let last_term = state.log.last_log_id.map_or(0, |id| id.term);
@@ -530,7 +536,8 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
                 "term {} is older than the last entry's term {last_term}",
                 state.hard_state.term
             ),
-        ));
+        )
+        .into());
     }
     let from = match verify {
         VerifyOnOpen::All => first,
@@ -547,7 +554,8 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
                     "term {} is below the term {term_floor} before it",
                     entry.term
                 ),
-            });
+            }
+            .into());
         }
         term_floor = entry.term;
     }
@@ -656,7 +664,7 @@ fn compact(txn: &WriteTransaction, first: LogIndex, new_first: LogIndex) -> Resu
     let purged_index = new_first - 1;
     let term = match log.get(purged_index)? {
         Some(value) => entry_term(purged_index, value.value())?,
-        None => return Err(missing(purged_index)),
+        None => return Err(missing(purged_index).into()),
     };
     log.retain_in(first..new_first, |_, _| false)?;
     let purged = LogId::new(term, purged_index);
@@ -694,26 +702,47 @@ fn shielded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
                 .unwrap_or_else(|| "unknown panic".into());
             Err(StorageError::CorruptFile {
                 detail: format!("redb panicked while reading it: {message}"),
-            })
+            }
+            .into())
         }
     }
 }
 
-impl From<redb::Error> for StorageError {
+/// A [`StorageError`] inside this module, where `?` also turns redb's errors into one. (The
+/// storage contract's error type lives in `ordo-node`, which knows nothing of redb, so the
+/// conversions hang off this local wrapper instead.)
+#[derive(Debug)]
+struct Fault(StorageError);
+
+type Result<T, E = Fault> = std::result::Result<T, E>;
+
+impl From<StorageError> for Fault {
+    fn from(error: StorageError) -> Self {
+        Self(error)
+    }
+}
+
+impl From<Fault> for StorageError {
+    fn from(Fault(error): Fault) -> Self {
+        error
+    }
+}
+
+impl From<redb::Error> for Fault {
     fn from(error: redb::Error) -> Self {
-        match error {
-            redb::Error::Io(error) => Self::Io(error),
-            redb::Error::Corrupted(detail) => Self::CorruptFile { detail },
-            redb::Error::DatabaseAlreadyOpen => Self::AlreadyOpen,
-            other => Self::Redb(Box::new(other)),
-        }
+        Self(match error {
+            redb::Error::Io(error) => StorageError::Io(error),
+            redb::Error::Corrupted(detail) => StorageError::CorruptFile { detail },
+            redb::Error::DatabaseAlreadyOpen => StorageError::AlreadyOpen,
+            other => StorageError::Engine(Box::new(other)),
+        })
     }
 }
 
 macro_rules! from_redb_error {
     ($($error:ty),* $(,)?) => {
         $(
-            impl From<$error> for StorageError {
+            impl From<$error> for Fault {
                 fn from(error: $error) -> Self {
                     redb::Error::from(error).into()
                 }

@@ -9,7 +9,7 @@
 //! keeps the one encoding that the rest of Ordo uses. Other records' bodies are a value in the
 //! Ordo codec.
 
-use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
+use ordo_common::limits::{ENTRY_PAYLOAD_BYTES_MAX, OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 use ordo_common::{Entry, EntryPayload, LogIndex, Term, codec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,7 +18,7 @@ use super::StorageError;
 
 /// The record layout version. Part of the storage format: changing it means bumping
 /// `STORAGE_FORMAT_VERSION`.
-pub(crate) const RECORD_FORMAT: u8 = 1;
+pub const RECORD_FORMAT: u8 = 1;
 
 const CRC_BYTES: usize = 4;
 const HEADER_BYTES: usize = 1 + CRC_BYTES;
@@ -27,16 +27,19 @@ const TERM_BYTES: usize = 8;
 /// Largest encoded payload: the payload limit plus the codec's variant tag and length prefix.
 const PAYLOAD_ENCODED_BYTES_MAX: u64 = ENTRY_PAYLOAD_BYTES_MAX + 64;
 
-/// Largest encoded state record body (outcomes are the biggest, see `OUTCOME_BYTES_MAX`).
+/// Largest encoded state record body: outcomes are the biggest.
 const STATE_BODY_BYTES_MAX: u64 = 1024 * 1024;
 
+const _: () = assert!(OUTCOME_BYTES_MAX <= STATE_BODY_BYTES_MAX);
+const _: () = assert!(TOPIC_NAME_BYTES_MAX <= STATE_BODY_BYTES_MAX);
+
 /// The key under which an entry's checksum is computed: its index, big-endian.
-pub(crate) fn entry_key(index: LogIndex) -> [u8; 8] {
+pub fn entry_key(index: LogIndex) -> [u8; 8] {
     index.to_be_bytes()
 }
 
 /// Encodes `entry` as a stored record.
-pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
+pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let payload = codec::encode(&entry.payload);
     seal(
         &entry_key(entry.index),
@@ -45,7 +48,7 @@ pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
 }
 
 /// Decodes the record stored for `index`, checking it first.
-pub(crate) fn decode_entry(index: LogIndex, record: &[u8]) -> Result<Entry, StorageError> {
+pub fn decode_entry(index: LogIndex, record: &[u8]) -> Result<Entry, StorageError> {
     let (term, payload) = entry_parts(index, record)?;
     let payload: EntryPayload =
         codec::decode(payload, PAYLOAD_ENCODED_BYTES_MAX).map_err(|error| {
@@ -62,7 +65,7 @@ pub(crate) fn decode_entry(index: LogIndex, record: &[u8]) -> Result<Entry, Stor
 }
 
 /// The term of the record stored for `index`, checking the whole record first.
-pub(crate) fn entry_term(index: LogIndex, record: &[u8]) -> Result<Term, StorageError> {
+pub fn entry_term(index: LogIndex, record: &[u8]) -> Result<Term, StorageError> {
     entry_parts(index, record).map(|(term, _)| term)
 }
 
@@ -77,23 +80,23 @@ fn entry_parts(index: LogIndex, record: &[u8]) -> Result<(Term, &[u8]), StorageE
 }
 
 /// Encodes a state record (hard state, progress, table value) stored under `key`.
-pub(crate) fn encode_value<T: Serialize>(key: &[u8], value: &T) -> Vec<u8> {
+pub fn encode_value<T: Serialize>(key: &[u8], value: &T) -> Vec<u8> {
     seal(key, &[&codec::encode(value)])
 }
 
 /// Decodes a state record stored under `key`; the error is a description for `CorruptState`.
-pub(crate) fn decode_value<T: DeserializeOwned>(key: &[u8], record: &[u8]) -> Result<T, String> {
+pub fn decode_value<T: DeserializeOwned>(key: &[u8], record: &[u8]) -> Result<T, String> {
     let body = unseal(key, record)?;
     codec::decode(body, STATE_BODY_BYTES_MAX).map_err(|error| format!("does not decode: {error}"))
 }
 
 /// Encodes raw bytes as a state record stored under `key`.
-pub(crate) fn encode_bytes(key: &[u8], bytes: &[u8]) -> Vec<u8> {
+pub fn encode_bytes(key: &[u8], bytes: &[u8]) -> Vec<u8> {
     seal(key, &[bytes])
 }
 
 /// Checks a raw-bytes state record stored under `key` and returns its bytes.
-pub(crate) fn decode_bytes<'r>(key: &[u8], record: &'r [u8]) -> Result<&'r [u8], String> {
+pub fn decode_bytes<'r>(key: &[u8], record: &'r [u8]) -> Result<&'r [u8], String> {
     unseal(key, record)
 }
 

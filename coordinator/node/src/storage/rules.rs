@@ -15,7 +15,7 @@ use super::{
 /// Checks `batch` against the state `before` it and returns the state after it, without
 /// retention (see [`plan_compaction`]). `term_at` answers the term of an entry of the log as it
 /// is before the batch, for indexes from the purged index (or 0) to the last index.
-pub(crate) fn plan_write(
+pub fn plan_write(
     before: &StoreState,
     batch: &WriteBatch,
     term_at: &mut dyn FnMut(LogIndex) -> Result<Term>,
@@ -56,7 +56,7 @@ pub(crate) fn plan_write(
 
 /// Whether `next` may replace `current` as the durable term and vote: the term never decreases
 /// and a vote, once cast, never changes within its term.
-pub(crate) fn check_hard_state(current: &HardState, next: &HardState) -> Result<()> {
+pub fn check_hard_state(current: &HardState, next: &HardState) -> Result<()> {
     if next.term < current.term {
         return Err(StorageError::invalid_write(format!(
             "term would go back from {} to {}",
@@ -190,7 +190,7 @@ fn check_state_update(
     if let Some((_, outcome)) = state
         .registry
         .iter()
-        .find(|(_, outcome)| outcome.len() > OUTCOME_BYTES_MAX)
+        .find(|(_, outcome)| outcome.len() as u64 > OUTCOME_BYTES_MAX)
     {
         return Err(StorageError::invalid_write(format!(
             "an outcome of {} bytes is over the limit of {OUTCOME_BYTES_MAX}",
@@ -200,7 +200,7 @@ fn check_state_update(
     if let Some((topic, _)) = state
         .offsets
         .iter()
-        .find(|(topic, _)| topic.len() > TOPIC_NAME_BYTES_MAX)
+        .find(|(topic, _)| topic.len() as u64 > TOPIC_NAME_BYTES_MAX)
     {
         return Err(StorageError::invalid_write(format!(
             "a topic name of {} bytes is over the limit of {TOPIC_NAME_BYTES_MAX}",
@@ -212,7 +212,7 @@ fn check_state_update(
 
 /// Which indexes a log holds: what a read checks before it touches an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Extent {
+pub struct Extent {
     pub first_index: LogIndex,
     pub last_index: LogIndex,
     pub purged: Option<LogId>,
@@ -272,7 +272,7 @@ impl Extent {
 
 /// What retention deletes after a write: every entry below `first_index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Compaction {
+pub struct Compaction {
     pub first_index: LogIndex,
     /// Retained record bytes after the compaction, if the store counts them.
     pub retained_bytes: Option<u64>,
@@ -282,7 +282,7 @@ pub(crate) struct Compaction {
 /// `retained_bytes` of entry records (if the store counts them). `record_bytes` yields the sizes
 /// of the stored entry records in index order from the first index; it is read only as far as
 /// needed. Returns `None` when nothing is to be deleted.
-pub(crate) fn plan_compaction(
+pub fn plan_compaction(
     state: &StoreState,
     retained_bytes: Option<u64>,
     retention: &Retention,

@@ -219,7 +219,7 @@ impl MemFile {
 }
 
 /// The error for an index that the log's extent includes but the log does not hold.
-pub(crate) fn missing(index: LogIndex) -> StorageError {
+pub fn missing(index: LogIndex) -> StorageError {
     StorageError::Corrupt {
         index,
         detail: "missing: the log has a hole here".into(),

@@ -17,7 +17,7 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::NodeId;
+use ordo_common::NodeId;
 
 /// The name every node certificate carries and every client dials, whichever node it is.
 pub const CLUSTER_SERVER_NAME: &str = "ordo";

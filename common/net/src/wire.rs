@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::codec::{self, DecodeError};
+use ordo_common::codec::{self, DecodeError};
 
 /// The wire format version this build speaks.
 pub const WIRE_VERSION: u8 = 1;

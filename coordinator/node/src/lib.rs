@@ -1,0 +1,5 @@
+//! # ordo-node: one coordinator's logic, without I/O
+//!
+//! (Crate docs are written with the `Node` type below.)
+
+pub mod storage;
