@@ -41,6 +41,11 @@ pub struct Config {
     pub pending_reads_max: usize,
     /// Most payload bytes handed to the state machine in one Apply output.
     pub apply_bytes_max: u64,
+    /// Check the core's whole invariant chain after every input (the log's shape, the
+    /// replication window's accounting), whatever the build profile. The simulator turns it on
+    /// in every seed; debug builds check always; a production node leaves it off, as the checks
+    /// walk the whole in-memory log. Cheap assertions run everywhere regardless.
+    pub invariant_checks: bool,
 }
 
 impl Config {
@@ -62,6 +67,7 @@ impl Config {
             proposal_bytes_max: ENTRY_PAYLOAD_BYTES_MAX,
             pending_reads_max: 65_536,
             apply_bytes_max: 16 * 1024 * 1024,
+            invariant_checks: false,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The core's in-memory view of the log: every entry since the first retained index, with the
 //! three positions that matter — durable (locally persisted), committed, applied.
 //!
-//! Invariants (checked by [`RaftLog::validate`] in debug builds and by the simulator):
+//! Invariants (checked by [`RaftLog::validate`] in debug builds and in every simulator seed):
 //! `applied <= committed <= last_index`, `applied <= durable <= last_index`, terms do not
 //! decrease along the log, and `entries[k].index == first_index + k`.
 //!
@@ -135,9 +135,9 @@ impl RaftLog {
             .map_or(index, |entry| entry.index.min(index))
     }
 
-    /// Debug-build check of the invariants in the module doc.
+    /// Checks the invariants in the module doc (see `Config::invariant_checks` for when).
     pub(crate) fn validate(&self) {
-        if cfg!(debug_assertions) {
+        {
             let last = self.last_index();
             assert!(self.applied <= self.committed, "applied > committed");
             assert!(

@@ -6,6 +6,7 @@ mod config;
 mod log;
 mod message;
 mod progress;
+mod quorum;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -19,6 +20,7 @@ pub use progress::ReplicationMode;
 use crate::rng::Prng;
 use log::RaftLog;
 use progress::Progress;
+use quorum::{VoteResult, is_quorum, majority_value, vote_result};
 
 /// Bytes charged per entry on top of its payload in the uncommitted budget, so that empty
 /// proposals cannot grow memory without bound either.
@@ -749,14 +751,12 @@ impl Raft {
         self.votes.insert(from, granted);
         let yes = self.votes.values().filter(|granted| **granted).count();
         let no = self.votes.len() - yes;
-        if yes >= self.config.quorum() {
-            if pre_vote {
-                self.start_election(false, false);
-            } else {
-                self.become_leader();
-            }
-        } else if no >= self.config.quorum() {
-            self.become_follower(self.term, None);
+        let voters = self.config.voters.len();
+        match vote_result(yes, no, self.config.quorum(), voters) {
+            VoteResult::Won if pre_vote => self.start_election(false, false),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
         }
     }
 
@@ -1016,6 +1016,30 @@ impl Raft {
     }
 
     fn set_role(&mut self, role: Role, leader: Option<NodeId>) {
+        match role {
+            Role::Leader => {
+                assert_eq!(leader, Some(self.config.id), "a leader leads itself");
+                assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
+                assert_eq!(
+                    self.progress.len(),
+                    self.config.voters.len() - 1,
+                    "a leader tracks every follower"
+                );
+            }
+            Role::Candidate => {
+                assert_eq!(
+                    self.vote,
+                    Some(self.config.id),
+                    "a candidate votes for itself"
+                );
+                assert_eq!(leader, None, "a candidate knows no leader");
+            }
+            Role::PreCandidate => assert_eq!(leader, None, "a pre-candidate knows no leader"),
+            Role::Follower => {
+                assert!(self.progress.is_empty(), "a follower tracks no followers");
+                assert_ne!(leader, Some(self.config.id), "a follower does not lead");
+            }
+        }
         self.role = role;
         self.leader = leader;
         let now = (role, self.term, leader);
@@ -1053,7 +1077,7 @@ impl Raft {
             self.election_elapsed_ticks = 0;
             if self.config.check_quorum {
                 let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
-                if active < self.config.quorum() {
+                if !is_quorum(active, self.config.quorum()) {
                     self.become_follower(self.term, None);
                     return;
                 }
@@ -1173,8 +1197,11 @@ impl Raft {
             .map(|progress| progress.match_index)
             .collect();
         matches.push(self.log.durable);
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let quorum_index = matches[self.config.quorum() - 1];
+        let quorum_index = majority_value(&mut matches, self.config.quorum());
+        assert!(
+            quorum_index <= self.log.durable.max(self.log.committed) || self.config.quorum() > 1,
+            "a single node commits only what it made durable"
+        );
         if quorum_index > self.log.committed && self.log.term_at(quorum_index) == Some(self.term) {
             let newly_committed: u64 = (self.log.committed + 1..=quorum_index)
                 .filter_map(|index| self.log.entry(index))
@@ -1223,8 +1250,11 @@ impl Raft {
     fn advance_read_rounds(&mut self) {
         let mut acked: Vec<u64> = self.progress.values().map(|p| p.read_round_acked).collect();
         acked.push(self.read_round);
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acked[self.config.quorum() - 1];
+        let confirmed = majority_value(&mut acked, self.config.quorum());
+        assert!(
+            confirmed <= self.read_round,
+            "a read round is confirmed only after it started"
+        );
         if confirmed <= self.read_round_confirmed {
             return;
         }
@@ -1288,7 +1318,50 @@ impl Raft {
                 result: Ok(index),
             });
         }
+        if self.config.invariant_checks || cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+    }
+
+    /// The whole invariant chain, in one place. Walks the in-memory log: for the simulator and
+    /// debug builds (see [`Config::invariant_checks`]).
+    fn check_invariants(&self) {
         self.log.validate();
+        let leading = self.role == Role::Leader;
+        let tracked = if leading {
+            self.config.voters.len() - 1
+        } else {
+            0
+        };
+        assert_eq!(
+            self.progress.len(),
+            tracked,
+            "a leader, and only a leader, tracks followers"
+        );
+        for progress in self.progress.values() {
+            progress.validate(self.log.last_index());
+        }
+        let reads = self.reads_waiting_commit.len()
+            + self.reads_waiting_round.len()
+            + self.reads_waiting_apply.len();
+        assert!(leading || reads == 0, "only a leader holds reads");
+        assert!(
+            leading || self.transfer.is_none(),
+            "only a leader transfers leadership"
+        );
+        assert!(
+            self.read_round_confirmed <= self.read_round,
+            "read rounds are confirmed in order"
+        );
+        assert!(
+            self.pending_proposals
+                .keys()
+                .all(|index| *index > self.log.applied),
+            "a proposal at an applied index has its result"
+        );
+        if let Some(vote) = self.vote {
+            assert!(self.config.voters.contains(&vote), "votes go to voters");
+        }
     }
 
     fn emit_persist(&mut self, entries: Vec<Entry>) {

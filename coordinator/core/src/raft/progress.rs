@@ -89,7 +89,10 @@ impl Progress {
                 break;
             }
             self.inflight.pop_front();
-            self.inflight_bytes -= bytes;
+            self.inflight_bytes = self
+                .inflight_bytes
+                .checked_sub(bytes)
+                .expect("the in-flight bytes count every append in flight");
         }
         if self.mode == ReplicationMode::Probe {
             self.enter(ReplicationMode::Replicate);
@@ -118,6 +121,37 @@ impl Progress {
     pub(crate) fn restart_probe(&mut self) {
         self.enter(ReplicationMode::Probe);
         self.next_index = self.match_index + 1;
+    }
+
+    /// The window's accounting, for the core's invariant checks.
+    pub(crate) fn validate(&self, last_index: LogIndex) {
+        let bytes: u64 = self.inflight.iter().map(|(_, bytes)| bytes).sum();
+        assert_eq!(
+            bytes, self.inflight_bytes,
+            "in-flight bytes match the window"
+        );
+        assert!(
+            self.inflight
+                .iter()
+                .zip(self.inflight.iter().skip(1))
+                .all(|(a, b)| a.0 < b.0),
+            "appends in flight end at increasing indexes"
+        );
+        assert!(
+            self.inflight
+                .back()
+                .is_none_or(|(last, _)| *last < self.next_index),
+            "nothing in flight at or past the next index"
+        );
+        assert!(
+            self.mode == ReplicationMode::Replicate || self.inflight.is_empty(),
+            "a probe has no window"
+        );
+        assert!(self.match_index < self.next_index, "next is past match");
+        assert!(
+            self.match_index <= last_index,
+            "a follower matches only what the leader holds"
+        );
     }
 
     fn enter(&mut self, mode: ReplicationMode) {
