@@ -70,7 +70,7 @@ async fn election_after_kill(options: ClusterOptions, runs: usize) {
             for connection in &survivors {
                 if let Ok(ClientResponse::Status(status)) =
                     connection.request(&ClientRequest::Status).await
-                    && status.role == "leader"
+                    && status.role == ordo_common::client::NodeRole::Leader
                     && status.term > old.term
                 {
                     break 'poll (status.id, status.term);

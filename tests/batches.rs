@@ -39,7 +39,7 @@ use ordo_common::batch::{
 /// `BATCH_BYTES_MAX` (the topic plus the encoding overhead).
 const ONE_MESSAGE_BATCH_BYTES: u64 =
     3 + MESSAGE_ENCODING_OVERHEAD_BYTES + BATCH_ENCODING_OVERHEAD_BYTES;
-use ordo_common::client::{CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse};
+use ordo_common::client::{CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, RefusedCode};
 use ordo_common::limits::{
     BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, BATCH_PRECONDITIONS_MAX, BATCH_TOPICS_MAX,
     MESSAGE_HEADERS_MAX, MESSAGE_KEY_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
@@ -927,6 +927,32 @@ async fn a_filtered_applier_runs_until_a_seq_without_its_topics() {
     }
 }
 
+/// The Applier works on a current-thread runtime, the `#[tokio::test]` default (it used
+/// `block_in_place` unconditionally, which panics there).
+#[tokio::test]
+async fn an_applier_on_a_current_thread_runtime_applies_batches() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(STARTUP).await;
+    let client = connect(&cluster, endpoints(&cluster, &cluster.ids())).await;
+    for number in 1..=3 {
+        let batch = Batch {
+            id: new_batch_id(),
+            messages: vec![Message::new("x", number.to_string())],
+            preconditions: Vec::new(),
+        };
+        client.submit(batch).await.expect("submit");
+    }
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let database = Arc::new(redb::Database::create(work.path().join("db.redb")).expect("db"));
+    let applier = Applier::new(client, database, "current-thread", Vec::new());
+    let run = applier.run_until(3, apply_numbers);
+    match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Ok(result) => result.expect("the applier"),
+        Err(_) => panic!("run_until(3) did not return; cursor {:?}", applier.cursor()),
+    }
+    assert_eq!(applier.cursor().expect("cursor"), 3);
+}
+
 /// Submits batches of 1–3 numbered messages, pausing between them, until told to stop.
 async fn produce_numbers(
     client: Client,
@@ -1236,7 +1262,10 @@ async fn every_batch_limit_is_refused_naming_it_by_the_sdk_and_by_every_node() {
             }
         }
         match connection.request(&oversized).await {
-            Ok(ClientResponse::Refused { reason }) => assert!(
+            Ok(ClientResponse::Refused {
+                code: RefusedCode::BadFrame,
+                reason,
+            }) => assert!(
                 reason.contains(&CLIENT_REQUEST_BYTES_MAX.to_string()),
                 "node {id} refused an oversized frame without naming the limit: {reason}"
             ),

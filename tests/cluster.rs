@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ordo_common::NodeId;
-use ordo_common::client::NodeStatus;
+use ordo_common::client::{NodeRole, NodeStatus};
 use support::{
     Ack, ClusterOptions, Proposer, TestCluster, highest_index, path_str, run_ordo_checked,
     wait_until,
@@ -198,7 +198,7 @@ async fn wait_for_new_leader(
     wait_until(timeout, "another node to lead a later term", async || {
         for id in cluster.ids().into_iter().filter(|id| *id != old.id) {
             if let Ok(status) = cluster.status(id).await
-                && status.role == "leader"
+                && status.role == NodeRole::Leader
                 && status.term > old.term
             {
                 return Ok(status);
@@ -252,7 +252,7 @@ async fn rejoin_and_check(
         restarted_at.elapsed()
     );
     let rejoined = &statuses[&old];
-    assert_eq!(rejoined.role, "follower");
+    assert_eq!(rejoined.role, NodeRole::Follower);
     assert_eq!((rejoined.leader, rejoined.term), (Some(new.id), new.term));
     assert_acknowledged_below_every_commit_index(&acks, statuses.values());
 

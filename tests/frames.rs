@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ordo_common::client::{ClientRequest, ClientResponse};
+use ordo_common::client::{ClientRequest, ClientResponse, RefusedCode};
 use ordo_common::limits::FRAME_BYTES_MAX;
 use ordo_coordinator::transport::PeerFrame;
 use ordo_core::rng::Prng;
@@ -207,7 +207,10 @@ async fn refusal(
     bytes: &[u8],
 ) -> Result<String, String> {
     match raw::client_exchange(connection.raw(), bytes).await? {
-        Some(ClientResponse::Refused { reason }) => Ok(reason),
+        Some(ClientResponse::Refused {
+            code: RefusedCode::BadFrame,
+            reason,
+        }) => Ok(reason),
         other => Err(format!("not refused: {other:?}")),
     }
 }

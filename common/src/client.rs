@@ -46,8 +46,10 @@ pub enum ClientResponse {
         leader: Option<NodeId>,
         leader_address: Option<String>,
     },
-    /// The request was refused; `reason` says why and what to do.
+    /// The request was refused and will be refused again as it is: `code` says why (stable),
+    /// `reason` says it in words, with what to do.
     Refused {
+        code: RefusedCode,
         reason: String,
     },
     /// A submitted batch's outcome, or a status query's answer.
@@ -56,8 +58,10 @@ pub enum ClientResponse {
     Unknown,
     /// The batch breaks a limit or is malformed; it never reached the log.
     Invalid(BatchError),
-    /// Back-pressure or a leadership change in progress: retry, with the same batch id.
+    /// Not now: retry, with the same batch id. `code` says whether this attempt may have reached
+    /// the log ([`BusyCode::may_have_appended`]).
     Busy {
+        code: BusyCode,
         reason: String,
     },
     /// One committed batch of a subscription.
@@ -73,7 +77,7 @@ pub enum ClientResponse {
 pub struct NodeStatus {
     pub id: NodeId,
     pub address: String,
-    pub role: String,
+    pub role: NodeRole,
     pub term: Term,
     pub leader: Option<NodeId>,
     pub last_index: LogIndex,
@@ -82,4 +86,112 @@ pub struct NodeStatus {
     pub durable_index: LogIndex,
     /// Peers this node heard from within the last election timeout.
     pub reachable_peers: Vec<NodeId>,
+}
+
+/// Why a node answered [`ClientResponse::Busy`]. The names ([`BusyCode::as_str`]) are stable:
+/// scripts and dashboards may match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BusyCode {
+    /// Too much is proposed and not yet committed; the request was not appended.
+    Backpressure,
+    /// Leadership is moving to another node; the request was not appended.
+    TransferInProgress,
+    /// The node is shutting down; the request was not appended.
+    Stopping,
+    /// The attempt was appended, but another leader's entry was committed in its place: this
+    /// attempt will never commit (an earlier attempt with the same id still may).
+    ProposalOverwritten,
+    /// Leadership was lost before a linearizable read was confirmed; nothing was read.
+    ReadLost,
+    /// Too many linearizable reads are waiting; nothing was read.
+    TooManyReads,
+    /// The node stopped, or lost track of the request, after it may have been appended: its
+    /// outcome is unknown until a status query answers it.
+    OutcomeUnknown,
+}
+
+impl BusyCode {
+    /// The stable name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backpressure => "backpressure",
+            Self::TransferInProgress => "transfer_in_progress",
+            Self::Stopping => "stopping",
+            Self::ProposalOverwritten => "proposal_overwritten",
+            Self::ReadLost => "read_lost",
+            Self::TooManyReads => "too_many_reads",
+            Self::OutcomeUnknown => "outcome_unknown",
+        }
+    }
+
+    /// Whether the attempt that got this answer may still commit. Only an unknown outcome may:
+    /// every other code names a request that was never appended, or an appended attempt that
+    /// can no longer commit.
+    pub fn may_have_appended(self) -> bool {
+        self == Self::OutcomeUnknown
+    }
+}
+
+impl std::fmt::Display for BusyCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a node answered [`ClientResponse::Refused`]: the same request will be refused again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusedCode {
+    /// The request frame was malformed, over its limit, or of another wire version.
+    BadFrame,
+    /// The proposal is larger than this node's `proposal_bytes_max`.
+    TooLarge,
+    /// The request is not one this endpoint answers (a programming error in the client).
+    Unsupported,
+    /// A committed batch could not be read from this node's storage; try another node.
+    StorageFailed,
+}
+
+impl RefusedCode {
+    /// The stable name of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadFrame => "bad_frame",
+            Self::TooLarge => "too_large",
+            Self::Unsupported => "unsupported",
+            Self::StorageFailed => "storage_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's role in the consensus protocol, as status reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NodeRole {
+    Follower,
+    /// Asking for pre-votes before a real election.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Follower => "follower",
+            Self::PreCandidate => "precandidate",
+            Self::Candidate => "candidate",
+            Self::Leader => "leader",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ordo_common::batch::{Batch, BatchError, BatchId, CommittedBatch, Outcome, RejectReason};
-use ordo_common::client::{ClientRequest, ClientResponse};
+use ordo_common::client::{ClientRequest, ClientResponse, RefusedCode};
 use tokio::sync::mpsc;
 
 use crate::connection::{ClientTls, ConnectError, NodeConnection};
@@ -70,9 +70,9 @@ pub enum SubmitError {
     /// the same id, which never commits twice).
     #[error("no answer for batch {id} within the retry timeout; its outcome is unknown: {detail}")]
     Timeout { id: BatchId, detail: String },
-    /// A coordinator refused the request outright.
-    #[error("refused: {reason}")]
-    Refused { reason: String },
+    /// A coordinator refused the request outright; `code` says why (stable).
+    #[error("refused ({code}): {reason}")]
+    Refused { code: RefusedCode, reason: String },
 }
 
 /// Why a status query or a subscription failed.
@@ -82,8 +82,8 @@ pub enum QueryError {
     Unavailable { detail: String },
     #[error("history below seq {first_seq} is compacted")]
     Compacted { first_seq: u64 },
-    #[error("refused: {reason}")]
-    Refused { reason: String },
+    #[error("refused ({code}): {reason}")]
+    Refused { code: RefusedCode, reason: String },
 }
 
 /// A handle to the cluster. Cheap to clone; every clone shares the connections, and any
@@ -174,13 +174,15 @@ impl Client {
                         continue;
                     }
                 }
-                Ok(ClientResponse::Busy { reason }) => {
-                    may_have_reached_log = true;
-                    last_problem = reason;
+                Ok(ClientResponse::Busy { code, reason }) => {
+                    // Only an unknown outcome may still commit; back-pressure, a transfer, a
+                    // stopping node or an overwritten attempt never will.
+                    may_have_reached_log |= code.may_have_appended();
+                    last_problem = format!("{address} is busy ({code}): {reason}");
                 }
                 Ok(ClientResponse::Invalid(error)) => return Err(SubmitError::Invalid(error)),
-                Ok(ClientResponse::Refused { reason }) => {
-                    return Err(SubmitError::Refused { reason });
+                Ok(ClientResponse::Refused { code, reason }) => {
+                    return Err(SubmitError::Refused { code, reason });
                 }
                 Ok(other) => last_problem = format!("unexpected answer {other:?}"),
                 Err(error) => {
@@ -236,8 +238,8 @@ impl Client {
                         continue;
                     }
                 }
-                Ok(ClientResponse::Refused { reason }) => {
-                    return Err(QueryError::Refused { reason });
+                Ok(ClientResponse::Refused { code, reason }) => {
+                    return Err(QueryError::Refused { code, reason });
                 }
                 Ok(other) => last_problem = format!("{other:?}"),
                 Err(error) => {

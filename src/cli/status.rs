@@ -83,7 +83,7 @@ fn status_json(status: &ordo_common::client::NodeStatus) -> serde_json::Value {
     serde_json::json!({
         "id": status.id,
         "address": status.address,
-        "role": status.role,
+        "role": status.role.as_str(),
         "term": status.term,
         "leader": status.leader,
         "last_index": status.last_index,

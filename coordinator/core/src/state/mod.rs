@@ -17,6 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use bytes::Bytes;
+
 use ordo_common::LogIndex;
 use ordo_common::batch::{Batch, BatchId, Outcome, Precondition, RejectReason};
 use ordo_common::codec::{self, DecodeError};
@@ -26,10 +28,15 @@ use serde::{Deserialize, Serialize};
 /// Default bound on the idempotency registry.
 pub const REGISTRY_ENTRIES_MAX_DEFAULT: usize = 1_000_000;
 
-/// What a normal log entry carries. New commands (locks, sessions) become new variants.
+/// What a normal log entry carries: every normal entry's payload is one encoded command, so a
+/// payload that does not decode is corruption or version skew, never something to skip. New
+/// commands (locks, sessions) become new variants, at the end: the order is the disk format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// An atomic batch, applied by [`BatchState::apply`].
     Batch(Batch),
+    /// Opaque bytes that change no state (diagnostics, transport and simulator tests).
+    Raw(Bytes),
 }
 
 impl Command {
