@@ -105,7 +105,7 @@ impl Applier {
                     continue;
                 }
             }
-            tokio::task::block_in_place(|| self.apply_one(&batch, Some(&mut handler)))?;
+            blocking(|| self.apply_one(&batch, Some(&mut handler)))?;
         }
         if position > self.cursor()? {
             let skipped = CommittedBatch {
@@ -114,7 +114,7 @@ impl Applier {
                 id: BatchId([0; 16]),
                 messages: Vec::new(),
             };
-            tokio::task::block_in_place(|| self.apply_one::<H>(&skipped, None))?;
+            blocking(|| self.apply_one::<H>(&skipped, None))?;
         }
         Ok(())
     }
@@ -144,5 +144,17 @@ impl Applier {
                 .map_err(database_error)?;
         }
         transaction.commit().map_err(database_error)
+    }
+}
+
+/// Runs a blocking redb transaction from async code. On a multi-thread runtime the worker hands
+/// its other tasks to its peers first (`block_in_place`); a current-thread runtime (the
+/// `#[tokio::test]` default) has no peers to hand them to, and `block_in_place` would panic
+/// there, so the transaction runs inline: that runtime's tasks wait for the commit, and nothing
+/// else does.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
