@@ -131,7 +131,7 @@ pub struct RaftSection {
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
     pub cache: HumanBytes,
-    /// 0 keeps every entry.
+    /// Must be 0 (keep every entry) until snapshots exist; see `NodeConfig::validate`.
     pub retain_entries_max: u64,
 }
 
@@ -258,7 +258,7 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "storage",
         "retain_entries_max",
-        "count; entries kept (0 = keep everything)",
+        "count; must be 0 (keep every entry) until snapshots exist",
     ),
     (
         "transport",
@@ -397,6 +397,17 @@ impl NodeConfig {
         self.core_config(&voters)
             .validate()
             .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if self.storage.retain_entries_max != 0 {
+            // A node rebuilds its state by replaying its log from index 1 and has no snapshot
+            // to send a follower that fell behind the first kept entry: a compacted log could
+            // neither restart nor catch a follower up.
+            return Err(ConfigError::Invalid(format!(
+                "storage.retain_entries_max = {}: log compaction needs snapshots, which this \
+                 release does not have yet; a node that compacted could not restart. Set it to \
+                 0 (keep every entry)",
+                self.storage.retain_entries_max
+            )));
+        }
         let transport = &self.transport;
         if transport.reconnect_backoff_min.0 > transport.reconnect_backoff_max.0 {
             return Err(ConfigError::Invalid(
@@ -631,6 +642,12 @@ mod tests {
         assert!(matches!(error, ConfigError::UnknownEnv(_)), "{error}");
         let error = load("id = 4\n[peers]\n1 = \"127.0.0.1:7001\"\n", &[]).unwrap_err();
         assert!(error.to_string().contains("not among the peers"), "{error}");
+        let error = load(peers, &[("ORDO_STORAGE_RETAIN_ENTRIES_MAX", "1000")]).unwrap_err();
+        assert!(
+            error.to_string().contains("retain_entries_max = 1000")
+                && error.to_string().contains("snapshots"),
+            "{error}"
+        );
         let two = "[peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n";
         let error = load(two, &[]).unwrap_err();
         assert!(error.to_string().contains("1, 3 or 5 voters"), "{error}");
