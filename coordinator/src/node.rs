@@ -4,13 +4,13 @@
 use std::num::NonZeroU64;
 
 use ordo_core::state::REGISTRY_ENTRIES_MAX_DEFAULT;
-use ordo_core::{Raft, Restored};
+use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{
-    Driver, DriverError, DriverOptions, DriverParts, StoredBatches, rebuild_state, writer_channel,
+    Driver, DriverError, DriverOptions, DriverParts, StoredBatches, addresses, writer_channel,
 };
 use crate::storage::{
     GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, Retention, StorageError,
@@ -31,8 +31,8 @@ pub enum NodeError {
     },
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
-    #[error("the stored state cannot start the consensus core: {0}")]
-    Restore(#[from] ordo_core::StartError),
+    #[error("the stored state cannot start the node: {0}")]
+    Restore(#[from] ordo_node::StartError),
     #[error("transport: {0}")]
     Transport(#[from] TransportError),
     #[error(transparent)]
@@ -60,7 +60,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let store = RedbLogStore::open(config.data_dir.join(LOG_FILE_NAME), options)?;
     let state = store.store_state()?;
     let entries = store.entries(state.log.first_index, state.log.last_index() + 1, u64::MAX)?;
-    let restored = Restored {
+    let recovered = Recovered {
         hard_state: state.hard_state,
         entries,
         applied: state.progress.applied.map_or(0, |applied| applied.index),
@@ -69,20 +69,21 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         id = config.id,
         term = state.hard_state.term,
         last_index = state.log.last_index(),
-        applied = restored.applied,
+        applied = recovered.applied,
         "opened the log"
     );
+    // The only randomness in a node: its election timeouts. Nothing needs to replay them.
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
         ^ config.id;
-    let state = rebuild_state(
-        &restored.entries,
-        restored.applied,
-        REGISTRY_ENTRIES_MAX_DEFAULT,
-    );
-    let (applied_seq_tx, applied_seq_rx) = watch::channel(state.last_seq());
-    let raft = Raft::new(config.core_config(&voters), restored, seed)?;
+    let node_config = NodeLogicConfig {
+        raft: config.core_config(&voters),
+        addresses: addresses(&voters),
+        registry_entries_max: REGISTRY_ENTRIES_MAX_DEFAULT,
+    };
+    let node = Node::new(node_config, recovered, seed)?;
+    let (servable_tx, servable_rx) = watch::channel(node.servable_seq());
 
     let (events_tx, events_rx) = writer_channel();
     let writer = GroupCommitWriter::start(store, move |event| {
@@ -91,26 +92,21 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     })?;
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MESSAGES_MAX);
     let (clients_tx, clients_rx) = mpsc::channel(CLIENT_QUEUE_REQUESTS_MAX);
-    let batches = StoredBatches::new(writer.reader(), applied_seq_rx);
+    let batches = StoredBatches::new(writer.reader(), servable_rx);
     let (endpoint, peers) = transport::start(&config, &voters, inbound_tx, clients_tx, batches)?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
 
-    let driver_options = DriverOptions {
-        tick_interval: config.raft.tick_interval.0,
-        election_timeout: config.raft.election_timeout.0,
-        address: config.listen,
-        voters,
-    };
     let driver = Driver::new(DriverParts {
-        raft,
-        state,
+        node,
         writer,
         writer_events: events_rx,
         peers,
         inbound: inbound_rx,
         clients: clients_rx,
-        applied_seq: applied_seq_tx,
-        options: driver_options,
+        servable_seq: servable_tx,
+        options: DriverOptions {
+            tick_interval: config.raft.tick_interval.0,
+        },
     });
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {

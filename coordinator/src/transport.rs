@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_common::NodeId;
-use ordo_common::batch::{Batch, BatchId, CommittedBatch};
-use ordo_common::client::{CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, NodeStatus};
+use ordo_common::batch::CommittedBatch;
+use ordo_common::client::{
+    BusyCode, CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, RefusedCode,
+};
 use ordo_common::limits::FRAME_BYTES_MAX;
 use ordo_core::{Body, Message};
 use ordo_net::tls::{self, Identity, TlsError, node_name};
@@ -35,6 +37,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
+use crate::storage::StorageError;
 
 /// Largest peer frame: one append at the message budget, or one entry at the payload limit.
 pub const PEER_FRAME_BYTES_MAX: u64 = FRAME_BYTES_MAX;
@@ -63,34 +66,63 @@ pub struct Inbound {
     pub message: Message,
 }
 
-/// A client's request, for the driver, with the way back.
+/// A client's request, for the driver, with the way back for the node's one reply.
 #[derive(Debug)]
-pub enum ClientCommand {
-    Status {
-        reply: oneshot::Sender<NodeStatus>,
-    },
-    Propose {
-        payload: bytes::Bytes,
-        reply: oneshot::Sender<ClientResponse>,
-    },
-    Submit {
-        batch: Batch,
-        reply: oneshot::Sender<ClientResponse>,
-    },
-    BatchStatus {
-        id: BatchId,
-        reply: oneshot::Sender<ClientResponse>,
-    },
+pub struct ClientCall {
+    pub request: ClientRequest,
+    pub reply: oneshot::Sender<ClientResponse>,
 }
 
-/// Where subscriptions read committed batches: durable storage, up to this node's applied seq.
+/// Where subscriptions read committed batches: durable storage, up to the seq the node last
+/// declared servable.
 pub trait BatchSource: Send + Sync + 'static {
     /// The batch committed at `seq`, if still retained; `Ok(None)` once compacted.
-    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, String>;
+    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, StorageError>;
     /// The highest seq applied here and durable, which subscriptions may serve up to.
-    fn applied_seq(&self) -> watch::Receiver<u64>;
+    fn servable_seq(&self) -> watch::Receiver<u64>;
     /// The lowest seq still retained.
     fn first_seq(&self) -> u64;
+}
+
+/// Why a peer link (either direction) ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// The peer sent a frame that does not decode, is over its limit, or has another version.
+    #[error("bad frame from node {from}: {error}")]
+    BadFrame { from: NodeId, error: FrameError },
+    /// The peer sent a well-formed frame that has no place on this stream.
+    #[error("bad frame from node {from}: unexpected {frame}")]
+    Unexpected { from: NodeId, frame: &'static str },
+    /// This node is shutting down: its driver no longer takes or gives messages.
+    #[error("this node is stopping")]
+    Stopping,
+    /// The peer closed the stream.
+    #[error("stream closed")]
+    Closed,
+    /// The peer refused this node's hello, with its reason.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The peer answered the hello with something other than a welcome.
+    #[error("no welcome")]
+    NoWelcome,
+    #[error("cannot dial: {0}")]
+    Dial(#[from] quinn::ConnectError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Reading or writing a frame failed in the stream beneath it.
+    #[error("stream: {0}")]
+    Stream(FrameError),
+}
+
+impl PeerFrame {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "Hello",
+            Self::Welcome => "Welcome",
+            Self::Refused { .. } => "Refused",
+            Self::Raft(_) => "Raft",
+        }
+    }
 }
 
 /// Why the transport could not start.
@@ -137,7 +169,7 @@ pub fn start(
     config: &NodeConfig,
     voters: &BTreeMap<NodeId, SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
-    clients: mpsc::Sender<ClientCommand>,
+    clients: mpsc::Sender<ClientCall>,
     batches: Arc<dyn BatchSource>,
 ) -> Result<(quinn::Endpoint, PeerLinks), TransportError> {
     let server = server_config(&config.tls_dir, config)?;
@@ -383,7 +415,7 @@ struct Accepting {
     id: NodeId,
     peers: Vec<NodeId>,
     inbound: mpsc::Sender<Inbound>,
-    clients: mpsc::Sender<ClientCommand>,
+    clients: mpsc::Sender<ClientCall>,
     batches: Arc<dyn BatchSource>,
     handshake_timeout: Duration,
     /// One permit per open connection (`transport.connections_max`); beyond it new
@@ -497,31 +529,28 @@ async fn serve_peer(
     let control = relay(&mut receive, from, inbound.clone());
     let appends = async {
         loop {
-            let mut stream = connection
-                .accept_uni()
-                .await
-                .map_err(|error| error.to_string())?;
+            let mut stream = match connection.accept_uni().await {
+                Ok(stream) => stream,
+                Err(error) => return LinkError::from(error),
+            };
             let inbound = inbound.clone();
             tokio::spawn(async move {
-                if let Err(error) = relay(&mut stream, from, inbound).await {
-                    info!(peer = from, %error, "append stream closed");
-                }
+                let error = relay(&mut stream, from, inbound).await;
+                info!(peer = from, %error, "append stream closed");
             });
         }
-        #[allow(unreachable_code)]
-        Ok::<(), String>(())
     };
-    let outcome = tokio::select! {
-        result = control => result,
-        result = appends => result,
+    let error = tokio::select! {
+        error = control => error,
+        error = appends => error,
     };
-    if let Err(error) = outcome {
-        if error.starts_with("bad frame") {
+    match &error {
+        LinkError::BadFrame { .. } | LinkError::Unexpected { .. } => {
             warn!(peer = from, %error, "closing the link from a peer that sent a bad frame");
-            connection.close(quinn::VarInt::from_u32(CLOSE_BAD_FRAME), error.as_bytes());
-        } else {
-            info!(peer = from, %error, "peer disconnected (inbound)");
+            let reason = error.to_string();
+            connection.close(quinn::VarInt::from_u32(CLOSE_BAD_FRAME), reason.as_bytes());
         }
+        _ => info!(peer = from, %error, "peer disconnected (inbound)"),
     }
     metrics::counter!("ordo_peer_disconnects_total").increment(1);
 }
@@ -547,27 +576,30 @@ fn check_hello(
     certificate_names_node(connection, from)
 }
 
-/// Forwards frames from one stream to the driver until the stream ends or a frame is bad.
+/// Forwards frames from one stream to the driver until the stream ends or a frame is bad;
+/// returns why it ended.
 async fn relay(
     stream: &mut quinn::RecvStream,
     from: NodeId,
     inbound: mpsc::Sender<Inbound>,
-) -> Result<(), String> {
+) -> LinkError {
     loop {
         match read_frame::<PeerFrame, _>(stream, PEER_FRAME_BYTES_MAX).await {
             Ok(Some(PeerFrame::Raft(message))) => {
                 if inbound.send(Inbound { from, message }).await.is_err() {
-                    return Err("node stopping".into());
+                    return LinkError::Stopping;
                 }
             }
             Ok(Some(other)) => {
-                return Err(format!("bad frame from node {from}: unexpected {other:?}"));
+                metrics::counter!("ordo_bad_frames_total").increment(1);
+                let frame = other.kind();
+                return LinkError::Unexpected { from, frame };
             }
-            Ok(None) => return Err("stream closed".into()),
-            Err(FrameError::Io(error)) => return Err(error.to_string()),
+            Ok(None) => return LinkError::Closed,
+            Err(error @ FrameError::Io(_)) => return LinkError::Stream(error),
             Err(error) => {
                 metrics::counter!("ordo_bad_frames_total").increment(1);
-                return Err(format!("bad frame from node {from}: {error}"));
+                return LinkError::BadFrame { from, error };
             }
         }
     }
@@ -597,13 +629,14 @@ async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) 
                     return;
                 }
                 Ok(Some(ClientRequest::Hello)) => ClientResponse::Welcome { node: accepting.id },
-                Ok(Some(request)) => answer(request, &accepting.clients).await,
+                Ok(Some(request)) => call_node(request, &accepting.clients).await,
                 Ok(None) => return,
                 Err(error) => {
                     warn!(%remote, %error, "refused a client request: bad frame");
                     metrics::counter!("ordo_bad_frames_total").increment(1);
                     let _ = receive.stop(quinn::VarInt::from_u32(CLOSE_BAD_FRAME));
                     ClientResponse::Refused {
+                        code: RefusedCode::BadFrame,
                         reason: format!("bad request frame: {error}"),
                     }
                 }
@@ -622,7 +655,7 @@ async fn stream_batches(
     source: Arc<dyn BatchSource>,
     from_seq: u64,
     topics: Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), SubscriptionEnd> {
     let mut next = from_seq.max(1);
     let first = source.first_seq();
     if next < first {
@@ -630,9 +663,9 @@ async fn stream_batches(
         let _ = send.finish();
         return Ok(());
     }
-    let mut applied = source.applied_seq();
+    let mut servable = source.servable_seq();
     loop {
-        let last = *applied.borrow_and_update();
+        let last = *servable.borrow_and_update();
         while next <= last {
             let read = tokio::task::block_in_place(|| source.committed(next));
             let batch = match read {
@@ -642,12 +675,13 @@ async fn stream_batches(
                     let _ = write_frame(send, &ClientResponse::Compacted { first_seq }).await;
                     return Ok(());
                 }
-                Err(reason) => {
+                Err(error) => {
                     let refused = ClientResponse::Refused {
-                        reason: reason.clone(),
+                        code: RefusedCode::StorageFailed,
+                        reason: format!("this node cannot read seq {next}: {error}"),
                     };
                     let _ = write_frame(send, &refused).await;
-                    return Err(reason);
+                    return Err(SubscriptionEnd::Storage(error));
                 }
             };
             next += 1;
@@ -655,14 +689,27 @@ async fn stream_batches(
                 let frame = ClientResponse::Batch(batch);
                 write_frame(send, &frame)
                     .await
-                    .map_err(|error| error.to_string())?;
+                    .map_err(SubscriptionEnd::Write)?;
             }
         }
         tokio::select! {
-            changed = applied.changed() => changed.map_err(|_| "node stopping".to_string())?,
-            stopped = send.stopped() => return Err(format!("subscriber left: {stopped:?}")),
+            changed = servable.changed() => changed.map_err(|_| SubscriptionEnd::Stopping)?,
+            _ = send.stopped() => return Err(SubscriptionEnd::Left),
         }
     }
+}
+
+/// Why a subscription stream ended.
+#[derive(Debug, thiserror::Error)]
+enum SubscriptionEnd {
+    #[error("the subscriber left")]
+    Left,
+    #[error("this node is stopping")]
+    Stopping,
+    #[error("writing to the subscriber failed: {0}")]
+    Write(FrameError),
+    #[error("reading the batch failed: {0}")]
+    Storage(StorageError),
 }
 
 /// Keeps only the messages of `topics` (all when empty); `None` when nothing is left.
@@ -676,42 +723,21 @@ fn filter_topics(mut batch: CommittedBatch, topics: &[String]) -> Option<Committ
     (!batch.messages.is_empty()).then_some(batch)
 }
 
-async fn answer(request: ClientRequest, clients: &mpsc::Sender<ClientCommand>) -> ClientResponse {
+/// Hands `request` to the node and waits for its reply.
+async fn call_node(request: ClientRequest, clients: &mpsc::Sender<ClientCall>) -> ClientResponse {
     let (reply, answer) = oneshot::channel();
-    let command = match request {
-        ClientRequest::Status => {
-            let (status_reply, status) = oneshot::channel();
-            if clients
-                .send(ClientCommand::Status {
-                    reply: status_reply,
-                })
-                .await
-                .is_err()
-            {
-                return stopping();
-            }
-            return status
-                .await
-                .map(ClientResponse::Status)
-                .unwrap_or_else(|_| stopping());
-        }
-        ClientRequest::Propose { payload } => ClientCommand::Propose { payload, reply },
-        ClientRequest::Submit { batch } => ClientCommand::Submit { batch, reply },
-        ClientRequest::BatchStatus { id } => ClientCommand::BatchStatus { id, reply },
-        ClientRequest::Hello | ClientRequest::Subscribe { .. } => {
-            unreachable!("serve_client answers these itself")
-        }
-    };
-    if clients.send(command).await.is_err() {
-        return stopping();
+    if clients.send(ClientCall { request, reply }).await.is_err() {
+        return ClientResponse::Busy {
+            code: BusyCode::Stopping,
+            reason: "node is shutting down; retry at another node".into(),
+        };
     }
-    answer.await.unwrap_or_else(|_| stopping())
-}
-
-fn stopping() -> ClientResponse {
-    ClientResponse::Busy {
-        reason: "node is shutting down; retry at another node".into(),
-    }
+    answer.await.unwrap_or_else(|_| ClientResponse::Busy {
+        // The node took the request and stopped before answering: a submit may have been
+        // appended.
+        code: BusyCode::OutcomeUnknown,
+        reason: "node stopped before answering; check the outcome with status".into(),
+    })
 }
 
 // ----- dialling -----
@@ -741,15 +767,16 @@ impl PeerLink {
                     let reason = self
                         .pump(&connection, control_stream, &mut control, &mut appends)
                         .await;
-                    if reason == "node stopping" {
+                    if let LinkError::Stopping = reason {
                         return;
                     }
                     info!(peer = self.peer, %reason, "peer disconnected (outbound)");
                 }
                 outcome => {
                     let reason = match outcome {
-                        Ok(Err(reason)) => reason,
-                        _ => "handshake timed out".to_string(),
+                        Ok(Err(reason)) => reason.to_string(),
+                        Err(_) => "handshake timed out".to_string(),
+                        Ok(Ok(_)) => unreachable!("matched above"),
                     };
                     if logged_failure {
                         debug!(peer = self.peer, %reason, "still cannot reach peer");
@@ -770,34 +797,26 @@ impl PeerLink {
         }
     }
 
-    async fn establish(&self) -> Result<(quinn::Connection, quinn::SendStream), String> {
-        let connecting = self
-            .endpoint
-            .connect_with(
-                self.client_config.clone(),
-                self.address,
-                &node_name(self.peer),
-            )
-            .map_err(|error| error.to_string())?;
-        let connection = connecting.await.map_err(|error| error.to_string())?;
-        let (mut send, mut receive) = connection
-            .open_bi()
+    async fn establish(&self) -> Result<(quinn::Connection, quinn::SendStream), LinkError> {
+        let connecting = self.endpoint.connect_with(
+            self.client_config.clone(),
+            self.address,
+            &node_name(self.peer),
+        )?;
+        let connection = connecting.await?;
+        let (mut send, mut receive) = connection.open_bi().await?;
+        let hello = PeerFrame::Hello {
+            from: self.id,
+            to: self.peer,
+        };
+        write_frame(&mut send, &hello)
             .await
-            .map_err(|error| error.to_string())?;
-        write_frame(
-            &mut send,
-            &PeerFrame::Hello {
-                from: self.id,
-                to: self.peer,
-            },
-        )
-        .await
-        .map_err(|error| error.to_string())?;
+            .map_err(LinkError::Stream)?;
         match read_frame::<PeerFrame, _>(&mut receive, PEER_FRAME_BYTES_MAX).await {
             Ok(Some(PeerFrame::Welcome)) => Ok((connection, send)),
-            Ok(Some(PeerFrame::Refused { reason })) => Err(format!("refused: {reason}")),
-            Ok(_) => Err("no welcome".into()),
-            Err(error) => Err(error.to_string()),
+            Ok(Some(PeerFrame::Refused { reason })) => Err(LinkError::Refused(reason)),
+            Ok(_) => Err(LinkError::NoWelcome),
+            Err(error) => Err(LinkError::Stream(error)),
         }
     }
 
@@ -808,29 +827,30 @@ impl PeerLink {
         mut control_stream: quinn::SendStream,
         control: &mut mpsc::Receiver<Message>,
         appends: &mut mpsc::Receiver<Message>,
-    ) -> String {
+    ) -> LinkError {
         let mut append_stream = match connection.open_uni().await {
             Ok(stream) => stream,
-            Err(error) => return error.to_string(),
+            Err(error) => return error.into(),
         };
         let _ = control_stream.set_priority(1);
         let _ = append_stream.set_priority(0);
         tokio::select! {
             reason = forward(&mut control_stream, control) => reason,
             reason = forward(&mut append_stream, appends) => reason,
-            error = connection.closed() => error.to_string(),
+            error = connection.closed() => error.into(),
         }
     }
 }
 
-/// Writes queued messages to one stream until the queue closes or the stream fails.
-async fn forward(stream: &mut quinn::SendStream, queue: &mut mpsc::Receiver<Message>) -> String {
+/// Writes queued messages to one stream until the queue closes or the stream fails; returns
+/// why it ended.
+async fn forward(stream: &mut quinn::SendStream, queue: &mut mpsc::Receiver<Message>) -> LinkError {
     loop {
         let Some(message) = queue.recv().await else {
-            return "node stopping".to_string();
+            return LinkError::Stopping;
         };
         if let Err(error) = write_frame(stream, &PeerFrame::Raft(message)).await {
-            return error.to_string();
+            return LinkError::Stream(error);
         }
     }
 }

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ordo_common::client::{ClientRequest, ClientResponse, NodeStatus};
+use ordo_common::client::{ClientRequest, ClientResponse, NodeRole, NodeStatus};
 use ordo_common::{Entry, EntryPayload, LogIndex, NodeId, Term};
 use ordo_coordinator::storage::{LogRead, RedbLogStore, RedbOptions, StoreState};
 use ordo_participant::{ClientTls, ConnectError, NodeConnection};
@@ -163,7 +163,7 @@ pub struct StateView {
 impl From<&NodeStatus> for StateView {
     fn from(status: &NodeStatus) -> Self {
         Self {
-            role: status.role.clone(),
+            role: status.role.to_string(),
             term: status.term,
             leader: status.leader,
             last_index: status.last_index,
@@ -612,7 +612,7 @@ impl TestCluster {
     }
 
     fn observe(&self, status: &NodeStatus) {
-        if status.role != "leader" {
+        if status.role != NodeRole::Leader {
             return;
         }
         let mut leaders = self.leaders_by_term.lock().expect("leaders lock");
@@ -707,7 +707,7 @@ impl TestCluster {
                 let entry = at(ack.index);
                 assert_eq!(
                     (entry.term, &entry.payload),
-                    (ack.term, &EntryPayload::Normal(ack.payload.clone())),
+                    (ack.term, &stored_payload(&ack.payload)),
                     "node {id} holds another entry at acknowledged index {}",
                     ack.index
                 );
@@ -817,7 +817,10 @@ pub async fn poll_until<T>(
 
 /// The leader, if every node in `statuses` agrees on one and exactly one of them is it.
 pub fn agreed_leader(statuses: &BTreeMap<NodeId, NodeStatus>) -> Result<&NodeStatus, String> {
-    let leaders: Vec<&NodeStatus> = statuses.values().filter(|s| s.role == "leader").collect();
+    let leaders: Vec<&NodeStatus> = statuses
+        .values()
+        .filter(|s| s.role == NodeRole::Leader)
+        .collect();
     let [leader] = leaders[..] else {
         return Err(format!("{} leaders: {}", leaders.len(), describe(statuses)));
     };
@@ -951,4 +954,11 @@ fn signal(child: &Child, signal: libc::c_int) {
     // SAFETY: kill(2) with our own child's pid and a valid signal number has no memory effects.
     let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     assert_eq!(result, 0, "kill({}, {signal})", child.id());
+}
+
+/// How a raw proposal's payload is stored: as the entry's one command.
+fn stored_payload(payload: &Bytes) -> EntryPayload {
+    EntryPayload::Normal(Bytes::from(
+        ordo_core::state::Command::Raw(payload.clone()).encode(),
+    ))
 }

@@ -1,0 +1,628 @@
+//! The node: the consensus core, the batch state machine and every client's bookkeeping, as one
+//! deterministic state machine. See the crate documentation for the calling order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use bytes::Bytes;
+use ordo_common::batch::{BatchId, CommittedBatch};
+use ordo_common::client::{
+    BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
+};
+use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+use ordo_core::state::{BatchState, Command};
+use ordo_core::{
+    InvalidMessage, Message, ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId,
+    Restored, Role, TransferError,
+};
+
+use crate::storage::{StateUpdate, WriteBatch};
+
+/// The runtime's name for one client request, echoed in the request's [`Output::Reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// A write's place in the order the node asked for writes: the first [`Output::Persist`] is
+/// write 1, and each later one is the next number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WriteId(pub u64);
+
+/// What a node needs to know that does not change while it runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The consensus core's configuration (this node's id and the voters among it).
+    pub raft: ordo_core::Config,
+    /// Every voter's client address, for `NotLeader` hints and status.
+    pub addresses: BTreeMap<NodeId, String>,
+    /// Outcomes the idempotency registry keeps (see `ordo_core::state`).
+    pub registry_entries_max: usize,
+}
+
+/// What storage kept when the node last stopped.
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    pub hard_state: HardState,
+    /// Every durable entry, contiguous, from index 1.
+    pub entries: Vec<Entry>,
+    /// Entries up to here were applied, and the state they made is durable.
+    pub applied: LogIndex,
+}
+
+/// A storage report: every write up to and including `write` is durable, and the log now ends
+/// at `last_log_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durable {
+    pub write: WriteId,
+    pub last_log_id: Option<LogId>,
+}
+
+/// What the node asks its runtime to do, in the order it must be done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Make `batch` durable, after every earlier write and before every later one; report it
+    /// with [`Node::handle_durable`]. When `sync` is set the write must be durable **before any
+    /// later output is carried out** (a term or vote the node is about to speak about);
+    /// otherwise it may complete in the background.
+    Persist {
+        write: WriteId,
+        batch: WriteBatch,
+        sync: bool,
+    },
+    /// Send a message to a peer. Best effort.
+    Send { to: NodeId, message: Message },
+    /// Answer a client request.
+    Reply {
+        request: RequestId,
+        response: ClientResponse,
+    },
+    /// Batches up to `seq` are applied and durable on this node: subscribers may read them.
+    Servable { seq: u64 },
+    /// Role, term or known leader changed (logs, metrics).
+    RoleChanged {
+        role: Role,
+        term: Term,
+        leader: Option<NodeId>,
+    },
+    /// The node cannot go on; the runtime must stop it. Nothing follows.
+    Halt(Fault),
+}
+
+/// Why a node stopped itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// A committed entry holds bytes that are not a command this build knows: the log is
+    /// corrupt, or was written by a newer version.
+    #[error(
+        "committed entry {index} does not decode as a command ({detail}); the log is corrupt or \
+         was written by a newer ordo: stop, then run the ordo release that wrote it, or move the \
+         data directory aside and let the node catch up from its peers"
+    )]
+    CorruptEntry { index: LogIndex, detail: String },
+}
+
+/// Why a node could not start from what storage kept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Core(#[from] ordo_core::StartError),
+    #[error(transparent)]
+    Fault(#[from] Fault),
+}
+
+/// One coordinator, without I/O. See the crate documentation.
+#[derive(Debug)]
+pub struct Node {
+    raft: Raft,
+    state: BatchState,
+    config: NodeConfig,
+    /// Submits and raw proposals waiting for their entry to apply.
+    proposals: HashMap<ProposalId, RequestId>,
+    /// Status queries waiting for their linearizable read.
+    reads: HashMap<ReadId, (RequestId, BatchId)>,
+    next_proposal: u64,
+    next_read: u64,
+    /// The last write asked for, and the last one reported durable.
+    last_write: WriteId,
+    durable_write: WriteId,
+    /// Answers for the entries of the latest apply, by index, with the write that records it.
+    recent_answers: HashMap<LogIndex, ClientResponse>,
+    recent_apply_write: WriteId,
+    /// State writes not yet durable, with the seq each makes servable.
+    state_writes: VecDeque<(WriteId, u64)>,
+    /// Replies held until the write that recorded their apply is durable: a client told
+    /// "committed at seq s" can read s from this node at once.
+    held_replies: VecDeque<(WriteId, RequestId, ClientResponse)>,
+    servable_seq: u64,
+    outputs: VecDeque<Output>,
+    ticks: u64,
+    /// The tick at which each peer was last heard from.
+    last_heard: BTreeMap<NodeId, u64>,
+    /// Ticks since stopping began.
+    stopping_ticks: Option<u64>,
+    halted: bool,
+}
+
+impl Node {
+    // ----- construction and getters -----
+
+    /// Starts a node from what storage kept: the core from the log and the term and vote, the
+    /// batch state by applying the log's applied prefix again (the same deterministic code as
+    /// at first apply). `seed` drives the core's election timeouts.
+    pub fn new(config: NodeConfig, recovered: Recovered, seed: u64) -> Result<Self, StartError> {
+        let mut state = BatchState::new(config.registry_entries_max);
+        for entry in recovered
+            .entries
+            .iter()
+            .take_while(|entry| entry.index <= recovered.applied)
+        {
+            if let Some(Command::Batch(batch)) = decode(entry)? {
+                state.apply(entry.index, &batch);
+            }
+        }
+        let restored = Restored {
+            hard_state: recovered.hard_state,
+            entries: recovered.entries,
+            applied: recovered.applied,
+        };
+        let raft = Raft::new(config.raft.clone(), restored, seed)?;
+        let servable_seq = state.last_seq();
+        Ok(Self {
+            raft,
+            state,
+            config,
+            proposals: HashMap::new(),
+            reads: HashMap::new(),
+            next_proposal: 1,
+            next_read: 1,
+            last_write: WriteId(0),
+            durable_write: WriteId(0),
+            recent_answers: HashMap::new(),
+            recent_apply_write: WriteId(0),
+            state_writes: VecDeque::new(),
+            held_replies: VecDeque::new(),
+            servable_seq,
+            outputs: VecDeque::new(),
+            ticks: 0,
+            last_heard: BTreeMap::new(),
+            stopping_ticks: None,
+            halted: false,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.raft.id()
+    }
+
+    /// The consensus core, for observers (status pages, the simulator's checker).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The batch state as applied here (possibly ahead of what is durable).
+    pub fn batch_state(&self) -> &BatchState {
+        &self.state
+    }
+
+    /// The highest seq subscribers may read from this node: applied and durable.
+    pub fn servable_seq(&self) -> u64 {
+        self.servable_seq
+    }
+
+    /// This node's view, as `ordo status` shows it.
+    pub fn status(&self) -> NodeStatus {
+        let status = self.raft.status();
+        let recent = u64::from(self.config.raft.election_timeout_ticks);
+        NodeStatus {
+            id: status.id,
+            address: self.address(status.id).unwrap_or_default(),
+            role: role_name(status.role),
+            term: status.term,
+            leader: status.leader,
+            last_index: status.last_log_id.index,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            durable_index: status.durable_index,
+            reachable_peers: self
+                .last_heard
+                .iter()
+                .filter(|(_, heard)| self.ticks - **heard < recent)
+                .map(|(id, _)| *id)
+                .collect(),
+        }
+    }
+
+    /// Whether a stop that [`Node::stop`] began is complete: leadership is handed over (or
+    /// was never held), or two election timeouts passed trying.
+    pub fn is_stopped(&self) -> bool {
+        let patience = 2 * u64::from(self.config.raft.election_timeout_ticks);
+        self.stopping_ticks
+            .is_some_and(|ticks| self.raft.role() != Role::Leader || ticks > patience)
+    }
+
+    // ----- outputs -----
+
+    /// The next thing for the runtime to do, in order. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return Some(output);
+            }
+            if self.halted {
+                return None;
+            }
+            let output = self.raft.poll_output()?;
+            self.translate(output);
+        }
+    }
+
+    // ----- inputs -----
+
+    /// One unit of time has passed.
+    pub fn tick(&mut self) {
+        if self.halted {
+            return;
+        }
+        self.ticks += 1;
+        if let Some(ticks) = &mut self.stopping_ticks {
+            *ticks += 1;
+        }
+        self.raft.tick();
+    }
+
+    /// A message from peer `from`, as the transport authenticated it.
+    pub fn handle_message(&mut self, from: NodeId, message: Message) -> Result<(), InvalidMessage> {
+        if self.halted {
+            return Ok(());
+        }
+        self.raft.handle_message(from, message)?;
+        self.last_heard.insert(from, self.ticks);
+        Ok(())
+    }
+
+    /// A client's request. Every request gets exactly one [`Output::Reply`], now or later
+    /// (at the latest from [`Node::abandon`]).
+    pub fn handle_request(&mut self, request: RequestId, body: ClientRequest) {
+        let response = match body {
+            ClientRequest::Hello => ClientResponse::Welcome { node: self.id() },
+            ClientRequest::Status => ClientResponse::Status(self.status()),
+            ClientRequest::Propose { payload } => {
+                return self.propose(request, Command::Raw(payload));
+            }
+            ClientRequest::Submit { batch } => match batch.validate() {
+                Ok(()) => return self.propose(request, Command::Batch(batch)),
+                Err(error) => ClientResponse::Invalid(error),
+            },
+            ClientRequest::BatchStatus { id } => return self.read_status(request, id),
+            ClientRequest::Subscribe { .. } => ClientResponse::Refused {
+                code: RefusedCode::Unsupported,
+                reason: "subscriptions are streamed by the transport, not answered by the node"
+                    .into(),
+            },
+        };
+        self.reply(request, response);
+    }
+
+    /// Storage made writes durable (see [`Durable`]). Reports may cover several writes, arrive
+    /// late, and repeat; they never go back.
+    pub fn handle_durable(&mut self, report: Durable) {
+        assert!(
+            report.write <= self.last_write,
+            "write {:?} reported durable, but the last write asked for is {:?}",
+            report.write,
+            self.last_write
+        );
+        if let Some(last) = report.last_log_id {
+            self.raft.handle_durable(last);
+        }
+        self.durable_write = self.durable_write.max(report.write);
+        let mut servable = None;
+        while let Some(&(write, seq)) = self.state_writes.front() {
+            if write > self.durable_write {
+                break;
+            }
+            self.state_writes.pop_front();
+            servable = Some(seq);
+        }
+        if let Some(seq) = servable {
+            assert!(seq >= self.servable_seq, "the servable seq went back");
+            assert!(seq <= self.state.last_seq(), "servable beyond applied");
+            self.servable_seq = seq;
+            self.outputs.push_back(Output::Servable { seq });
+        }
+        while let Some((write, _, _)) = self.held_replies.front() {
+            if *write > self.durable_write {
+                break;
+            }
+            let (_, request, response) = self.held_replies.pop_front().expect("peeked");
+            self.reply(request, response);
+        }
+    }
+
+    /// Campaign now, as if the election timeout had fired.
+    pub fn campaign(&mut self) {
+        self.raft.campaign();
+    }
+
+    /// Hands leadership to `target`, or to the most up-to-date follower.
+    pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
+        self.raft.transfer_leadership(target)
+    }
+
+    /// Begins a graceful stop: new proposals are refused, and a leader hands leadership to
+    /// its most up-to-date follower. Returns the transfer's target, if one started. Keep
+    /// driving the node until [`Node::is_stopped`].
+    pub fn stop(&mut self) -> Result<Option<NodeId>, TransferError> {
+        if self.stopping_ticks.is_some() {
+            return Ok(None);
+        }
+        self.stopping_ticks = Some(0);
+        if self.raft.role() != Role::Leader {
+            return Ok(None);
+        }
+        self.raft.transfer_leadership(None).map(Some)
+    }
+
+    /// The runtime is about to drop the node: answers every request still waiting. Call after
+    /// the last write is durable (and reported), so that replies held for it go out as they
+    /// are; everything else gets a `Busy` saying whether its outcome is unknown.
+    pub fn abandon(&mut self) {
+        for (_, request, response) in std::mem::take(&mut self.held_replies) {
+            let response = match response {
+                // Committed in the log, but its apply never became durable here: the client
+                // must confirm it with a status query.
+                ClientResponse::Outcome(_) | ClientResponse::Committed { .. } => busy(
+                    BusyCode::OutcomeUnknown,
+                    "node stopped before its answer was durable; check with status",
+                ),
+                other => other,
+            };
+            self.reply(request, response);
+        }
+        let mut proposals: Vec<_> = self.proposals.drain().collect();
+        proposals.sort();
+        for (_, request) in proposals {
+            let response = busy(
+                BusyCode::OutcomeUnknown,
+                "node stopped before the outcome was known; check with status",
+            );
+            self.reply(request, response);
+        }
+        let mut reads: Vec<_> = self.reads.drain().collect();
+        reads.sort();
+        for (_, (request, _)) in reads {
+            self.reply(request, busy(BusyCode::ReadLost, "node stopped; retry"));
+        }
+    }
+
+    // ----- client requests -----
+
+    fn propose(&mut self, request: RequestId, command: Command) {
+        if self.stopping_ticks.is_some() {
+            let response = busy(
+                BusyCode::Stopping,
+                "node is stopping; retry at the new leader",
+            );
+            return self.reply(request, response);
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        match self.raft.propose(id, Bytes::from(command.encode())) {
+            Ok(_) => {
+                self.proposals.insert(id, request);
+            }
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                let response = self.not_leader(leader_hint);
+                self.reply(request, response);
+            }
+            Err(error @ ProposeError::TooLarge { .. }) => {
+                let response = ClientResponse::Refused {
+                    code: RefusedCode::TooLarge,
+                    reason: error.to_string(),
+                };
+                self.reply(request, response);
+            }
+            Err(error @ ProposeError::Backpressure { .. }) => {
+                self.reply(request, busy(BusyCode::Backpressure, error));
+            }
+            Err(error @ ProposeError::TransferInProgress) => {
+                self.reply(request, busy(BusyCode::TransferInProgress, error));
+            }
+        }
+    }
+
+    fn read_status(&mut self, request: RequestId, batch: BatchId) {
+        let id = ReadId(self.next_read);
+        self.next_read += 1;
+        match self.raft.read_index(id) {
+            Ok(()) => {
+                self.reads.insert(id, (request, batch));
+            }
+            Err(error) => {
+                let response = self.read_failed(error);
+                self.reply(request, response);
+            }
+        }
+    }
+
+    fn read_failed(&self, error: ReadError) -> ClientResponse {
+        match error {
+            ReadError::NotLeader { leader_hint } => self.not_leader(leader_hint),
+            ReadError::LeadershipLost => busy(BusyCode::ReadLost, error),
+            ReadError::TooManyPending { .. } => busy(BusyCode::TooManyReads, error),
+        }
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ClientResponse {
+        ClientResponse::NotLeader {
+            leader,
+            leader_address: leader.and_then(|id| self.address(id)),
+        }
+    }
+
+    fn address(&self, id: NodeId) -> Option<String> {
+        self.config.addresses.get(&id).cloned()
+    }
+
+    fn reply(&mut self, request: RequestId, response: ClientResponse) {
+        self.outputs.push_back(Output::Reply { request, response });
+    }
+
+    // ----- the core's outputs -----
+
+    fn translate(&mut self, output: ordo_core::Output) {
+        match output {
+            ordo_core::Output::PersistHardState(hard_state) => {
+                self.persist(WriteBatch::hard_state(hard_state), true);
+            }
+            ordo_core::Output::PersistEntries(entries) => {
+                self.persist(WriteBatch::entries(entries), false);
+            }
+            ordo_core::Output::Send { to, message } => {
+                self.outputs.push_back(Output::Send { to, message });
+            }
+            ordo_core::Output::Apply(entries) => self.apply(entries),
+            ordo_core::Output::ProposalResult { id, result } => {
+                let Some(request) = self.proposals.remove(&id) else {
+                    return;
+                };
+                match result {
+                    Ok(log_id) => {
+                        let response = self
+                            .recent_answers
+                            .remove(&log_id.index)
+                            .expect("a proposal's result follows the apply of its entry");
+                        if self.recent_apply_write <= self.durable_write {
+                            self.reply(request, response);
+                        } else {
+                            let write = self.recent_apply_write;
+                            self.held_replies.push_back((write, request, response));
+                        }
+                    }
+                    Err(lost @ ProposalLost::Overwritten { .. }) => {
+                        let reason = format!("{lost}; retry with the same batch id");
+                        self.reply(request, busy(BusyCode::ProposalOverwritten, reason));
+                    }
+                }
+            }
+            ordo_core::Output::ReadResult { id, result } => {
+                let Some((request, batch)) = self.reads.remove(&id) else {
+                    return;
+                };
+                let response = match result {
+                    Ok(_) => match self.state.outcome(&batch) {
+                        Some(outcome) => ClientResponse::Outcome(outcome.clone()),
+                        None => ClientResponse::Unknown,
+                    },
+                    Err(error) => self.read_failed(error),
+                };
+                self.reply(request, response);
+            }
+            ordo_core::Output::RoleChanged { role, term, leader } => {
+                self.outputs
+                    .push_back(Output::RoleChanged { role, term, leader });
+            }
+        }
+    }
+
+    fn persist(&mut self, batch: WriteBatch, sync: bool) -> WriteId {
+        self.last_write = WriteId(self.last_write.0 + 1);
+        let write = self.last_write;
+        self.outputs
+            .push_back(Output::Persist { write, batch, sync });
+        write
+    }
+
+    /// Applies committed entries to the batch state and records what changed, with the apply
+    /// progress, in one write: the state on disk never runs ahead of or behind its progress.
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let last = entries.last().map(Entry::log_id).expect("non-empty apply");
+        self.recent_answers.clear();
+        let mut update = StateUpdate::applied(last);
+        let mut offsets = BTreeMap::new();
+        for entry in &entries {
+            let command = match decode(entry) {
+                Ok(command) => command,
+                Err(fault) => return self.halt(fault),
+            };
+            let answer = match command {
+                None => continue,
+                Some(Command::Raw(_)) => ClientResponse::Committed {
+                    index: entry.index,
+                    term: entry.term,
+                },
+                Some(Command::Batch(batch)) => {
+                    let applied = self.state.apply(entry.index, &batch);
+                    if let (ordo_common::batch::Outcome::Committed { seq, index }, false) =
+                        (&applied.outcome, applied.duplicate)
+                    {
+                        update.seqs.push((*seq, *index));
+                    }
+                    offsets.extend(applied.offsets);
+                    ClientResponse::Outcome(applied.outcome)
+                }
+            };
+            self.recent_answers.insert(entry.index, answer);
+        }
+        update.offsets = offsets.into_iter().collect();
+        let batch = WriteBatch {
+            committed: Some(last.index),
+            state: Some(update),
+            ..WriteBatch::default()
+        };
+        let write = self.persist(batch, false);
+        self.recent_apply_write = write;
+        self.state_writes.push_back((write, self.state.last_seq()));
+    }
+
+    fn halt(&mut self, fault: Fault) {
+        self.halted = true;
+        self.outputs.push_back(Output::Halt(fault));
+    }
+}
+
+/// The command an entry carries: `None` for a leader's no-op.
+fn decode(entry: &Entry) -> Result<Option<Command>, Fault> {
+    match &entry.payload {
+        EntryPayload::Noop => Ok(None),
+        EntryPayload::Normal(bytes) => {
+            Command::decode(bytes)
+                .map(Some)
+                .map_err(|error| Fault::CorruptEntry {
+                    index: entry.index,
+                    detail: error.to_string(),
+                })
+        }
+    }
+}
+
+/// The batch committed at `seq`, from the entry that carried it (subscriptions read this way).
+pub fn committed_batch(seq: u64, entry: &Entry) -> Result<CommittedBatch, Fault> {
+    match decode(entry)? {
+        Some(Command::Batch(batch)) => Ok(CommittedBatch {
+            seq,
+            index: entry.index,
+            id: batch.id,
+            messages: batch.messages,
+        }),
+        _ => Err(Fault::CorruptEntry {
+            index: entry.index,
+            detail: format!("seq {seq} points at this entry, which holds no batch"),
+        }),
+    }
+}
+
+fn busy(code: BusyCode, reason: impl ToString) -> ClientResponse {
+    ClientResponse::Busy {
+        code,
+        reason: reason.to_string(),
+    }
+}
+
+fn role_name(role: Role) -> NodeRole {
+    match role {
+        Role::Follower => NodeRole::Follower,
+        Role::PreCandidate => NodeRole::PreCandidate,
+        Role::Candidate => NodeRole::Candidate,
+        Role::Leader => NodeRole::Leader,
+    }
+}
