@@ -21,5 +21,5 @@ pub use group_commit::{
 pub use ordo_node::storage::*;
 pub use redb_store::{
     CACHE_BYTES_DEFAULT, RedbLogReader, RedbLogStore, RedbOptions, VERIFY_TAIL_ENTRIES_DEFAULT,
-    VerifyOnOpen,
+    VerifyOnOpen, layout,
 };

@@ -38,22 +38,38 @@ use ordo_node::storage::{
     STORAGE_FORMAT_VERSION, StorageError, StoreState, WriteBatch, missing,
 };
 
-/// The format version's table. Its name and types are fixed forever, so that any build can
-/// read the version of any file.
-const META: TableDefinition<&str, u64> = TableDefinition::new("ordo_meta");
-const FORMAT_KEY: &str = "format_version";
+/// The names in the redb file: its tables and the keys of the Raft table. They are part of the
+/// storage format (`STORAGE_FORMAT_VERSION`); `coordinator/tests/golden.rs` pins them.
+pub mod layout {
+    /// The format version's table. Its name and types are fixed forever, so that any build can
+    /// read the version of any file.
+    pub const META_TABLE: &str = "ordo_meta";
+    pub const FORMAT_KEY: &str = "format_version";
+    /// Log index → entry record.
+    pub const LOG_TABLE: &str = "ordo_log";
+    /// Named records: hard state, commit and apply progress, last seq, last purged entry.
+    pub const RAFT_TABLE: &str = "ordo_raft";
+    /// Seq → log index of the entry that carried the batch.
+    pub const BATCHES_TABLE: &str = "ordo_batches";
+    /// Batch id → encoded outcome.
+    pub const REGISTRY_TABLE: &str = "ordo_registry";
+    /// Topic → offset.
+    pub const OFFSETS_TABLE: &str = "ordo_topic_offsets";
+    pub const HARD_STATE_KEY: &str = "hard_state";
+    pub const COMMITTED_KEY: &str = "committed";
+    pub const APPLIED_KEY: &str = "applied";
+    pub const LAST_SEQ_KEY: &str = "last_seq";
+    pub const PURGED_KEY: &str = "purged";
+}
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ordo_log");
-const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("ordo_raft");
-const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("ordo_batches");
-const REGISTRY: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("ordo_registry");
-const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("ordo_topic_offsets");
+use layout::{APPLIED_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, LAST_SEQ_KEY, PURGED_KEY};
 
-const HARD_STATE_KEY: &str = "hard_state";
-const COMMITTED_KEY: &str = "committed";
-const APPLIED_KEY: &str = "applied";
-const LAST_SEQ_KEY: &str = "last_seq";
-const PURGED_KEY: &str = "purged";
+const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new(layout::LOG_TABLE);
+const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new(layout::RAFT_TABLE);
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new(layout::BATCHES_TABLE);
+const REGISTRY: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(layout::REGISTRY_TABLE);
+const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new(layout::OFFSETS_TABLE);
 
 /// redb's page cache, by default. The log is read mostly at its tail, so a modest cache serves
 /// followers and the state machine; raise it for nodes that serve long catch-ups.

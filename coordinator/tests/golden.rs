@@ -1,0 +1,553 @@
+//! Golden bytes: the encoding of every type that crosses the wire or lands on disk, pinned.
+//!
+//! The order of an enum's variants *is* Ordo's disk and wire format (the codec writes the
+//! variant's position), so swapping two variants, adding one in the middle or changing a field
+//! silently breaks every stored log and every mixed-version cluster. These tests encode one
+//! sample of every variant of every such type and compare the bytes with
+//! `tests/testdata/*.golden`. Any difference fails, naming the value and both encodings.
+//!
+//! When the change is meant: move the version constant that governs the file
+//! (`ordo_net::wire::WIRE_VERSION` for `wire.golden`, `STORAGE_FORMAT_VERSION` for
+//! `storage.golden`), then regenerate with
+//! `ORDO_GOLDEN_UPDATE=1 cargo test -p ordo-coordinator --test golden`. Regenerating refuses to
+//! rewrite changed bytes under an unchanged version.
+//!
+//! Every sample list is built around an exhaustive `match`: a new variant does not compile
+//! until it has a sample here.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use ordo_common::batch::{
+    Batch, BatchError, BatchId, CommittedBatch, Message, Outcome, Precondition, RejectReason,
+};
+use ordo_common::client::{
+    BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
+};
+use ordo_common::{Entry, EntryPayload, HardState, LogId, codec};
+use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
+use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, layout};
+use ordo_coordinator::transport::PeerFrame;
+use ordo_core::state::Command;
+use ordo_core::{AppendResponse, Body, ConflictHint, Message as RaftMessage, RejectHint};
+use ordo_net::wire::{WIRE_VERSION, encode_frame};
+
+const UPDATE: &str = "ORDO_GOLDEN_UPDATE";
+
+// ----- the tests -----
+
+#[test]
+fn wire_encodings_are_pinned_by_wire_version() {
+    let mut samples = Vec::new();
+    labelled(&mut samples, "ClientRequest", client_requests());
+    labelled(&mut samples, "ClientResponse", client_responses());
+    labelled(&mut samples, "PeerFrame", peer_frames());
+    let framed = encode_frame(&ClientRequest::Status);
+    samples.push(("frame(ClientRequest::Status)".into(), framed));
+    check(
+        "wire.golden",
+        "WIRE_VERSION",
+        u64::from(WIRE_VERSION),
+        samples,
+    );
+}
+
+#[test]
+fn storage_encodings_are_pinned_by_storage_format_version() {
+    let mut samples = Vec::new();
+    let tables = [
+        layout::META_TABLE,
+        layout::LOG_TABLE,
+        layout::RAFT_TABLE,
+        layout::BATCHES_TABLE,
+        layout::REGISTRY_TABLE,
+        layout::OFFSETS_TABLE,
+    ];
+    samples.push(("table names".into(), tables.join(",").into_bytes()));
+    let keys = [
+        layout::FORMAT_KEY,
+        layout::HARD_STATE_KEY,
+        layout::COMMITTED_KEY,
+        layout::APPLIED_KEY,
+        layout::LAST_SEQ_KEY,
+        layout::PURGED_KEY,
+    ];
+    samples.push(("raft keys".into(), keys.join(",").into_bytes()));
+    for (number, entry) in entries().iter().enumerate() {
+        samples.push((format!("entry record #{number}"), encode_entry(entry)));
+    }
+    let hard_state = HardState {
+        term: 7,
+        vote: Some(3),
+    };
+    let raft_records = [
+        (
+            layout::HARD_STATE_KEY,
+            encode_value(layout::HARD_STATE_KEY.as_bytes(), &hard_state),
+        ),
+        (
+            layout::COMMITTED_KEY,
+            encode_value(layout::COMMITTED_KEY.as_bytes(), &41u64),
+        ),
+        (
+            layout::APPLIED_KEY,
+            encode_value(layout::APPLIED_KEY.as_bytes(), &LogId::new(6, 40)),
+        ),
+        (
+            layout::LAST_SEQ_KEY,
+            encode_value(layout::LAST_SEQ_KEY.as_bytes(), &19u64),
+        ),
+        (
+            layout::PURGED_KEY,
+            encode_value(layout::PURGED_KEY.as_bytes(), &LogId::new(2, 9)),
+        ),
+    ];
+    for (key, record) in raft_records {
+        samples.push((format!("raft record {key}"), record));
+    }
+    samples.push((
+        "seq record 19 -> 40".into(),
+        encode_value(&19u64.to_be_bytes(), &40u64),
+    ));
+    for (number, outcome) in outcomes().iter().enumerate() {
+        let id = [0xAB; 16];
+        samples.push((
+            format!("registry record #{number}"),
+            encode_bytes(&id, &codec::encode(outcome)),
+        ));
+    }
+    samples.push((
+        "offset record orders -> 12".into(),
+        encode_value(b"orders", &12u64),
+    ));
+    check(
+        "storage.golden",
+        "STORAGE_FORMAT_VERSION",
+        STORAGE_FORMAT_VERSION,
+        samples,
+    );
+}
+
+/// Adds `values`' encodings to `samples`, labelled by type and position (labels stay put when
+/// a variant is renamed, which changes no byte).
+fn labelled<T: serde::Serialize>(samples: &mut Vec<(String, Vec<u8>)>, kind: &str, values: Vec<T>) {
+    for (number, value) in values.iter().enumerate() {
+        samples.push((format!("{kind} #{number}"), codec::encode(value)));
+    }
+}
+
+// ----- samples, one per variant -----
+
+fn id(byte: u8) -> BatchId {
+    BatchId([byte; 16])
+}
+
+fn batch() -> Batch {
+    Batch {
+        id: id(1),
+        messages: vec![
+            Message {
+                topic: "orders".into(),
+                key: Some(Bytes::from_static(b"k")),
+                payload: Bytes::from_static(b"pay"),
+                headers: vec![("h".into(), Bytes::from_static(b"v"))],
+            },
+            Message::new("audit", "x"),
+        ],
+        preconditions: preconditions(),
+    }
+}
+
+fn preconditions() -> Vec<Precondition> {
+    let samples = vec![
+        Precondition::TopicOffset {
+            topic: "orders".into(),
+            offset: 41,
+        },
+        Precondition::BatchCommitted { batch: id(2) },
+    ];
+    covers(&samples, 2, |sample| match sample {
+        Precondition::TopicOffset { .. } => 0,
+        Precondition::BatchCommitted { .. } => 1,
+    });
+    samples
+}
+
+fn reject_reasons() -> Vec<RejectReason> {
+    let samples = vec![
+        RejectReason::TopicOffset {
+            topic: "orders".into(),
+            expected: 41,
+            actual: 42,
+        },
+        RejectReason::BatchNotCommitted { batch: id(3) },
+    ];
+    covers(&samples, 2, |sample| match sample {
+        RejectReason::TopicOffset { .. } => 0,
+        RejectReason::BatchNotCommitted { .. } => 1,
+    });
+    samples
+}
+
+fn outcomes() -> Vec<Outcome> {
+    let mut samples = vec![Outcome::Committed { seq: 19, index: 40 }];
+    samples.extend(
+        reject_reasons()
+            .into_iter()
+            .map(|reason| Outcome::Rejected { reason }),
+    );
+    covers(&samples, 2, |sample| match sample {
+        Outcome::Committed { .. } => 0,
+        Outcome::Rejected { .. } => 1,
+    });
+    samples
+}
+
+fn commands() -> Vec<Command> {
+    let samples = vec![
+        Command::Batch(batch()),
+        Command::Raw(Bytes::from_static(b"raw")),
+    ];
+    covers(&samples, 2, |sample| match sample {
+        Command::Batch(_) => 0,
+        Command::Raw(_) => 1,
+    });
+    samples
+}
+
+fn entries() -> Vec<Entry> {
+    let mut samples = vec![Entry {
+        term: 3,
+        index: 8,
+        payload: EntryPayload::Noop,
+    }];
+    for (offset, command) in commands().into_iter().enumerate() {
+        samples.push(Entry {
+            term: 3,
+            index: 9 + offset as u64,
+            payload: EntryPayload::Normal(Bytes::from(command.encode())),
+        });
+    }
+    covers(&samples, 2, |sample| match sample.payload {
+        EntryPayload::Noop => 0,
+        EntryPayload::Normal(_) => 1,
+    });
+    samples
+}
+
+fn batch_errors() -> Vec<BatchError> {
+    let samples = vec![
+        BatchError::Empty,
+        BatchError::TooManyMessages { count: 2, limit: 1 },
+        BatchError::TooLarge { bytes: 2, limit: 1 },
+        BatchError::TooManyTopics { count: 2, limit: 1 },
+        BatchError::TopicNameTooLong { bytes: 2, limit: 1 },
+        BatchError::EmptyTopicName,
+        BatchError::KeyTooLong { bytes: 2, limit: 1 },
+        BatchError::TooManyHeaders { count: 2, limit: 1 },
+        BatchError::TooManyPreconditions { count: 2, limit: 1 },
+    ];
+    covers(&samples, 9, |sample| match sample {
+        BatchError::Empty => 0,
+        BatchError::TooManyMessages { .. } => 1,
+        BatchError::TooLarge { .. } => 2,
+        BatchError::TooManyTopics { .. } => 3,
+        BatchError::TopicNameTooLong { .. } => 4,
+        BatchError::EmptyTopicName => 5,
+        BatchError::KeyTooLong { .. } => 6,
+        BatchError::TooManyHeaders { .. } => 7,
+        BatchError::TooManyPreconditions { .. } => 8,
+    });
+    samples
+}
+
+fn busy_codes() -> Vec<BusyCode> {
+    let samples = vec![
+        BusyCode::Backpressure,
+        BusyCode::TransferInProgress,
+        BusyCode::Stopping,
+        BusyCode::ProposalOverwritten,
+        BusyCode::ReadLost,
+        BusyCode::TooManyReads,
+        BusyCode::OutcomeUnknown,
+    ];
+    covers(&samples, 7, |sample| match sample {
+        BusyCode::Backpressure => 0,
+        BusyCode::TransferInProgress => 1,
+        BusyCode::Stopping => 2,
+        BusyCode::ProposalOverwritten => 3,
+        BusyCode::ReadLost => 4,
+        BusyCode::TooManyReads => 5,
+        BusyCode::OutcomeUnknown => 6,
+    });
+    samples
+}
+
+fn refused_codes() -> Vec<RefusedCode> {
+    let samples = vec![
+        RefusedCode::BadFrame,
+        RefusedCode::TooLarge,
+        RefusedCode::Unsupported,
+        RefusedCode::StorageFailed,
+    ];
+    covers(&samples, 4, |sample| match sample {
+        RefusedCode::BadFrame => 0,
+        RefusedCode::TooLarge => 1,
+        RefusedCode::Unsupported => 2,
+        RefusedCode::StorageFailed => 3,
+    });
+    samples
+}
+
+fn roles() -> Vec<NodeRole> {
+    let samples = vec![
+        NodeRole::Follower,
+        NodeRole::PreCandidate,
+        NodeRole::Candidate,
+        NodeRole::Leader,
+    ];
+    covers(&samples, 4, |sample| match sample {
+        NodeRole::Follower => 0,
+        NodeRole::PreCandidate => 1,
+        NodeRole::Candidate => 2,
+        NodeRole::Leader => 3,
+    });
+    samples
+}
+
+fn client_requests() -> Vec<ClientRequest> {
+    let samples = vec![
+        ClientRequest::Hello,
+        ClientRequest::Status,
+        ClientRequest::Propose {
+            payload: Bytes::from_static(b"p"),
+        },
+        ClientRequest::Submit { batch: batch() },
+        ClientRequest::BatchStatus { id: id(4) },
+        ClientRequest::Subscribe {
+            from_seq: 5,
+            topics: vec!["orders".into()],
+        },
+    ];
+    covers(&samples, 6, |sample| match sample {
+        ClientRequest::Hello => 0,
+        ClientRequest::Status => 1,
+        ClientRequest::Propose { .. } => 2,
+        ClientRequest::Submit { .. } => 3,
+        ClientRequest::BatchStatus { .. } => 4,
+        ClientRequest::Subscribe { .. } => 5,
+    });
+    samples
+}
+
+fn client_responses() -> Vec<ClientResponse> {
+    let mut samples = vec![ClientResponse::Welcome { node: 2 }];
+    samples.extend(roles().into_iter().map(|role| {
+        ClientResponse::Status(NodeStatus {
+            id: 1,
+            address: "127.0.0.1:7001".into(),
+            role,
+            term: 3,
+            leader: Some(1),
+            last_index: 9,
+            commit_index: 8,
+            applied_index: 7,
+            durable_index: 9,
+            reachable_peers: vec![2, 3],
+        })
+    }));
+    samples.push(ClientResponse::Committed { index: 9, term: 3 });
+    samples.push(ClientResponse::NotLeader {
+        leader: Some(2),
+        leader_address: Some("127.0.0.1:7002".into()),
+    });
+    samples.extend(
+        refused_codes()
+            .into_iter()
+            .map(|code| ClientResponse::Refused {
+                code,
+                reason: "r".into(),
+            }),
+    );
+    samples.extend(outcomes().into_iter().map(ClientResponse::Outcome));
+    samples.push(ClientResponse::Unknown);
+    samples.extend(batch_errors().into_iter().map(ClientResponse::Invalid));
+    samples.extend(busy_codes().into_iter().map(|code| ClientResponse::Busy {
+        code,
+        reason: "b".into(),
+    }));
+    samples.push(ClientResponse::Batch(CommittedBatch {
+        seq: 19,
+        index: 40,
+        id: id(1),
+        messages: batch().messages,
+    }));
+    samples.push(ClientResponse::Compacted { first_seq: 100 });
+    covers(&samples, 11, |sample| match sample {
+        ClientResponse::Welcome { .. } => 0,
+        ClientResponse::Status(_) => 1,
+        ClientResponse::Committed { .. } => 2,
+        ClientResponse::NotLeader { .. } => 3,
+        ClientResponse::Refused { .. } => 4,
+        ClientResponse::Outcome(_) => 5,
+        ClientResponse::Unknown => 6,
+        ClientResponse::Invalid(_) => 7,
+        ClientResponse::Busy { .. } => 8,
+        ClientResponse::Batch(_) => 9,
+        ClientResponse::Compacted { .. } => 10,
+    });
+    samples
+}
+
+fn raft_bodies() -> Vec<Body> {
+    let samples = vec![
+        Body::Vote {
+            last_log_id: LogId::new(3, 9),
+            pre_vote: true,
+            leader_transfer: false,
+        },
+        Body::VoteResponse {
+            pre_vote: false,
+            granted: true,
+        },
+        Body::Append {
+            prev_log_id: LogId::new(3, 7),
+            entries: entries(),
+            commit_index: 7,
+        },
+        Body::AppendResponse(AppendResponse::Accepted { match_index: 10 }),
+        Body::AppendResponse(AppendResponse::Rejected {
+            rejected_prev_index: 7,
+            hint: RejectHint {
+                last_index: 5,
+                conflict: Some(ConflictHint {
+                    term: 2,
+                    first_index: 4,
+                }),
+            },
+        }),
+        Body::Heartbeat {
+            commit_index: 7,
+            read_round: 2,
+        },
+        Body::HeartbeatResponse { read_round: 2 },
+        Body::TimeoutNow,
+    ];
+    covers(&samples, 8, |sample| match sample {
+        Body::Vote { .. } => 0,
+        Body::VoteResponse { .. } => 1,
+        Body::Append { .. } => 2,
+        Body::AppendResponse(AppendResponse::Accepted { .. }) => 3,
+        Body::AppendResponse(AppendResponse::Rejected { .. }) => 4,
+        Body::Heartbeat { .. } => 5,
+        Body::HeartbeatResponse { .. } => 6,
+        Body::TimeoutNow => 7,
+    });
+    samples
+}
+
+fn peer_frames() -> Vec<PeerFrame> {
+    let mut samples = vec![
+        PeerFrame::Hello { from: 1, to: 2 },
+        PeerFrame::Welcome,
+        PeerFrame::Refused {
+            reason: "no".into(),
+        },
+    ];
+    samples.extend(
+        raft_bodies()
+            .into_iter()
+            .map(|body| PeerFrame::Raft(RaftMessage { term: 3, body })),
+    );
+    covers(&samples, 4, |sample| match sample {
+        PeerFrame::Hello { .. } => 0,
+        PeerFrame::Welcome => 1,
+        PeerFrame::Refused { .. } => 2,
+        PeerFrame::Raft(_) => 3,
+    });
+    samples
+}
+
+/// Asserts that `samples` hold every one of `variants` variants, numbered by `variant` (an
+/// exhaustive match, so a new variant fails to compile until it is numbered and sampled).
+fn covers<T>(samples: &[T], variants: usize, variant: impl Fn(&T) -> usize) {
+    let seen: BTreeSet<usize> = samples.iter().map(variant).collect();
+    let all: BTreeSet<usize> = (0..variants).collect();
+    assert_eq!(seen, all, "every variant needs a sample");
+}
+
+// ----- the fixture files -----
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/testdata")
+        .join(name)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Compares `samples` with the fixture `name`, pinned under `constant` = `version`.
+fn check(name: &str, constant: &str, version: u64, samples: Vec<(String, Vec<u8>)>) {
+    let path = fixture(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines = text.lines().filter(|line| !line.starts_with('#'));
+    let pinned_version: Option<u64> = lines
+        .next()
+        .and_then(|line| line.strip_prefix("version "))
+        .and_then(|version| version.parse().ok());
+    let pinned: Vec<(String, String)> = lines
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(label, bytes)| (label.to_string(), bytes.to_string()))
+        .collect();
+    let current: Vec<(String, String)> = samples
+        .into_iter()
+        .map(|(label, bytes)| (label.replace(' ', "_"), hex(&bytes)))
+        .collect();
+    let differences: Vec<String> = current
+        .iter()
+        .zip(pinned.iter().map(Some).chain(std::iter::repeat(None)))
+        .filter(|(now, then)| Some(*now) != *then)
+        .map(|((label, bytes), then)| match then {
+            Some((old_label, old)) if old_label == label => {
+                format!("{label}\n  pinned:  {old}\n  now:     {bytes}")
+            }
+            Some((old_label, _)) => format!("sample {label} where {old_label} was pinned"),
+            None => format!("{label}: new, not pinned"),
+        })
+        .chain((pinned.len() > current.len()).then(|| "samples were removed".to_string()))
+        .collect();
+    if std::env::var_os(UPDATE).is_some() {
+        assert!(
+            differences.is_empty() || pinned_version != Some(version),
+            "{name}: refusing to re-pin changed encodings under an unchanged {constant} \
+             ({version}); move {constant} first. Changes:\n{}",
+            differences.join("\n")
+        );
+        let mut out = format!(
+            "# Golden encodings, pinned under {constant} = {version} (coordinator/tests/golden.rs).\n\
+             # Regenerate only after moving {constant}: {UPDATE}=1 cargo test -p ordo-coordinator --test golden\n\
+             version {version}\n"
+        );
+        for (label, bytes) in &current {
+            out.push_str(&format!("{label} {bytes}\n"));
+        }
+        std::fs::write(&path, out).expect("write the fixture");
+        return;
+    }
+    assert_eq!(
+        pinned_version,
+        Some(version),
+        "{name} was pinned under {constant} = {pinned_version:?}, this build has {version}: \
+         regenerate it with {UPDATE}=1 cargo test -p ordo-coordinator --test golden"
+    );
+    assert!(
+        differences.is_empty(),
+        "{name}: encodings changed under {constant} = {version}. This changes Ordo's format: \
+         if it is meant, move {constant} and regenerate with {UPDATE}=1 cargo test -p \
+         ordo-coordinator --test golden.\n{}",
+        differences.join("\n")
+    );
+}
