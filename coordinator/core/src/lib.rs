@@ -2,8 +2,9 @@
 //!
 //! This crate is Ordo's consensus engine. It does no I/O: no sockets, no disk, no clock, no
 //! threads, no unseeded randomness (its dependency list and `tests/purity.rs` enforce that).
-//! Everything that touches the world lives in a driver — the coordinator's runtime, or the
-//! simulator in [`sim`] — that feeds the core **inputs** and carries out its **outputs**.
+//! Everything that touches the world lives in a driver — `ordo-node`'s `Node`, run by the
+//! coordinator's runtime or by the simulator (`ordo-sim`) — that feeds the core **inputs** and
+//! carries out its **outputs**.
 //! The same code therefore runs in production and under the seeded simulator, and any
 //! interleaving the simulator finds replays from its seed.
 //!
@@ -67,13 +68,12 @@
 //!
 //! ## Proof
 //!
-//! The [`sim`] module runs whole clusters of real cores under seeded faults and checks Raft's
-//! safety properties on every step; `ordo-sim` runs seeds from the command line and prints the
-//! command that replays any failure.
+//! The simulator crate (`coordinator/sim`, `ordo-sim`) runs whole clusters of real nodes, this
+//! core inside them, under seeded faults and checks Raft's safety properties on every step; it
+//! prints the command that replays any failure.
 
 pub mod raft;
 pub mod rng;
-pub mod sim;
 pub mod state;
 
 pub use raft::{

@@ -1,27 +1,25 @@
-//! The seeded whole-cluster simulator: the real core on a virtual clock, a faulty network and
-//! crashable disks, with a global observer checking safety on every step.
+//! The seed runner: one seed draws its fault rates, runs a cluster of real nodes through a
+//! safety phase and a liveness phase, and reports what happened.
 //!
-//! A run has two phases. In the **safety phase** the seed's faults are on: message loss,
-//! duplication, delay and reordering; partitions (one node isolated, a split, a one-way cut,
-//! flapping); crashes and restarts that lose unreported writes; nodes missing ticks; clients
-//! proposing and reading all along. In the **liveness phase** every fault is healed and every
-//! node restarted, and the cluster must elect one leader and converge — identical logs, all
-//! committed and applied — within a bounded number of ticks.
+//! In the **safety phase** the seed's faults are on: message loss, duplication, delay and
+//! reordering; partitions (one node isolated, a split, a one-way cut, flapping); crashes that
+//! lose unreported writes, some in the middle of a batch of outputs (between apply and reply,
+//! say) and some right after a restart; storage reports that arrive late and folded together;
+//! replies lost on the way to their client; nodes missing ticks; clients proposing, submitting,
+//! retrying with the same batch id, resubmitting decided batches and asking for outcomes all
+//! along, and a subscriber on every node. In the **liveness phase** every fault is healed and
+//! every node restarted, and the cluster must elect one leader and converge — identical logs,
+//! all committed, applied and servable, every subscriber caught up — within a bounded number of
+//! ticks.
 //!
 //! Everything random comes from the seed, so a seed replays exactly; [`RunReport::trace`] is
 //! a hash of the run, equal for equal seeds.
 
-pub mod batches;
-pub mod checker;
-pub mod cluster;
-pub mod disk;
-pub mod network;
-
-use cluster::{Cluster, ClusterOptions};
-use network::NetworkFaults;
 use ordo_common::batch::{Batch, BatchId, Message, Precondition};
+use ordo_core::rng::Prng;
 
-use crate::rng::Prng;
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::network::NetworkFaults;
 
 /// Safety-phase length.
 pub const SAFETY_TICKS: u64 = 2_000;
@@ -45,8 +43,11 @@ pub struct SeedOptions {
     pub nodes: usize,
     pub network: NetworkFaults,
     pub disk_latency_ticks_max: u64,
+    pub report_delay_ticks_max: u64,
     pub crash_per_mille: u64,
     pub crash_mid_output_per_mille: u64,
+    pub restart_crash_percent: u64,
+    pub reply_loss_percent: u64,
     pub tick_skip_percent: u64,
     pub partition_interval_ticks: u64,
     pub propose_percent: u64,
@@ -72,8 +73,11 @@ impl SeedOptions {
                 fifo: rng.chance_percent(30),
             },
             disk_latency_ticks_max: rng.range_inclusive(0, 4),
+            report_delay_ticks_max: rng.range_inclusive(0, 5),
             crash_per_mille: rng.range_inclusive(0, 6),
             crash_mid_output_per_mille: rng.range_inclusive(0, 3),
+            restart_crash_percent: rng.range_inclusive(0, 20),
+            reply_loss_percent: rng.range_inclusive(0, 10),
             tick_skip_percent: rng.range_inclusive(0, 10),
             partition_interval_ticks: rng.range_inclusive(30, 300),
             propose_percent: rng.range_inclusive(10, 80),
@@ -86,7 +90,7 @@ impl SeedOptions {
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run --release -p ordo-core --bin ordo-sim -- --seeds 1 --start {} --nodes {}",
+            "cargo run --release -p ordo-sim -- --seeds 1 --start {} --nodes {}",
             self.seed, self.nodes
         )
     }
@@ -96,9 +100,10 @@ impl std::fmt::Display for SeedOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} crash={}‰ \
-             crash_mid_output={}‰ tick_skip={}% partition_every={} propose={}% read={}% \
-             append_entries_max={} inflight_max={}",
+            "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} \
+             report_delay<={} crash={}‰ crash_mid_output={}‰ restart_crash={}% reply_loss={}% \
+             tick_skip={}% partition_every={} propose={}% read={}% append_entries_max={} \
+             inflight_max={}",
             self.seed,
             self.nodes,
             self.network.drop_percent,
@@ -107,8 +112,11 @@ impl std::fmt::Display for SeedOptions {
             self.network.long_delay_percent,
             self.network.fifo,
             self.disk_latency_ticks_max,
+            self.report_delay_ticks_max,
             self.crash_per_mille,
             self.crash_mid_output_per_mille,
+            self.restart_crash_percent,
+            self.reply_loss_percent,
             self.tick_skip_percent,
             self.partition_interval_ticks,
             self.propose_percent,
@@ -128,7 +136,9 @@ pub struct RunReport {
     pub messages: u64,
     pub commits: u64,
     pub acknowledged: u64,
+    /// Status reads answered, and batches read by subscribers.
     pub reads: u64,
+    pub subscribed: u64,
     /// Batches committed, and acknowledged committed / rejected to clients.
     pub batches_committed: u64,
     pub batches_acknowledged: u64,
@@ -155,6 +165,7 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
                 commits: 0,
                 acknowledged: 0,
                 reads: 0,
+                subscribed: 0,
                 batches_committed: 0,
                 batches_acknowledged: 0,
                 batches_rejected: 0,
@@ -172,7 +183,10 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         seed: options.seed,
         network: options.network.clone(),
         disk_latency_ticks_max: options.disk_latency_ticks_max,
+        report_delay_ticks_max: options.report_delay_ticks_max,
         crash_mid_output_per_mille: options.crash_mid_output_per_mille,
+        restart_crash_percent: options.restart_crash_percent,
+        reply_loss_percent: options.reply_loss_percent,
         tick_skip_percent: options.tick_skip_percent,
         configure: Box::new(move |config| {
             config.append_entries_max = append_entries_max;
@@ -250,7 +264,8 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         messages: cluster.network.sent,
         commits: cluster.checker.committed_count(),
         acknowledged: cluster.oracle.acknowledged,
-        reads: cluster.oracle.reads_served,
+        reads: cluster.batches.statuses_served,
+        subscribed: cluster.batches.subscribed,
         batches_committed: cluster.batches.committed_seqs(),
         batches_acknowledged: cluster.batches.acknowledged_committed,
         batches_rejected: cluster.batches.acknowledged_rejected,
@@ -327,8 +342,16 @@ fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) 
                 let _ = cluster.propose(node, padding);
             }
             // Retries reuse the batch id: the state machine must absorb the duplicates.
-            1..=3 => {
+            1 | 2 => {
                 if let Some(batch) = cluster.pending_batch(rng.below(1 << 16) as usize) {
+                    let _ = cluster.submit(node, batch);
+                }
+            }
+            // A client that did not hear its answer resubmits a batch that was decided: it
+            // must get the original outcome.
+            3 => {
+                let decided = cluster.batches.decided(256, rng.next_u64());
+                if let Some(batch) = decided.and_then(|id| cluster.submitted_batch(&id)) {
                     let _ = cluster.submit(node, batch);
                 }
             }
@@ -346,6 +369,11 @@ fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) 
         }
         let node = pick(cluster, rng);
         let _ = cluster.read(node);
+        // And about a batch still in flight, whose outcome may appear at any moment.
+        if let Some(batch) = cluster.pending_batch(rng.below(1 << 16) as usize) {
+            let node = target(cluster, rng);
+            let _ = cluster.read_status(node, batch.id);
+        }
     }
 }
 
@@ -368,7 +396,10 @@ fn random_batch(cluster: &Cluster, rng: &mut Prng, node: u64) -> Batch {
     let mut preconditions = Vec::new();
     if rng.chance_percent(25) {
         let topic = TOPICS[rng.below(TOPICS.len() as u64) as usize];
-        let offset = cluster.batch_state(node).offset(topic);
+        let offset = match cluster.batch_state(node) {
+            Some(state) => state.offset(topic),
+            None => cluster.batches.offset(topic),
+        };
         preconditions.push(Precondition::TopicOffset {
             topic: topic.to_string(),
             offset,

@@ -1,7 +1,7 @@
 //! The simulator as part of `cargo test`: a band of seeds for both cluster sizes, and the
 //! replay guarantee. (CI also runs `ordo-sim` over 1,000+ seeds in release mode.)
 
-use ordo_core::sim::{SeedOptions, run_seed};
+use ordo_sim::{SeedOptions, run_seed};
 
 #[test]
 fn a_seed_replays_to_the_identical_trace() {

@@ -5,13 +5,14 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use ordo_common::client::{BusyCode, ClientResponse};
 use ordo_common::{Entry, EntryPayload, HardState, LogId};
-use ordo_core::sim::cluster::{Cluster, ClusterOptions};
 use ordo_core::{
     AppendResponse, Body, Config, ConflictHint, InvalidMessage, Message, Output, ProposalId,
-    ProposeError, Raft, ReadError, ReadId, RejectHint, ReplicationMode, Restored, Role, StartError,
+    ProposeError, Raft, ReadId, RejectHint, ReplicationMode, Restored, Role, StartError,
     TransferError,
 };
+use ordo_sim::cluster::{Cluster, ClusterOptions};
 
 fn cluster(nodes: usize, configure: impl Fn(&mut Config) + 'static) -> Cluster {
     let mut options = ClusterOptions::calm(nodes, 11);
@@ -154,7 +155,7 @@ fn replication_many_entries_travel_in_one_message() {
         }
         false
     })));
-    c.propose_batch(leader, 100, 16).unwrap();
+    c.propose_batch(leader, 100, 16);
     settle(&mut c);
     assert_eq!(entries.get(), 200, "each follower receives each entry once");
     assert_eq!(
@@ -330,10 +331,12 @@ fn commit_follower_redirects_proposals_to_the_leader() {
     let mut c = cluster(3, |_| {});
     let leader = settle(&mut c);
     let follower = c.ids().iter().copied().find(|id| *id != leader).unwrap();
+    let address = format!("sim-node-{leader}:7000");
     assert_eq!(
         c.propose(follower, 8),
-        Err(ProposeError::NotLeader {
-            leader_hint: Some(leader)
+        Err(ClientResponse::NotLeader {
+            leader: Some(leader),
+            leader_address: Some(address)
         })
     );
 }
@@ -348,9 +351,12 @@ fn read_index_is_served_after_a_quorum_round_at_the_commit_index() {
     settle(&mut c);
     let commit = c.node(leader).unwrap().commit_index();
     c.read(leader).unwrap();
-    assert_eq!(c.oracle.reads_served, 0, "not before the heartbeat round");
+    assert_eq!(
+        c.batches.statuses_served, 0,
+        "not before the heartbeat round"
+    );
     c.run(3);
-    assert_eq!(c.oracle.reads_served, 1);
+    assert_eq!(c.batches.statuses_served, 1);
     assert!(c.node(leader).unwrap().applied_index() >= commit);
 }
 
@@ -359,10 +365,12 @@ fn read_index_on_a_follower_names_the_leader() {
     let mut c = cluster(3, |_| {});
     let leader = settle(&mut c);
     let follower = c.ids().iter().copied().find(|id| *id != leader).unwrap();
+    let address = format!("sim-node-{leader}:7000");
     assert_eq!(
         c.read(follower),
-        Err(ReadError::NotLeader {
-            leader_hint: Some(leader)
+        Err(ClientResponse::NotLeader {
+            leader: Some(leader),
+            leader_address: Some(address)
         })
     );
 }
@@ -394,9 +402,14 @@ fn transfer_to_a_named_follower_happens_within_an_election_timeout() {
     let leader = settle(&mut c);
     let target = c.ids().iter().copied().find(|id| *id != leader).unwrap();
     c.transfer(leader, Some(target)).unwrap();
-    assert_eq!(
-        c.propose(leader, 8),
-        Err(ProposeError::TransferInProgress),
+    assert!(
+        matches!(
+            c.propose(leader, 8),
+            Err(ClientResponse::Busy {
+                code: BusyCode::TransferInProgress,
+                ..
+            })
+        ),
         "proposals wait while leadership moves"
     );
     assert!(

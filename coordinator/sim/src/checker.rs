@@ -14,13 +14,12 @@
 //! | state machine safety: same entry applied at each index | [`Checker::on_apply`] |
 //! | apply ≤ commit, apply ≤ durable | [`Checker::observe`] |
 //! | acknowledged proposals applied once, at their index, in real-time order | [`Oracle`] |
-//! | linearizable reads see every write acknowledged before they began | [`Oracle`] |
 
 use std::collections::{BTreeMap, HashMap};
 
 use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
-
-use crate::raft::{Body, Message, Raft, Role};
+use ordo_core::state::Command;
+use ordo_core::{Body, Message, Raft, Role};
 
 /// A broken property: what, where, and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,7 +256,7 @@ impl Checker {
         node: NodeId,
         raft: &Raft,
         durable_hard_state: HardState,
-        disks: &BTreeMap<NodeId, &[Entry]>,
+        disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
         let shadow = &self.shadows[&node];
         if shadow.last() != raft.last_log_id() {
@@ -292,7 +291,7 @@ impl Checker {
         &mut self,
         node: NodeId,
         raft: &Raft,
-        disks: &BTreeMap<NodeId, &[Entry]>,
+        disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
         let shadow = &self.shadows[&node];
         let commit = raft.commit_index();
@@ -307,7 +306,7 @@ impl Checker {
             let (id, _) = shadow.entries[commit as usize - 1];
             let durable_on = disks
                 .values()
-                .filter(|log| log.get(commit as usize - 1).map(Entry::log_id) == Some(id))
+                .filter(|log| log.get(commit as usize - 1) == Some(&id))
                 .count();
             if durable_on < self.quorum {
                 violation!(
@@ -382,25 +381,28 @@ struct ProposalRecord {
     state: ProposalState,
 }
 
-/// The client oracle: tracks proposals and reads from invocation to outcome and checks them
-/// against what the state machines applied.
+/// The raw-proposal oracle: tracks raw proposals from invocation to answer and checks them
+/// against what the state machines applied. (Batches and status reads have their own, in
+/// [`crate::batches`].)
 #[derive(Debug, Default)]
 pub struct Oracle {
     proposals: HashMap<u64, ProposalRecord>,
     applied_at: HashMap<u64, LogIndex>,
     acknowledged_index_max: LogIndex,
-    reads: HashMap<u64, LogIndex>,
     pub acknowledged: u64,
     pub lost: u64,
-    pub reads_served: u64,
 }
 
-/// Proposal payloads start with their id, so the oracle can recognise them when applied.
+/// Raw proposals in the simulator start with their id, so the oracle can recognise them when
+/// applied.
 pub fn proposal_id_of(entry: &Entry) -> Option<u64> {
-    match &entry.payload {
-        EntryPayload::Normal(bytes) if bytes.len() >= 8 => {
-            Some(u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")))
-        }
+    let EntryPayload::Normal(bytes) = &entry.payload else {
+        return None;
+    };
+    match Command::decode(bytes) {
+        Ok(Command::Raw(payload)) if payload.len() >= 8 => Some(u64::from_le_bytes(
+            payload[..8].try_into().expect("8 bytes"),
+        )),
         _ => None,
     }
 }
@@ -444,7 +446,8 @@ impl Oracle {
         Ok(())
     }
 
-    pub fn on_result(&mut self, id: u64, result: Result<LogId, LogIndex>) -> Result<(), Violation> {
+    /// Proposal `id` was answered: committed at `Some(log_id)`, or definitely lost (`None`).
+    pub fn on_result(&mut self, id: u64, result: Option<LogId>) -> Result<(), Violation> {
         let Some(record) = self.proposals.get_mut(&id) else {
             violation!("a result for unknown proposal {id}");
         };
@@ -452,7 +455,7 @@ impl Oracle {
             violation!("proposal {id} got a second result");
         }
         match result {
-            Ok(log_id) => {
+            Some(log_id) => {
                 if self.applied_at.get(&id) != Some(&log_id.index) {
                     violation!(
                         "proposal {id} acknowledged at {log_id} but applied at {:?}",
@@ -463,9 +466,9 @@ impl Oracle {
                 self.acknowledged += 1;
                 self.acknowledged_index_max = self.acknowledged_index_max.max(log_id.index);
             }
-            Err(index) => {
+            None => {
                 if let Some(applied) = self.applied_at.get(&id) {
-                    violation!("proposal {id} reported lost at {index} but applied at {applied}");
+                    violation!("proposal {id} reported lost but applied at {applied}");
                 }
                 record.state = ProposalState::Lost;
                 self.lost += 1;
@@ -474,33 +477,7 @@ impl Oracle {
         Ok(())
     }
 
-    pub fn invoke_read(&mut self, id: u64) {
-        self.reads.insert(id, self.acknowledged_index_max);
-    }
-
-    /// A read at `index` was served by a node that had applied through `applied`.
-    pub fn on_read(
-        &mut self,
-        id: u64,
-        index: LogIndex,
-        applied: LogIndex,
-    ) -> Result<(), Violation> {
-        let Some(required) = self.reads.remove(&id) else {
-            violation!("a read result for unknown read {id}");
-        };
-        if index < required || applied < index {
-            violation!(
-                "stale read {id}: read index {index}, applied {applied}, but {required} was acknowledged before the read began"
-            );
-        }
-        self.reads_served += 1;
-        Ok(())
-    }
-
-    pub fn forget_read(&mut self, id: u64) {
-        self.reads.remove(&id);
-    }
-
+    /// The highest index acknowledged to any raw proposal.
     pub fn acknowledged_index_max(&self) -> LogIndex {
         self.acknowledged_index_max
     }

@@ -4,8 +4,9 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use ordo_core::sim::cluster::{Cluster, ClusterOptions};
-use ordo_core::{Body, Config, Message, ReadError, Role};
+use ordo_common::client::ClientResponse;
+use ordo_core::{Body, Config, Message, Role};
+use ordo_sim::cluster::{Cluster, ClusterOptions};
 
 fn cluster(nodes: usize, configure: impl Fn(&mut Config) + 'static) -> Cluster {
     let mut options = ClusterOptions::calm(nodes, 7);
@@ -303,7 +304,11 @@ fn leader_transfer_under_load() {
     assert!(c.run_until(300, Cluster::converged));
     assert_safe(&c);
     assert!(c.oracle.acknowledged > 150, "{}", c.oracle.acknowledged);
-    assert!(c.oracle.reads_served > 50, "{}", c.oracle.reads_served);
+    assert!(
+        c.batches.statuses_served > 50,
+        "{}",
+        c.batches.statuses_served
+    );
 }
 
 /// Reads started on a leader that is then cut off never succeed: it cannot confirm its
@@ -316,10 +321,10 @@ fn read_on_a_deposed_leader_fails_instead_of_returning_stale_data() {
     let read = c.read(1).expect("leader accepts the read");
     c.run(40);
     assert_eq!(
-        c.oracle.reads_served, 0,
+        c.batches.statuses_served, 0,
         "read {read} was served without a quorum"
     );
     assert_ne!(c.node(1).unwrap().role(), Role::Leader);
-    assert!(matches!(c.read(1), Err(ReadError::NotLeader { .. })));
+    assert!(matches!(c.read(1), Err(ClientResponse::NotLeader { .. })));
     assert_safe(&c);
 }

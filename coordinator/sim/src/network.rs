@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use ordo_common::NodeId;
 
-use crate::raft::Message;
-use crate::rng::Prng;
+use ordo_core::Message;
+use ordo_core::rng::Prng;
 
 /// Fault rates for the network, drawn per seed.
 #[derive(Clone, Debug, Default)]

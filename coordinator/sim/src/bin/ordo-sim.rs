@@ -1,13 +1,13 @@
 //! `ordo-sim`: runs simulator seeds and reports failures with the command that replays them.
 //!
 //! ```text
-//! cargo run --release -p ordo-core --bin ordo-sim -- --seeds 1000 [--start 0] [--nodes 3|5] [--verbose]
+//! cargo run --release -p ordo-sim -- --seeds 1000 [--start 0] [--nodes 3|5] [--verbose]
 //! ```
 //!
-//! The runner reads no clock either (the crate's purity test covers every source file); time a
-//! run with `time`.
+//! Every node's invariant checks are on in every build profile. The runner reads no clock
+//! either (the purity test covers every source file of the crate); time a run with `time`.
 
-use ordo_core::sim::{SeedOptions, run_seed};
+use ordo_sim::{SeedOptions, run_seed};
 use std::process::ExitCode;
 
 struct Arguments {
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let (mut failures, mut ticks, mut messages, mut commits, mut acknowledged, mut reads) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut batches, mut rejected) = (0u64, 0u64);
+    let (mut batches, mut rejected, mut subscribed) = (0u64, 0u64, 0u64);
     for seed in arguments.start..arguments.start + arguments.seeds {
         let options = SeedOptions::draw(seed, arguments.nodes);
         if arguments.verbose || arguments.seeds == 1 {
@@ -78,14 +78,17 @@ fn main() -> ExitCode {
         reads += report.reads;
         batches += report.batches_committed;
         rejected += report.batches_rejected;
+        subscribed += report.subscribed;
         if arguments.verbose || arguments.seeds == 1 {
             println!(
-                "  ticks={} messages={} commits={} acknowledged={} reads={} trace={:016x}",
+                "  ticks={} messages={} commits={} acknowledged={} batches={} statuses={} subscribed={} trace={:016x}",
                 report.ticks,
                 report.messages,
                 report.commits,
                 report.acknowledged,
+                report.batches_committed,
                 report.reads,
+                report.subscribed,
                 report.trace
             );
         }
@@ -96,7 +99,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} reads={reads} batches={batches} rejected={rejected}",
+        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} statuses={reads} batches={batches} rejected={rejected} subscribed={subscribed}",
         arguments.seeds,
     );
     if failures == 0 {
