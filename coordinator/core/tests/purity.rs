@@ -74,7 +74,12 @@ fn pure_sources_use_no_clock_no_io_runtime_and_no_unseeded_randomness() {
         assert!(!files.is_empty(), "{name}: no sources under {folder}");
         for file in files {
             let text = std::fs::read_to_string(&file).expect("utf-8 source");
-            for (number, line) in text.lines().enumerate() {
+            // Comments may name what the crate stays away from; code may not use it.
+            let code = text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| !line.trim_start().starts_with("//"));
+            for (number, line) in code {
                 for word in FORBIDDEN_IN_SOURCES {
                     if line.contains(word) {
                         offences.push(format!("{}:{}: {word}", file.display(), number + 1));
