@@ -239,8 +239,11 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         // Catching up is bounded by throughput: a seed with one-entry appends and a window of
         // one moves one entry per round trip, so the bound grows with the backlog.
         let backlog = cluster.max_last_index();
+        // A round trip is a tick each way, plus the follower's disk write and the report of
+        // it (both stay slow after healing: liveness must hold on a slow disk too).
         let per_round_trip = (options.append_entries_max * options.inflight_messages_max) as u64;
-        let ticks_max = LIVENESS_TICKS_MAX + 4 * backlog / per_round_trip;
+        let round_trip_ticks = 4 + options.disk_latency_ticks_max + options.report_delay_ticks_max;
+        let ticks_max = LIVENESS_TICKS_MAX + round_trip_ticks * backlog / per_round_trip;
         let converged = cluster.run_until(ticks_max, Cluster::converged);
         let batches = if converged {
             cluster.check_batches_converged().err()
