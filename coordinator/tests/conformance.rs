@@ -247,6 +247,9 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
                     ([2; 16], b"c2".to_vec()),
                 ],
                 offsets: vec![("orders".into(), 3), ("payments".into(), 1)],
+                registry_evicted: vec![],
+                log_time_ms: 0,
+                registry_floor_ms: 0,
             }),
             ..WriteBatch::default()
         },
@@ -272,6 +275,9 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
                 seqs: vec![(3, 6)],
                 registry: vec![([2; 16], b"replaced".to_vec())],
                 offsets: vec![("orders".into(), 5)],
+                registry_evicted: vec![],
+                log_time_ms: 0,
+                registry_floor_ms: 0,
             }),
             ..WriteBatch::default()
         },
@@ -296,6 +302,69 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
         assert_eq!(store.outcome(&[3; 16]).unwrap(), None);
         assert_eq!(store.topic_offset("orders").unwrap(), 5);
         assert_eq!(store.topic_offset("payments").unwrap(), 1);
+    };
+    check(&store);
+    drop(store);
+    let store = harness.open(keep_all());
+    check(&store);
+    check(&store.reader());
+}
+
+/// The registry takes insertions and evictions in one write; the log time and the registry's
+/// floor never go back; `tables` reads every offset and registry record, in key order.
+fn registry_evictions_log_time_and_tables<H: Harness>(harness: &mut H) {
+    let mut store = harness.open(keep_all());
+    log_of(&mut store, 7);
+    write(
+        &mut store,
+        WriteBatch {
+            committed: Some(6),
+            ..WriteBatch::default()
+        },
+    );
+    let update =
+        |applied: u64, registry: Vec<([u8; 16], Vec<u8>)>, evicted: Vec<[u8; 16]>| WriteBatch {
+            state: Some(StateUpdate {
+                registry,
+                registry_evicted: evicted,
+                offsets: vec![("b".into(), applied), ("a".into(), 1)],
+                log_time_ms: 1000 * applied,
+                registry_floor_ms: 10 * applied,
+                ..StateUpdate::applied(LogId::new(1, applied))
+            }),
+            ..WriteBatch::default()
+        };
+    write(
+        &mut store,
+        update(
+            2,
+            vec![([3; 16], b"three".to_vec()), ([1; 16], b"one".to_vec())],
+            vec![],
+        ),
+    );
+    // One write both registers an id and evicts two (one of them registered in it).
+    write(
+        &mut store,
+        update(
+            4,
+            vec![([2; 16], b"two".to_vec()), ([4; 16], b"four".to_vec())],
+            vec![[1; 16], [4; 16]],
+        ),
+    );
+    let mut back = update(5, vec![], vec![]);
+    back.state.as_mut().unwrap().log_time_ms = 3999;
+    let message = refused(&mut store, back);
+    assert!(message.contains("log time"), "{message}");
+    let check = |store: &dyn LogRead| {
+        let state = store.store_state().unwrap();
+        assert_eq!((state.log_time_ms, state.registry_floor_ms), (4000, 40));
+        let tables = store.tables().unwrap();
+        assert_eq!(tables.offsets, vec![("a".into(), 1), ("b".into(), 4)]);
+        assert_eq!(
+            tables.registry,
+            vec![([2; 16], b"two".to_vec()), ([3; 16], b"three".to_vec())]
+        );
+        assert_eq!(store.outcome(&[1; 16]).unwrap(), None);
     };
     check(&store);
     drop(store);
@@ -395,6 +464,9 @@ fn reopen_keeps_everything<H: Harness>(harness: &mut H) {
                 seqs: vec![(1, 10), (2, 31)],
                 registry: vec![([9; 16], vec![1, 2, 3])],
                 offsets: vec![("t".into(), 2)],
+                registry_evicted: vec![],
+                log_time_ms: 0,
+                registry_floor_ms: 0,
             }),
             ..WriteBatch::default()
         },
@@ -431,6 +503,9 @@ fn compacted_reads_say_so<H: Harness>(harness: &mut H) {
                 seqs: vec![(1, 3), (2, 12), (3, 20)],
                 registry: vec![],
                 offsets: vec![],
+                registry_evicted: vec![],
+                log_time_ms: 0,
+                registry_floor_ms: 0,
             }),
             ..WriteBatch::default()
         },
@@ -561,6 +636,7 @@ conformance_suite!(
     entry_terms_follow_raft,
     term_and_vote_follow_raft,
     progress_and_tables,
+    registry_evictions_log_time_and_tables,
     ranges_are_half_open,
     reads_respect_the_byte_budget,
     large_entries_round_trip,

@@ -419,6 +419,9 @@ fn crash_child() {
                         seqs: vec![(last_seq, durable.index)],
                         registry: vec![(batch_id, vec![1])],
                         offsets: vec![(TOPIC.to_string(), durable.index)],
+                        registry_evicted: vec![],
+                        log_time_ms: 0,
+                        registry_floor_ms: 0,
                     }),
                     ..WriteBatch::default()
                 }

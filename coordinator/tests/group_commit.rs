@@ -123,6 +123,9 @@ fn merged_requests_act_as_if_written_in_order() {
                 seqs: vec![(1, 3), (2, 6)],
                 registry: vec![([1; 16], b"first".to_vec())],
                 offsets: vec![("t".into(), 1)],
+                registry_evicted: vec![],
+                log_time_ms: 0,
+                registry_floor_ms: 0,
             }),
             ..WriteBatch::default()
         },
@@ -130,8 +133,21 @@ fn merged_requests_act_as_if_written_in_order() {
             state: Some(StateUpdate {
                 applied: LogId::new(2, 6),
                 seqs: vec![],
-                registry: vec![([1; 16], b"second".to_vec())],
+                registry: vec![([1; 16], b"second".to_vec()), ([2; 16], b"gone".to_vec())],
                 offsets: vec![("t".into(), 2)],
+                registry_evicted: vec![],
+                log_time_ms: 500,
+                registry_floor_ms: 0,
+            }),
+            ..WriteBatch::default()
+        },
+        // A later request evicts an id an earlier one in the group registered.
+        WriteBatch {
+            state: Some(StateUpdate {
+                registry_evicted: vec![[2; 16]],
+                log_time_ms: 900,
+                registry_floor_ms: 20,
+                ..StateUpdate::applied(LogId::new(2, 6))
             }),
             ..WriteBatch::default()
         },
@@ -144,7 +160,7 @@ fn merged_requests_act_as_if_written_in_order() {
     }
     held.go();
     let group = durable(held.next_event());
-    assert_eq!(group.requests, 2..=9);
+    assert_eq!(group.requests, 2..=10);
     assert_eq!(group.last_log_id, Some(LogId::new(2, 9)));
     assert_eq!(
         group.hard_state,
@@ -156,7 +172,10 @@ fn merged_requests_act_as_if_written_in_order() {
     let store = held.writer.close().unwrap();
     assert_same_contents(&store, &reference);
     assert_eq!(store.outcome(&[1; 16]).unwrap(), Some(b"second".to_vec()));
+    assert_eq!(store.outcome(&[2; 16]).unwrap(), None);
     assert_eq!(store.topic_offset("t").unwrap(), 2);
+    let state = store.store_state().unwrap();
+    assert_eq!((state.log_time_ms, state.registry_floor_ms), (900, 20));
 }
 
 #[test]
@@ -337,6 +356,10 @@ impl LogRead for FailingStore {
     fn topic_offset(&self, topic: &str) -> StorageResult<u64> {
         self.inner.topic_offset(topic)
     }
+
+    fn tables(&self) -> StorageResult<ordo_coordinator::storage::StoredTables> {
+        self.inner.tables()
+    }
 }
 
 impl LogStore for FailingStore {
@@ -513,6 +536,9 @@ fn random_request(rng: &mut Rng, reference: &MemLogStore) -> WriteBatch {
                     seqs: vec![(seq, to)],
                     registry: vec![([to as u8; 16], to.to_be_bytes().to_vec())],
                     offsets: vec![(format!("topic-{}", to % 3), to)],
+                    registry_evicted: vec![],
+                    log_time_ms: 0,
+                    registry_floor_ms: 0,
                 }),
                 ..WriteBatch::default()
             }

@@ -156,6 +156,8 @@ impl Model {
                 applied: self.applied,
             },
             last_seq: self.last_seq,
+            log_time_ms: 0,
+            registry_floor_ms: 0,
         }
     }
 
@@ -264,6 +266,9 @@ impl Model {
                             .collect(),
                         seqs,
                         offsets: vec![(format!("topic-{topic}"), to)],
+                        registry_evicted: vec![],
+                        log_time_ms: 0,
+                        registry_floor_ms: 0,
                     }),
                     ..WriteBatch::default()
                 })

@@ -373,7 +373,13 @@ fn merge(group: &mut Option<Group>, request: Request) {
                 state.applied = next_state.applied;
                 state.seqs.extend(next_state.seqs);
                 state.registry.extend(next_state.registry);
+                // A store applies a write's insertions before its evictions; an evicted id is
+                // never registered again, so evictions from later requests may follow all
+                // insertions.
+                state.registry_evicted.extend(next_state.registry_evicted);
                 state.offsets.extend(next_state.offsets);
+                state.log_time_ms = next_state.log_time_ms;
+                state.registry_floor_ms = next_state.registry_floor_ms;
             }
             None => into.state = Some(next_state),
         }

@@ -35,7 +35,7 @@ use ordo_node::storage::record::{
 use ordo_node::storage::rules::{Extent, plan_compaction, plan_write};
 use ordo_node::storage::{
     ApplyProgress, LogRead, LogState, LogStore, Result as StoreResult, Retention,
-    STORAGE_FORMAT_VERSION, StorageError, StoreState, WriteBatch, missing,
+    STORAGE_FORMAT_VERSION, StorageError, StoreState, StoredTables, WriteBatch, missing,
 };
 
 /// The names in the redb file: its tables and the keys of the Raft table. They are part of the
@@ -60,9 +60,14 @@ pub mod layout {
     pub const APPLIED_KEY: &str = "applied";
     pub const LAST_SEQ_KEY: &str = "last_seq";
     pub const PURGED_KEY: &str = "purged";
+    pub const LOG_TIME_KEY: &str = "log_time_ms";
+    pub const REGISTRY_FLOOR_KEY: &str = "registry_floor_ms";
 }
 
-use layout::{APPLIED_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, LAST_SEQ_KEY, PURGED_KEY};
+use layout::{
+    APPLIED_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY,
+    REGISTRY_FLOOR_KEY,
+};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new(layout::LOG_TABLE);
@@ -287,6 +292,10 @@ impl LogRead for RedbLogStore {
     fn topic_offset(&self, topic: &str) -> StoreResult<u64> {
         self.reader.topic_offset(topic)
     }
+
+    fn tables(&self) -> StoreResult<StoredTables> {
+        self.reader.tables()
+    }
 }
 
 impl RedbLogReader {
@@ -374,6 +383,28 @@ impl LogRead for RedbLogReader {
                 )?),
                 None => Ok(0),
             }
+        })?)
+    }
+
+    fn tables(&self) -> StoreResult<StoredTables> {
+        Ok(self.read(|txn| {
+            let mut tables = StoredTables::default();
+            for item in txn.open_table(OFFSETS)?.iter()? {
+                let (topic, value) = item?;
+                let topic = topic.value().to_string();
+                let offset = decode_value(topic.as_bytes(), value.value()).map_err(|detail| {
+                    StorageError::corrupt_state(format!("offset of topic {topic:?}"), detail)
+                })?;
+                tables.offsets.push((topic, offset));
+            }
+            for item in txn.open_table(REGISTRY)?.iter()? {
+                let (id, value) = item?;
+                let id = *id.value();
+                let record = decode_bytes(&id, value.value())
+                    .map_err(|detail| StorageError::corrupt_state("registry record", detail))?;
+                tables.registry.push((id, record.to_vec()));
+            }
+            Ok(tables)
         })?)
     }
 }
@@ -481,6 +512,8 @@ fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
             applied: raft_record(&raft, APPLIED_KEY)?,
         },
         last_seq: raft_record(&raft, LAST_SEQ_KEY)?.unwrap_or(0),
+        log_time_ms: raft_record(&raft, LOG_TIME_KEY)?.unwrap_or(0),
+        registry_floor_ms: raft_record(&raft, REGISTRY_FLOOR_KEY)?.unwrap_or(0),
     })
 }
 
@@ -641,6 +674,14 @@ fn write_raft_state(txn: &WriteTransaction, batch: &WriteBatch, before: &StoreSt
             let record = encode_value(LAST_SEQ_KEY.as_bytes(), &last_seq);
             raft.insert(LAST_SEQ_KEY, record.as_slice())?;
         }
+        if state.log_time_ms != before.log_time_ms {
+            let record = encode_value(LOG_TIME_KEY.as_bytes(), &state.log_time_ms);
+            raft.insert(LOG_TIME_KEY, record.as_slice())?;
+        }
+        if state.registry_floor_ms != before.registry_floor_ms {
+            let record = encode_value(REGISTRY_FLOOR_KEY.as_bytes(), &state.registry_floor_ms);
+            raft.insert(REGISTRY_FLOOR_KEY, record.as_slice())?;
+        }
     }
     Ok(())
 }
@@ -656,11 +697,14 @@ fn write_tables(txn: &WriteTransaction, batch: &WriteBatch) -> Result<()> {
             batches.insert(seq, record.as_slice())?;
         }
     }
-    if !state.registry.is_empty() {
+    if !state.registry.is_empty() || !state.registry_evicted.is_empty() {
         let mut registry = txn.open_table(REGISTRY)?;
         for (batch_id, outcome) in &state.registry {
             let record = encode_bytes(batch_id, outcome);
             registry.insert(batch_id, record.as_slice())?;
+        }
+        for batch_id in &state.registry_evicted {
+            registry.remove(batch_id)?;
         }
     }
     if !state.offsets.is_empty() {

@@ -5,7 +5,7 @@
 //! and opening a new one on the same disk is a restart. A write is atomic and immediately
 //! "durable", because it happens under one lock and this disk never crashes mid-write.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ordo_common::{Entry, LogId, LogIndex, Term};
@@ -14,7 +14,7 @@ use super::record::{decode_entry, encode_entry, entry_term};
 use super::rules::{Extent, plan_compaction, plan_write};
 use super::{
     LogRead, LogState, LogStore, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
-    StoreState, WriteBatch,
+    StoreState, StoredTables, WriteBatch,
 };
 
 /// The shared "disk" of [`MemLogStore`]s: clone it to keep the data across a store's lifetime.
@@ -32,8 +32,8 @@ struct MemFile {
     state: StoreState,
     retained_bytes: u64,
     batches: BTreeMap<u64, LogIndex>,
-    registry: HashMap<[u8; 16], Vec<u8>>,
-    offsets: HashMap<String, u64>,
+    registry: BTreeMap<[u8; 16], Vec<u8>>,
+    offsets: BTreeMap<String, u64>,
 }
 
 impl Default for MemFile {
@@ -50,8 +50,8 @@ impl Default for MemFile {
             },
             retained_bytes: 0,
             batches: BTreeMap::new(),
-            registry: HashMap::new(),
-            offsets: HashMap::new(),
+            registry: BTreeMap::new(),
+            offsets: BTreeMap::new(),
         }
     }
 }
@@ -173,6 +173,9 @@ impl MemFile {
         if let Some(state) = &batch.state {
             self.batches.extend(state.seqs.iter().copied());
             self.registry.extend(state.registry.iter().cloned());
+            for id in &state.registry_evicted {
+                self.registry.remove(id);
+            }
             self.offsets.extend(state.offsets.iter().cloned());
         }
         self.state = after;
@@ -250,6 +253,14 @@ impl LogRead for MemDisk {
     fn topic_offset(&self, topic: &str) -> Result<u64> {
         Ok(self.lock().offsets.get(topic).copied().unwrap_or(0))
     }
+
+    fn tables(&self) -> Result<StoredTables> {
+        let file = self.lock();
+        Ok(StoredTables {
+            offsets: file.offsets.iter().map(|(t, o)| (t.clone(), *o)).collect(),
+            registry: file.registry.iter().map(|(i, r)| (*i, r.clone())).collect(),
+        })
+    }
 }
 
 impl LogRead for MemLogStore {
@@ -275,5 +286,9 @@ impl LogRead for MemLogStore {
 
     fn topic_offset(&self, topic: &str) -> Result<u64> {
         self.disk.topic_offset(topic)
+    }
+
+    fn tables(&self) -> Result<StoredTables> {
+        self.disk.tables()
     }
 }

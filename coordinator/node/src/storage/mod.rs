@@ -36,7 +36,7 @@ pub use mem::{MemDisk, MemLogStore, missing};
 /// The storage format this build writes and the only one it reads. A store written with any
 /// other version is refused with [`StorageError::IncompatibleFormat`]; bump it whenever a table
 /// or record layout changes, and add a migration when there is a released format to migrate from.
-pub const STORAGE_FORMAT_VERSION: u64 = 1;
+pub const STORAGE_FORMAT_VERSION: u64 = 2;
 
 pub use ordo_common::limits::{OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 
@@ -88,7 +88,8 @@ impl WriteBatch {
     pub fn queued_bytes(&self) -> u64 {
         let entries: u64 = self.entries.iter().map(|e| e.payload_bytes() + 16).sum();
         let state = self.state.as_ref().map_or(0, |s| {
-            let registry: usize = s.registry.iter().map(|(_, o)| o.len() + 16).sum();
+            let registry: usize = s.registry.iter().map(|(_, o)| o.len() + 16).sum::<usize>()
+                + s.registry_evicted.len() * 16;
             let offsets: usize = s.offsets.iter().map(|(t, _)| t.len() + 8).sum();
             (registry + offsets + s.seqs.len() * 16) as u64
         });
@@ -109,11 +110,17 @@ pub struct StateUpdate {
     /// dense: the first must be one more than [`StoreState::last_seq`], and each index must lie
     /// in the newly applied range, increasing.
     pub seqs: Vec<(u64, LogIndex)>,
-    /// Idempotency registry: a batch id's 16 bytes to its encoded outcome. A later value for the
-    /// same id replaces the earlier one.
+    /// Idempotency registry: a batch id's 16 bytes to its encoded record (outcome and content
+    /// hash). A later value for the same id replaces the earlier one.
     pub registry: Vec<([u8; 16], Vec<u8>)>,
+    /// Registry ids evicted (past the horizon, or over the byte budget).
+    pub registry_evicted: Vec<[u8; 16]>,
     /// Topic offsets (count of messages committed to a topic), set to these values.
     pub offsets: Vec<(String, u64)>,
+    /// The log time after these entries: the newest leader stamp applied. Never decreases.
+    pub log_time_ms: u64,
+    /// Ids at or below this time were evicted from the registry. Never decreases.
+    pub registry_floor_ms: u64,
 }
 
 impl StateUpdate {
@@ -123,7 +130,10 @@ impl StateUpdate {
             applied,
             seqs: Vec::new(),
             registry: Vec::new(),
+            registry_evicted: Vec::new(),
             offsets: Vec::new(),
+            log_time_ms: 0,
+            registry_floor_ms: 0,
         }
     }
 }
@@ -183,6 +193,19 @@ pub struct StoreState {
     pub progress: ApplyProgress,
     /// The last committed batch's seq; 0 before any.
     pub last_seq: u64,
+    /// The log time and the registry's floor as of the applied index (see [`StateUpdate`]).
+    pub log_time_ms: u64,
+    pub registry_floor_ms: u64,
+}
+
+/// The state machine's tables as of the applied index: what a node loads at start instead of
+/// replaying its log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredTables {
+    /// In topic order.
+    pub offsets: Vec<(String, u64)>,
+    /// Batch id → encoded registry record, in id order.
+    pub registry: Vec<([u8; 16], Vec<u8>)>,
 }
 
 /// The read side of a store. Every read sees only durable data: what a completed
@@ -216,11 +239,14 @@ pub trait LogRead {
     /// Seqs whose entries were compacted away are forgotten with them.
     fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>>;
 
-    /// The outcome recorded for the batch with this id, if any.
+    /// The registry record kept for the batch with this id, if any.
     fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>>;
 
     /// The offset of `topic`: the count of messages committed to it, 0 for a topic never seen.
     fn topic_offset(&self, topic: &str) -> Result<u64>;
+
+    /// Every topic offset and registry record, read together (one consistent view).
+    fn tables(&self) -> Result<StoredTables>;
 
     /// The durable term and vote.
     fn hard_state(&self) -> Result<HardState> {

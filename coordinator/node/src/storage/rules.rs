@@ -50,6 +50,8 @@ pub fn plan_write(
         if let Some(&(seq, _)) = state.seqs.last() {
             after.last_seq = seq;
         }
+        after.log_time_ms = state.log_time_ms;
+        after.registry_floor_ms = state.registry_floor_ms;
     }
     Ok(after)
 }
@@ -169,6 +171,16 @@ fn check_state_update(
         return Err(StorageError::invalid_write(format!(
             "applied entry {applied} does not match the log, whose entry {} has term {term}",
             applied.index
+        )));
+    }
+    if state.log_time_ms < before.log_time_ms || state.registry_floor_ms < before.registry_floor_ms
+    {
+        return Err(StorageError::invalid_write(format!(
+            "log time or registry floor would go back (from {} / {} to {} / {})",
+            before.log_time_ms,
+            before.registry_floor_ms,
+            state.log_time_ms,
+            state.registry_floor_ms
         )));
     }
     let mut index_floor = applied_before;
