@@ -52,8 +52,8 @@ use clap::Parser;
 use ordo_core::rng::Prng;
 use ordo_participant::applier::CURSOR_TABLE;
 use ordo_participant::{
-    Applier, ApplierError, Batch, BatchId, Client, ClientConfig, CommittedBatch, DEV_ENDPOINTS,
-    DEV_TLS_DIR, HandlerError, Message, Outcome, Precondition, RejectReason, SubmitError,
+    Applier, ApplierError, Batch, BatchId, BatchStatus, Client, ClientConfig, CommittedBatch,
+    DEV_ENDPOINTS, DEV_TLS_DIR, HandlerError, Message, Precondition, RejectReason, SubmitError,
     new_batch_id, parse_endpoints,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -838,11 +838,13 @@ async fn settle(client: &Client, batch: Batch, give_up_at: Instant) -> Result<Se
             Err(error) => return Err(format!("batch {}: {error}", batch.id).into()),
         };
         match client.status(batch.id).await {
-            Ok(Some(Outcome::Committed { seq, .. })) => return Ok(Settled::Committed(seq)),
-            Ok(Some(Outcome::Rejected { reason })) => {
+            Ok(BatchStatus::Committed { seq, .. }) => return Ok(Settled::Committed(seq)),
+            Ok(BatchStatus::Rejected { reason }) => {
                 return Ok(Settled::Rejected(reason, "status"));
             }
-            Ok(None) | Err(_) => {}
+            // Its id aged out of the registry: it may have committed, and never will now.
+            Ok(BatchStatus::BeyondHorizon { .. }) => return Ok(Settled::Unknown),
+            Ok(BatchStatus::Unknown) | Err(_) => {}
         }
         if Instant::now() >= give_up_at {
             eprintln!(
@@ -859,15 +861,15 @@ async fn resolve_unknown(client: &Client, ledger: &Mutex<Ledger>) -> Ledger {
     let mut ledger = std::mem::take(&mut *ledger.lock().expect("ledger lock"));
     for id in std::mem::take(&mut ledger.unknown) {
         match client.status(id).await {
-            Ok(Some(Outcome::Committed { seq, .. })) => {
+            Ok(BatchStatus::Committed { seq, .. }) => {
                 ledger.acknowledged.insert(id, seq);
             }
-            Ok(Some(Outcome::Rejected { reason })) => {
+            Ok(BatchStatus::Rejected { reason }) => {
                 ledger
                     .rejected
                     .insert(id, format!("status after the close: {reason}"));
             }
-            Ok(None) | Err(_) => {
+            Ok(BatchStatus::Unknown | BatchStatus::BeyondHorizon { .. }) | Err(_) => {
                 ledger.unknown.insert(id);
             }
         }

@@ -46,12 +46,12 @@ use ordo_common::limits::{
 };
 use ordo_participant::applier::CURSOR_TABLE;
 use ordo_participant::{
-    Applier, Batch, BatchError, BatchId, Client, ClientConfig, Committed, CommittedBatch,
-    HandlerError, Message, NodeConnection, Outcome, Precondition, RejectReason, SubmitError,
+    Applier, Batch, BatchError, BatchId, BatchStatus, Client, ClientConfig, Committed,
+    CommittedBatch, HandlerError, Message, NodeConnection, Precondition, RejectReason, SubmitError,
     new_batch_id,
 };
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use support::{CLIENT_NAME, TestCluster, wait_until};
+use support::{CLIENT_NAME, ClusterOptions, TestCluster, wait_until};
 
 /// Time for a fresh cluster's processes to start and elect a leader, on a busy machine.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -145,11 +145,11 @@ async fn racing_submitters_with_topic_offset_preconditions_commit_exactly_one_ba
     for attempt in &attempts {
         let recorded = client.status(attempt.batch.id).await.expect("status");
         let told = match attempt.result {
-            Ok(committed) => Outcome::Committed {
+            Ok(committed) => BatchStatus::Committed {
                 seq: committed.seq,
                 index: committed.index,
             },
-            Err(actual) => Outcome::Rejected {
+            Err(actual) => BatchStatus::Rejected {
                 reason: RejectReason::TopicOffset {
                     topic: RACE_TOPIC.into(),
                     expected: attempt.expected,
@@ -157,7 +157,7 @@ async fn racing_submitters_with_topic_offset_preconditions_commit_exactly_one_ba
                 },
             },
         };
-        assert_eq!(recorded, Some(told), "batch {}", attempt.batch.id);
+        assert_eq!(recorded, told, "batch {}", attempt.batch.id);
     }
     // No rejected batch (nor the offset probes) took a seq.
     let marker = submit_marker(&client).await;
@@ -1301,7 +1301,12 @@ async fn every_batch_limit_is_refused_naming_it_by_the_sdk_and_by_every_node() {
     }
     for case in &invalid {
         let status = client.status(case.batch.id).await.expect("status");
-        assert_eq!(status, None, "a batch with {} has an outcome", case.error);
+        assert_eq!(
+            status,
+            BatchStatus::Unknown,
+            "a batch with {} has an outcome",
+            case.error
+        );
     }
 }
 
@@ -1519,6 +1524,97 @@ fn topics(count: u64) -> Vec<Message> {
         .collect()
 }
 
+// ----- 6. the registry's horizon -----
+
+/// The registry's horizon in the horizon test: short, so that it passes within the test.
+const HORIZON: Duration = Duration::from_secs(2);
+
+/// Within the horizon a retried id gets its original outcome and other content under the same
+/// id is a conflict; past it the retry is refused (never committed twice) and status says so;
+/// ids older than the horizon, or too far ahead, are refused on arrival. Nothing refused is
+/// ever visible to a subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_id_beyond_the_horizon_is_refused_never_committed() {
+    let mut options = ClusterOptions::fast(3);
+    options.environment = vec![
+        (
+            "ORDO_REGISTRY_HORIZON".into(),
+            format!("{}ms", HORIZON.as_millis()),
+        ),
+        ("ORDO_REGISTRY_FUTURE_SKEW".into(), "5s".into()),
+    ];
+    let cluster = TestCluster::start_with(options);
+    cluster.wait_for_leader(STARTUP).await;
+    let client = connect(&cluster, endpoints(&cluster, &cluster.ids())).await;
+    let one = |id: BatchId, payload: &str| Batch {
+        id,
+        messages: vec![Message::new("horizon", payload.to_string())],
+        preconditions: Vec::new(),
+    };
+    let first = one(new_batch_id(), "first");
+    let committed = client
+        .submit(first.clone())
+        .await
+        .expect("the first submit");
+    let again = client
+        .submit(first.clone())
+        .await
+        .expect("a retry within the horizon");
+    assert_eq!(again.seq, committed.seq, "a retry gets the original seq");
+    match client.submit(one(first.id, "other content")).await {
+        Err(SubmitError::IdConflict { id }) => assert_eq!(id, first.id),
+        other => panic!("other content under a registered id: {other:?}"),
+    }
+    // Past the horizon (the log's time moves with the next batch the leader stamps).
+    tokio::time::sleep(HORIZON + Duration::from_millis(500)).await;
+    let later = client
+        .submit(one(new_batch_id(), "later"))
+        .await
+        .expect("a later batch");
+    match client.submit(first.clone()).await {
+        Err(SubmitError::BeyondHorizon { id, .. }) => assert_eq!(id, first.id),
+        other => panic!("a retry past the horizon: {other:?}"),
+    }
+    assert!(matches!(
+        client.status(first.id).await.expect("status"),
+        BatchStatus::BeyondHorizon { floor_ms } if floor_ms >= id_time_ms(&first.id)
+    ));
+    let now_ms = id_time_ms(&new_batch_id());
+    let stale = BatchId::v7(now_ms - 10 * HORIZON.as_millis() as u64, [7; 10]);
+    let ahead = BatchId::v7(now_ms + 60_000, [8; 10]);
+    for (id, what) in [
+        (stale, "an id older than the horizon"),
+        (ahead, "an id a minute ahead"),
+    ] {
+        match client.submit(one(id, what)).await {
+            Err(SubmitError::BeyondHorizon { .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_beyond(&client, stale).await;
+    // Exactly the two accepted batches are visible, once each.
+    let sequence = committed_sequence(&client, later.seq).await;
+    let ids: Vec<BatchId> = sequence.iter().map(|batch| batch.id).collect();
+    assert_eq!(ids.iter().filter(|id| **id == first.id).count(), 1);
+    assert_eq!(topic_offset(&client, "horizon").await, 2);
+}
+
+/// The time a UUID v7 carries, in ms since the Unix epoch.
+fn id_time_ms(id: &BatchId) -> u64 {
+    let mut time = [0u8; 8];
+    time[2..].copy_from_slice(&id.0[..6]);
+    u64::from_be_bytes(time)
+}
+
+/// Status says `id` is beyond the registry's horizon.
+async fn assert_beyond(client: &Client, id: BatchId) {
+    let status = client.status(id).await.expect("status");
+    assert!(
+        matches!(status, BatchStatus::BeyondHorizon { .. }),
+        "{id}: {status:?}"
+    );
+}
+
 // ----- shared helpers -----
 
 /// The addresses of `ids`, in that order.
@@ -1614,12 +1710,22 @@ async fn wait_for_count(counter: &AtomicU64, target: u64, what: &str) {
     .await
 }
 
-/// A recognisable batch id: the test's number, then two counters.
+/// A recognisable batch id: a UUID v7 of the test process's start whose random bits are the
+/// test's number and two counters (`a` below 2^32, `b` below 2^24). The same arguments give
+/// the same id, as a retry must.
 fn test_batch_id(test: u8, a: u64, b: u64) -> BatchId {
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&((u64::from(test) << 56) | a).to_be_bytes());
-    bytes[8..].copy_from_slice(&b.to_be_bytes());
-    BatchId(bytes)
+    static START_MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let now_ms = *START_MS.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_millis() as u64
+    });
+    let mut random = [0u8; 10];
+    random[1] = test;
+    random[3..7].copy_from_slice(&(a as u32).to_be_bytes());
+    random[7..].copy_from_slice(&(b as u32).to_be_bytes()[1..]);
+    BatchId::v7(now_ms, random)
 }
 
 /// Prints what a test did when, for the reader of a slow or failed run.

@@ -10,9 +10,29 @@ use crate::limits::{
     MESSAGE_HEADERS_MAX, MESSAGE_KEY_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
 };
 
-/// A batch's idempotency key: 16 bytes, a UUID v7 unless the caller chooses its own.
+/// A batch's idempotency key: a UUID v7 (RFC 9562), whose first 48 bits are its time in
+/// milliseconds since the Unix epoch. Ids are ordered by that time, which is how the registry
+/// knows how old an id is; callers choosing their own ids must make them UUID v7 too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BatchId(pub [u8; 16]);
+
+impl BatchId {
+    /// Whether the id is a UUID v7: version 7, RFC 9562 variant.
+    pub fn is_uuid_v7(&self) -> bool {
+        self.0[6] >> 4 == 7 && self.0[8] >> 6 == 0b10
+    }
+
+    /// A UUID v7 for time `time_ms` with the given 74 random bits (the rest of `random`'s
+    /// bytes are overwritten by the version and variant).
+    pub fn v7(time_ms: u64, random: [u8; 10]) -> Self {
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&time_ms.to_be_bytes()[2..]);
+        bytes[6..].copy_from_slice(&random);
+        bytes[6] = 0x70 | (bytes[6] & 0x0F);
+        bytes[8] = 0x80 | (bytes[8] & 0x3F);
+        Self(bytes)
+    }
+}
 
 impl std::fmt::Display for BatchId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,12 +162,18 @@ pub enum BatchError {
     TooManyHeaders { count: u64, limit: u64 },
     #[error("{count} preconditions exceed BATCH_PRECONDITIONS_MAX ({limit})")]
     TooManyPreconditions { count: u64, limit: u64 },
+    /// The registry orders ids by the time a UUID v7 carries; other ids cannot be aged.
+    #[error("batch id {id} is not a UUID v7; generate ids with a UUID v7 generator")]
+    NotUuidV7 { id: BatchId },
 }
 
 impl Batch {
     /// Checks every limit. The SDK checks before sending; the coordinator checks again on
     /// receipt, and only that check is authoritative.
     pub fn validate(&self) -> Result<(), BatchError> {
+        if !self.id.is_uuid_v7() {
+            return Err(BatchError::NotUuidV7 { id: self.id });
+        }
         if self.messages.is_empty() {
             return Err(BatchError::Empty);
         }
@@ -296,7 +322,7 @@ mod tests {
             offset: 9,
         };
         Batch {
-            id: BatchId([7; 16]),
+            id: BatchId::v7(1, [7; 10]),
             messages: vec![message; messages],
             preconditions: vec![precondition; preconditions],
         }

@@ -70,6 +70,12 @@ pub enum ClientResponse {
     Compacted {
         first_seq: u64,
     },
+    /// A status query's answer for an id the registry can no longer answer for: its time is at
+    /// or below the registry's floor (milliseconds since the Unix epoch). It may have committed
+    /// once; it will never commit again.
+    BeyondHorizon {
+        floor_ms: u64,
+    },
 }
 
 /// One node's view, as `ordo status` shows it.
@@ -149,6 +155,11 @@ pub enum RefusedCode {
     Unsupported,
     /// A committed batch could not be read from this node's storage; try another node.
     StorageFailed,
+    /// The batch id is registered with other content: ids are single-use.
+    IdConflict,
+    /// The batch id is older than the registry answers for (or too far in the future): it may
+    /// have committed once, and will never commit again. Submit new work with a fresh id.
+    BeyondHorizon,
 }
 
 impl RefusedCode {
@@ -159,6 +170,8 @@ impl RefusedCode {
             Self::TooLarge => "too_large",
             Self::Unsupported => "unsupported",
             Self::StorageFailed => "storage_failed",
+            Self::IdConflict => "id_conflict",
+            Self::BeyondHorizon => "beyond_horizon",
         }
     }
 }

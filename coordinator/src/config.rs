@@ -109,6 +109,7 @@ pub struct NodeConfig {
     pub tls_dir: PathBuf,
     pub raft: RaftSection,
     pub storage: StorageSection,
+    pub registry: RegistrySection,
     pub transport: TransportSection,
 }
 
@@ -133,6 +134,15 @@ pub struct StorageSection {
     pub cache: HumanBytes,
     /// Must be 0 (keep every entry) until snapshots exist; see `NodeConfig::validate`.
     pub retain_entries_max: u64,
+}
+
+/// The idempotency registry: for how long, and in how many bytes, it answers for batch ids.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    pub horizon: HumanDuration,
+    pub bytes_max: HumanBytes,
+    pub future_skew: HumanDuration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -172,6 +182,15 @@ impl Default for NodeConfig {
             storage: StorageSection {
                 cache: mib(256),
                 retain_entries_max: 0,
+            },
+            registry: RegistrySection {
+                horizon: HumanDuration(Duration::from_millis(
+                    ordo_core::state::REGISTRY_HORIZON_MS_DEFAULT,
+                )),
+                bytes_max: HumanBytes(ordo_core::state::REGISTRY_BYTES_MAX_DEFAULT),
+                future_skew: HumanDuration(Duration::from_millis(
+                    ordo_core::state::FUTURE_SKEW_MS_DEFAULT,
+                )),
             },
             transport: TransportSection {
                 peer_queue_messages_max: 4096,
@@ -259,6 +278,22 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "storage",
         "retain_entries_max",
         "count; must be 0 (keep every entry) until snapshots exist",
+    ),
+    (
+        "registry",
+        "horizon",
+        "duration; a batch id is answered for (retries get the original outcome) for this long \
+         after its UUID v7 time; older ids are refused, never committed twice",
+    ),
+    (
+        "registry",
+        "bytes_max",
+        "size; most bytes of outcomes kept (oldest ids evicted first; evicted ids are refused)",
+    ),
+    (
+        "registry",
+        "future_skew",
+        "duration; ids whose time is further ahead of the log's time are refused",
     ),
     (
         "transport",
@@ -426,6 +461,16 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// What bounds the idempotency registry.
+    pub fn registry_limits(&self) -> ordo_core::state::RegistryLimits {
+        let millis = |duration: HumanDuration| duration.0.as_millis().min(u64::MAX as u128) as u64;
+        ordo_core::state::RegistryLimits {
+            horizon_ms: millis(self.registry.horizon),
+            bytes_max: self.registry.bytes_max.0,
+            future_skew_ms: millis(self.registry.future_skew),
+        }
+    }
+
     /// The consensus core's configuration, with durations turned into ticks.
     pub fn core_config(&self, voters: &BTreeMap<NodeId, SocketAddr>) -> ordo_core::Config {
         let raft = &self.raft;
@@ -495,6 +540,9 @@ fn scalar(text: &str) -> toml::Value {
         .unwrap_or_else(|_| toml::Value::String(text.to_string()))
 }
 
+/// The sections of the configuration file, each with its keys (`ORDO_<SECTION>_<KEY>`).
+const SECTIONS: [&str; 4] = ["raft", "storage", "registry", "transport"];
+
 fn environment_table(
     environment: impl IntoIterator<Item = (String, String)>,
 ) -> Result<toml::Table, ConfigError> {
@@ -517,7 +565,7 @@ fn environment_table(
                 table.insert(key, scalar(&value));
             }
             _ => {
-                let section = ["raft", "storage", "transport"]
+                let section = SECTIONS
                     .into_iter()
                     .find(|section| key.starts_with(&format!("{section}_")))
                     .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
@@ -642,6 +690,8 @@ mod tests {
         assert!(matches!(error, ConfigError::UnknownEnv(_)), "{error}");
         let error = load("id = 4\n[peers]\n1 = \"127.0.0.1:7001\"\n", &[]).unwrap_err();
         assert!(error.to_string().contains("not among the peers"), "{error}");
+        let horizon = load(peers, &[("ORDO_REGISTRY_HORIZON", "2h")]).unwrap();
+        assert_eq!(horizon.registry_limits().horizon_ms, 2 * 3600 * 1000);
         let error = load(peers, &[("ORDO_STORAGE_RETAIN_ENTRIES_MAX", "1000")]).unwrap_err();
         assert!(
             error.to_string().contains("retain_entries_max = 1000")

@@ -183,7 +183,7 @@ impl<S: LogStore> Driver<S> {
                         }
                     }
                 }
-                _ = ticks.tick() => self.node.tick(),
+                _ = ticks.tick() => self.node.tick(wall_clock_ms()),
             }
             self.carry_out().await?;
             if self.node.is_stopped() {
@@ -344,4 +344,11 @@ pub fn addresses(voters: &BTreeMap<NodeId, SocketAddr>) -> BTreeMap<NodeId, Stri
         .iter()
         .map(|(id, address)| (*id, address.to_string()))
         .collect()
+}
+
+/// The wall clock, in milliseconds since the Unix epoch: what a leader stamps proposals with.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

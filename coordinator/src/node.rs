@@ -3,8 +3,7 @@
 
 use std::num::NonZeroU64;
 
-use ordo_core::state::REGISTRY_ENTRIES_MAX_DEFAULT;
-use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered};
+use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered, recovered_tables};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
@@ -60,10 +59,12 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let store = RedbLogStore::open(config.data_dir.join(LOG_FILE_NAME), options)?;
     let state = store.store_state()?;
     let entries = store.entries(state.log.first_index, state.log.last_index() + 1, u64::MAX)?;
+    let tables = recovered_tables(&state, store.tables()?).map_err(ordo_node::StartError::from)?;
     let recovered = Recovered {
         hard_state: state.hard_state,
         entries,
         applied: state.progress.applied.map_or(0, |applied| applied.index),
+        tables,
     };
     info!(
         id = config.id,
@@ -80,7 +81,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let node_config = NodeLogicConfig {
         raft: config.core_config(&voters),
         addresses: addresses(&voters),
-        registry_entries_max: REGISTRY_ENTRIES_MAX_DEFAULT,
+        registry: config.registry_limits(),
     };
     let node = Node::new(node_config, recovered, seed)?;
     let (servable_tx, servable_rx) = watch::channel(node.servable_seq());

@@ -29,7 +29,7 @@ use ordo_common::{Entry, EntryPayload, HardState, LogId, codec};
 use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
 use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, layout};
 use ordo_coordinator::transport::PeerFrame;
-use ordo_core::state::Command;
+use ordo_core::state::{Command, Registered};
 use ordo_core::{AppendResponse, Body, ConflictHint, Message as RaftMessage, RejectHint};
 use ordo_net::wire::{WIRE_VERSION, encode_frame};
 
@@ -72,6 +72,8 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         layout::APPLIED_KEY,
         layout::LAST_SEQ_KEY,
         layout::PURGED_KEY,
+        layout::LOG_TIME_KEY,
+        layout::REGISTRY_FLOOR_KEY,
     ];
     samples.push(("raft keys".into(), keys.join(",").into_bytes()));
     for (number, entry) in entries().iter().enumerate() {
@@ -82,6 +84,14 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         vote: Some(3),
     };
     let raft_records = [
+        (
+            layout::LOG_TIME_KEY,
+            encode_value(layout::LOG_TIME_KEY.as_bytes(), &1_700_000_000_456u64),
+        ),
+        (
+            layout::REGISTRY_FLOOR_KEY,
+            encode_value(layout::REGISTRY_FLOOR_KEY.as_bytes(), &1_699_999_000_000u64),
+        ),
         (
             layout::HARD_STATE_KEY,
             encode_value(layout::HARD_STATE_KEY.as_bytes(), &hard_state),
@@ -110,11 +120,15 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         "seq record 19 -> 40".into(),
         encode_value(&19u64.to_be_bytes(), &40u64),
     ));
-    for (number, outcome) in outcomes().iter().enumerate() {
+    for (number, outcome) in outcomes().into_iter().enumerate() {
         let id = [0xAB; 16];
+        let record = Registered {
+            outcome,
+            content: 0x0123_4567_89AB_CDEF,
+        };
         samples.push((
             format!("registry record #{number}"),
-            encode_bytes(&id, &codec::encode(outcome)),
+            encode_bytes(&id, &codec::encode(&record)),
         ));
     }
     samples.push((
@@ -140,7 +154,7 @@ fn labelled<T: serde::Serialize>(samples: &mut Vec<(String, Vec<u8>)>, kind: &st
 // ----- samples, one per variant -----
 
 fn id(byte: u8) -> BatchId {
-    BatchId([byte; 16])
+    BatchId::v7(1_700_000_000_000 + u64::from(byte), [byte; 10])
 }
 
 fn batch() -> Batch {
@@ -206,11 +220,14 @@ fn outcomes() -> Vec<Outcome> {
 
 fn commands() -> Vec<Command> {
     let samples = vec![
-        Command::Batch(batch()),
+        Command::Batch {
+            batch: batch(),
+            stamp_ms: 1_700_000_000_123,
+        },
         Command::Raw(Bytes::from_static(b"raw")),
     ];
     covers(&samples, 2, |sample| match sample {
-        Command::Batch(_) => 0,
+        Command::Batch { .. } => 0,
         Command::Raw(_) => 1,
     });
     samples
@@ -247,8 +264,9 @@ fn batch_errors() -> Vec<BatchError> {
         BatchError::KeyTooLong { bytes: 2, limit: 1 },
         BatchError::TooManyHeaders { count: 2, limit: 1 },
         BatchError::TooManyPreconditions { count: 2, limit: 1 },
+        BatchError::NotUuidV7 { id: id(5) },
     ];
-    covers(&samples, 9, |sample| match sample {
+    covers(&samples, 10, |sample| match sample {
         BatchError::Empty => 0,
         BatchError::TooManyMessages { .. } => 1,
         BatchError::TooLarge { .. } => 2,
@@ -258,6 +276,7 @@ fn batch_errors() -> Vec<BatchError> {
         BatchError::KeyTooLong { .. } => 6,
         BatchError::TooManyHeaders { .. } => 7,
         BatchError::TooManyPreconditions { .. } => 8,
+        BatchError::NotUuidV7 { .. } => 9,
     });
     samples
 }
@@ -290,12 +309,16 @@ fn refused_codes() -> Vec<RefusedCode> {
         RefusedCode::TooLarge,
         RefusedCode::Unsupported,
         RefusedCode::StorageFailed,
+        RefusedCode::IdConflict,
+        RefusedCode::BeyondHorizon,
     ];
-    covers(&samples, 4, |sample| match sample {
+    covers(&samples, 6, |sample| match sample {
         RefusedCode::BadFrame => 0,
         RefusedCode::TooLarge => 1,
         RefusedCode::Unsupported => 2,
         RefusedCode::StorageFailed => 3,
+        RefusedCode::IdConflict => 4,
+        RefusedCode::BeyondHorizon => 5,
     });
     samples
 }
@@ -384,7 +407,10 @@ fn client_responses() -> Vec<ClientResponse> {
         messages: batch().messages,
     }));
     samples.push(ClientResponse::Compacted { first_seq: 100 });
-    covers(&samples, 11, |sample| match sample {
+    samples.push(ClientResponse::BeyondHorizon {
+        floor_ms: 1_700_000_000_000,
+    });
+    covers(&samples, 12, |sample| match sample {
         ClientResponse::Welcome { .. } => 0,
         ClientResponse::Status(_) => 1,
         ClientResponse::Committed { .. } => 2,
@@ -396,6 +422,7 @@ fn client_responses() -> Vec<ClientResponse> {
         ClientResponse::Busy { .. } => 8,
         ClientResponse::Batch(_) => 9,
         ClientResponse::Compacted { .. } => 10,
+        ClientResponse::BeyondHorizon { .. } => 11,
     });
     samples
 }

@@ -70,9 +70,41 @@ pub enum SubmitError {
     /// the same id, which never commits twice).
     #[error("no answer for batch {id} within the retry timeout; its outcome is unknown: {detail}")]
     Timeout { id: BatchId, detail: String },
+    /// The id is registered with other content: ids are single-use. Nothing of this batch
+    /// committed; submit new content with a fresh id.
+    #[error("batch id {id} is already registered with other content")]
+    IdConflict { id: BatchId },
+    /// The id is older than the registry answers for (its horizon, 24 hours by default), or
+    /// too far ahead of the cluster's clock: an earlier attempt may have committed, and this one
+    /// never will. Ask [`Client::status`]; submit new work with a fresh id.
+    #[error("batch id {id} is beyond the registry's horizon: {reason}")]
+    BeyondHorizon { id: BatchId, reason: String },
     /// A coordinator refused the request outright; `code` says why (stable).
     #[error("refused ({code}): {reason}")]
     Refused { code: RefusedCode, reason: String },
+}
+
+/// What a status query learned of a batch id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchStatus {
+    /// Committed at `seq`, carried by log entry `index`.
+    Committed { seq: u64, index: u64 },
+    /// Rejected: a precondition failed; nothing of it is visible.
+    Rejected { reason: RejectReason },
+    /// The registry has never seen the id, and would remember it if it had committed: it has
+    /// not committed (yet: an attempt still in flight may).
+    Unknown,
+    /// The id is older than what the registry answers for (its time is at or below
+    /// `floor_ms`, milliseconds since the Unix epoch): whether it committed is no longer known,
+    /// but it will never commit again.
+    BeyondHorizon { floor_ms: u64 },
+}
+
+impl BatchStatus {
+    /// Whether the batch is known to have an outcome (committed or rejected).
+    pub fn is_decided(&self) -> bool {
+        matches!(self, Self::Committed { .. } | Self::Rejected { .. })
+    }
 }
 
 /// Why a status query or a subscription failed.
@@ -181,6 +213,14 @@ impl Client {
                     last_problem = format!("{address} is busy ({code}): {reason}");
                 }
                 Ok(ClientResponse::Invalid(error)) => return Err(SubmitError::Invalid(error)),
+                Ok(ClientResponse::Refused {
+                    code: RefusedCode::IdConflict,
+                    ..
+                }) => return Err(SubmitError::IdConflict { id }),
+                Ok(ClientResponse::Refused {
+                    code: RefusedCode::BeyondHorizon,
+                    reason,
+                }) => return Err(SubmitError::BeyondHorizon { id, reason }),
                 Ok(ClientResponse::Refused { code, reason }) => {
                     return Err(SubmitError::Refused { code, reason });
                 }
@@ -209,9 +249,9 @@ impl Client {
         }
     }
 
-    /// The batch's outcome, read linearizably from the leader: `None` if no outcome is
-    /// registered (never submitted, not yet committed, or evicted from the registry).
-    pub async fn status(&self, id: BatchId) -> Result<Option<Outcome>, QueryError> {
+    /// What the cluster knows of batch `id`, read linearizably from the leader: committed,
+    /// rejected, unknown (never seen), or beyond the registry's horizon.
+    pub async fn status(&self, id: BatchId) -> Result<BatchStatus, QueryError> {
         let deadline = Instant::now() + self.inner.config.retry_timeout;
         let mut attempt = 0u32;
         let mut last_problem = String::new();
@@ -223,13 +263,21 @@ impl Client {
                 Err(error) => Err(error),
             };
             match response {
-                Ok(ClientResponse::Outcome(outcome)) => {
+                Ok(ClientResponse::Outcome(Outcome::Committed { seq, index })) => {
                     self.answered_as_leader(address);
-                    return Ok(Some(outcome));
+                    return Ok(BatchStatus::Committed { seq, index });
+                }
+                Ok(ClientResponse::Outcome(Outcome::Rejected { reason })) => {
+                    self.answered_as_leader(address);
+                    return Ok(BatchStatus::Rejected { reason });
                 }
                 Ok(ClientResponse::Unknown) => {
                     self.answered_as_leader(address);
-                    return Ok(None);
+                    return Ok(BatchStatus::Unknown);
+                }
+                Ok(ClientResponse::BeyondHorizon { floor_ms }) => {
+                    self.answered_as_leader(address);
+                    return Ok(BatchStatus::BeyondHorizon { floor_ms });
                 }
                 Ok(ClientResponse::NotLeader { leader_address, .. }) => {
                     let hinted = leader_address.is_some();

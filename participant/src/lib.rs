@@ -20,7 +20,7 @@
 //! };
 //! let committed = client.submit(batch).await?;
 //! println!("committed at seq {}", committed.seq);
-//! assert!(client.status(committed.id).await?.is_some());
+//! assert!(client.status(committed.id).await?.is_decided());
 //!
 //! // Apply every committed batch exactly once into the service's own redb database.
 //! let database = Arc::new(redb::Database::create("service.redb")?);
@@ -35,7 +35,18 @@
 //!
 //! - [`Client::submit`] retries across leader changes with the same batch id, so a batch
 //!   commits at most once; errors say whether a retry is safe ([`SubmitError`]).
-//! - [`Client::status`] reads a batch's outcome linearizably.
+//! - [`Client::status`] reads a batch's outcome linearizably, and says when an id is older than
+//!   the registry answers for.
+//!
+//! ## What "exactly once" means
+//!
+//! A batch id is answered for by the cluster's idempotency registry for its **horizon**: at
+//! least `registry.horizon` (24 hours by default) after the id's UUID v7 time, unless the
+//! registry's byte budget (`registry.bytes_max`) fills first. Within it, resubmitting the id
+//! returns the original outcome and never commits a second copy (resubmitting it with other
+//! content is refused: [`SubmitError::IdConflict`]). Past it, a resubmit is refused
+//! ([`SubmitError::BeyondHorizon`]) — never committed twice — and [`Client::status`] answers
+//! [`BatchStatus::BeyondHorizon`]. Ids must be UUID v7 ([`new_batch_id`]).
 //! - [`Client::subscribe`] streams committed batches in seq order, gap- and duplicate-free
 //!   across reconnects.
 //! - [`Applier`] commits the service's changes and its cursor in one redb transaction.
@@ -46,8 +57,8 @@ pub mod connection;
 
 pub use applier::{Applier, ApplierError, HandlerError};
 pub use client::{
-    Client, ClientConfig, Committed, DEV_ENDPOINTS, DEV_TLS_DIR, QueryError, SubmitError,
-    Subscription, new_batch_id, parse_endpoints,
+    BatchStatus, Client, ClientConfig, Committed, DEV_ENDPOINTS, DEV_TLS_DIR, QueryError,
+    SubmitError, Subscription, new_batch_id, parse_endpoints,
 };
 pub use connection::{ClientTls, ConnectError, NodeConnection};
 pub use ordo_common::batch::{

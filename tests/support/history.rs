@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ordo_core::rng::Prng;
 use ordo_participant::{
-    Batch, BatchId, Client, ClientConfig, CommittedBatch, Message, Outcome, Precondition,
-    SubmitError, new_batch_id,
+    Batch, BatchId, BatchStatus, Client, ClientConfig, CommittedBatch, Message, Outcome,
+    Precondition, SubmitError, new_batch_id,
 };
 
 use super::{CLIENT_NAME, TestCluster};
@@ -270,7 +270,15 @@ impl Workload {
             if matches!(operation.seen, Seen::Unknown { .. }) {
                 let status = self.client.status(operation.batch.id).await;
                 let status = status.unwrap_or_else(|e| panic!("status of an unknown batch: {e}"));
-                operation.resolved = Some(status);
+                // Beyond the horizon the cluster no longer knows; that claims nothing.
+                operation.resolved = match status {
+                    BatchStatus::Committed { seq, index } => {
+                        Some(Some(Outcome::Committed { seq, index }))
+                    }
+                    BatchStatus::Rejected { reason } => Some(Some(Outcome::Rejected { reason })),
+                    BatchStatus::Unknown => Some(None),
+                    BatchStatus::BeyondHorizon { .. } => None,
+                };
             }
         }
         let fence = Batch {

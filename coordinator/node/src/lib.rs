@@ -53,5 +53,5 @@ pub mod storage;
 
 pub use node::{
     Durable, Fault, Node, NodeConfig, Output, Recovered, RequestId, StartError, WriteId,
-    committed_batch,
+    committed_batch, encode_registered, recovered_tables,
 };

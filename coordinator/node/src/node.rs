@@ -9,13 +9,16 @@ use ordo_common::client::{
     BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
 };
 use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
-use ordo_core::state::{BatchState, Command};
+use ordo_core::state::{
+    BatchState, Command, IdStatus, Registered, RegistryLimits, StateTables, Verdict, content_hash,
+};
 use ordo_core::{
     InvalidMessage, Message, ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId,
     Restored, Role, TransferError,
 };
 
-use crate::storage::{StateUpdate, WriteBatch};
+use crate::storage::{StateUpdate, StoreState, StoredTables, WriteBatch};
+use ordo_common::limits::OUTCOME_BYTES_MAX;
 
 /// The runtime's name for one client request, echoed in the request's [`Output::Reply`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,8 +36,8 @@ pub struct NodeConfig {
     pub raft: ordo_core::Config,
     /// Every voter's client address, for `NotLeader` hints and status.
     pub addresses: BTreeMap<NodeId, String>,
-    /// Outcomes the idempotency registry keeps (see `ordo_core::state`).
-    pub registry_entries_max: usize,
+    /// What bounds the idempotency registry (see `ordo_core::state`).
+    pub registry: RegistryLimits,
 }
 
 /// What storage kept when the node last stopped.
@@ -43,8 +46,9 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// Every durable entry, contiguous, from index 1.
     pub entries: Vec<Entry>,
-    /// Entries up to here were applied, and the state they made is durable.
+    /// Entries up to here were applied, and `tables` is the state they made.
     pub applied: LogIndex,
+    pub tables: StateTables,
 }
 
 /// A storage report: every write up to and including `write` is durable, and the log now ends
@@ -93,10 +97,12 @@ pub enum Fault {
     /// corrupt, or was written by a newer version.
     #[error(
         "committed entry {index} does not decode as a command ({detail}); the log is corrupt or \
-         was written by a newer ordo: stop, then run the ordo release that wrote it, or move the \
-         data directory aside and let the node catch up from its peers"
+         was written by a newer ordo: stop, then run the ordo release that wrote it"
     )]
     CorruptEntry { index: LogIndex, detail: String },
+    /// A stored state record does not decode.
+    #[error("stored state is corrupt ({detail}); stop, then run the ordo release that wrote it")]
+    CorruptState { detail: String },
 }
 
 /// Why a node could not start from what storage kept.
@@ -134,6 +140,9 @@ pub struct Node {
     servable_seq: u64,
     outputs: VecDeque<Output>,
     ticks: u64,
+    /// The runtime's wall clock at the latest tick (ms since the Unix epoch), never going back:
+    /// what a leader stamps its proposals with.
+    clock_ms: u64,
     /// The tick at which each peer was last heard from.
     last_heard: BTreeMap<NodeId, u64>,
     /// Ticks since stopping began.
@@ -145,19 +154,10 @@ impl Node {
     // ----- construction and getters -----
 
     /// Starts a node from what storage kept: the core from the log and the term and vote, the
-    /// batch state by applying the log's applied prefix again (the same deterministic code as
-    /// at first apply). `seed` drives the core's election timeouts.
+    /// batch state from its tables as of the applied index (no replay). `seed` drives the
+    /// core's election timeouts.
     pub fn new(config: NodeConfig, recovered: Recovered, seed: u64) -> Result<Self, StartError> {
-        let mut state = BatchState::new(config.registry_entries_max);
-        for entry in recovered
-            .entries
-            .iter()
-            .take_while(|entry| entry.index <= recovered.applied)
-        {
-            if let Some(Command::Batch(batch)) = decode(entry)? {
-                state.apply(entry.index, &batch);
-            }
-        }
+        let state = BatchState::restore(config.registry, recovered.tables);
         let restored = Restored {
             hard_state: recovered.hard_state,
             entries: recovered.entries,
@@ -182,6 +182,7 @@ impl Node {
             servable_seq,
             outputs: VecDeque::new(),
             ticks: 0,
+            clock_ms: 0,
             last_heard: BTreeMap::new(),
             stopping_ticks: None,
             halted: false,
@@ -257,12 +258,15 @@ impl Node {
 
     // ----- inputs -----
 
-    /// One unit of time has passed.
-    pub fn tick(&mut self) {
+    /// One unit of time has passed; the wall clock reads `now_ms` (ms since the Unix epoch).
+    /// The node never reads a clock: this is the only time it knows, and it uses it only to
+    /// stamp proposals (every decision reads the stamps, through the log).
+    pub fn tick(&mut self, now_ms: u64) {
         if self.halted {
             return;
         }
         self.ticks += 1;
+        self.clock_ms = self.clock_ms.max(now_ms);
         if let Some(ticks) = &mut self.stopping_ticks {
             *ticks += 1;
         }
@@ -289,7 +293,14 @@ impl Node {
                 return self.propose(request, Command::Raw(payload));
             }
             ClientRequest::Submit { batch } => match batch.validate() {
-                Ok(()) => return self.propose(request, Command::Batch(batch)),
+                // Surely refused at apply: answer now, without a round through the log.
+                Ok(()) if self.state.is_beyond_horizon(&batch.id) => {
+                    beyond_horizon(self.state.floor_ms())
+                }
+                Ok(()) => {
+                    let stamp_ms = self.clock_ms;
+                    return self.propose(request, Command::Batch { batch, stamp_ms });
+                }
                 Err(error) => ClientResponse::Invalid(error),
             },
             ClientRequest::BatchStatus { id } => return self.read_status(request, id),
@@ -509,9 +520,12 @@ impl Node {
                     return;
                 };
                 let response = match result {
-                    Ok(_) => match self.state.outcome(&batch) {
-                        Some(outcome) => ClientResponse::Outcome(outcome.clone()),
-                        None => ClientResponse::Unknown,
+                    Ok(_) => match self.state.status(&batch) {
+                        IdStatus::Known(outcome) => ClientResponse::Outcome(outcome.clone()),
+                        IdStatus::Unknown => ClientResponse::Unknown,
+                        IdStatus::BeyondHorizon { floor_ms } => {
+                            ClientResponse::BeyondHorizon { floor_ms }
+                        }
                     },
                     Err(error) => self.read_failed(error),
                 };
@@ -550,20 +564,46 @@ impl Node {
                     index: entry.index,
                     term: entry.term,
                 },
-                Some(Command::Batch(batch)) => {
-                    let applied = self.state.apply(entry.index, &batch);
-                    if let (ordo_common::batch::Outcome::Committed { seq, index }, false) =
-                        (&applied.outcome, applied.duplicate)
+                Some(Command::Batch { batch, stamp_ms }) => {
+                    let content = match &entry.payload {
+                        EntryPayload::Normal(bytes) => content_hash(Command::batch_bytes(bytes)),
+                        EntryPayload::Noop => unreachable!("a batch entry has a payload"),
+                    };
+                    let applied = self.state.apply(entry.index, &batch, stamp_ms, content);
+                    if let Verdict::Decided(ordo_common::batch::Outcome::Committed { seq, index }) =
+                        &applied.verdict
                     {
                         update.seqs.push((*seq, *index));
                     }
+                    if let Some(record) = &applied.registered {
+                        update
+                            .registry
+                            .push((batch.id.0, encode_registered(record)));
+                    }
+                    update
+                        .registry_evicted
+                        .extend(applied.evicted.iter().map(|id| id.0));
                     offsets.extend(applied.offsets);
-                    ClientResponse::Outcome(applied.outcome)
+                    match applied.verdict {
+                        Verdict::Decided(outcome) | Verdict::Duplicate(outcome) => {
+                            ClientResponse::Outcome(outcome)
+                        }
+                        Verdict::Conflict => ClientResponse::Refused {
+                            code: RefusedCode::IdConflict,
+                            reason: format!(
+                                "batch id {} is registered with other content; ids are single-use",
+                                batch.id
+                            ),
+                        },
+                        Verdict::BeyondHorizon { floor_ms } => beyond_horizon(floor_ms),
+                    }
                 }
             };
             self.recent_answers.insert(entry.index, answer);
         }
         update.offsets = offsets.into_iter().collect();
+        update.log_time_ms = self.state.log_time_ms();
+        update.registry_floor_ms = self.state.registry_floor_ms();
         let batch = WriteBatch {
             committed: Some(last.index),
             state: Some(update),
@@ -598,7 +638,7 @@ fn decode(entry: &Entry) -> Result<Option<Command>, Fault> {
 /// The batch committed at `seq`, from the entry that carried it (subscriptions read this way).
 pub fn committed_batch(seq: u64, entry: &Entry) -> Result<CommittedBatch, Fault> {
     match decode(entry)? {
-        Some(Command::Batch(batch)) => Ok(CommittedBatch {
+        Some(Command::Batch { batch, .. }) => Ok(CommittedBatch {
             seq,
             index: entry.index,
             id: batch.id,
@@ -608,6 +648,45 @@ pub fn committed_batch(seq: u64, entry: &Entry) -> Result<CommittedBatch, Fault>
             index: entry.index,
             detail: format!("seq {seq} points at this entry, which holds no batch"),
         }),
+    }
+}
+
+/// How the registry record of an id is stored.
+pub fn encode_registered(record: &Registered) -> Vec<u8> {
+    ordo_common::codec::encode(record)
+}
+
+/// The batch state's tables as storage kept them, decoded.
+pub fn recovered_tables(state: &StoreState, stored: StoredTables) -> Result<StateTables, Fault> {
+    let registry = stored
+        .registry
+        .into_iter()
+        .map(|(id, record)| {
+            ordo_common::codec::decode::<Registered>(&record, OUTCOME_BYTES_MAX)
+                .map(|record| (BatchId(id), record))
+                .map_err(|error| Fault::CorruptState {
+                    detail: format!("registry record of batch {}: {error}", BatchId(id)),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(StateTables {
+        last_seq: state.last_seq,
+        log_time_ms: state.log_time_ms,
+        registry_floor_ms: state.registry_floor_ms,
+        offsets: stored.offsets,
+        registry,
+    })
+}
+
+/// The refusal of an id the registry can no longer answer for.
+fn beyond_horizon(floor_ms: u64) -> ClientResponse {
+    ClientResponse::Refused {
+        code: RefusedCode::BeyondHorizon,
+        reason: format!(
+            "the batch id is at or below the registry's horizon (ids up to {floor_ms} ms since \
+             the epoch); it may have committed once and will never commit again: submit new \
+             work with a fresh id, or ask for status"
+        ),
     }
 }
 

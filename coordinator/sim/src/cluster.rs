@@ -14,7 +14,7 @@ use ordo_common::batch::{Batch, BatchId, Outcome};
 use ordo_common::client::{BusyCode, ClientRequest, ClientResponse};
 use ordo_common::{LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
-use ordo_core::state::{BatchState, REGISTRY_ENTRIES_MAX_DEFAULT};
+use ordo_core::state::{BatchState, Registered, RegistryLimits};
 use ordo_core::{Config, Raft, Role, TransferError};
 use ordo_node::storage::LogRead;
 use ordo_node::{Node, NodeConfig, Output, RequestId, committed_batch};
@@ -42,6 +42,10 @@ pub struct ClusterOptions {
     pub reply_loss_percent: u64,
     /// Chance that a node misses a tick (a paused process, a slow clock).
     pub tick_skip_percent: u64,
+    /// The idempotency registry's bounds, on every node and in the model.
+    pub registry: RegistryLimits,
+    /// How far each node's clock may be off the simulation's (drawn per node, either way).
+    pub clock_skew_ms_max: u64,
     /// Adjusts each node's core configuration (e.g. smaller append budgets); `config.id` says
     /// which node it is.
     pub configure: Box<dyn Fn(&mut Config)>,
@@ -64,16 +68,23 @@ impl ClusterOptions {
             restart_crash_percent: 0,
             reply_loss_percent: 0,
             tick_skip_percent: 0,
+            registry: RegistryLimits::default(),
+            clock_skew_ms_max: 0,
             configure: Box::new(|_| {}),
         }
     }
 }
 
+/// Simulated milliseconds per tick (the wall clock a node is given advances this much a tick).
+pub const TICK_MS: u64 = 10;
+/// The simulated wall clock at tick 0: a plausible present, in ms since the Unix epoch.
+pub const EPOCH_MS: u64 = 1_700_000_000_000;
+
 /// What a request sent to a node was, to check its reply.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Request {
     Raw { proposal: u64 },
-    Submit { batch: BatchId },
+    Submit { batch: Batch },
     Status { read: u64 },
 }
 
@@ -90,6 +101,8 @@ struct SimNode {
     applied: LogIndex,
     /// Steps until a scheduled crash soon after a restart.
     crash_in_steps: Option<u64>,
+    /// How far this node's clock is off the simulation's, in ms (either way).
+    clock_skew_ms: i64,
 }
 
 /// A reader of the committed sequence on one node, as a subscription is: from the node's
@@ -146,7 +159,7 @@ impl Cluster {
             let config = NodeConfig {
                 raft,
                 addresses: addresses.clone(),
-                registry_entries_max: REGISTRY_ENTRIES_MAX_DEFAULT,
+                registry: options.registry,
             };
             let disk = Disk::new(
                 options.disk_latency_ticks_max,
@@ -161,6 +174,10 @@ impl Cluster {
                 servable: 0,
                 applied: 0,
                 crash_in_steps: None,
+                clock_skew_ms: {
+                    let span = 2 * options.clock_skew_ms_max + 1;
+                    rng.below(span) as i64 - options.clock_skew_ms_max as i64
+                },
             };
             nodes.insert(id, node);
         }
@@ -176,7 +193,7 @@ impl Cluster {
             network,
             checker,
             oracle: Oracle::default(),
-            batches: BatchOracle::default(),
+            batches: BatchOracle::new(options.registry),
             pending_batches: BTreeMap::new(),
             submitted: BTreeMap::new(),
             subscribers,
@@ -291,22 +308,23 @@ impl Cluster {
     }
 
     /// True when every node is up, one leader leads the highest term and everyone follows it,
-    /// all logs are identical, everything is committed and applied everywhere, and every node
-    /// serves every committed batch.
+    /// all logs are identical, everything is committed and applied everywhere (and the applied
+    /// state is durable), and every node serves every committed batch.
     pub fn converged(&self) -> bool {
         let Some(leader) = self.leader() else {
             return false;
         };
         let leader_raft = self.node(leader).expect("leader is up");
         let (term, last) = (leader_raft.term(), leader_raft.last_log_id());
-        self.nodes.values().all(|node| {
-            node.node.as_ref().is_some_and(|node| {
+        self.nodes.values().all(|sim| {
+            sim.node.as_ref().is_some_and(|node| {
                 let raft = node.raft();
                 raft.term() == term
                     && raft.leader() == Some(leader)
                     && raft.last_log_id() == last
                     && raft.commit_index() == last.index
                     && raft.applied_index() == last.index
+                    && sim.disk.applied_index() == last.index
                     && node.servable_seq() == node.batch_state().last_seq()
             })
         })
@@ -317,12 +335,25 @@ impl Cluster {
         self.nodes[&id].node.as_ref().map(Node::batch_state)
     }
 
-    /// After convergence: every node's batch state holds the whole committed sequence, and every
-    /// subscriber has read it.
+    /// After convergence: every node's batch state holds the whole committed sequence, every
+    /// node's stored registry is the model's, and every subscriber has read everything.
     pub fn check_batches_converged(&self) -> Result<(), Violation> {
         for (id, node) in &self.nodes {
             let last_seq = node.node.as_ref().map_or(0, |n| n.batch_state().last_seq());
             self.batches.check_converged(*id, last_seq)?;
+            let stored = node.disk.store().tables().map_err(|error| {
+                Violation(format!("node {id}'s tables cannot be read: {error}"))
+            })?;
+            let registry: Vec<(BatchId, Registered)> = stored
+                .registry
+                .iter()
+                .map(|(batch, record)| {
+                    let record = ordo_common::codec::decode(record, u64::MAX)
+                        .map_err(|error| Violation(format!("node {id}'s registry: {error}")));
+                    record.map(|record| (BatchId(*batch), record))
+                })
+                .collect::<Result<_, _>>()?;
+            self.batches.check_registry(*id, &registry)?;
         }
         for subscriber in &self.subscribers {
             let read = subscriber.next_seq - 1;
@@ -516,7 +547,9 @@ impl Cluster {
         }
         let request = self.send_request(
             id,
-            Request::Submit { batch: batch_id },
+            Request::Submit {
+                batch: batch.clone(),
+            },
             ClientRequest::Submit { batch },
         );
         self.after_step(id);
@@ -599,8 +632,11 @@ impl Cluster {
         self.trace = mix(self.trace, self.now);
         for id in self.ids.clone() {
             if self.is_up(id) && !self.rng.chance_percent(self.tick_skip_percent) {
-                if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
-                    node.tick();
+                let now_ms = self.clock_ms();
+                let sim = self.nodes.get_mut(&id).expect("known");
+                let clock_ms = now_ms.saturating_add_signed(sim.clock_skew_ms);
+                if let Some(node) = sim.node.as_mut() {
+                    node.tick(clock_ms);
                 }
                 self.after_step(id);
             }
@@ -649,6 +685,11 @@ impl Cluster {
                 return;
             }
         }
+    }
+
+    /// The simulation's wall clock: what a client's clock reads (nodes' clocks are skewed).
+    pub fn clock_ms(&self) -> u64 {
+        EPOCH_MS + self.now * TICK_MS
     }
 
     pub fn run(&mut self, ticks: u64) {
@@ -816,26 +857,34 @@ impl Cluster {
                     ..
                 },
             ) => self.oracle.on_result(proposal, None)?,
-            (Request::Submit { batch }, ClientResponse::Outcome(outcome)) => {
+            (Request::Submit { batch }, ClientResponse::Invalid(error)) => {
+                return Err(Violation(format!(
+                    "node {id} called batch {} invalid: {error}",
+                    batch.id
+                )));
+            }
+            (Request::Submit { batch }, response)
+                if matches!(
+                    response,
+                    ClientResponse::Outcome(_) | ClientResponse::Refused { .. }
+                ) =>
+            {
                 let store = self.nodes[&id].disk.store();
                 let durable_applied = self.nodes[&id].disk.applied_index();
-                let durable_seq_index = match outcome {
-                    Outcome::Committed { seq, .. } => store.batch_index(*seq).ok().flatten(),
-                    Outcome::Rejected { .. } => None,
+                let durable_seq_index = match response {
+                    ClientResponse::Outcome(Outcome::Committed { seq, .. }) => {
+                        store.batch_index(*seq).ok().flatten()
+                    }
+                    _ => None,
                 };
-                self.batches.on_acknowledge(
+                self.batches.on_submit_answer(
                     id,
-                    batch,
-                    outcome,
+                    &batch,
+                    response,
                     durable_applied,
                     durable_seq_index,
                 )?;
-                self.pending_batches.remove(&batch);
-            }
-            (Request::Submit { batch }, ClientResponse::Invalid(error)) => {
-                return Err(Violation(format!(
-                    "node {id} called batch {batch} invalid: {error}"
-                )));
+                self.pending_batches.remove(&batch.id);
             }
             (Request::Status { read }, response) => self.batches.on_status(id, read, response)?,
             (_, ClientResponse::Busy { code, reason }) if code.may_have_appended() => {

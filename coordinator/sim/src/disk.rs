@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use ordo_common::{Entry, HardState, LogId, LogIndex};
 use ordo_core::rng::Prng;
 use ordo_node::storage::{LogRead, LogStore, MemDisk, MemLogStore, Retention, WriteBatch};
-use ordo_node::{Durable, Recovered, WriteId};
+use ordo_node::{Durable, Recovered, WriteId, recovered_tables};
 
 use crate::checker::Violation;
 
@@ -60,11 +60,15 @@ impl Disk {
         let entries = store
             .entries(state.log.first_index, state.log.last_index() + 1, u64::MAX)
             .map_err(storage_violation)?;
+        let stored = store.tables().map_err(storage_violation)?;
+        let tables = recovered_tables(&state, stored)
+            .map_err(|fault| Violation(format!("the stored state does not decode: {fault}")))?;
         self.store = Some(store);
         Ok(Recovered {
             hard_state: state.hard_state,
             entries,
             applied: state.progress.applied.map_or(0, |applied| applied.index),
+            tables,
         })
     }
 

@@ -17,6 +17,7 @@
 
 use ordo_common::batch::{Batch, BatchId, Message, Precondition};
 use ordo_core::rng::Prng;
+use ordo_core::state::RegistryLimits;
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::network::NetworkFaults;
@@ -49,6 +50,9 @@ pub struct SeedOptions {
     pub restart_crash_percent: u64,
     pub reply_loss_percent: u64,
     pub tick_skip_percent: u64,
+    /// The registry's horizon, byte budget and allowed skew (small, so eviction happens).
+    pub registry: RegistryLimits,
+    pub clock_skew_ms_max: u64,
     pub partition_interval_ticks: u64,
     pub propose_percent: u64,
     pub read_percent: u64,
@@ -79,6 +83,16 @@ impl SeedOptions {
             restart_crash_percent: rng.range_inclusive(0, 20),
             reply_loss_percent: rng.range_inclusive(0, 10),
             tick_skip_percent: rng.range_inclusive(0, 10),
+            registry: RegistryLimits {
+                horizon_ms: rng.range_inclusive(200, 20_000),
+                bytes_max: if rng.chance_percent(50) {
+                    u64::MAX
+                } else {
+                    rng.range_inclusive(8, 400) * 100
+                },
+                future_skew_ms: rng.range_inclusive(50, 2_000),
+            },
+            clock_skew_ms_max: rng.range_inclusive(0, 300),
             partition_interval_ticks: rng.range_inclusive(30, 300),
             propose_percent: rng.range_inclusive(10, 80),
             read_percent: rng.range_inclusive(0, 30),
@@ -102,8 +116,8 @@ impl std::fmt::Display for SeedOptions {
             f,
             "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} \
              report_delay<={} crash={}‰ crash_mid_output={}‰ restart_crash={}% reply_loss={}% \
-             tick_skip={}% partition_every={} propose={}% read={}% append_entries_max={} \
-             inflight_max={}",
+             tick_skip={}% horizon={}ms registry_bytes<={} future_skew={}ms clock_skew<={}ms \
+             partition_every={} propose={}% read={}% append_entries_max={} inflight_max={}",
             self.seed,
             self.nodes,
             self.network.drop_percent,
@@ -118,6 +132,10 @@ impl std::fmt::Display for SeedOptions {
             self.restart_crash_percent,
             self.reply_loss_percent,
             self.tick_skip_percent,
+            self.registry.horizon_ms,
+            self.registry.bytes_max,
+            self.registry.future_skew_ms,
+            self.clock_skew_ms_max,
             self.partition_interval_ticks,
             self.propose_percent,
             self.read_percent,
@@ -139,6 +157,11 @@ pub struct RunReport {
     /// Status reads answered, and batches read by subscribers.
     pub reads: u64,
     pub subscribed: u64,
+    /// Registry events: retries absorbed, conflicts, refusals beyond the horizon, evictions.
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub beyond_horizon: u64,
+    pub evicted: u64,
     /// Batches committed, and acknowledged committed / rejected to clients.
     pub batches_committed: u64,
     pub batches_acknowledged: u64,
@@ -166,6 +189,10 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
                 acknowledged: 0,
                 reads: 0,
                 subscribed: 0,
+                duplicates: 0,
+                conflicts: 0,
+                beyond_horizon: 0,
+                evicted: 0,
                 batches_committed: 0,
                 batches_acknowledged: 0,
                 batches_rejected: 0,
@@ -188,6 +215,8 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         restart_crash_percent: options.restart_crash_percent,
         reply_loss_percent: options.reply_loss_percent,
         tick_skip_percent: options.tick_skip_percent,
+        registry: options.registry,
+        clock_skew_ms_max: options.clock_skew_ms_max,
         configure: Box::new(move |config| {
             config.append_entries_max = append_entries_max;
             config.inflight_messages_max = inflight_messages_max;
@@ -269,6 +298,10 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         acknowledged: cluster.oracle.acknowledged,
         reads: cluster.batches.statuses_served,
         subscribed: cluster.batches.subscribed,
+        duplicates: cluster.batches.duplicates_absorbed,
+        conflicts: cluster.batches.conflicts,
+        beyond_horizon: cluster.batches.beyond_horizon,
+        evicted: cluster.batches.evicted,
         batches_committed: cluster.batches.committed_seqs(),
         batches_acknowledged: cluster.batches.acknowledged_committed,
         batches_rejected: cluster.batches.acknowledged_rejected,
@@ -351,15 +384,21 @@ fn client_actions(cluster: &mut Cluster, rng: &mut Prng, options: &SeedOptions) 
                 }
             }
             // A client that did not hear its answer resubmits a batch that was decided: it
-            // must get the original outcome.
+            // must get the original outcome (or, past the horizon, a refusal). Now and then a
+            // careless client reuses a decided id for other content: a conflict.
             3 => {
                 let decided = cluster.batches.decided(256, rng.next_u64());
-                if let Some(batch) = decided.and_then(|id| cluster.submitted_batch(&id)) {
+                if let Some(mut batch) = decided.and_then(|id| cluster.submitted_batch(&id)) {
+                    if rng.chance_percent(10) {
+                        batch
+                            .messages
+                            .push(Message::new("conflict", "other content"));
+                    }
                     let _ = cluster.submit(node, batch);
                 }
             }
             _ => {
-                let batch = random_batch(cluster, rng, node);
+                let batch = random_batch(cluster, rng, node, options);
                 let _ = cluster.submit(node, batch);
             }
         }
@@ -384,11 +423,24 @@ const TOPICS: [&str; 3] = ["orders", "payments", "audit"];
 
 /// A batch of 1–4 messages over a few topics; some race on a topic offset, some depend on an
 /// earlier batch.
-fn random_batch(cluster: &Cluster, rng: &mut Prng, node: u64) -> Batch {
-    let mut id = [0u8; 16];
-    for chunk in id.chunks_mut(8) {
-        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
-    }
+/// A client's UUID v7: its time is the client's clock, which is mostly right, sometimes
+/// behind by more than the registry's horizon (refused), sometimes ahead by more than the
+/// allowed skew (refused).
+fn fresh_id(cluster: &Cluster, rng: &mut Prng, options: &SeedOptions) -> BatchId {
+    let now = cluster.clock_ms();
+    let time = match rng.below(100) {
+        0 => now.saturating_sub(options.registry.horizon_ms + rng.range_inclusive(1, 500)),
+        1 => now + options.registry.future_skew_ms + rng.range_inclusive(1, 500),
+        _ => now.saturating_sub(rng.below(50)),
+    };
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+    random[8..].copy_from_slice(&rng.next_u64().to_le_bytes()[..2]);
+    BatchId::v7(time, random)
+}
+
+fn random_batch(cluster: &Cluster, rng: &mut Prng, node: u64, options: &SeedOptions) -> Batch {
+    let id = fresh_id(cluster, rng, options);
     let messages = (0..rng.range_inclusive(1, 4))
         .map(|_| {
             let topic = TOPICS[rng.below(TOPICS.len() as u64) as usize];
@@ -414,7 +466,7 @@ fn random_batch(cluster: &Cluster, rng: &mut Prng, node: u64) -> Batch {
         preconditions.push(Precondition::BatchCommitted { batch: earlier.id });
     }
     Batch {
-        id: BatchId(id),
+        id,
         messages,
         preconditions,
     }

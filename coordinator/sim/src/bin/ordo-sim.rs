@@ -65,6 +65,7 @@ fn main() -> ExitCode {
     let (mut failures, mut ticks, mut messages, mut commits, mut acknowledged, mut reads) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut batches, mut rejected, mut subscribed) = (0u64, 0u64, 0u64);
+    let (mut duplicates, mut conflicts, mut beyond, mut evicted) = (0u64, 0u64, 0u64, 0u64);
     for seed in arguments.start..arguments.start + arguments.seeds {
         let options = SeedOptions::draw(seed, arguments.nodes);
         if arguments.verbose || arguments.seeds == 1 {
@@ -79,6 +80,10 @@ fn main() -> ExitCode {
         batches += report.batches_committed;
         rejected += report.batches_rejected;
         subscribed += report.subscribed;
+        duplicates += report.duplicates;
+        conflicts += report.conflicts;
+        beyond += report.beyond_horizon;
+        evicted += report.evicted;
         if arguments.verbose || arguments.seeds == 1 {
             println!(
                 "  ticks={} messages={} commits={} acknowledged={} batches={} statuses={} subscribed={} trace={:016x}",
@@ -99,7 +104,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} statuses={reads} batches={batches} rejected={rejected} subscribed={subscribed}",
+        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} statuses={reads} batches={batches} rejected={rejected} subscribed={subscribed} duplicates={duplicates} conflicts={conflicts} beyond_horizon={beyond} evicted={evicted}",
         arguments.seeds,
     );
     if failures == 0 {
