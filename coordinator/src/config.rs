@@ -109,6 +109,7 @@ pub struct NodeConfig {
     pub tls_dir: PathBuf,
     pub raft: RaftSection,
     pub storage: StorageSection,
+    pub retention: RetentionSection,
     pub registry: RegistrySection,
     pub transport: TransportSection,
 }
@@ -126,14 +127,26 @@ pub struct RaftSection {
     pub inflight_bytes_max: HumanBytes,
     pub uncommitted_bytes_max: HumanBytes,
     pub proposal_bytes_max: HumanBytes,
+    pub log_window_bytes_max: HumanBytes,
+    pub snapshot_timeout: HumanDuration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
     pub cache: HumanBytes,
-    /// Must be 0 (keep every entry) until snapshots exist; see `NodeConfig::validate`.
-    pub retain_entries_max: u64,
+}
+
+/// What the log keeps for subscribers and for followers catching up, beyond what the state
+/// machine needs (its state is in its tables and in snapshots).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    pub age: HumanDuration,
+    pub bytes_max: HumanBytes,
+    /// 0: no count limit.
+    pub entries_max: u64,
+    pub trailing_entries: u64,
 }
 
 /// The idempotency registry: for how long, and in how many bytes, it answers for batch ids.
@@ -178,10 +191,15 @@ impl Default for NodeConfig {
                 inflight_bytes_max: mib(32),
                 uncommitted_bytes_max: mib(256),
                 proposal_bytes_max: HumanBytes(ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX),
+                log_window_bytes_max: mib(64),
+                snapshot_timeout: ms(30_000),
             },
-            storage: StorageSection {
-                cache: mib(256),
-                retain_entries_max: 0,
+            storage: StorageSection { cache: mib(256) },
+            retention: RetentionSection {
+                age: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
+                bytes_max: HumanBytes(1 << 30),
+                entries_max: 0,
+                trailing_entries: 10_000,
             },
             registry: RegistrySection {
                 horizon: HumanDuration(Duration::from_millis(
@@ -273,11 +291,37 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "proposal_bytes_max",
         "size; largest proposal (at most 64MiB)",
     ),
+    (
+        "raft",
+        "log_window_bytes_max",
+        "size; most entry bytes kept in memory (older ones are read back from disk)",
+    ),
+    (
+        "raft",
+        "snapshot_timeout",
+        "duration; how long a leader waits for a follower to acknowledge a snapshot",
+    ),
     ("storage", "cache", "size; redb page cache"),
     (
-        "storage",
-        "retain_entries_max",
-        "count; must be 0 (keep every entry) until snapshots exist",
+        "retention",
+        "age",
+        "duration; entries older than this (by the log's time) are deleted",
+    ),
+    (
+        "retention",
+        "bytes_max",
+        "size; most bytes of log records kept (oldest deleted first)",
+    ),
+    (
+        "retention",
+        "entries_max",
+        "count; most log entries kept (0 = no count limit)",
+    ),
+    (
+        "retention",
+        "trailing_entries",
+        "count; entries just below the applied index always kept, so a lagging follower \
+         catches up from the log rather than a snapshot",
     ),
     (
         "registry",
@@ -432,16 +476,15 @@ impl NodeConfig {
         self.core_config(&voters)
             .validate()
             .map_err(|error| ConfigError::Invalid(error.to_string()))?;
-        if self.storage.retain_entries_max != 0 {
-            // A node rebuilds its state by replaying its log from index 1 and has no snapshot
-            // to send a follower that fell behind the first kept entry: a compacted log could
-            // neither restart nor catch a follower up.
-            return Err(ConfigError::Invalid(format!(
-                "storage.retain_entries_max = {}: log compaction needs snapshots, which this \
-                 release does not have yet; a node that compacted could not restart. Set it to \
-                 0 (keep every entry)",
-                self.storage.retain_entries_max
-            )));
+        if self.retention.bytes_max.0 < 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "retention.bytes_max must be at least 1MiB".into(),
+            ));
+        }
+        if self.registry.horizon.0.is_zero() || self.registry.bytes_max.0 < 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "registry.horizon must be positive and registry.bytes_max at least 1MiB".into(),
+            ));
         }
         let transport = &self.transport;
         if transport.reconnect_backoff_min.0 > transport.reconnect_backoff_max.0 {
@@ -487,7 +530,20 @@ impl NodeConfig {
         config.inflight_bytes_max = raft.inflight_bytes_max.0;
         config.uncommitted_bytes_max = raft.uncommitted_bytes_max.0;
         config.proposal_bytes_max = raft.proposal_bytes_max.0;
+        config.log_window_bytes_max = raft.log_window_bytes_max.0;
+        config.snapshot_timeout_ticks = ticks(raft.snapshot_timeout);
         config
+    }
+
+    /// What the log keeps.
+    pub fn retention(&self) -> ordo_node::storage::Retention {
+        let retention = &self.retention;
+        ordo_node::storage::Retention {
+            entries_max: std::num::NonZeroU64::new(retention.entries_max),
+            bytes_max: std::num::NonZeroU64::new(retention.bytes_max.0),
+            age_ms: std::num::NonZeroU64::new(retention.age.0.as_millis() as u64),
+            trailing_entries: retention.trailing_entries,
+        }
     }
 }
 
@@ -541,7 +597,7 @@ fn scalar(text: &str) -> toml::Value {
 }
 
 /// The sections of the configuration file, each with its keys (`ORDO_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 4] = ["raft", "storage", "registry", "transport"];
+const SECTIONS: [&str; 5] = ["raft", "storage", "retention", "registry", "transport"];
 
 fn environment_table(
     environment: impl IntoIterator<Item = (String, String)>,
@@ -692,12 +748,10 @@ mod tests {
         assert!(error.to_string().contains("not among the peers"), "{error}");
         let horizon = load(peers, &[("ORDO_REGISTRY_HORIZON", "2h")]).unwrap();
         assert_eq!(horizon.registry_limits().horizon_ms, 2 * 3600 * 1000);
-        let error = load(peers, &[("ORDO_STORAGE_RETAIN_ENTRIES_MAX", "1000")]).unwrap_err();
-        assert!(
-            error.to_string().contains("retain_entries_max = 1000")
-                && error.to_string().contains("snapshots"),
-            "{error}"
-        );
+        let kept = load(peers, &[("ORDO_RETENTION_ENTRIES_MAX", "1000")]).unwrap();
+        assert_eq!(kept.retention().entries_max.map(u64::from), Some(1000));
+        let error = load(peers, &[("ORDO_RETENTION_BYTES_MAX", "1KiB")]).unwrap_err();
+        assert!(error.to_string().contains("retention.bytes_max"), "{error}");
         let two = "[peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n";
         let error = load(two, &[]).unwrap_err();
         assert!(error.to_string().contains("1, 3 or 5 voters"), "{error}");

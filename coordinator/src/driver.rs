@@ -7,17 +7,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ordo_common::batch::CommittedBatch;
 use ordo_common::client::ClientResponse;
-use ordo_common::{LogIndex, NodeId};
+use ordo_common::{Entry, LogIndex, NodeId, Term};
 use ordo_core::Role;
+use ordo_node::snapshot::encode_snapshot;
 use ordo_node::{Durable, Fault, Node, Output, RequestId, WriteId, committed_batch};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::snapshot_transfer::{InstallMarker, OutgoingSnapshot, ReceivedSnapshot};
 use crate::storage::{
     self, GroupCommitWriter, LogRead, LogStore, StorageError, TrySubmitError, WriteBatch,
     WriterEvent,
@@ -35,16 +38,33 @@ pub const WRITER_EVENTS_QUEUE_MAX: usize = 1024;
 pub enum DriverError {
     #[error("storage failed; the node must restart: {0}")]
     Storage(#[from] StorageError),
+    #[error(
+        "the snapshot install marker could not be written or removed; the node must restart: {0}"
+    )]
+    InstallMarker(std::io::Error),
     #[error("the log writer stopped unexpectedly")]
     WriterGone,
     #[error("the node stopped itself: {0}")]
     Halted(#[from] Fault),
 }
 
+/// Whether a snapshot reached the named peer, from the task that streamed it.
+type SnapshotReport = (NodeId, bool);
+
 /// How the driver runs.
 pub struct DriverOptions {
     pub tick_interval: Duration,
+    /// Most payload bytes read back from storage for one follower at a time.
+    pub append_bytes_max: u64,
+    /// Where snapshots are staged, and the install marker lives.
+    pub data_dir: PathBuf,
 }
+
+/// Reads of entries back from storage, and snapshot transfers, finished and waiting for the
+/// driver (at most one of each per follower is in flight).
+pub const BACKGROUND_RESULTS_QUEUE_MAX: usize = 64;
+
+type ReadResult = (NodeId, LogIndex, Result<(Term, Vec<Entry>), LogIndex>);
 
 /// The channel the writer's sink reports into; pass the sender to [`GroupCommitWriter::start`].
 pub fn writer_channel() -> (mpsc::Sender<WriterEvent>, mpsc::Receiver<WriterEvent>) {
@@ -91,8 +111,8 @@ impl<R: LogRead + Send + Sync + 'static> BatchSource for StoredBatches<R> {
     }
 
     fn first_seq(&self) -> u64 {
-        // Until compaction of the batch history exists, every seq is retained.
-        1
+        // A failed read answers 1: the batch read that follows reports the storage error.
+        self.reader.first_seq().unwrap_or(1)
     }
 }
 
@@ -104,6 +124,7 @@ pub struct DriverParts<S: LogStore> {
     pub peers: PeerLinks,
     pub inbound: mpsc::Receiver<Inbound>,
     pub clients: mpsc::Receiver<ClientCall>,
+    pub snapshots: mpsc::Receiver<ReceivedSnapshot>,
     pub servable_seq: watch::Sender<u64>,
     pub options: DriverOptions,
 }
@@ -115,8 +136,12 @@ pub struct Driver<S: LogStore> {
     peers: PeerLinks,
     inbound: mpsc::Receiver<Inbound>,
     clients: mpsc::Receiver<ClientCall>,
+    snapshots: mpsc::Receiver<ReceivedSnapshot>,
     servable_seq: watch::Sender<u64>,
     options: DriverOptions,
+    /// Reads back from storage and snapshot transfers, done in the background.
+    reads: (mpsc::Sender<ReadResult>, mpsc::Receiver<ReadResult>),
+    snapshot_reports: (mpsc::Sender<SnapshotReport>, mpsc::Receiver<SnapshotReport>),
     /// Client tasks waiting for the node's reply.
     waiting: HashMap<RequestId, oneshot::Sender<ClientResponse>>,
     next_request: u64,
@@ -135,8 +160,11 @@ impl<S: LogStore> Driver<S> {
             peers: parts.peers,
             inbound: parts.inbound,
             clients: parts.clients,
+            snapshots: parts.snapshots,
             servable_seq: parts.servable_seq,
             options: parts.options,
+            reads: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
+            snapshot_reports: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
             waiting: HashMap::new(),
             next_request: 1,
             last_write: WriteId(0),
@@ -183,6 +211,15 @@ impl<S: LogStore> Driver<S> {
                         }
                     }
                 }
+                Some((to, low, read)) = self.reads.1.recv() => {
+                    self.node.handle_entries_read(to, low, read);
+                }
+                Some((to, delivered)) = self.snapshot_reports.1.recv() => {
+                    self.node.handle_snapshot_report(to, delivered);
+                }
+                Some(snapshot) = self.snapshots.recv() => {
+                    self.node.handle_snapshot(snapshot.from, snapshot.term, snapshot.state);
+                }
                 _ = ticks.tick() => self.node.tick(wall_clock_ms()),
             }
             self.carry_out().await?;
@@ -207,6 +244,7 @@ impl<S: LogStore> Driver<S> {
         node.handle_durable(Durable {
             write: last_write,
             last_log_id: None,
+            first_index: 0,
         });
         node.abandon();
         while let Some(output) = node.poll_output() {
@@ -238,6 +276,7 @@ impl<S: LogStore> Driver<S> {
                 self.node.handle_durable(Durable {
                     write: WriteId(*report.requests.end()),
                     last_log_id: report.last_log_id,
+                    first_index: report.first_index,
                 });
                 Ok(())
             }
@@ -260,11 +299,24 @@ impl<S: LogStore> Driver<S> {
             match output {
                 Output::Persist { write, batch, sync } => {
                     self.count_applied(&batch);
+                    let marker = match &batch.install {
+                        Some(install) => Some(
+                            InstallMarker::begin(&self.options.data_dir, install.last_included)
+                                .map_err(DriverError::InstallMarker)?,
+                        ),
+                        None => None,
+                    };
                     self.submit(write, batch)?;
                     if sync {
                         self.wait_durable(write).await?;
                     }
+                    if let Some(marker) = marker {
+                        info!("installed a snapshot");
+                        marker.finish().map_err(DriverError::InstallMarker)?;
+                    }
                 }
+                Output::ReadEntries { to, low, high } => self.read_entries(to, low, high),
+                Output::SendSnapshot { to, term } => self.send_snapshot(to, term),
                 Output::Send { to, message } => self.peers.send(to, message),
                 Output::Reply { request, response } => {
                     if let Some(reply) = self.waiting.remove(&request) {
@@ -289,6 +341,60 @@ impl<S: LogStore> Driver<S> {
             }
         }
         Ok(())
+    }
+
+    /// Reads entries `[low, high)` back for follower `to` on a blocking thread.
+    fn read_entries(&self, to: NodeId, low: LogIndex, high: LogIndex) {
+        let reader = self.writer.reader();
+        let results = self.reads.0.clone();
+        let bytes_max = self.options.append_bytes_max;
+        tokio::task::spawn_blocking(move || {
+            let read = reader
+                .term_at(low - 1)
+                .and_then(|term| Ok((term, reader.entries(low, high, bytes_max)?)));
+            let read = read.map_err(|error| {
+                if !matches!(error, StorageError::Compacted { .. }) {
+                    warn!(to, low, %error, "could not read entries back for a follower");
+                }
+                reader.first_index().unwrap_or(low)
+            });
+            let _ = results.blocking_send((to, low, read));
+        });
+    }
+
+    /// Builds a snapshot of the state machine (one consistent read, on a blocking thread) and
+    /// hands it to follower `to`'s link; the node hears how it went.
+    fn send_snapshot(&self, to: NodeId, term: Term) {
+        let reader = self.writer.reader();
+        let links = self.peers.clone();
+        let reports = self.snapshot_reports.0.clone();
+        tokio::spawn(async move {
+            let built = tokio::task::spawn_blocking(move || {
+                reader
+                    .snapshot()
+                    .map(|state| (state.applied, encode_snapshot(&state)))
+            })
+            .await;
+            let delivered = match built {
+                Ok(Ok((last_included, bytes))) => {
+                    let (done, delivered) = oneshot::channel();
+                    let snapshot = OutgoingSnapshot {
+                        term,
+                        last_included,
+                        bytes: Arc::new(bytes),
+                        done,
+                    };
+                    links.send_snapshot(to, snapshot);
+                    delivered.await.unwrap_or(false)
+                }
+                Ok(Err(error)) => {
+                    warn!(to, %error, "could not build a snapshot");
+                    false
+                }
+                Err(_) => false,
+            };
+            let _ = reports.send((to, delivered)).await;
+        });
     }
 
     fn count_applied(&mut self, batch: &WriteBatch) {

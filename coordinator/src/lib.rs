@@ -11,5 +11,6 @@ pub mod certs;
 pub mod config;
 pub mod driver;
 pub mod node;
+pub mod snapshot_transfer;
 pub mod storage;
 pub mod transport;

@@ -1,8 +1,6 @@
 //! `ordo serve`: opens the log, starts the transport and runs the driver until SIGTERM or
 //! Ctrl-C, then stops gracefully.
 
-use std::num::NonZeroU64;
-
 use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered, recovered_tables};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
@@ -11,9 +9,8 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{
     Driver, DriverError, DriverOptions, DriverParts, StoredBatches, addresses, writer_channel,
 };
-use crate::storage::{
-    GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, Retention, StorageError,
-};
+use crate::snapshot_transfer;
+use crate::storage::{GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, StorageError};
 use crate::transport::{
     self, CLIENT_QUEUE_REQUESTS_MAX, INBOUND_QUEUE_MESSAGES_MAX, TransportError,
 };
@@ -49,28 +46,39 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         source,
     })?;
     let options = RedbOptions {
-        retention: Retention {
-            entries_max: NonZeroU64::new(config.storage.retain_entries_max),
-            bytes_max: None,
-        },
+        retention: config.retention(),
         cache_bytes: config.storage.cache.0 as usize,
         ..RedbOptions::default()
     };
+    let opening = std::time::Instant::now();
     let store = RedbLogStore::open(config.data_dir.join(LOG_FILE_NAME), options)?;
     let state = store.store_state()?;
-    let entries = store.entries(state.log.first_index, state.log.last_index() + 1, u64::MAX)?;
+    let applied = state.progress.applied.unwrap_or_default();
+    snapshot_transfer::recover(&config.data_dir, applied.index).map_err(|source| {
+        NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        }
+    })?;
+    // The state is in the tables as of the applied entry; only what follows it is read (the
+    // rest stays on disk, read back for a follower that needs it).
+    let entries = store.entries(applied.index + 1, state.log.last_index() + 1, u64::MAX)?;
     let tables = recovered_tables(&state, store.tables()?).map_err(ordo_node::StartError::from)?;
     let recovered = Recovered {
         hard_state: state.hard_state,
+        applied,
         entries,
-        applied: state.progress.applied.map_or(0, |applied| applied.index),
+        first_index: state.log.first_index,
         tables,
     };
     info!(
         id = config.id,
         term = state.hard_state.term,
+        first_index = state.log.first_index,
         last_index = state.log.last_index(),
-        applied = recovered.applied,
+        applied = applied.index,
+        registry = recovered.tables.registry.len(),
+        took = ?opening.elapsed(),
         "opened the log"
     );
     // The only randomness in a node: its election timeouts. Nothing needs to replay them.
@@ -92,9 +100,17 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         let _ = events_tx.blocking_send(event);
     })?;
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MESSAGES_MAX);
+    let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (clients_tx, clients_rx) = mpsc::channel(CLIENT_QUEUE_REQUESTS_MAX);
     let batches = StoredBatches::new(writer.reader(), servable_rx);
-    let (endpoint, peers) = transport::start(&config, &voters, inbound_tx, clients_tx, batches)?;
+    let (endpoint, peers) = transport::start(
+        &config,
+        &voters,
+        inbound_tx,
+        snapshots_tx,
+        clients_tx,
+        batches,
+    )?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
 
     let driver = Driver::new(DriverParts {
@@ -104,9 +120,12 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         peers,
         inbound: inbound_rx,
         clients: clients_rx,
+        snapshots: snapshots_rx,
         servable_seq: servable_tx,
         options: DriverOptions {
             tick_interval: config.raft.tick_interval.0,
+            append_bytes_max: config.raft.append_bytes_max.0,
+            data_dir: config.data_dir.clone(),
         },
     });
     let (stop_tx, stop_rx) = oneshot::channel();

@@ -20,12 +20,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ordo_common::NodeId;
 use ordo_common::batch::CommittedBatch;
 use ordo_common::client::{
     BusyCode, CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, RefusedCode,
 };
 use ordo_common::limits::FRAME_BYTES_MAX;
+use ordo_common::{LogId, NodeId, Term};
 use ordo_core::{Body, Message};
 use ordo_net::tls::{self, Identity, TlsError, node_name};
 use ordo_net::wire::{CLIENT_ALPN, FrameError, PEER_ALPN, read_frame, write_frame};
@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::NodeConfig;
+use crate::snapshot_transfer::{self, OutgoingSnapshot, ReceivedSnapshot};
 use crate::storage::StorageError;
 
 /// Largest peer frame: one append at the message budget, or one entry at the payload limit.
@@ -53,10 +54,28 @@ const CLOSE_SHUTDOWN: u32 = 3;
 /// What travels on a peer link.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerFrame {
-    Hello { from: NodeId, to: NodeId },
+    Hello {
+        from: NodeId,
+        to: NodeId,
+    },
     Welcome,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     Raft(Message),
+    /// Opens a snapshot stream: the sender's term, the snapshot's last entry, its size.
+    SnapshotBegin {
+        term: Term,
+        last_included: LogId,
+        bytes: u64,
+    },
+    /// The next bytes of the snapshot, with their CRC-32.
+    SnapshotChunk {
+        data: bytes::Bytes,
+        crc: u32,
+    },
+    /// The snapshot is complete.
+    SnapshotEnd,
 }
 
 /// A message from an authenticated peer, for the driver.
@@ -121,6 +140,9 @@ impl PeerFrame {
             Self::Welcome => "Welcome",
             Self::Refused { .. } => "Refused",
             Self::Raft(_) => "Raft",
+            Self::SnapshotBegin { .. } => "SnapshotBegin",
+            Self::SnapshotChunk { .. } => "SnapshotChunk",
+            Self::SnapshotEnd => "SnapshotEnd",
         }
     }
 }
@@ -141,25 +163,50 @@ pub enum TransportError {
     Quic(String),
 }
 
-/// The sending side of the peer links: one pair of bounded queues per peer.
+/// The sending side of the peer links: per peer, bounded queues for control messages, appends
+/// and one snapshot. Cheap to clone.
+#[derive(Clone)]
 pub struct PeerLinks {
-    links: BTreeMap<NodeId, (mpsc::Sender<Message>, mpsc::Sender<Message>)>,
+    links: BTreeMap<NodeId, LinkQueues>,
+}
+
+#[derive(Clone)]
+struct LinkQueues {
+    control: mpsc::Sender<Message>,
+    appends: mpsc::Sender<Message>,
+    snapshots: mpsc::Sender<OutgoingSnapshot>,
 }
 
 impl PeerLinks {
     /// Queues `message` for `to`. Raft tolerates loss, so a full queue drops the message (and
     /// counts it) rather than stall the driver.
     pub fn send(&self, to: NodeId, message: Message) {
-        let Some((control, append)) = self.links.get(&to) else {
+        let Some(queues) = self.links.get(&to) else {
             return;
         };
         let queue = if matches!(message.body, Body::Append { .. }) {
-            append
+            &queues.appends
         } else {
-            control
+            &queues.control
         };
         if queue.try_send(message).is_err() {
             metrics::counter!("ordo_peer_messages_dropped_total").increment(1);
+        }
+    }
+
+    /// Queues a snapshot for `to`; one at a time (the core asks for one per follower until it
+    /// is acknowledged or times out). If one is already queued, this one fails at once.
+    pub fn send_snapshot(&self, to: NodeId, snapshot: OutgoingSnapshot) {
+        let Some(queues) = self.links.get(&to) else {
+            let _ = snapshot.done.send(false);
+            return;
+        };
+        if let Err(refused) = queues.snapshots.try_send(snapshot) {
+            let snapshot = match refused {
+                mpsc::error::TrySendError::Full(snapshot)
+                | mpsc::error::TrySendError::Closed(snapshot) => snapshot,
+            };
+            let _ = snapshot.done.send(false);
         }
     }
 }
@@ -169,6 +216,7 @@ pub fn start(
     config: &NodeConfig,
     voters: &BTreeMap<NodeId, SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
+    snapshots: mpsc::Sender<ReceivedSnapshot>,
     clients: mpsc::Sender<ClientCall>,
     batches: Arc<dyn BatchSource>,
 ) -> Result<(quinn::Endpoint, PeerLinks), TransportError> {
@@ -191,6 +239,9 @@ pub fn start(
         id,
         peers: peer_ids,
         inbound,
+        snapshots,
+        receiving_snapshot: Arc::new(Semaphore::new(1)),
+        data_dir: config.data_dir.clone(),
         clients,
         batches,
         handshake_timeout: config.transport.handshake_timeout.0,
@@ -204,7 +255,13 @@ pub fn start(
         let queue = config.transport.peer_queue_messages_max as usize;
         let (control_tx, control_rx) = mpsc::channel(queue);
         let (append_tx, append_rx) = mpsc::channel(queue);
-        links.insert(peer, (control_tx, append_tx));
+        let (snapshot_tx, snapshot_rx) = mpsc::channel(1);
+        let queues = LinkQueues {
+            control: control_tx,
+            appends: append_tx,
+            snapshots: snapshot_tx,
+        };
+        links.insert(peer, queues);
         let link = PeerLink {
             id,
             peer,
@@ -215,7 +272,7 @@ pub fn start(
             backoff_max: config.transport.reconnect_backoff_max.0,
             handshake_timeout: config.transport.handshake_timeout.0,
         };
-        tokio::spawn(link.run(control_rx, append_rx));
+        tokio::spawn(link.run(control_rx, append_rx, snapshot_rx));
     }
     Ok((endpoint, PeerLinks { links }))
 }
@@ -415,6 +472,10 @@ struct Accepting {
     id: NodeId,
     peers: Vec<NodeId>,
     inbound: mpsc::Sender<Inbound>,
+    /// Snapshots received whole, for the driver; one is received at a time.
+    snapshots: mpsc::Sender<ReceivedSnapshot>,
+    receiving_snapshot: Arc<Semaphore>,
+    data_dir: std::path::PathBuf,
     clients: mpsc::Sender<ClientCall>,
     batches: Arc<dyn BatchSource>,
     handshake_timeout: Duration,
@@ -455,16 +516,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
                 .and_then(|data| data.downcast::<HandshakeData>().ok())
                 .and_then(|data| data.protocol);
             match protocol.as_deref() {
-                Some(PEER_ALPN) => {
-                    let Accepting {
-                        id,
-                        peers,
-                        inbound,
-                        handshake_timeout,
-                        ..
-                    } = &*accepting;
-                    serve_peer(connection, *id, peers, inbound.clone(), *handshake_timeout).await
-                }
+                Some(PEER_ALPN) => serve_peer(connection, accepting).await,
                 Some(CLIENT_ALPN) => serve_client(connection, accepting).await,
                 _ => connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"unknown protocol"),
             }
@@ -472,13 +524,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
     }
 }
 
-async fn serve_peer(
-    connection: quinn::Connection,
-    id: NodeId,
-    peers: &[NodeId],
-    inbound: mpsc::Sender<Inbound>,
-    handshake_timeout: Duration,
-) {
+async fn serve_peer(connection: quinn::Connection, accepting: Arc<Accepting>) {
+    let (id, peers, handshake_timeout) =
+        (accepting.id, &accepting.peers, accepting.handshake_timeout);
+    let inbound = accepting.inbound.clone();
     let remote = connection.remote_address();
     let hello = tokio::time::timeout(handshake_timeout, async {
         let (send, mut receive) = connection
@@ -529,15 +578,11 @@ async fn serve_peer(
     let control = relay(&mut receive, from, inbound.clone());
     let appends = async {
         loop {
-            let mut stream = match connection.accept_uni().await {
+            let stream = match connection.accept_uni().await {
                 Ok(stream) => stream,
                 Err(error) => return LinkError::from(error),
             };
-            let inbound = inbound.clone();
-            tokio::spawn(async move {
-                let error = relay(&mut stream, from, inbound).await;
-                info!(peer = from, %error, "append stream closed");
-            });
+            tokio::spawn(serve_uni(stream, from, accepting.clone()));
         }
     };
     let error = tokio::select! {
@@ -574,6 +619,64 @@ fn check_hello(
         return Err(format!("node {from} is not a peer of node {id}"));
     }
     certificate_names_node(connection, from)
+}
+
+/// One unidirectional stream from peer `from`: appends (relayed to the driver) or a snapshot
+/// (received whole, then handed to the driver), as its first frame says.
+async fn serve_uni(mut stream: quinn::RecvStream, from: NodeId, accepting: Arc<Accepting>) {
+    let first = read_frame::<PeerFrame, _>(&mut stream, PEER_FRAME_BYTES_MAX).await;
+    let error = match first {
+        Ok(Some(PeerFrame::Raft(message))) => {
+            let inbound = accepting.inbound.clone();
+            if inbound.send(Inbound { from, message }).await.is_err() {
+                return;
+            }
+            relay(&mut stream, from, inbound).await
+        }
+        Ok(Some(PeerFrame::SnapshotBegin {
+            term,
+            last_included,
+            bytes,
+        })) => {
+            let Ok(_permit) = accepting.receiving_snapshot.clone().try_acquire_owned() else {
+                info!(peer = from, "refused a snapshot: another is being received");
+                let _ = stream.stop(quinn::VarInt::from_u32(CLOSE_REFUSED));
+                return;
+            };
+            let data_dir = accepting.data_dir.clone();
+            let received = snapshot_transfer::receive(
+                &mut stream,
+                from,
+                term,
+                last_included,
+                bytes,
+                &data_dir,
+            )
+            .await;
+            match received {
+                Ok(snapshot) => {
+                    info!(peer = from, %last_included, bytes, "received a snapshot");
+                    let _ = stream.stop(quinn::VarInt::from_u32(0));
+                    let _ = accepting.snapshots.send(snapshot).await;
+                }
+                Err(error) => {
+                    warn!(peer = from, %error, "a snapshot transfer failed");
+                    let _ = stream.stop(quinn::VarInt::from_u32(CLOSE_BAD_FRAME));
+                }
+            }
+            return;
+        }
+        Ok(Some(other)) => {
+            metrics::counter!("ordo_bad_frames_total").increment(1);
+            LinkError::Unexpected {
+                from,
+                frame: other.kind(),
+            }
+        }
+        Ok(None) => LinkError::Closed,
+        Err(error) => LinkError::Stream(error),
+    };
+    info!(peer = from, %error, "append stream closed");
 }
 
 /// Forwards frames from one stream to the driver until the stream ends or a frame is bad;
@@ -754,7 +857,12 @@ struct PeerLink {
 }
 
 impl PeerLink {
-    async fn run(self, mut control: mpsc::Receiver<Message>, mut appends: mpsc::Receiver<Message>) {
+    async fn run(
+        self,
+        mut control: mpsc::Receiver<Message>,
+        mut appends: mpsc::Receiver<Message>,
+        mut snapshots: mpsc::Receiver<OutgoingSnapshot>,
+    ) {
         let mut backoff = self.backoff_min;
         let mut jitter = ordo_core::rng::Prng::new(jitter_seed(self.id, self.peer));
         let mut logged_failure = false;
@@ -764,9 +872,8 @@ impl PeerLink {
                     info!(peer = self.peer, address = %self.address, "peer connected (outbound)");
                     backoff = self.backoff_min;
                     logged_failure = false;
-                    let reason = self
-                        .pump(&connection, control_stream, &mut control, &mut appends)
-                        .await;
+                    let queues = (&mut control, &mut appends, &mut snapshots);
+                    let reason = self.pump(&connection, control_stream, queues).await;
                     if let LinkError::Stopping = reason {
                         return;
                     }
@@ -825,8 +932,11 @@ impl PeerLink {
         &self,
         connection: &quinn::Connection,
         mut control_stream: quinn::SendStream,
-        control: &mut mpsc::Receiver<Message>,
-        appends: &mut mpsc::Receiver<Message>,
+        (control, appends, snapshots): (
+            &mut mpsc::Receiver<Message>,
+            &mut mpsc::Receiver<Message>,
+            &mut mpsc::Receiver<OutgoingSnapshot>,
+        ),
     ) -> LinkError {
         let mut append_stream = match connection.open_uni().await {
             Ok(stream) => stream,
@@ -834,11 +944,40 @@ impl PeerLink {
         };
         let _ = control_stream.set_priority(1);
         let _ = append_stream.set_priority(0);
+        let peer = self.peer;
         tokio::select! {
             reason = forward(&mut control_stream, control) => reason,
             reason = forward(&mut append_stream, appends) => reason,
+            reason = send_snapshots(connection, snapshots, peer) => reason,
             error = connection.closed() => error.into(),
         }
+    }
+}
+
+/// Sends every snapshot queued for `peer` on its own stream of `connection`, reporting each.
+async fn send_snapshots(
+    connection: &quinn::Connection,
+    snapshots: &mut mpsc::Receiver<OutgoingSnapshot>,
+    peer: NodeId,
+) -> LinkError {
+    loop {
+        let Some(snapshot) = snapshots.recv().await else {
+            return LinkError::Stopping;
+        };
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            let sent = snapshot_transfer::send(&connection, &snapshot).await;
+            match &sent {
+                Ok(()) => info!(
+                    peer,
+                    last_included = %snapshot.last_included,
+                    bytes = snapshot.bytes.len(),
+                    "sent a snapshot"
+                ),
+                Err(error) => warn!(peer, %error, "could not send a snapshot"),
+            }
+            let _ = snapshot.done.send(sent.is_ok());
+        });
     }
 }
 

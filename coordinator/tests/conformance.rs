@@ -6,13 +6,16 @@ mod common;
 
 use std::num::NonZeroU64;
 
+use bytes::Bytes;
 use common::{Harness, MemHarness, RedbHarness, entries, entry, hard_state, is_intact};
+use ordo_common::batch::{Batch, BatchId, Message};
 use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
 use ordo_common::{Entry, EntryPayload, LogId};
 use ordo_coordinator::storage::{
-    ApplyProgress, LogRead, LogState, LogStore, Retention, StateUpdate, StorageError, StoreState,
-    WriteBatch,
+    ApplyProgress, Install, LogRead, LogState, LogStore, Retention, SnapshotState, StateUpdate,
+    StorageError, StoreState, WriteBatch,
 };
+use ordo_core::state::Command;
 
 const ALL: u64 = u64::MAX;
 
@@ -373,6 +376,125 @@ fn registry_evictions_log_time_and_tables<H: Harness>(harness: &mut H) {
     check(&store.reader());
 }
 
+/// An install replaces the state machine's tables and progress with the snapshot's and drops
+/// the log through it (all of it, unless the suffix is kept); the seq table is empty after it.
+/// Installs behind the applied index, of a conflicting suffix, or mixed with other writes are
+/// refused.
+fn an_install_replaces_the_state_and_the_log_through_it<H: Harness>(harness: &mut H) {
+    let mut store = harness.open(keep_all());
+    log_of(&mut store, 11);
+    commit_and_apply(&mut store, 4);
+    let snapshot = |index: u64, term: u64, tag: u8| SnapshotState {
+        applied: LogId::new(term, index),
+        last_seq: 10 + index,
+        log_time_ms: 1000 * index,
+        registry_floor_ms: index,
+        offsets: vec![("t".into(), index)],
+        registry: vec![([tag; 16], vec![tag])],
+    };
+    let install = |index: u64, term: u64, keep_suffix: bool| WriteBatch {
+        install: Some(Install {
+            last_included: LogId::new(term, index),
+            keep_suffix,
+            state: snapshot(index, term, index as u8),
+        }),
+        ..WriteBatch::default()
+    };
+    refused(&mut store, install(3, 1, true));
+    let message = refused(&mut store, install(7, 2, true));
+    assert!(message.contains("term"), "{message}");
+    write(&mut store, WriteBatch::hard_state(hard_state(2, None)));
+    let message = refused(&mut store, install(7, 2, true));
+    assert!(message.contains("suffix"), "{message}");
+    let mut mixed = install(7, 1, true);
+    mixed.committed = Some(8);
+    refused(&mut store, mixed);
+    write(&mut store, install(7, 1, true));
+    let check = |store: &dyn LogRead| {
+        let state = store.store_state().unwrap();
+        assert_eq!(state.log.first_index, 8);
+        assert_eq!(state.log.purged, Some(LogId::new(1, 7)));
+        assert_eq!(state.log.last_log_id, Some(LogId::new(1, 10)));
+        assert_eq!(state.progress.applied, Some(LogId::new(1, 7)));
+        assert_eq!((state.last_seq, state.log_time_ms), (17, 7000));
+        assert_eq!(store.entries(8, 11, ALL).unwrap(), entries(8, 11, 1));
+        assert!(matches!(
+            store.entries(7, 8, ALL),
+            Err(StorageError::Compacted { first_index: 8 })
+        ));
+        assert_eq!(store.term_at(7).unwrap(), 1);
+        assert_eq!(store.first_seq().unwrap(), 18);
+        assert_eq!(store.snapshot().unwrap(), snapshot(7, 1, 7));
+    };
+    check(&store);
+    drop(store);
+    let mut store = harness.open(keep_all());
+    check(&store);
+    // A snapshot past the log's end drops the whole log.
+    write(&mut store, install(15, 2, false));
+    let state = store.store_state().unwrap();
+    assert_eq!(state.log.last_log_id, Some(LogId::new(2, 15)));
+    assert_eq!(state.log.first_index, 16);
+    assert_eq!(store.entries(16, 16, ALL).unwrap(), vec![]);
+    assert_eq!(store.snapshot().unwrap(), snapshot(15, 2, 15));
+    // And the log goes on after it.
+    write(&mut store, WriteBatch::entries(entries(16, 18, 2)));
+    assert_eq!(store.entries(16, 18, ALL).unwrap(), entries(16, 18, 2));
+}
+
+/// Retention keeps the trailing entries below the applied index, and deletes entries older
+/// than its age by the log's time (an unstamped entry counts as old as the stamped one before
+/// it); seqs of deleted entries go with them.
+fn retention_by_age_keeps_trailing_entries<H: Harness>(harness: &mut H) {
+    let retention = Retention {
+        age_ms: NonZeroU64::new(10_000),
+        trailing_entries: 3,
+        ..Retention::default()
+    };
+    let mut store = harness.open(retention);
+    write(&mut store, WriteBatch::hard_state(hard_state(1, Some(1))));
+    // Entry i is a batch stamped at i seconds; entry 5 carries no batch.
+    let stamped: Vec<Entry> = (1..=20)
+        .map(|index| {
+            let command = if index == 5 {
+                Command::Raw(Bytes::from_static(b"raw"))
+            } else {
+                Command::Batch {
+                    batch: Batch {
+                        id: BatchId::v7(index, [index as u8; 10]),
+                        messages: vec![Message::new("t", "x")],
+                        preconditions: Vec::new(),
+                    },
+                    stamp_ms: 1000 * index,
+                }
+            };
+            Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Normal(Bytes::from(command.encode())),
+            }
+        })
+        .collect();
+    write(&mut store, WriteBatch::entries(stamped.clone()));
+    let apply = |through: u64, log_time_ms: u64| WriteBatch {
+        committed: Some(through),
+        state: Some(StateUpdate {
+            seqs: vec![],
+            log_time_ms,
+            ..StateUpdate::applied(LogId::new(1, through))
+        }),
+        ..WriteBatch::default()
+    };
+    // Log time 14 s: entries stamped before 4 s are older than the age.
+    write(&mut store, apply(18, 14_000));
+    assert_eq!(store.store_state().unwrap().log.first_index, 4);
+    // Log time 30 s: everything is old, but the 3 entries below the applied index stay.
+    write(&mut store, apply(19, 30_000));
+    let log = store.store_state().unwrap().log;
+    assert_eq!((log.first_index, log.purged), (17, Some(LogId::new(1, 16))));
+    assert_eq!(store.entries(17, 21, ALL).unwrap(), stamped[16..].to_vec());
+}
+
 fn ranges_are_half_open<H: Harness>(harness: &mut H) {
     let mut store = harness.open(keep_all());
     log_of(&mut store, 11);
@@ -489,6 +611,7 @@ fn compacted_reads_say_so<H: Harness>(harness: &mut H) {
     let retention = Retention {
         entries_max: NonZeroU64::new(16),
         bytes_max: None,
+        ..Retention::default()
     };
     let mut store = harness.open(retention);
     log_of(&mut store, 41);
@@ -554,6 +677,7 @@ fn byte_retention_can_empty_the_log<H: Harness>(harness: &mut H) {
     let retention = Retention {
         entries_max: None,
         bytes_max: NonZeroU64::new(1),
+        ..Retention::default()
     };
     let mut store = harness.open(retention);
     log_of(&mut store, 11);
@@ -583,6 +707,7 @@ fn byte_retention_keeps_within_the_limit<H: Harness>(harness: &mut H) {
     let retention = Retention {
         entries_max: None,
         bytes_max: NonZeroU64::new(8 * 1024),
+        ..Retention::default()
     };
     let mut store = harness.open(retention);
     write(&mut store, WriteBatch::hard_state(hard_state(1, None)));
@@ -637,6 +762,8 @@ conformance_suite!(
     term_and_vote_follow_raft,
     progress_and_tables,
     registry_evictions_log_time_and_tables,
+    an_install_replaces_the_state_and_the_log_through_it,
+    retention_by_age_keeps_trailing_entries,
     ranges_are_half_open,
     reads_respect_the_byte_budget,
     large_entries_round_trip,

@@ -42,6 +42,7 @@ fn retention() -> Retention {
     Retention {
         entries_max: std::num::NonZeroU64::new(5000),
         bytes_max: std::num::NonZeroU64::new(16 << 20),
+        ..Retention::default()
     }
 }
 

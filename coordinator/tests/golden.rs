@@ -27,11 +27,12 @@ use ordo_common::client::{
 };
 use ordo_common::{Entry, EntryPayload, HardState, LogId, codec};
 use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
-use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, layout};
+use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, SnapshotState, layout};
 use ordo_coordinator::transport::PeerFrame;
 use ordo_core::state::{Command, Registered};
 use ordo_core::{AppendResponse, Body, ConflictHint, Message as RaftMessage, RejectHint};
 use ordo_net::wire::{WIRE_VERSION, encode_frame};
+use ordo_node::snapshot::encode_snapshot;
 
 const UPDATE: &str = "ORDO_GOLDEN_UPDATE";
 
@@ -134,6 +135,17 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
     samples.push((
         "offset record orders -> 12".into(),
         encode_value(b"orders", &12u64),
+    ));
+    samples.push((
+        "snapshot file".into(),
+        encode_snapshot(&SnapshotState {
+            applied: LogId::new(6, 40),
+            last_seq: 19,
+            log_time_ms: 1_700_000_000_456,
+            registry_floor_ms: 1_699_999_000_000,
+            offsets: vec![("orders".into(), 12)],
+            registry: vec![([0xAB; 16], vec![1, 2, 3])],
+        }),
     ));
     check(
         "storage.golden",
@@ -487,11 +499,26 @@ fn peer_frames() -> Vec<PeerFrame> {
             .into_iter()
             .map(|body| PeerFrame::Raft(RaftMessage { term: 3, body })),
     );
-    covers(&samples, 4, |sample| match sample {
+    samples.extend([
+        PeerFrame::SnapshotBegin {
+            term: 3,
+            last_included: LogId::new(3, 40),
+            bytes: 1234,
+        },
+        PeerFrame::SnapshotChunk {
+            data: Bytes::from_static(b"chunk"),
+            crc: 0xDEAD_BEEF,
+        },
+        PeerFrame::SnapshotEnd,
+    ]);
+    covers(&samples, 7, |sample| match sample {
         PeerFrame::Hello { .. } => 0,
         PeerFrame::Welcome => 1,
         PeerFrame::Refused { .. } => 2,
         PeerFrame::Raft(_) => 3,
+        PeerFrame::SnapshotBegin { .. } => 4,
+        PeerFrame::SnapshotChunk { .. } => 5,
+        PeerFrame::SnapshotEnd => 6,
     });
     samples
 }

@@ -360,6 +360,14 @@ impl LogRead for FailingStore {
     fn tables(&self) -> StorageResult<ordo_coordinator::storage::StoredTables> {
         self.inner.tables()
     }
+
+    fn snapshot(&self) -> StorageResult<ordo_coordinator::storage::SnapshotState> {
+        self.inner.snapshot()
+    }
+
+    fn first_seq(&self) -> StorageResult<u64> {
+        self.inner.first_seq()
+    }
 }
 
 impl LogStore for FailingStore {

@@ -78,6 +78,7 @@ fn retention() -> impl Strategy<Value = Retention> {
     proptest::option::of(4..40u64).prop_map(|entries_max| Retention {
         entries_max: entries_max.and_then(NonZeroU64::new),
         bytes_max: None,
+        ..Retention::default()
     })
 }
 

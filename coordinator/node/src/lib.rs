@@ -47,8 +47,11 @@
 //! - [`node`]: the [`Node`] and its inputs and outputs.
 //! - [`storage`]: the storage contract the node writes through, the rules every store
 //!   enforces, the checked record layout, and the in-memory store the simulator runs on.
+//! - [`snapshot`]: the snapshot format (the state machine as of an applied entry), the same
+//!   bytes on every node for the same index.
 
 pub mod node;
+pub mod snapshot;
 pub mod storage;
 
 pub use node::{

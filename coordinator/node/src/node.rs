@@ -17,7 +17,7 @@ use ordo_core::{
     Restored, Role, TransferError,
 };
 
-use crate::storage::{StateUpdate, StoreState, StoredTables, WriteBatch};
+use crate::storage::{Install, SnapshotState, StateUpdate, StoreState, StoredTables, WriteBatch};
 use ordo_common::limits::OUTCOME_BYTES_MAX;
 
 /// The runtime's name for one client request, echoed in the request's [`Output::Reply`].
@@ -44,10 +44,14 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
     pub hard_state: HardState,
-    /// Every durable entry, contiguous, from index 1.
+    /// The applied entry's id (the entry `entries` follow), or (0, 0).
+    pub applied: LogId,
+    /// The durable entries after the applied one: at most what was not yet applied, which
+    /// the node applies again. Older entries stay on disk, read back when needed.
     pub entries: Vec<Entry>,
-    /// Entries up to here were applied, and `tables` is the state they made.
-    pub applied: LogIndex,
+    /// The lowest index the log holds.
+    pub first_index: LogIndex,
+    /// The state the entries through `applied` made.
     pub tables: StateTables,
 }
 
@@ -57,6 +61,8 @@ pub struct Recovered {
 pub struct Durable {
     pub write: WriteId,
     pub last_log_id: Option<LogId>,
+    /// The lowest index the log holds after those writes (retention purges below it).
+    pub first_index: LogIndex,
 }
 
 /// What the node asks its runtime to do, in the order it must be done.
@@ -86,6 +92,18 @@ pub enum Output {
         term: Term,
         leader: Option<NodeId>,
     },
+    /// Read entries `[low, high)` back from storage, with the term of entry `low - 1`, for
+    /// follower `to`, and hand them to [`Node::handle_entries_read`] (bounded by the append
+    /// budget: fewer is fine).
+    ReadEntries {
+        to: NodeId,
+        low: LogIndex,
+        high: LogIndex,
+    },
+    /// Send follower `to` a snapshot of this node's state machine as it is now
+    /// ([`crate::storage::LogRead::snapshot`]), sent in `term`, and report the transfer with
+    /// [`Node::handle_snapshot_report`].
+    SendSnapshot { to: NodeId, term: Term },
     /// The node cannot go on; the runtime must stop it. Nothing follows.
     Halt(Fault),
 }
@@ -148,6 +166,8 @@ pub struct Node {
     /// Ticks since stopping began.
     stopping_ticks: Option<u64>,
     halted: bool,
+    /// A snapshot handed to the core, kept until the core decides to install it.
+    received_snapshot: Option<(LogId, SnapshotState, StateTables)>,
 }
 
 impl Node {
@@ -160,8 +180,10 @@ impl Node {
         let state = BatchState::restore(config.registry, recovered.tables);
         let restored = Restored {
             hard_state: recovered.hard_state,
+            prev_log_id: recovered.applied,
             entries: recovered.entries,
-            applied: recovered.applied,
+            applied: recovered.applied.index,
+            stored_first: recovered.first_index,
         };
         let raft = Raft::new(config.raft.clone(), restored, seed)?;
         let servable_seq = state.last_seq();
@@ -186,6 +208,7 @@ impl Node {
             last_heard: BTreeMap::new(),
             stopping_ticks: None,
             halted: false,
+            received_snapshot: None,
         })
     }
 
@@ -325,6 +348,7 @@ impl Node {
         if let Some(last) = report.last_log_id {
             self.raft.handle_durable(last);
         }
+        self.raft.handle_purged(report.first_index);
         self.durable_write = self.durable_write.max(report.write);
         let mut servable = None;
         while let Some(&(write, seq)) = self.state_writes.front() {
@@ -346,6 +370,57 @@ impl Node {
             }
             let (_, request, response) = self.held_replies.pop_front().expect("peeked");
             self.reply(request, response);
+        }
+    }
+
+    /// Storage read the entries an [`Output::ReadEntries`] asked for: the term of entry
+    /// `low - 1` and the entries, or `Err` with the log's first index when they were purged.
+    pub fn handle_entries_read(
+        &mut self,
+        to: NodeId,
+        low: LogIndex,
+        read: Result<(Term, Vec<Entry>), LogIndex>,
+    ) {
+        if !self.halted {
+            self.raft.handle_entries_read(to, low, read);
+        }
+    }
+
+    /// The snapshot an [`Output::SendSnapshot`] asked for reached follower `to` whole
+    /// (`delivered`), or could not.
+    pub fn handle_snapshot_report(&mut self, to: NodeId, delivered: bool) {
+        if !self.halted {
+            self.raft.handle_snapshot_report(to, delivered);
+        }
+    }
+
+    /// A snapshot from leader `from`, sent in `term`, arrived whole and verified. The node
+    /// installs it (an [`Output::Persist`] with the install, `sync`) if it carries it past its
+    /// commit index; a snapshot whose tables do not decode halts the node.
+    pub fn handle_snapshot(&mut self, from: NodeId, term: Term, snapshot: SnapshotState) {
+        if self.halted {
+            return;
+        }
+        let applied = snapshot.applied;
+        let store_state = StoreState {
+            last_seq: snapshot.last_seq,
+            log_time_ms: snapshot.log_time_ms,
+            registry_floor_ms: snapshot.registry_floor_ms,
+            ..StoreState::default()
+        };
+        let stored = StoredTables {
+            offsets: snapshot.offsets.clone(),
+            registry: snapshot.registry.clone(),
+        };
+        let tables = match recovered_tables(&store_state, stored) {
+            Ok(tables) => tables,
+            Err(fault) => return self.halt(fault),
+        };
+        self.received_snapshot = Some((applied, snapshot, tables));
+        self.raft.handle_snapshot(from, term, applied);
+        if self.raft.applied_index() != applied.index {
+            // Declined (stale, or nothing new): nothing to keep.
+            self.received_snapshot = None;
         }
     }
 
@@ -513,6 +588,10 @@ impl Node {
                         let reason = format!("{lost}; retry with the same batch id");
                         self.reply(request, busy(BusyCode::ProposalOverwritten, reason));
                     }
+                    Err(lost @ ProposalLost::Unknowable { .. }) => {
+                        let reason = format!("{lost}; ask for the batch's status");
+                        self.reply(request, busy(BusyCode::OutcomeUnknown, reason));
+                    }
                 }
             }
             ordo_core::Output::ReadResult { id, result } => {
@@ -535,7 +614,44 @@ impl Node {
                 self.outputs
                     .push_back(Output::RoleChanged { role, term, leader });
             }
+            ordo_core::Output::ReadEntries { to, low, high } => {
+                self.outputs
+                    .push_back(Output::ReadEntries { to, low, high });
+            }
+            ordo_core::Output::SendSnapshot { to } => {
+                let term = self.raft.term();
+                self.outputs.push_back(Output::SendSnapshot { to, term });
+            }
+            ordo_core::Output::InstallSnapshot {
+                last_included,
+                keep_suffix,
+            } => self.install(last_included, keep_suffix),
         }
+    }
+
+    /// Makes the received snapshot the node's state: the batch state now, durably before
+    /// anything else happens.
+    fn install(&mut self, last_included: LogId, keep_suffix: bool) {
+        let Some((applied, state, tables)) = self.received_snapshot.take() else {
+            unreachable!("the core installs only the snapshot it was just handed");
+        };
+        assert_eq!(
+            applied, last_included,
+            "the core installs the snapshot it was handed"
+        );
+        self.state = BatchState::restore(self.config.registry, tables);
+        let last_seq = self.state.last_seq();
+        let install = Install {
+            last_included,
+            keep_suffix,
+            state,
+        };
+        let batch = WriteBatch {
+            install: Some(install),
+            ..WriteBatch::default()
+        };
+        let write = self.persist(batch, true);
+        self.state_writes.push_back((write, last_seq));
     }
 
     fn persist(&mut self, batch: WriteBatch, sync: bool) -> WriteId {

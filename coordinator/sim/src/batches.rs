@@ -39,6 +39,11 @@ macro_rules! violation {
     ($($arg:tt)*) => { return Err(Violation(format!($($arg)*))) };
 }
 
+/// A 64-bit digest of bytes (for comparing them, not for security).
+pub fn bytes_digest(bytes: &[u8]) -> u64 {
+    bytes_hash(bytes)
+}
+
 fn bytes_hash(bytes: &[u8]) -> u64 {
     bytes.chunks(8).fold(bytes.len() as u64, |hash, chunk| {
         let mut word = [0u8; 8];

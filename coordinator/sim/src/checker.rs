@@ -212,18 +212,111 @@ impl Checker {
         Ok(())
     }
 
-    /// A node restarted from its disk: its in-memory log is exactly the durable one.
+    /// A node restarted from its disk: its log is the committed prefix through its applied
+    /// entry (which it applied, so the cluster committed it) and the durable entries after it.
     pub fn on_restart(
         &mut self,
         node: NodeId,
         raft: &Raft,
-        durable: &[Entry],
+        applied: LogId,
+        durable_after: &[Entry],
+        disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
-        self.shadows.insert(node, Shadow::default());
-        self.on_write(node, durable)?;
+        let shadow = self.committed_shadow(node, applied, disks)?;
+        self.shadows.insert(node, shadow);
+        self.on_write(node, durable_after)?;
         self.leader_marks.remove(&node);
         self.applied_by_node.insert(node, raft.applied_index());
         self.on_hard_state(node, raft.hard_state())
+    }
+
+    /// A node installed a snapshot through `last_included`: its log is the committed prefix
+    /// through it, and (if it kept it) the suffix it held after it.
+    pub fn on_install(
+        &mut self,
+        node: NodeId,
+        last_included: LogId,
+        keep_suffix: bool,
+        disks: &BTreeMap<NodeId, &[LogId]>,
+    ) -> Result<(), Violation> {
+        let mut shadow = self.committed_shadow(node, last_included, disks)?;
+        if keep_suffix {
+            let old = &self.shadows[&node];
+            if old.chain_at(last_included.index) != shadow.chain_at(last_included.index) {
+                violation!(
+                    "node {node} kept its log after a snapshot through {last_included}, but its entry there differs from the committed one"
+                );
+            }
+            shadow
+                .entries
+                .extend_from_slice(&old.entries[last_included.index as usize..]);
+        }
+        self.shadows.insert(node, shadow);
+        self.applied_by_node.insert(node, last_included.index);
+        Ok(())
+    }
+
+    /// The committed prefix through `through`, which must be committed. A node may have
+    /// committed and applied entries in a step whose checks never ran (it crashed halfway
+    /// through carrying out its outputs): then its own log, as it wrote it, extends the
+    /// committed prefix, provided a quorum of disks holds those entries.
+    fn committed_shadow(
+        &mut self,
+        node: NodeId,
+        through: LogId,
+        disks: &BTreeMap<NodeId, &[LogId]>,
+    ) -> Result<Shadow, Violation> {
+        if through.index == 0 {
+            return Ok(Shadow::default());
+        }
+        let known = self.committed.len() as u64;
+        if through.index > known {
+            let own = &self.shadows[&node];
+            if own
+                .entries
+                .get(through.index as usize - 1)
+                .map(|(id, _)| *id)
+                != Some(through)
+                || (known > 0 && own.chain_at(known) != Some(self.committed[known as usize - 1].1))
+            {
+                violation!(
+                    "node {node} holds {through} as applied, beyond the committed prefix ({known}), and its log does not extend that prefix"
+                );
+            }
+            for index in known + 1..=through.index {
+                let (id, _) = own.entries[index as usize - 1];
+                let durable_on = disks
+                    .values()
+                    .filter(|log| log.get(index as usize - 1) == Some(&id))
+                    .count();
+                if durable_on < self.quorum {
+                    violation!(
+                        "node {node} applied {id} but it is durable on only {durable_on} nodes (quorum {})",
+                        self.quorum
+                    );
+                }
+            }
+            let extension = own.entries[known as usize..through.index as usize].to_vec();
+            self.committed.extend(extension);
+        }
+        match self.committed.get(through.index as usize - 1) {
+            Some((id, _)) if *id == through => Ok(Shadow {
+                entries: self.committed[..through.index as usize].to_vec(),
+            }),
+            other => violation!(
+                "node {node} holds {through} as applied or snapshotted, but the cluster committed {:?} there",
+                other.map(|(id, _)| id)
+            ),
+        }
+    }
+
+    /// The ids of the committed entries through `through`.
+    pub fn committed_ids(&self, through: LogIndex) -> Vec<LogId> {
+        self.committed
+            .iter()
+            .take(through as usize)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn on_apply(&mut self, node: NodeId, entries: &[Entry]) -> Result<(), Violation> {

@@ -16,7 +16,8 @@ use ordo_common::{LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
 use ordo_core::state::{BatchState, Registered, RegistryLimits};
 use ordo_core::{Config, Raft, Role, TransferError};
-use ordo_node::storage::LogRead;
+use ordo_node::snapshot::{decode_snapshot, encode_snapshot};
+use ordo_node::storage::{LogRead, Retention};
 use ordo_node::{Node, NodeConfig, Output, RequestId, committed_batch};
 
 use crate::batches::BatchOracle;
@@ -46,6 +47,10 @@ pub struct ClusterOptions {
     pub registry: RegistryLimits,
     /// How far each node's clock may be off the simulation's (drawn per node, either way).
     pub clock_skew_ms_max: u64,
+    /// What every node's store keeps (small, so compaction happens often).
+    pub retention: Retention,
+    /// Chance that a node crashes while installing a snapshot, the install landed or not.
+    pub install_crash_percent: u64,
     /// Adjusts each node's core configuration (e.g. smaller append budgets); `config.id` says
     /// which node it is.
     pub configure: Box<dyn Fn(&mut Config)>,
@@ -70,6 +75,8 @@ impl ClusterOptions {
             tick_skip_percent: 0,
             registry: RegistryLimits::default(),
             clock_skew_ms_max: 0,
+            retention: Retention::default(),
+            install_crash_percent: 0,
             configure: Box::new(|_| {}),
         }
     }
@@ -105,6 +112,18 @@ struct SimNode {
     clock_skew_ms: i64,
 }
 
+/// A snapshot on its way from a leader to a follower.
+#[derive(Debug)]
+struct Transfer {
+    deliver_at: u64,
+    from: NodeId,
+    to: NodeId,
+    term: Term,
+    bytes: Vec<u8>,
+    /// The transfer fails on the way (the sender learns it at `deliver_at`).
+    lost: bool,
+}
+
 /// A reader of the committed sequence on one node, as a subscription is: from the node's
 /// durable store, up to what the node declared servable.
 #[derive(Debug)]
@@ -134,6 +153,18 @@ pub struct Cluster {
     restart_crash_percent: u64,
     reply_loss_percent: u64,
     tick_skip_percent: u64,
+    install_crash_percent: u64,
+    retention: Retention,
+    /// Snapshots on their way between nodes.
+    transfers: Vec<Transfer>,
+    /// The snapshot bytes' hash each applied index had on the first node to build one there:
+    /// every node's snapshot at that index must be the same bytes.
+    snapshot_digests: BTreeMap<LogIndex, u64>,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    pub entries_read_back: u64,
+    /// Seqs subscribers skipped because their node had compacted them away.
+    pub compacted_skips: u64,
     /// A running hash of everything that happened, to prove that a seed replays exactly.
     pub trace: u64,
     next_request: u64,
@@ -203,6 +234,14 @@ impl Cluster {
             restart_crash_percent: 0,
             reply_loss_percent: options.reply_loss_percent,
             tick_skip_percent: options.tick_skip_percent,
+            install_crash_percent: options.install_crash_percent,
+            retention: options.retention,
+            transfers: Vec::new(),
+            snapshot_digests: BTreeMap::new(),
+            snapshots_sent: 0,
+            snapshots_installed: 0,
+            entries_read_back: 0,
+            compacted_skips: 0,
             trace: 0,
             next_request: 1,
             violation: None,
@@ -395,12 +434,12 @@ impl Cluster {
             return;
         }
         sim.boots += 1;
-        let recovered = match sim.disk.open() {
+        let recovered = match sim.disk.open(self.retention) {
             Ok(recovered) => recovered,
             Err(violation) => return self.record(Err(violation)),
         };
-        let entries = recovered.entries.clone();
-        sim.applied = recovered.applied;
+        let (applied, entries) = (recovered.applied, recovered.entries.clone());
+        sim.applied = recovered.applied.index;
         let seed = mix(self.rng.next_u64(), id);
         let node = match Node::new(sim.config.clone(), recovered, seed) {
             Ok(node) => node,
@@ -418,11 +457,18 @@ impl Cluster {
             return self.record(Err(Violation(problem)));
         }
         sim.servable = node.servable_seq();
-        let result = self.checker.on_restart(id, node.raft(), &entries);
         if self.rng.chance_percent(self.restart_crash_percent) {
             sim.crash_in_steps = Some(self.rng.range_inclusive(0, 6));
         }
-        sim.node = Some(node);
+        let disks: BTreeMap<NodeId, &[LogId]> = self
+            .nodes
+            .iter()
+            .map(|(id, node)| (*id, node.disk.durable_ids.as_slice()))
+            .collect();
+        let result = self
+            .checker
+            .on_restart(id, node.raft(), applied, &entries, &disks);
+        self.nodes.get_mut(&id).expect("known").node = Some(node);
         self.trace = mix(self.trace, 0xB0 ^ id);
         self.record(result);
     }
@@ -459,6 +505,7 @@ impl Cluster {
         self.restart_crash_percent = 0;
         self.reply_loss_percent = 0;
         self.tick_skip_percent = 0;
+        self.install_crash_percent = 0;
         for node in self.nodes.values_mut() {
             node.crash_in_steps = None;
         }
@@ -672,6 +719,10 @@ impl Cluster {
                 if let Err(violation) = sim.disk.complete_due(self.now, &mut self.rng) {
                     return self.record(Err(violation));
                 }
+                if let Err(violation) = self.rewrite_installed(id) {
+                    return self.record(Err(violation));
+                }
+                let sim = self.nodes.get_mut(&id).expect("known");
                 if let Some(report) = sim.disk.due_report(self.now, &mut self.rng) {
                     progressed = true;
                     self.trace = mix(self.trace, report.write.0 ^ 0xD0);
@@ -680,11 +731,127 @@ impl Cluster {
                     }
                     self.after_step(id);
                 }
+                let sim = self.nodes.get_mut(&id).expect("known");
+                let bytes_max = sim.config.raft.append_bytes_max;
+                if let Some((to, low, read)) = sim.disk.due_read(self.now, bytes_max) {
+                    progressed = true;
+                    self.entries_read_back += 1;
+                    self.trace = mix(self.trace, low ^ 0xF0);
+                    if let Some(node) = sim.node.as_mut() {
+                        node.handle_entries_read(to, low, read);
+                    }
+                    self.after_step(id);
+                }
             }
+            progressed |= self.deliver_snapshots();
             if !progressed || self.violation.is_some() {
                 return;
             }
         }
+    }
+
+    /// Delivers the snapshot transfers due now: to the follower if it arrived, and the
+    /// transfer's fate to the leader. Returns whether any was due.
+    fn deliver_snapshots(&mut self) -> bool {
+        let now = self.now;
+        let (due, later): (Vec<Transfer>, Vec<Transfer>) = std::mem::take(&mut self.transfers)
+            .into_iter()
+            .partition(|transfer| transfer.deliver_at <= now);
+        self.transfers = later;
+        let progressed = !due.is_empty();
+        for transfer in due {
+            let arrived = !transfer.lost && !self.network.is_cut(transfer.from, transfer.to);
+            if arrived
+                && let Some(node) = self
+                    .nodes
+                    .get_mut(&transfer.to)
+                    .and_then(|n| n.node.as_mut())
+            {
+                let state = match decode_snapshot(&transfer.bytes) {
+                    Ok(state) => state,
+                    Err(error) => {
+                        let problem = format!("a snapshot does not decode: {error}");
+                        self.record(Err(Violation(problem)));
+                        continue;
+                    }
+                };
+                self.trace = mix(self.trace, state.applied.index ^ 0x5A);
+                node.handle_snapshot(transfer.from, transfer.term, state);
+                self.after_step(transfer.to);
+            }
+            if let Some(node) = self
+                .nodes
+                .get_mut(&transfer.from)
+                .and_then(|n| n.node.as_mut())
+            {
+                node.handle_snapshot_report(transfer.to, arrived);
+                self.after_step(transfer.from);
+            }
+        }
+        progressed
+    }
+
+    /// After snapshots landed on `id`'s disk: its durable log is the committed prefix through
+    /// the snapshot and what the store holds after it.
+    fn rewrite_installed(&mut self, id: NodeId) -> Result<(), Violation> {
+        let sim = self.nodes.get_mut(&id).expect("known");
+        for last in sim.disk.take_installed() {
+            let store = sim.disk.store();
+            let log = store.log_state().map_err(|e| Violation(e.to_string()))?;
+            let after = store
+                .entries(log.first_index, log.last_index() + 1, u64::MAX)
+                .map_err(|e| Violation(e.to_string()))?;
+            let mut ids = self.checker.committed_ids(last.index);
+            ids.extend(after.iter().map(ordo_common::Entry::log_id));
+            sim.disk.durable_ids = ids;
+            self.snapshots_installed += 1;
+        }
+        Ok(())
+    }
+
+    /// Builds `id`'s snapshot now and sends it to `to`, with the network's faults; checks that
+    /// every node's snapshot at one applied index is the same bytes.
+    fn send_snapshot(&mut self, id: NodeId, to: NodeId, term: Term) -> Result<(), Violation> {
+        let store = self.nodes[&id].disk.store();
+        let state = store
+            .snapshot()
+            .map_err(|error| Violation(format!("node {id} cannot build a snapshot: {error}")))?;
+        let bytes = encode_snapshot(&state);
+        let digest = crate::batches::bytes_digest(&bytes);
+        match self.snapshot_digests.get(&state.applied.index) {
+            Some(known) if *known != digest => {
+                return Err(Violation(format!(
+                    "node {id}'s snapshot at index {} differs from another node's",
+                    state.applied.index
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.snapshot_digests.insert(state.applied.index, digest);
+            }
+        }
+        self.snapshots_sent += 1;
+        let faults = self.network.faults.clone();
+        let copies = if self.rng.chance_percent(faults.duplicate_percent) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self
+                .rng
+                .range_inclusive(1, faults.delay_ticks_max.max(1) * 4);
+            let lost = self.rng.chance_percent(faults.drop_percent);
+            self.transfers.push(Transfer {
+                deliver_at: self.now + delay,
+                from: id,
+                to,
+                term,
+                bytes: bytes.clone(),
+                lost,
+            });
+        }
+        Ok(())
     }
 
     /// The simulation's wall clock: what a client's clock reads (nodes' clocks are skewed).
@@ -754,10 +921,42 @@ impl Cluster {
                 if let Some(state) = &batch.state {
                     self.on_applied(id, state)?;
                 }
+                let install = batch
+                    .install
+                    .as_ref()
+                    .map(|install| (install.last_included, install.keep_suffix));
+                if let Some((last, _)) = install
+                    && self.rng.chance_percent(self.install_crash_percent)
+                {
+                    // A crash during the install: before the swap, or after it but before the
+                    // node hears it is done.
+                    if self.rng.chance_percent(50) {
+                        let now = self.now;
+                        let sim = self.nodes.get_mut(&id).expect("known");
+                        sim.disk.write(now, write, batch, true, &mut self.rng)?;
+                        self.rewrite_installed(id)?;
+                        self.trace = mix(self.trace, last.index ^ 0x1C);
+                    }
+                    self.crash(id);
+                    return Ok(());
+                }
                 let now = self.now;
                 let sim = self.nodes.get_mut(&id).expect("known");
-                if let Some(report) = sim.disk.write(now, write, batch, sync, &mut self.rng)? {
+                let report = sim.disk.write(now, write, batch, sync, &mut self.rng)?;
+                if let Some((last, keep_suffix)) = install {
+                    let disks: BTreeMap<NodeId, &[LogId]> = self
+                        .nodes
+                        .iter()
+                        .map(|(id, node)| (*id, node.disk.durable_ids.as_slice()))
+                        .collect();
+                    self.checker.on_install(id, last, keep_suffix, &disks)?;
+                    self.rewrite_installed(id)?;
+                    let sim = self.nodes.get_mut(&id).expect("known");
+                    sim.applied = last.index;
+                }
+                if let Some(report) = report {
                     // The runtime waits for a sync write and tells the node before going on.
+                    let sim = self.nodes.get_mut(&id).expect("known");
                     sim.node.as_mut().expect("up").handle_durable(report);
                 }
             }
@@ -789,6 +988,12 @@ impl Cluster {
             Output::Halt(fault) => {
                 return Err(Violation(format!("node {id} halted: {fault}")));
             }
+            Output::ReadEntries { to, low, high } => {
+                let now = self.now;
+                let sim = self.nodes.get_mut(&id).expect("known");
+                sim.disk.read(now, to, low, high, &mut self.rng);
+            }
+            Output::SendSnapshot { to, term } => self.send_snapshot(id, to, term)?,
         }
         Ok(())
     }
@@ -802,14 +1007,15 @@ impl Cluster {
         state: &ordo_node::storage::StateUpdate,
     ) -> Result<(), Violation> {
         let sim = &self.nodes[&id];
-        let raft = sim.node.as_ref().expect("up").raft();
         let previously = sim.applied;
-        let entries: Vec<_> = (previously + 1..=state.applied.index)
-            .map(|index| raft.entry(index).cloned())
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
+        // Applied entries are durable here, and retention keeps them until this write lands.
+        let entries = sim
+            .disk
+            .store()
+            .entries(previously + 1, state.applied.index + 1, u64::MAX)
+            .map_err(|error| {
                 Violation(format!(
-                    "node {id} recorded apply through {} but does not hold the entries",
+                    "node {id} recorded apply through {} but its disk lacks the entries: {error}",
                     state.applied
                 ))
             })?;
@@ -872,8 +1078,14 @@ impl Cluster {
                 let store = self.nodes[&id].disk.store();
                 let durable_applied = self.nodes[&id].disk.applied_index();
                 let durable_seq_index = match response {
-                    ClientResponse::Outcome(Outcome::Committed { seq, .. }) => {
-                        store.batch_index(*seq).ok().flatten()
+                    ClientResponse::Outcome(Outcome::Committed { seq, index }) => {
+                        let first_seq = store.first_seq().unwrap_or(1);
+                        if *seq < first_seq && durable_applied >= *index {
+                            // Durable, and compacted away since: as good as present.
+                            Some(*index)
+                        } else {
+                            store.batch_index(*seq).ok().flatten()
+                        }
                     }
                     _ => None,
                 };
@@ -887,7 +1099,9 @@ impl Cluster {
                 self.pending_batches.remove(&batch.id);
             }
             (Request::Status { read }, response) => self.batches.on_status(id, read, response)?,
-            (_, ClientResponse::Busy { code, reason }) if code.may_have_appended() => {
+            (_, ClientResponse::Busy { code, reason })
+                if code.may_have_appended() && !reason.contains("snapshot") =>
+            {
                 return Err(Violation(format!(
                     "node {id} lost track of a request while running: {reason}"
                 )));
@@ -910,7 +1124,8 @@ impl Cluster {
             )));
         }
         let store = sim.disk.store();
-        for unread in sim.servable + 1..=seq {
+        let first_seq = store.first_seq().map_err(|e| Violation(e.to_string()))?;
+        for unread in (sim.servable + 1).max(first_seq)..=seq {
             if store.batch_index(unread).ok().flatten().is_none() {
                 return Err(Violation(format!(
                     "node {id} declared seq {seq} servable, but seq {unread} is not durable there"
@@ -929,6 +1144,12 @@ impl Cluster {
                 continue;
             };
             let store = sim.disk.store();
+            // History the node compacted away: a real subscriber is told so, and skips it.
+            let first_seq = store.first_seq().map_err(|e| Violation(e.to_string()))?;
+            if subscriber.next_seq < first_seq {
+                self.compacted_skips += first_seq - subscriber.next_seq;
+                subscriber.next_seq = first_seq;
+            }
             while subscriber.next_seq <= node.servable_seq() {
                 let seq = subscriber.next_seq;
                 let problem = |detail: String| {

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use ordo_common::{Entry, HardState, LogId, LogIndex};
+use ordo_common::{Entry, HardState, LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
 use ordo_node::storage::{LogRead, LogStore, MemDisk, MemLogStore, Retention, WriteBatch};
 use ordo_node::{Durable, Recovered, WriteId, recovered_tables};
@@ -33,8 +33,12 @@ pub struct Disk {
     pending: VecDeque<Pending>,
     /// Reports not yet delivered: (deliver at, report).
     reports: VecDeque<(u64, Durable)>,
-    /// The durable log's entry ids, index 1 first (for the checker, cheaper than decoding).
+    /// The durable log's entry ids, index 1 first (for the checker, cheaper than decoding);
+    /// entries purged by retention stay here, as the committed history the node had.
     pub durable_ids: Vec<LogId>,
+    installed: Vec<LogId>,
+    /// Reads in progress: (completes at, for follower, low, high).
+    reads: VecDeque<(u64, NodeId, LogIndex, LogIndex)>,
     latency_ticks_max: u64,
     report_delay_ticks_max: u64,
 }
@@ -47,18 +51,22 @@ impl Disk {
             pending: VecDeque::new(),
             reports: VecDeque::new(),
             durable_ids: Vec::new(),
+            installed: Vec::new(),
+            reads: VecDeque::new(),
             latency_ticks_max,
             report_delay_ticks_max,
         }
     }
 
-    /// Opens the store after a (re)start and reads what the node recovers from.
-    pub fn open(&mut self) -> Result<Recovered, Violation> {
-        let store = MemLogStore::open(&self.media, Retention::default())
+    /// Opens the store after a (re)start and reads what the node recovers from: the state
+    /// as of the applied entry, and the entries after it.
+    pub fn open(&mut self, retention: Retention) -> Result<Recovered, Violation> {
+        let store = MemLogStore::open(&self.media, retention)
             .map_err(|error| Violation(format!("the store does not reopen: {error}")))?;
         let state = store.store_state().map_err(storage_violation)?;
+        let applied = state.progress.applied.unwrap_or_default();
         let entries = store
-            .entries(state.log.first_index, state.log.last_index() + 1, u64::MAX)
+            .entries(applied.index + 1, state.log.last_index() + 1, u64::MAX)
             .map_err(storage_violation)?;
         let stored = store.tables().map_err(storage_violation)?;
         let tables = recovered_tables(&state, stored)
@@ -66,8 +74,9 @@ impl Disk {
         self.store = Some(store);
         Ok(Recovered {
             hard_state: state.hard_state,
+            applied,
             entries,
-            applied: state.progress.applied.map_or(0, |applied| applied.index),
+            first_index: state.log.first_index,
             tables,
         })
     }
@@ -149,9 +158,11 @@ impl Disk {
     }
 
     fn report(&self, write: WriteId) -> Durable {
+        let log = self.store().log_state().unwrap_or_default();
         Durable {
             write,
-            last_log_id: self.durable_ids.last().copied(),
+            last_log_id: log.last_log_id,
+            first_index: log.first_index,
         }
     }
 
@@ -167,7 +178,41 @@ impl Disk {
             self.durable_ids
                 .extend(batch.entries.iter().map(Entry::log_id));
         }
+        if let Some(install) = &batch.install {
+            self.installed.push(install.last_included);
+        }
         Ok(())
+    }
+
+    /// Snapshots installed since the last call (the cluster rewrites `durable_ids` for them).
+    pub fn take_installed(&mut self) -> Vec<LogId> {
+        std::mem::take(&mut self.installed)
+    }
+
+    /// Queues a read of entries `[low, high)` for follower `to`, done when it completes (so that
+    /// a purge in between shows).
+    pub fn read(&mut self, now: u64, to: NodeId, low: LogIndex, high: LogIndex, rng: &mut Prng) {
+        let complete_at = now + rng.range_inclusive(0, self.latency_ticks_max);
+        self.reads.push_back((complete_at, to, low, high));
+    }
+
+    /// Completes one due read: the entries, or the first index when they were purged.
+    #[allow(clippy::type_complexity)]
+    pub fn due_read(
+        &mut self,
+        now: u64,
+        bytes_max: u64,
+    ) -> Option<(NodeId, LogIndex, Result<(Term, Vec<Entry>), LogIndex>)> {
+        let position = self.reads.iter().position(|(at, ..)| *at <= now)?;
+        let (_, to, low, high) = self.reads.remove(position).expect("found");
+        let store = self.store();
+        let read = (|| {
+            let term = store.term_at(low - 1)?;
+            let entries = store.entries(low, high, bytes_max)?;
+            Ok::<_, ordo_node::storage::StorageError>((term, entries))
+        })();
+        let first = store.log_state().map_or(1, |log| log.first_index);
+        Some((to, low, read.map_err(|_| first)))
     }
 
     /// A crash: an arbitrary prefix of the writes in progress lands, the rest are lost, and so
@@ -179,6 +224,7 @@ impl Disk {
             self.land(pending.batch)?;
         }
         self.reports.clear();
+        self.reads.clear();
         self.store = None;
         Ok(())
     }

@@ -18,6 +18,8 @@
 use ordo_common::batch::{Batch, BatchId, Message, Precondition};
 use ordo_core::rng::Prng;
 use ordo_core::state::RegistryLimits;
+use ordo_node::storage::Retention;
+use std::num::NonZeroU64;
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::network::NetworkFaults;
@@ -53,6 +55,11 @@ pub struct SeedOptions {
     /// The registry's horizon, byte budget and allowed skew (small, so eviction happens).
     pub registry: RegistryLimits,
     pub clock_skew_ms_max: u64,
+    /// What each store keeps, and the core's in-memory window (small, so entries are read back
+    /// from storage and followers get snapshots).
+    pub retention: Retention,
+    pub log_window_bytes_max: u64,
+    pub install_crash_percent: u64,
     pub partition_interval_ticks: u64,
     pub propose_percent: u64,
     pub read_percent: u64,
@@ -93,6 +100,26 @@ impl SeedOptions {
                 future_skew_ms: rng.range_inclusive(50, 2_000),
             },
             clock_skew_ms_max: rng.range_inclusive(0, 300),
+            retention: Retention {
+                entries_max: NonZeroU64::new(if rng.chance_percent(60) {
+                    rng.range_inclusive(10, 300)
+                } else {
+                    0
+                }),
+                bytes_max: NonZeroU64::new(if rng.chance_percent(40) {
+                    rng.range_inclusive(2_000, 40_000)
+                } else {
+                    0
+                }),
+                age_ms: NonZeroU64::new(if rng.chance_percent(40) {
+                    rng.range_inclusive(500, 10_000)
+                } else {
+                    0
+                }),
+                trailing_entries: rng.range_inclusive(0, 40),
+            },
+            log_window_bytes_max: rng.range_inclusive(0, 4_000),
+            install_crash_percent: rng.range_inclusive(0, 30),
             partition_interval_ticks: rng.range_inclusive(30, 300),
             propose_percent: rng.range_inclusive(10, 80),
             read_percent: rng.range_inclusive(0, 30),
@@ -117,7 +144,9 @@ impl std::fmt::Display for SeedOptions {
             "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} \
              report_delay<={} crash={}‰ crash_mid_output={}‰ restart_crash={}% reply_loss={}% \
              tick_skip={}% horizon={}ms registry_bytes<={} future_skew={}ms clock_skew<={}ms \
-             partition_every={} propose={}% read={}% append_entries_max={} inflight_max={}",
+             retain_entries<={:?} retain_bytes<={:?} retain_age={:?}ms trailing={} window<={} \
+             install_crash={}% partition_every={} propose={}% read={}% append_entries_max={} \
+             inflight_max={}",
             self.seed,
             self.nodes,
             self.network.drop_percent,
@@ -136,6 +165,12 @@ impl std::fmt::Display for SeedOptions {
             self.registry.bytes_max,
             self.registry.future_skew_ms,
             self.clock_skew_ms_max,
+            self.retention.entries_max,
+            self.retention.bytes_max,
+            self.retention.age_ms,
+            self.retention.trailing_entries,
+            self.log_window_bytes_max,
+            self.install_crash_percent,
             self.partition_interval_ticks,
             self.propose_percent,
             self.read_percent,
@@ -162,6 +197,10 @@ pub struct RunReport {
     pub conflicts: u64,
     pub beyond_horizon: u64,
     pub evicted: u64,
+    /// Snapshots sent and installed, and reads of entries back from storage.
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    pub entries_read_back: u64,
     /// Batches committed, and acknowledged committed / rejected to clients.
     pub batches_committed: u64,
     pub batches_acknowledged: u64,
@@ -193,6 +232,9 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
                 conflicts: 0,
                 beyond_horizon: 0,
                 evicted: 0,
+                snapshots_sent: 0,
+                snapshots_installed: 0,
+                entries_read_back: 0,
                 batches_committed: 0,
                 batches_acknowledged: 0,
                 batches_rejected: 0,
@@ -205,6 +247,7 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
 fn run_phases(options: &SeedOptions) -> RunReport {
     let (append_entries_max, inflight_messages_max) =
         (options.append_entries_max, options.inflight_messages_max);
+    let log_window_bytes_max = options.log_window_bytes_max;
     let mut cluster = Cluster::new(ClusterOptions {
         nodes: options.nodes,
         seed: options.seed,
@@ -217,9 +260,14 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         tick_skip_percent: options.tick_skip_percent,
         registry: options.registry,
         clock_skew_ms_max: options.clock_skew_ms_max,
+        retention: options.retention,
+        install_crash_percent: options.install_crash_percent,
         configure: Box::new(move |config| {
             config.append_entries_max = append_entries_max;
             config.inflight_messages_max = inflight_messages_max;
+            config.log_window_bytes_max = log_window_bytes_max;
+            // A transfer lost on the way is retried after a few election timeouts.
+            config.snapshot_timeout_ticks = 60;
             // Small enough that busy seeds hit back-pressure.
             config.uncommitted_bytes_max = 64 * 1024;
         }),
@@ -302,6 +350,9 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         conflicts: cluster.batches.conflicts,
         beyond_horizon: cluster.batches.beyond_horizon,
         evicted: cluster.batches.evicted,
+        snapshots_sent: cluster.snapshots_sent,
+        snapshots_installed: cluster.snapshots_installed,
+        entries_read_back: cluster.entries_read_back,
         batches_committed: cluster.batches.committed_seqs(),
         batches_acknowledged: cluster.batches.acknowledged_committed,
         batches_rejected: cluster.batches.acknowledged_rejected,

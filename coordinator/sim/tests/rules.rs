@@ -611,8 +611,10 @@ fn restore_refuses_inconsistent_state() {
             Config::new(1, vec![1]),
             Restored {
                 hard_state,
+                prev_log_id: LogId::default(),
                 entries,
                 applied: 0,
+                stored_first: 1,
             },
             1,
         )
@@ -634,6 +636,33 @@ fn restore_refuses_inconsistent_state() {
         Err(StartError::Restore(_))
     ));
     assert!(restore(hard_state, vec![entry(1, 1), entry(3, 2)]).is_ok());
+    // After a snapshot: the entries follow the applied one, storage holds from past it.
+    let after_snapshot = |prev: LogId, entries: Vec<Entry>, stored_first| {
+        Raft::new(
+            Config::new(1, vec![1]),
+            Restored {
+                hard_state,
+                prev_log_id: prev,
+                entries,
+                applied: prev.index,
+                stored_first,
+            },
+            1,
+        )
+    };
+    assert!(after_snapshot(LogId::new(2, 7), vec![entry(3, 8)], 8).is_ok());
+    assert!(matches!(
+        after_snapshot(LogId::new(2, 7), vec![entry(3, 9)], 8),
+        Err(StartError::Restore(_))
+    ));
+    assert!(matches!(
+        after_snapshot(LogId::new(2, 7), vec![entry(1, 8)], 8),
+        Err(StartError::Restore(_))
+    ));
+    assert!(matches!(
+        after_snapshot(LogId::new(2, 7), vec![], 9),
+        Err(StartError::Restore(_))
+    ));
     let bad = Raft::new(Config::new(4, vec![1, 2, 3]), Restored::default(), 1);
     assert!(matches!(bad, Err(StartError::Config(_))));
 }

@@ -78,6 +78,8 @@ pub struct DurableReport {
     pub last_log_id: Option<LogId>,
     /// The hard state the group saved, if any request in it carried one.
     pub hard_state: Option<HardState>,
+    /// The log's first index after the group (retention may have purged below it).
+    pub first_index: LogIndex,
 }
 
 /// Where the writer sends its events.
@@ -276,6 +278,11 @@ fn commit_group<S: LogStore>(store: &mut S, requests: Vec<Request>, sink: &mut S
     let mut group: Option<Group> = None;
     let mut state: Option<StoreState> = None;
     for request in requests {
+        // An install is written alone: what came before it first, then it.
+        let install = request.batch.install.is_some();
+        if install && let Some(error) = flush(store, group.take(), sink) {
+            return fail(sink, error.0..=last_drained, error.1);
+        }
         let before = match state.take() {
             Some(state) => state,
             None => match store.store_state() {
@@ -291,6 +298,9 @@ fn commit_group<S: LogStore>(store: &mut S, requests: Vec<Request>, sink: &mut S
             Ok(after) => {
                 state = Some(after);
                 merge(&mut group, request);
+                if install && let Some(error) = flush(store, group.take(), sink) {
+                    return fail(sink, error.0..=last_drained, error.1);
+                }
             }
             Err(error) if !error.is_fatal() => {
                 // The request changes nothing; earlier ones are written first, so that events
@@ -401,6 +411,7 @@ fn flush<S: LogStore>(
                 requests,
                 last_log_id: log.last_log_id,
                 hard_state: group.batch.hard_state,
+                first_index: log.first_index,
             }));
             None
         }

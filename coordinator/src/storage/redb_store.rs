@@ -30,12 +30,14 @@ use redb::{
 };
 
 use ordo_node::storage::record::{
-    decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value, entry_term,
+    decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value,
+    entry_facts, entry_term,
 };
-use ordo_node::storage::rules::{Extent, plan_compaction, plan_write};
+use ordo_node::storage::rules::{AgeCheck, Extent, plan_compaction, plan_write};
 use ordo_node::storage::{
-    ApplyProgress, LogRead, LogState, LogStore, Result as StoreResult, Retention,
-    STORAGE_FORMAT_VERSION, StorageError, StoreState, StoredTables, WriteBatch, missing,
+    ApplyProgress, Install, LogRead, LogState, LogStore, Result as StoreResult, Retention,
+    STORAGE_FORMAT_VERSION, SnapshotState, StorageError, StoreState, StoredTables, WriteBatch,
+    missing,
 };
 
 /// The names in the redb file: its tables and the keys of the Raft table. They are part of the
@@ -130,6 +132,8 @@ pub struct RedbLogStore {
     state: StoreState,
     /// Bytes of entry records in the log; counted only when retention limits bytes.
     retained_bytes: Option<u64>,
+    /// When retention last checked entries' age (not durable: a restart checks again).
+    age_check: std::cell::Cell<AgeCheck>,
     /// Why writes are refused, after a write failed.
     halted: Option<String>,
 }
@@ -196,6 +200,7 @@ impl RedbLogStore {
             options,
             state,
             retained_bytes,
+            age_check: std::cell::Cell::new(AgeCheck::default()),
             halted: None,
         })
     }
@@ -208,6 +213,11 @@ impl RedbLogStore {
     ) -> Result<(StoreState, Option<u64>)> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        if let Some(install) = &batch.install {
+            let retained_bytes = install_snapshot(&txn, install, &after, self.retained_bytes)?;
+            txn.commit()?;
+            return Ok((after, retained_bytes));
+        }
         let mut retained_bytes = self.retained_bytes;
         write_entries(
             &txn,
@@ -217,14 +227,19 @@ impl RedbLogStore {
         )?;
         write_raft_state(&txn, batch, &self.state)?;
         write_tables(&txn, batch)?;
-        let compaction = if self.options.retention == Retention::default() {
+        let retention = &self.options.retention;
+        let compaction = if *retention == Retention::default() {
             None
         } else {
+            let mut age_check = self.age_check.get();
+            let check_age = age_check.due(retention, after.log_time_ms);
+            self.age_check.set(age_check);
             let log = txn.open_table(LOG)?;
-            let mut sizes = log
-                .range(after.log.first_index..)?
-                .map(|item| Ok(item.map_err(Fault::from)?.1.value().len() as u64));
-            plan_compaction(&after, retained_bytes, &self.options.retention, &mut sizes)?
+            let mut facts = log.range(after.log.first_index..)?.map(|item| {
+                let (key, value) = item.map_err(Fault::from)?;
+                entry_facts(key.value(), value.value())
+            });
+            plan_compaction(&after, retained_bytes, retention, check_age, &mut facts)?
         };
         if let Some(compaction) = compaction {
             let purged = compact(&txn, after.log.first_index, compaction.first_index)?;
@@ -235,6 +250,76 @@ impl RedbLogStore {
         txn.commit()?;
         Ok((after, retained_bytes))
     }
+}
+
+/// Makes a snapshot the store's state in `txn`: the log through it goes (all of it unless the
+/// suffix is kept), the tables are the snapshot's, progress and the named records move to it.
+/// Returns the retained record bytes after it (when counted).
+fn install_snapshot(
+    txn: &WriteTransaction,
+    install: &Install,
+    after: &StoreState,
+    retained_bytes: Option<u64>,
+) -> Result<Option<u64>> {
+    let last = install.last_included;
+    {
+        let mut log = txn.open_table(LOG)?;
+        if install.keep_suffix {
+            log.retain_in(..=last.index, |_, _| false)?;
+        } else {
+            log.retain(|_, _| false)?;
+        }
+    }
+    let retained_bytes = match retained_bytes {
+        Some(_) => Some(
+            txn.open_table(LOG)?
+                .iter()?
+                .map(|item| Ok(item?.1.value().len() as u64))
+                .sum::<Result<u64>>()?,
+        ),
+        None => None,
+    };
+    txn.open_table(BATCHES)?.retain(|_, _| false)?;
+    {
+        let mut registry = txn.open_table(REGISTRY)?;
+        registry.retain(|_, _| false)?;
+        for (batch_id, record) in &install.state.registry {
+            let sealed = encode_bytes(batch_id, record);
+            registry.insert(batch_id, sealed.as_slice())?;
+        }
+    }
+    {
+        let mut offsets = txn.open_table(OFFSETS)?;
+        offsets.retain(|_, _| false)?;
+        for (topic, offset) in &install.state.offsets {
+            let record = encode_value(topic.as_bytes(), offset);
+            offsets.insert(topic.as_str(), record.as_slice())?;
+        }
+    }
+    let mut raft = txn.open_table(RAFT)?;
+    let mut put = |key: &str, record: Vec<u8>| raft.insert(key, record.as_slice()).map(|_| ());
+    put(APPLIED_KEY, encode_value(APPLIED_KEY.as_bytes(), &last))?;
+    put(
+        COMMITTED_KEY,
+        encode_value(COMMITTED_KEY.as_bytes(), &after.progress.committed),
+    )?;
+    put(PURGED_KEY, encode_value(PURGED_KEY.as_bytes(), &last))?;
+    put(
+        LAST_SEQ_KEY,
+        encode_value(LAST_SEQ_KEY.as_bytes(), &install.state.last_seq),
+    )?;
+    put(
+        LOG_TIME_KEY,
+        encode_value(LOG_TIME_KEY.as_bytes(), &install.state.log_time_ms),
+    )?;
+    put(
+        REGISTRY_FLOOR_KEY,
+        encode_value(
+            REGISTRY_FLOOR_KEY.as_bytes(),
+            &install.state.registry_floor_ms,
+        ),
+    )?;
+    Ok(retained_bytes)
 }
 
 impl LogStore for RedbLogStore {
@@ -295,6 +380,14 @@ impl LogRead for RedbLogStore {
 
     fn tables(&self) -> StoreResult<StoredTables> {
         self.reader.tables()
+    }
+
+    fn snapshot(&self) -> StoreResult<SnapshotState> {
+        self.reader.snapshot()
+    }
+
+    fn first_seq(&self) -> StoreResult<u64> {
+        self.reader.first_seq()
     }
 }
 
@@ -386,27 +479,55 @@ impl LogRead for RedbLogReader {
         })?)
     }
 
-    fn tables(&self) -> StoreResult<StoredTables> {
+    fn snapshot(&self) -> StoreResult<SnapshotState> {
         Ok(self.read(|txn| {
-            let mut tables = StoredTables::default();
-            for item in txn.open_table(OFFSETS)?.iter()? {
-                let (topic, value) = item?;
-                let topic = topic.value().to_string();
-                let offset = decode_value(topic.as_bytes(), value.value()).map_err(|detail| {
-                    StorageError::corrupt_state(format!("offset of topic {topic:?}"), detail)
-                })?;
-                tables.offsets.push((topic, offset));
-            }
-            for item in txn.open_table(REGISTRY)?.iter()? {
-                let (id, value) = item?;
-                let id = *id.value();
-                let record = decode_bytes(&id, value.value())
-                    .map_err(|detail| StorageError::corrupt_state("registry record", detail))?;
-                tables.registry.push((id, record.to_vec()));
-            }
-            Ok(tables)
+            let state = load_state(txn)?;
+            let tables = read_tables(txn)?;
+            Ok(SnapshotState {
+                applied: state.progress.applied.unwrap_or_default(),
+                last_seq: state.last_seq,
+                log_time_ms: state.log_time_ms,
+                registry_floor_ms: state.registry_floor_ms,
+                offsets: tables.offsets,
+                registry: tables.registry,
+            })
         })?)
     }
+
+    fn first_seq(&self) -> StoreResult<u64> {
+        Ok(self.read(|txn| {
+            let batches = txn.open_table(BATCHES)?;
+            match batches.first()? {
+                Some((seq, _)) => Ok(seq.value()),
+                None => Ok(load_state(txn)?.last_seq + 1),
+            }
+        })?)
+    }
+
+    fn tables(&self) -> StoreResult<StoredTables> {
+        Ok(self.read(read_tables)?)
+    }
+}
+
+/// Every topic offset and registry record, in key order, as of `txn`.
+fn read_tables(txn: &ReadTransaction) -> Result<StoredTables> {
+    let mut tables = StoredTables::default();
+    for item in txn.open_table(OFFSETS)?.iter()? {
+        let (topic, value) = item?;
+        let topic = topic.value().to_string();
+        let offset = decode_value(topic.as_bytes(), value.value()).map_err(|detail| {
+            StorageError::corrupt_state(format!("offset of topic {topic:?}"), detail)
+        })?;
+        tables.offsets.push((topic, offset));
+    }
+    for item in txn.open_table(REGISTRY)?.iter()? {
+        let (id, value) = item?;
+        let id = *id.value();
+        let record = decode_bytes(&id, value.value())
+            .map_err(|detail| StorageError::corrupt_state("registry record", detail))?;
+        tables.registry.push((id, record.to_vec()));
+    }
+    Ok(tables)
 }
 
 /// Checks the format version of a file and creates the tables of a new one. Nothing is written

@@ -41,6 +41,13 @@ pub struct Config {
     pub pending_reads_max: usize,
     /// Most payload bytes handed to the state machine in one Apply output.
     pub apply_bytes_max: u64,
+    /// Most payload bytes of entries the core keeps in memory. Applied entries beyond it leave
+    /// the window, oldest first; a leader reads them back from storage for a follower that
+    /// needs them.
+    pub log_window_bytes_max: u64,
+    /// A leader waits this long for a follower to acknowledge a snapshot it was sent before it
+    /// tries again (a follower that died mid-transfer never pins its leader).
+    pub snapshot_timeout_ticks: u32,
     /// Check the core's whole invariant chain after every input (the log's shape, the
     /// replication window's accounting), whatever the build profile. The simulator turns it on
     /// in every seed; debug builds check always; a production node leaves it off, as the checks
@@ -67,6 +74,8 @@ impl Config {
             proposal_bytes_max: ENTRY_PAYLOAD_BYTES_MAX,
             pending_reads_max: 65_536,
             apply_bytes_max: 16 * 1024 * 1024,
+            log_window_bytes_max: 64 * 1024 * 1024,
+            snapshot_timeout_ticks: 3000,
             invariant_checks: false,
         }
     }
@@ -105,6 +114,7 @@ impl Config {
                 "replication_stall_ticks",
                 self.replication_stall_ticks as u64,
             ),
+            ("snapshot_timeout_ticks", self.snapshot_timeout_ticks as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::Zero(name));

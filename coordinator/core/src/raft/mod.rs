@@ -134,6 +134,25 @@ pub enum Output {
         term: Term,
         leader: Option<NodeId>,
     },
+    /// Leader: read entries `[low, high)` back from storage for follower `to` (they have left
+    /// the in-memory window), with the term of entry `low - 1`, and hand them to
+    /// [`Raft::handle_entries_read`]. Nothing else is sent to `to` until then.
+    ReadEntries {
+        to: NodeId,
+        low: LogIndex,
+        high: LogIndex,
+    },
+    /// Leader: follower `to` needs entries storage no longer holds. Send it a snapshot of the
+    /// state machine as it is now, and report how the transfer went with
+    /// [`Raft::handle_snapshot_report`].
+    SendSnapshot { to: NodeId },
+    /// Follower: make the received snapshot this node's state, durably, **before any later
+    /// output is carried out**: it covers the log up to `last_included`. Keep the stored
+    /// entries after it when `keep_suffix`; drop the whole stored log otherwise.
+    InstallSnapshot {
+        last_included: LogId,
+        keep_suffix: bool,
+    },
 }
 
 /// Why a proposal was refused.
@@ -162,6 +181,10 @@ pub enum ProposalLost {
     /// Another entry was committed at the proposal's index.
     #[error("another leader's entry was committed at index {index}")]
     Overwritten { index: LogIndex },
+    /// A snapshot replaced the log through the proposal's index before this node learned
+    /// which entry committed there: the proposal's fate is unknown here (ask for its status).
+    #[error("a snapshot replaced index {index} before this node learned its fate")]
+    Unknowable { index: LogIndex },
 }
 
 /// Why a linearizable read could not be served.
@@ -222,10 +245,14 @@ pub enum StartError {
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub hard_state: HardState,
-    /// Every durable entry, contiguous.
+    /// The entry just before `entries`: the applied index and its term, or (0, 0).
+    pub prev_log_id: LogId,
+    /// The durable entries after `prev_log_id`, contiguous (at least every unapplied one).
     pub entries: Vec<Entry>,
-    /// Entries up to here were applied to a durable state machine (0 if it is rebuilt).
+    /// Entries up to here were applied to a durable state machine; at least `prev_log_id`.
     pub applied: LogIndex,
+    /// The lowest index storage holds (1 if it never purged).
+    pub stored_first: LogIndex,
 }
 
 /// A point-in-time summary, for status pages and observers.
@@ -305,8 +332,10 @@ impl Raft {
         config.validate()?;
         let Restored {
             hard_state,
+            prev_log_id,
             entries,
             applied,
+            stored_first,
         } = restored;
         if entries
             .windows(2)
@@ -325,13 +354,35 @@ impl Raft {
                 "the log holds a term above the durable term",
             ));
         }
-        if entries.first().is_some_and(|entry| entry.index != 1) {
+        if entries
+            .first()
+            .is_some_and(|entry| entry.index != prev_log_id.index + 1)
+        {
             return Err(StartError::Restore(
-                "log must start at index 1 (no snapshots yet)",
+                "the entries do not follow the entry before them",
             ));
         }
-        if applied > entries.last().map_or(0, |entry| entry.index) {
-            return Err(StartError::Restore("applied index beyond the log"));
+        if entries
+            .first()
+            .is_some_and(|entry| entry.term < prev_log_id.term)
+            || prev_log_id.term > hard_state.term
+        {
+            return Err(StartError::Restore("entry terms decrease along the log"));
+        }
+        if applied
+            > entries
+                .last()
+                .map_or(prev_log_id.index, |entry| entry.index)
+            || applied < prev_log_id.index
+        {
+            return Err(StartError::Restore(
+                "applied index outside the restored log",
+            ));
+        }
+        if stored_first > prev_log_id.index + 1 {
+            return Err(StartError::Restore(
+                "storage is missing entries after the applied index",
+            ));
         }
         let mut raft = Self {
             rng: Prng::new(seed),
@@ -339,7 +390,7 @@ impl Raft {
             vote: hard_state.vote,
             role: Role::Follower,
             leader: None,
-            log: RaftLog::restore(entries, applied),
+            log: RaftLog::restore(prev_log_id, entries, applied, stored_first),
             election_elapsed_ticks: 0,
             election_timeout_randomized_ticks: config.election_timeout_ticks,
             heartbeat_elapsed_ticks: 0,
@@ -401,6 +452,17 @@ impl Raft {
 
     pub fn durable_index(&self) -> LogIndex {
         self.log.durable
+    }
+
+    /// Payload bytes of the entries the core holds in memory (bounded by
+    /// `Config::log_window_bytes_max` plus what is not yet applied).
+    pub fn log_window_bytes(&self) -> u64 {
+        self.log.window_bytes()
+    }
+
+    /// The first index the core holds in memory.
+    pub fn log_window_first_index(&self) -> LogIndex {
+        self.log.first_index()
     }
 
     /// The entry at `index`, if this node holds it (for observers and tests).
@@ -574,6 +636,58 @@ impl Raft {
         self.step(from, message);
         self.finish_input();
         Ok(())
+    }
+
+    /// Storage read the entries an [`Output::ReadEntries`] for follower `to` asked for, from
+    /// `low`: the term of entry `low - 1` and the entries (at least one), or `Err` with the
+    /// lowest index storage still holds when they were purged meanwhile.
+    pub fn handle_entries_read(
+        &mut self,
+        to: NodeId,
+        low: LogIndex,
+        read: Result<(Term, Vec<Entry>), LogIndex>,
+    ) {
+        self.entries_read(to, low, read);
+        self.finish_input();
+    }
+
+    /// The runtime finished (or gave up) sending follower `to` the snapshot an
+    /// [`Output::SendSnapshot`] asked for (etcd's `ReportSnapshot`). Success only means the
+    /// bytes arrived; the follower's acknowledgement after installing it moves replication on.
+    pub fn handle_snapshot_report(&mut self, to: NodeId, delivered: bool) {
+        if self.role == Role::Leader
+            && let Some(progress) = self.progress.get_mut(&to)
+            && progress.mode == ReplicationMode::Snapshot
+            && !delivered
+        {
+            progress.snapshot_failed();
+        }
+        self.finish_input();
+    }
+
+    /// A snapshot of leader `from`'s state, sent in `term` and covering the log through
+    /// `last_included`, arrived whole and verified. The core installs it (an
+    /// [`Output::InstallSnapshot`]) if it carries this node past its commit index.
+    pub fn handle_snapshot(&mut self, from: NodeId, term: Term, last_included: LogId) {
+        if !self.config.voters.contains(&from) || from == self.config.id {
+            return;
+        }
+        if term < self.term {
+            self.send(from, Body::HeartbeatResponse { read_round: 0 });
+        } else {
+            if term > self.term {
+                self.become_follower(term, Some(from));
+            }
+            self.follow(from);
+            self.install_snapshot(from, last_included);
+        }
+        self.finish_input();
+    }
+
+    /// Storage no longer holds entries below `stored_first` (its retention purged them).
+    pub fn handle_purged(&mut self, stored_first: LogIndex) {
+        self.log.stored_first = self.log.stored_first.max(stored_first);
+        self.finish_input();
     }
 
     // ----- message handling -----
@@ -772,15 +886,19 @@ impl Raft {
         let committed = self.log.committed;
         if prev_log_id.index < committed {
             // Entries up to our commit index are the leader's too (Raft safety); skip them so a
-            // late or duplicated append can never reach back into committed entries.
-            let skip = (committed - prev_log_id.index).min(entries.len() as u64);
-            entries.drain(..skip as usize);
-            let index = prev_log_id.index + skip;
+            // late or duplicated append can never reach back into committed entries (which may
+            // have left the window, or the log, already).
+            if prev_log_id.index + entries.len() as u64 <= committed {
+                self.ack_matched = self.ack_matched.max(committed);
+                self.maybe_acknowledge(true);
+                return;
+            }
+            entries.drain(..(committed - prev_log_id.index) as usize);
             let term = self
                 .log
-                .term_at(index)
-                .expect("index <= commit is in the log");
-            prev_log_id = LogId::new(term, index);
+                .term_at(committed)
+                .expect("the commit index is at or after the window's start");
+            prev_log_id = LogId::new(term, committed);
         }
         if !self.log.matches(prev_log_id) {
             let hint = self.reject_hint(prev_log_id.index);
@@ -1088,12 +1206,21 @@ impl Raft {
         }
         let (last_index, stall_ticks) =
             (self.log.last_index(), self.config.replication_stall_ticks);
+        let snapshot_timeout = self.config.snapshot_timeout_ticks;
         for progress in self.progress.values_mut() {
             // A follower that is behind and acknowledged nothing for a while has lost appends
             // (or their answers): probe again from its match point instead of waiting forever.
             if progress.mode == ReplicationMode::Replicate && progress.match_index < last_index {
                 progress.stalled_ticks += 1;
                 if progress.stalled_ticks >= stall_ticks {
+                    progress.restart_probe();
+                }
+            }
+            // A snapshot never acknowledged (the follower died, or the transfer was lost):
+            // try again rather than wait forever.
+            if progress.mode == ReplicationMode::Snapshot {
+                progress.stalled_ticks += 1;
+                if progress.stalled_ticks >= snapshot_timeout {
                     progress.restart_probe();
                 }
             }
@@ -1157,26 +1284,47 @@ impl Raft {
         }
     }
 
+    /// Sends follower `peer` what comes next for it: from the window, or (for entries that
+    /// left it) a read from storage, or (for entries storage no longer holds) a snapshot.
     fn send_append(&mut self, peer: NodeId) {
-        let progress = &self.progress[&peer];
-        let prev_index = progress.next_index - 1;
+        let next = self.progress[&peer].next_index;
+        if next <= self.log.prev_log_id().index {
+            let progress = self.progress.get_mut(&peer).expect("peer has progress");
+            if next >= self.log.stored_first {
+                let high = self.log.first_index();
+                progress.fetching = Some(next);
+                self.outputs.push_back(Output::ReadEntries {
+                    to: peer,
+                    low: next,
+                    high,
+                });
+            } else {
+                progress.send_snapshot();
+                self.outputs.push_back(Output::SendSnapshot { to: peer });
+            }
+            return;
+        }
+        let prev_index = next - 1;
         let prev_term = self
             .log
             .term_at(prev_index)
-            .expect("no compaction yet: prev is in log");
+            .expect("the entry before the window or in it");
         let entries = self.log.slice(
-            progress.next_index,
+            next,
             self.log.last_index() + 1,
             self.config.append_bytes_max,
             self.config.append_entries_max,
         );
+        self.send_entries(peer, LogId::new(prev_term, prev_index), entries);
+    }
+
+    fn send_entries(&mut self, peer: NodeId, prev_log_id: LogId, entries: Vec<Entry>) {
         let bytes: u64 = entries.iter().map(Entry::payload_bytes).sum();
-        let last_sent = prev_index + entries.len() as u64;
+        let last_sent = prev_log_id.index + entries.len() as u64;
         let commit_index = self.log.committed;
         let progress = self.progress.get_mut(&peer).expect("peer has progress");
         progress.sent(last_sent, bytes, !entries.is_empty());
         progress.commit_sent = commit_index;
-        let prev_log_id = LogId::new(prev_term, prev_index);
         self.send(
             peer,
             Body::Append {
@@ -1184,6 +1332,73 @@ impl Raft {
                 entries,
                 commit_index,
             },
+        );
+    }
+
+    fn entries_read(
+        &mut self,
+        to: NodeId,
+        low: LogIndex,
+        read: Result<(Term, Vec<Entry>), LogIndex>,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
+        if progress.fetching != Some(low) {
+            return;
+        }
+        progress.fetching = None;
+        match read {
+            Ok((prev_term, entries)) if !entries.is_empty() && progress.next_index == low => {
+                assert!(
+                    entries
+                        .last()
+                        .is_some_and(|e| e.index < self.log.first_index()),
+                    "entries read back are below the window"
+                );
+                let entries: Vec<Entry> = entries
+                    .into_iter()
+                    .take(self.config.append_entries_max)
+                    .collect();
+                self.send_entries(to, LogId::new(prev_term, low - 1), entries);
+            }
+            Ok(_) => {}
+            Err(stored_first) => self.log.stored_first = self.log.stored_first.max(stored_first),
+        }
+    }
+
+    /// Follower: installs a snapshot through `last_included` if it is news, and acknowledges.
+    fn install_snapshot(&mut self, from: NodeId, last_included: LogId) {
+        if last_included.index > self.log.committed {
+            let keep_suffix = self.log.matches(last_included);
+            // Proposals this node made in the replaced range: it cannot learn their fate.
+            let replaced = {
+                let remaining = self.pending_proposals.split_off(&(last_included.index + 1));
+                std::mem::replace(&mut self.pending_proposals, remaining)
+            };
+            for (index, proposals) in replaced {
+                for (_, id) in proposals {
+                    let result = Err(ProposalLost::Unknowable { index });
+                    self.outputs
+                        .push_back(Output::ProposalResult { id, result });
+                }
+            }
+            self.log.install(last_included, keep_suffix);
+            self.outputs.push_back(Output::InstallSnapshot {
+                last_included,
+                keep_suffix,
+            });
+        }
+        // Everything up to the commit index (now at least the snapshot) matches the leader.
+        self.ack_matched = self.ack_matched.max(self.log.committed);
+        let match_index = self.ack_matched.min(self.log.durable);
+        self.ack_sent = self.ack_sent.max(match_index);
+        self.send(
+            from,
+            Body::AppendResponse(AppendResponse::Accepted { match_index }),
         );
     }
 
@@ -1308,6 +1523,7 @@ impl Raft {
                 }
             }
         }
+        self.log.trim(self.config.log_window_bytes_max);
         while let Some(&(id, index)) = self.reads_waiting_apply.front() {
             if index > self.log.applied {
                 break;

@@ -14,6 +14,9 @@ pub enum ReplicationMode {
     /// The follower is known to match: appends stream without waiting for acknowledgements,
     /// up to the in-flight window.
     Replicate,
+    /// The follower needs entries storage no longer holds: a snapshot is on its way, and
+    /// nothing else is sent until the follower acknowledges it or it times out.
+    Snapshot,
 }
 
 #[derive(Debug)]
@@ -32,8 +35,12 @@ pub(crate) struct Progress {
     pub(crate) read_round_acked: u64,
     /// The commit index this follower was last told by an append.
     pub(crate) commit_sent: LogIndex,
-    /// Leader ticks since this follower last acknowledged progress while behind.
+    /// Leader ticks since this follower last acknowledged progress while behind (or, in
+    /// Snapshot mode, since the snapshot was asked for).
     pub(crate) stalled_ticks: u32,
+    /// Entries from this index are being read back from storage for this follower: nothing
+    /// else is sent until they arrive.
+    pub(crate) fetching: Option<LogIndex>,
 }
 
 impl Progress {
@@ -49,12 +56,17 @@ impl Progress {
             read_round_acked: 0,
             commit_sent: 0,
             stalled_ticks: 0,
+            fetching: None,
         }
     }
 
     /// Whether the leader must hold further appends to this follower for now.
     pub(crate) fn is_paused(&self, messages_max: usize, bytes_max: u64) -> bool {
+        if self.fetching.is_some() {
+            return true;
+        }
         match self.mode {
+            ReplicationMode::Snapshot => true,
             ReplicationMode::Probe => self.probe_sent,
             ReplicationMode::Replicate => {
                 self.inflight.len() >= messages_max || self.inflight_bytes >= bytes_max
@@ -71,7 +83,7 @@ impl Progress {
                 self.inflight.push_back((last_index, bytes));
                 self.inflight_bytes += bytes;
             }
-            ReplicationMode::Replicate => {}
+            ReplicationMode::Replicate | ReplicationMode::Snapshot => {}
         }
     }
 
@@ -94,7 +106,7 @@ impl Progress {
                 .checked_sub(bytes)
                 .expect("the in-flight bytes count every append in flight");
         }
-        if self.mode == ReplicationMode::Probe {
+        if self.mode != ReplicationMode::Replicate {
             self.enter(ReplicationMode::Replicate);
         }
         advanced
@@ -107,6 +119,7 @@ impl Progress {
         match self.mode {
             ReplicationMode::Replicate if rejected_prev_index <= self.match_index => false,
             ReplicationMode::Probe if rejected_prev_index + 1 != self.next_index => false,
+            ReplicationMode::Snapshot => false,
             _ => {
                 let floor = self.match_index + 1;
                 self.enter(ReplicationMode::Probe);
@@ -121,6 +134,18 @@ impl Progress {
     pub(crate) fn restart_probe(&mut self) {
         self.enter(ReplicationMode::Probe);
         self.next_index = self.match_index + 1;
+    }
+
+    /// A snapshot is asked for: hold everything else until it is acknowledged or times out.
+    pub(crate) fn send_snapshot(&mut self) {
+        self.enter(ReplicationMode::Snapshot);
+    }
+
+    /// The snapshot's transfer failed: probe again, but only once the follower shows it is
+    /// alive (a heartbeat answer re-arms the probe), so a dead follower costs no snapshots.
+    pub(crate) fn snapshot_failed(&mut self) {
+        self.restart_probe();
+        self.probe_sent = true;
     }
 
     /// The window's accounting, for the core's invariant checks.
@@ -145,7 +170,7 @@ impl Progress {
         );
         assert!(
             self.mode == ReplicationMode::Replicate || self.inflight.is_empty(),
-            "a probe has no window"
+            "only replication has a window"
         );
         assert!(self.match_index < self.next_index, "next is past match");
         assert!(
@@ -158,6 +183,7 @@ impl Progress {
         self.mode = mode;
         self.stalled_ticks = 0;
         self.probe_sent = false;
+        self.fetching = None;
         self.inflight.clear();
         self.inflight_bytes = 0;
     }

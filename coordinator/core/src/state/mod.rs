@@ -83,6 +83,17 @@ impl Command {
         codec::decode(bytes, ENTRY_PAYLOAD_BYTES_MAX)
     }
 
+    /// The leader stamp of an encoded command, if it is a batch, without decoding it (storage
+    /// reads it to age entries).
+    pub fn stamp_of(encoded: &[u8]) -> Option<u64> {
+        let tag = encoded.get(..COMMAND_TAG_BYTES)?;
+        if tag != [0; COMMAND_TAG_BYTES] || encoded.len() < COMMAND_TAG_BYTES + STAMP_BYTES {
+            return None;
+        }
+        let stamp = encoded.get(encoded.len() - STAMP_BYTES..)?;
+        Some(u64::from_le_bytes(stamp.try_into().ok()?))
+    }
+
     /// The encoding of the batch inside an encoded `Command::Batch`: what its content hash
     /// covers, the same whichever leader stamped it.
     pub fn batch_bytes(encoded: &[u8]) -> &[u8] {

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ordo_common::{Entry, LogId, LogIndex, Term};
 
-use super::record::{decode_entry, encode_entry, entry_term};
-use super::rules::{Extent, plan_compaction, plan_write};
+use super::record::{decode_entry, encode_entry, entry_facts, entry_term};
+use super::rules::{AgeCheck, Extent, plan_compaction, plan_write};
 use super::{
-    LogRead, LogState, LogStore, Result, Retention, STORAGE_FORMAT_VERSION, StorageError,
-    StoreState, StoredTables, WriteBatch,
+    Install, LogRead, LogState, LogStore, Result, Retention, STORAGE_FORMAT_VERSION, SnapshotState,
+    StorageError, StoreState, StoredTables, WriteBatch,
 };
 
 /// The shared "disk" of [`MemLogStore`]s: clone it to keep the data across a store's lifetime.
@@ -91,6 +91,7 @@ impl MemDisk {
 pub struct MemLogStore {
     disk: MemDisk,
     retention: Retention,
+    age_check: AgeCheck,
 }
 
 impl MemLogStore {
@@ -112,6 +113,7 @@ impl MemLogStore {
         Ok(Self {
             disk: disk.clone(),
             retention,
+            age_check: AgeCheck::default(),
         })
     }
 
@@ -125,7 +127,9 @@ impl LogStore for MemLogStore {
     type Reader = MemDisk;
 
     fn write(&mut self, batch: &WriteBatch) -> Result<LogState> {
-        self.disk.lock().write(batch, &self.retention)
+        self.disk
+            .lock()
+            .write(batch, &self.retention, &mut self.age_check)
     }
 
     fn reader(&self) -> MemDisk {
@@ -135,8 +139,16 @@ impl LogStore for MemLogStore {
 
 impl MemFile {
     /// Plans everything first, so that the mutation below cannot fail half way.
-    fn write(&mut self, batch: &WriteBatch, retention: &Retention) -> Result<LogState> {
+    fn write(
+        &mut self,
+        batch: &WriteBatch,
+        retention: &Retention,
+        age_check: &mut AgeCheck,
+    ) -> Result<LogState> {
         let after = plan_write(&self.state, batch, &mut |index| self.term_at(index))?;
+        if let Some(install) = &batch.install {
+            return Ok(self.install(install, after));
+        }
         let records: Vec<Vec<u8>> = batch.entries.iter().map(encode_entry).collect();
         let start = batch.entries.first().map(|entry| entry.index);
         let replaced_bytes: u64 = start.map_or(0, |start| {
@@ -149,12 +161,18 @@ impl MemFile {
             Some(start) if index >= start => records.get((index - start) as usize),
             _ => self.log.get(&index),
         };
-        let mut sizes = (after.log.first_index..).map(|index| {
-            record_after(index)
-                .map(|record| record.len() as u64)
-                .ok_or_else(|| missing(index))
+        let mut facts = (after.log.first_index..).map(|index| {
+            let record = record_after(index).ok_or_else(|| missing(index))?;
+            entry_facts(index, record)
         });
-        let compaction = plan_compaction(&after, Some(retained_bytes), retention, &mut sizes)?;
+        let check_age = age_check.due(retention, after.log_time_ms);
+        let compaction = plan_compaction(
+            &after,
+            Some(retained_bytes),
+            retention,
+            check_age,
+            &mut facts,
+        )?;
         let purged = match compaction {
             Some(c) => {
                 let index = c.first_index - 1;
@@ -181,17 +199,55 @@ impl MemFile {
         self.state = after;
         self.retained_bytes = retained_bytes;
         if let (Some(compaction), Some(purged)) = (compaction, purged) {
-            self.log = self.log.split_off(&compaction.first_index);
-            self.batches
-                .retain(|_, index| *index >= compaction.first_index);
-            self.state.log.first_index = compaction.first_index;
-            self.state.log.purged = Some(purged);
-            if self.log.is_empty() {
-                self.state.log.last_log_id = Some(purged);
-            }
+            self.purge(compaction.first_index, purged);
             self.retained_bytes = compaction.retained_bytes.unwrap_or(retained_bytes);
         }
         Ok(self.state.log)
+    }
+
+    /// Deletes entries below `first_index` (and the seqs they carried); `purged` is the last.
+    fn purge(&mut self, first_index: LogIndex, purged: LogId) {
+        self.log = self.log.split_off(&first_index);
+        self.batches.retain(|_, index| *index >= first_index);
+        self.state.log.first_index = first_index;
+        self.state.log.purged = Some(purged);
+        if self.log.is_empty() {
+            self.state.log.last_log_id = Some(purged);
+        }
+    }
+
+    /// Makes a snapshot the state: its tables replace ours, the log through it goes.
+    fn install(&mut self, install: &Install, after: StoreState) -> LogState {
+        let last = install.last_included;
+        if !install.keep_suffix {
+            self.log.clear();
+        }
+        self.log = self.log.split_off(&(last.index + 1));
+        self.retained_bytes = self.log.values().map(|record| record.len() as u64).sum();
+        self.batches.clear();
+        self.registry = install.state.registry.iter().cloned().collect();
+        self.offsets = install.state.offsets.iter().cloned().collect();
+        self.state = after;
+        self.state.log
+    }
+
+    fn snapshot(&self) -> SnapshotState {
+        SnapshotState {
+            applied: self.state.progress.applied.unwrap_or_default(),
+            last_seq: self.state.last_seq,
+            log_time_ms: self.state.log_time_ms,
+            registry_floor_ms: self.state.registry_floor_ms,
+            offsets: self.offsets.iter().map(|(t, o)| (t.clone(), *o)).collect(),
+            registry: self.registry.iter().map(|(i, r)| (*i, r.clone())).collect(),
+        }
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.batches
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.state.last_seq + 1)
     }
 
     fn term_at(&self, index: LogIndex) -> Result<Term> {
@@ -261,6 +317,14 @@ impl LogRead for MemDisk {
             registry: file.registry.iter().map(|(i, r)| (*i, r.clone())).collect(),
         })
     }
+
+    fn snapshot(&self) -> Result<SnapshotState> {
+        Ok(self.lock().snapshot())
+    }
+
+    fn first_seq(&self) -> Result<u64> {
+        Ok(self.lock().first_seq())
+    }
 }
 
 impl LogRead for MemLogStore {
@@ -290,5 +354,13 @@ impl LogRead for MemLogStore {
 
     fn tables(&self) -> Result<StoredTables> {
         self.disk.tables()
+    }
+
+    fn snapshot(&self) -> Result<SnapshotState> {
+        self.disk.snapshot()
+    }
+
+    fn first_seq(&self) -> Result<u64> {
+        self.disk.first_seq()
     }
 }

@@ -36,7 +36,7 @@ pub use mem::{MemDisk, MemLogStore, missing};
 /// The storage format this build writes and the only one it reads. A store written with any
 /// other version is refused with [`StorageError::IncompatibleFormat`]; bump it whenever a table
 /// or record layout changes, and add a migration when there is a released format to migrate from.
-pub const STORAGE_FORMAT_VERSION: u64 = 2;
+pub const STORAGE_FORMAT_VERSION: u64 = 3;
 
 pub use ordo_common::limits::{OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 
@@ -56,6 +56,37 @@ pub struct WriteBatch {
     pub committed: Option<LogIndex>,
     /// The state machine's progress and table changes, if it applied entries.
     pub state: Option<StateUpdate>,
+    /// A snapshot to install in place of the log through its last entry and of the whole state
+    /// machine. An install is written alone.
+    pub install: Option<Install>,
+}
+
+/// A received snapshot, made the node's state: the state machine's tables are replaced with
+/// the snapshot's, the log through `last_included` is purged (all of it unless
+/// `keep_suffix`), and the apply and commit progress move to `last_included`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Install {
+    pub last_included: LogId,
+    /// Keep the stored entries after `last_included` (the log holds `last_included` itself with
+    /// its term, so what follows may be the leader's too); drop the whole log otherwise.
+    pub keep_suffix: bool,
+    pub state: SnapshotState,
+}
+
+/// The state machine's durable state as of an applied entry: what a snapshot carries, read in
+/// one consistent view ([`LogRead::snapshot`]). Tables are in key order, so two nodes at the same
+/// applied index hold byte-identical snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotState {
+    /// The last entry applied: the snapshot covers the log through it.
+    pub applied: LogId,
+    pub last_seq: u64,
+    pub log_time_ms: u64,
+    pub registry_floor_ms: u64,
+    /// In topic order.
+    pub offsets: Vec<(String, u64)>,
+    /// Batch id → encoded registry record, in id order.
+    pub registry: Vec<([u8; 16], Vec<u8>)>,
 }
 
 impl WriteBatch {
@@ -82,6 +113,7 @@ impl WriteBatch {
             && self.entries.is_empty()
             && self.committed.is_none()
             && self.state.is_none()
+            && self.install.is_none()
     }
 
     /// Approximate bytes the batch holds in memory, the unit of the writer's queue limit.
@@ -93,7 +125,13 @@ impl WriteBatch {
             let offsets: usize = s.offsets.iter().map(|(t, _)| t.len() + 8).sum();
             (registry + offsets + s.seqs.len() * 16) as u64
         });
-        entries + state
+        let install = self.install.as_ref().map_or(0, |install| {
+            let state = &install.state;
+            let registry: usize = state.registry.iter().map(|(_, r)| r.len() + 16).sum();
+            let offsets: usize = state.offsets.iter().map(|(t, _)| t.len() + 8).sum();
+            (registry + offsets) as u64
+        });
+        entries + state + install
     }
 }
 
@@ -138,21 +176,28 @@ impl StateUpdate {
     }
 }
 
-/// Which entries a store keeps. Entries at or below the applied index that exceed a limit are
-/// deleted in the transaction that crosses it; entries that the state machine has not applied are
-/// never deleted, so a limit may be exceeded while apply lags behind. The default keeps everything.
+/// Which entries a store keeps, beyond what the state machine still needs.
 ///
-/// Compaction runs only once a limit is exceeded, and then deletes down to seven eighths of it, so
-/// that its cost (a few more pages rewritten) is paid once per eighth of the limit, not per write.
+/// After a write, a store deletes the oldest entries while the log holds more than
+/// `entries_max` entries or `bytes_max` bytes of records, or while they are older than `age_ms`
+/// by the log's time (a batch entry's leader stamp; entries without one count as old as the
+/// last stamped entry before them) — but never an entry above the applied index, nor any of the
+/// `trailing_entries` entries just below it, which let a follower that is a little behind catch
+/// up from the log instead of a snapshot. Deleted entries are gone for subscribers too.
 ///
-/// Until snapshots exist, a node that compacted its log cannot bring a follower that lags behind
-/// its first index up to date: keep the default in a cluster.
+/// Count and byte limits, once exceeded, delete down to seven eighths of the limit, so that the
+/// cost (a few more pages rewritten) is paid once per eighth of the limit, not per write. The
+/// default keeps everything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Retention {
     /// Most entries to keep.
     pub entries_max: Option<NonZeroU64>,
     /// Most bytes of stored entry records to keep.
     pub bytes_max: Option<NonZeroU64>,
+    /// Oldest entry to keep, in ms of log time.
+    pub age_ms: Option<NonZeroU64>,
+    /// Entries below the applied index never deleted.
+    pub trailing_entries: u64,
 }
 
 /// Which entries the log holds.
@@ -247,6 +292,14 @@ pub trait LogRead {
 
     /// Every topic offset and registry record, read together (one consistent view).
     fn tables(&self) -> Result<StoredTables>;
+
+    /// The state machine as of the applied index, tables and progress read in one consistent
+    /// view: what a snapshot carries. Building it never blocks writes.
+    fn snapshot(&self) -> Result<SnapshotState>;
+
+    /// The lowest seq whose batch is still stored (one past the last seq when none is): a
+    /// subscriber asking for less is told the history was compacted.
+    fn first_seq(&self) -> Result<u64>;
 
     /// The durable term and vote.
     fn hard_state(&self) -> Result<HardState> {

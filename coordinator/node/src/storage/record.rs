@@ -69,6 +69,21 @@ pub fn entry_term(index: LogIndex, record: &[u8]) -> Result<Term, StorageError> 
     entry_parts(index, record).map(|(term, _)| term)
 }
 
+/// What compaction needs of the record stored for `index`, checking it first: its size, and the
+/// leader stamp of the batch it carries, if it carries one.
+pub fn entry_facts(index: LogIndex, record: &[u8]) -> Result<(u64, Option<u64>), StorageError> {
+    let (_, payload) = entry_parts(index, record)?;
+    // The payload's encoding: a u32 variant (1 = Normal), then the bytes' u64 length.
+    const NORMAL: [u8; 4] = [1, 0, 0, 0];
+    let stamp = match payload.split_at_checked(4) {
+        Some((variant, rest)) if variant == NORMAL => {
+            rest.get(8..).and_then(ordo_core::state::Command::stamp_of)
+        }
+        _ => None,
+    };
+    Ok((record.len() as u64, stamp))
+}
+
 /// Checks the record stored for `index` and splits its body into the term and the encoded payload.
 fn entry_parts(index: LogIndex, record: &[u8]) -> Result<(Term, &[u8]), StorageError> {
     let corrupt = |detail: String| StorageError::Corrupt { index, detail };
@@ -162,6 +177,34 @@ mod tests {
         let record = encode_entry(&original);
         assert_eq!(decode_entry(42, &record).unwrap(), original);
         assert_eq!(entry_term(42, &record).unwrap(), 7);
+    }
+
+    #[test]
+    fn facts_read_a_batch_entrys_stamp_and_nothing_else_has_one() {
+        use ordo_common::batch::{Batch, BatchId, Message};
+        use ordo_core::state::Command;
+        let batch = Command::Batch {
+            batch: Batch {
+                id: BatchId::v7(5, [1; 10]),
+                messages: vec![Message::new("t", "x")],
+                preconditions: Vec::new(),
+            },
+            stamp_ms: 1_700_000_000_321,
+        };
+        let stamped = entry(3, &batch.encode());
+        let record = encode_entry(&stamped);
+        assert_eq!(
+            entry_facts(3, &record).unwrap(),
+            (record.len() as u64, Some(1_700_000_000_321))
+        );
+        let raw = entry(4, &Command::Raw(vec![0; 12].into()).encode());
+        assert_eq!(entry_facts(4, &encode_entry(&raw)).unwrap().1, None);
+        let noop = Entry {
+            term: 1,
+            index: 5,
+            payload: EntryPayload::Noop,
+        };
+        assert_eq!(entry_facts(5, &encode_entry(&noop)).unwrap().1, None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
 use ordo_common::{HardState, LogId, LogIndex, Term};
 
 use super::{
-    LogState, OUTCOME_BYTES_MAX, Result, Retention, StorageError, StoreState, TOPIC_NAME_BYTES_MAX,
-    WriteBatch,
+    Install, LogState, OUTCOME_BYTES_MAX, Result, Retention, StorageError, StoreState,
+    TOPIC_NAME_BYTES_MAX, WriteBatch,
 };
 
 /// Checks `batch` against the state `before` it and returns the state after it, without
@@ -20,6 +20,9 @@ pub fn plan_write(
     batch: &WriteBatch,
     term_at: &mut dyn FnMut(LogIndex) -> Result<Term>,
 ) -> Result<StoreState> {
+    if let Some(install) = &batch.install {
+        return plan_install(before, batch, install, term_at);
+    }
     let mut after = before.clone();
     if let Some(hard_state) = batch.hard_state {
         check_hard_state(&before.hard_state, &hard_state)?;
@@ -53,6 +56,68 @@ pub fn plan_write(
         after.log_time_ms = state.log_time_ms;
         after.registry_floor_ms = state.registry_floor_ms;
     }
+    Ok(after)
+}
+
+/// Checks an install and returns the state after it: the log through the snapshot's last entry
+/// purged (all of it unless the suffix is kept), progress at the snapshot, its tables in place.
+fn plan_install(
+    before: &StoreState,
+    batch: &WriteBatch,
+    install: &Install,
+    term_at: &mut dyn FnMut(LogIndex) -> Result<Term>,
+) -> Result<StoreState> {
+    let alone = WriteBatch {
+        install: None,
+        ..batch.clone()
+    };
+    if !alone.is_empty() {
+        return Err(StorageError::invalid_write("an install is written alone"));
+    }
+    let last = install.last_included;
+    let applied_before = before.progress.applied.map_or(0, |id| id.index);
+    if last.index <= applied_before || install.state.applied != last {
+        return Err(StorageError::invalid_write(format!(
+            "a snapshot through {last} (state applied through {}) does not move past the \
+             applied index {applied_before}",
+            install.state.applied
+        )));
+    }
+    if last.term > before.hard_state.term {
+        return Err(StorageError::invalid_write(format!(
+            "a snapshot through {last} is of a term above the current term {}",
+            before.hard_state.term
+        )));
+    }
+    if install.state.log_time_ms < before.log_time_ms
+        || install.state.registry_floor_ms < before.registry_floor_ms
+    {
+        return Err(StorageError::invalid_write(
+            "a snapshot's log time or registry floor is behind the stored ones",
+        ));
+    }
+    let mut after = before.clone();
+    if install.keep_suffix {
+        let term = term_at(last.index)?;
+        if term != last.term {
+            return Err(StorageError::invalid_write(format!(
+                "the suffix after {last} is kept, but the log's entry {} has term {term}",
+                last.index
+            )));
+        }
+        if before.log.last_index() < last.index {
+            after.log.last_log_id = Some(last);
+        }
+    } else {
+        after.log.last_log_id = Some(last);
+    }
+    after.log.first_index = last.index + 1;
+    after.log.purged = Some(last);
+    after.progress.committed = before.progress.committed.max(last.index);
+    after.progress.applied = Some(last);
+    after.last_seq = install.state.last_seq;
+    after.log_time_ms = install.state.log_time_ms;
+    after.registry_floor_ms = install.state.registry_floor_ms;
     Ok(after)
 }
 
@@ -290,15 +355,44 @@ pub struct Compaction {
     pub retained_bytes: Option<u64>,
 }
 
+/// One stored entry record, as compaction sees it: its size and its leader stamp, if it is a
+/// batch entry.
+pub type RecordFacts = (u64, Option<u64>);
+
+/// When a store checks entries' age: at most 64 times per age limit of log time, and at most
+/// once a second of it, so the check costs a record read now and then, not per write.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgeCheck {
+    last_ms: u64,
+}
+
+impl AgeCheck {
+    /// Whether to check age at log time `log_time_ms` (and, if so, remember that it did).
+    pub fn due(&mut self, retention: &Retention, log_time_ms: u64) -> bool {
+        let Some(age) = retention.age_ms.map(u64::from) else {
+            return false;
+        };
+        let every = (age / 64).max(1000);
+        if log_time_ms.saturating_sub(self.last_ms) < every {
+            return false;
+        }
+        self.last_ms = log_time_ms;
+        true
+    }
+}
+
 /// Decides what retention deletes from the log described by `state`, which holds
-/// `retained_bytes` of entry records (if the store counts them). `record_bytes` yields the sizes
-/// of the stored entry records in index order from the first index; it is read only as far as
-/// needed. Returns `None` when nothing is to be deleted.
+/// `retained_bytes` of entry records (if the store counts them). `records` yields the facts of
+/// the stored entry records in index order from the first index; it is read only as far as
+/// needed. Age is checked only when `check_age` (a store checks it now and then, see
+/// [`AgeCheck`], so that a write does not read the oldest record every time). Returns `None`
+/// when nothing is to be deleted.
 pub fn plan_compaction(
     state: &StoreState,
     retained_bytes: Option<u64>,
     retention: &Retention,
-    record_bytes: &mut dyn Iterator<Item = Result<u64>>,
+    check_age: bool,
+    records: &mut dyn Iterator<Item = Result<RecordFacts>>,
 ) -> Result<Option<Compaction>> {
     let Some(applied) = state.progress.applied else {
         return Ok(None);
@@ -308,8 +402,11 @@ pub fn plan_compaction(
     if last < first {
         return Ok(None);
     }
-    // Entries above the applied index are never deleted.
-    let first_max = applied.index.min(last) + 1;
+    // Entries above the applied index, and the trailing ones below it, are never deleted.
+    let first_max = (applied.index.min(last) + 1).saturating_sub(retention.trailing_entries);
+    if first_max <= first {
+        return Ok(None);
+    }
     let mut target = first;
     if let Some(entries_max) = retention.entries_max.map(u64::from)
         && last + 1 - first > entries_max
@@ -322,24 +419,71 @@ pub fn plan_compaction(
         }
         _ => None,
     };
+    // Entries stamped before this are older than the age limit.
+    let age_cut = retention
+        .age_ms
+        .filter(|_| check_age)
+        .map(|age| state.log_time_ms.saturating_sub(u64::from(age)));
     let target = target.min(first_max);
-    let Some(mut bytes) = retained_bytes else {
-        return Ok((target > first).then_some(Compaction {
+    if target <= first && bytes_goal.is_none() && age_cut.is_none() {
+        return Ok(None);
+    }
+    if retained_bytes.is_none() && bytes_goal.is_none() && age_cut.is_none() {
+        // Only the count limit, and no bytes to keep count of: no record needs reading.
+        return Ok(Some(Compaction {
             first_index: target,
             retained_bytes: None,
         }));
-    };
+    }
+    walk(
+        first,
+        first_max,
+        target,
+        bytes_goal,
+        age_cut,
+        retained_bytes,
+        records,
+    )
+}
+
+/// Walks records from `first`, deleting while below `target`, over the byte goal, or older
+/// than the age cut, but never at or past `first_max`.
+fn walk(
+    first: LogIndex,
+    first_max: LogIndex,
+    target: LogIndex,
+    bytes_goal: Option<u64>,
+    age_cut: Option<u64>,
+    retained_bytes: Option<u64>,
+    records: &mut dyn Iterator<Item = Result<RecordFacts>>,
+) -> Result<Option<Compaction>> {
+    let mut bytes = retained_bytes.unwrap_or(0);
     let mut next = first;
-    while next < first_max && (next < target || bytes_goal.is_some_and(|goal| bytes > goal)) {
-        let Some(size) = record_bytes.next() else {
+    let mut last_stamp_ms = None;
+    while next < first_max {
+        let over_bytes = bytes_goal.is_some_and(|goal| bytes > goal);
+        if next >= target && !over_bytes && age_cut.is_none() {
+            break;
+        }
+        let Some(record) = records.next() else {
             return Err(super::mem::missing(next));
         };
-        bytes = bytes.saturating_sub(size?);
+        let (size, stamp) = record?;
+        if next >= target && !over_bytes {
+            // Only age could delete this entry: it must be stamped (or follow a stamped entry)
+            // before the cut.
+            let time = stamp.or(last_stamp_ms);
+            if age_cut.is_none_or(|cut| time.is_none_or(|time| time >= cut)) {
+                break;
+            }
+        }
+        bytes = bytes.saturating_sub(size);
+        last_stamp_ms = stamp.or(last_stamp_ms);
         next += 1;
     }
     Ok((next > first).then_some(Compaction {
         first_index: next,
-        retained_bytes: Some(bytes),
+        retained_bytes: retained_bytes.map(|_| bytes),
     }))
 }
 
