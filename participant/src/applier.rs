@@ -24,8 +24,20 @@ pub enum ApplierError {
     Database(String),
     #[error("the handler failed on seq {seq}: {error}")]
     Handler { seq: u64, error: HandlerError },
+    /// The cluster's retention deleted batches this applier has not applied yet: seqs
+    /// `cursor + 1 .. first_seq` are gone, and applying from `first_seq` on would silently skip
+    /// them. The service's state must be rebuilt from something that already includes them
+    /// (a backup of this database, or another replica's) before it applies again; raising
+    /// `[retention]` on the coordinators keeps this from recurring.
+    #[error(
+        "batches after this applier's cursor {cursor} were compacted away (the cluster's first \
+         retained seq is {first_seq}): restore this service's database from a copy taken at \
+         seq {} or later, or raise [retention] on the coordinators",
+        first_seq - 1
+    )]
+    Compacted { cursor: u64, first_seq: u64 },
     #[error("subscription failed: {0}")]
-    Subscription(#[from] QueryError),
+    Subscription(QueryError),
     #[error("the subscription ended")]
     Ended,
 }
@@ -92,7 +104,16 @@ impl Applier {
         }
         let mut subscription = self.client.subscribe(position + 1, Vec::new());
         while position < last_seq {
-            let mut batch = subscription.next().await.ok_or(ApplierError::Ended)??;
+            let mut batch = match subscription.next().await.ok_or(ApplierError::Ended)? {
+                Ok(batch) => batch,
+                Err(QueryError::Compacted { first_seq }) => {
+                    return Err(ApplierError::Compacted {
+                        cursor: position,
+                        first_seq,
+                    });
+                }
+                Err(error) => return Err(ApplierError::Subscription(error)),
+            };
             if batch.seq <= position {
                 continue;
             }

@@ -107,12 +107,22 @@ impl BatchStatus {
     }
 }
 
+/// How one subscription stream ended.
+enum Fed {
+    /// The consumer dropped the subscription.
+    Done,
+    /// That node no longer holds `next_seq`.
+    Compacted { first_seq: u64 },
+}
+
 /// Why a status query or a subscription failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     #[error("cluster unavailable: {detail}")]
     Unavailable { detail: String },
-    #[error("history below seq {first_seq} is compacted")]
+    /// No node holds the requested seqs any more (retention deleted them); the first seq
+    /// still held is `first_seq`.
+    #[error("no node holds seqs below {first_seq} any more (compacted by retention)")]
     Compacted { first_seq: u64 },
     #[error("refused ({code}): {reason}")]
     Refused { code: RefusedCode, reason: String },
@@ -319,6 +329,10 @@ impl Client {
         sender: mpsc::Sender<Result<CommittedBatch, QueryError>>,
     ) {
         let mut attempt = 0u32;
+        // Nodes compact on their own schedule, and a follower that installed a snapshot holds
+        // less than one that did not: `Compacted` is reported only once every endpoint has
+        // been asked since the first one said so (with the lowest first seq any offered).
+        let mut compacted: Option<(u64, Vec<SocketAddr>)> = None;
         loop {
             attempt += 1;
             let address = self.endpoint(attempt);
@@ -345,13 +359,13 @@ impl Client {
                             }
                             next_seq = batch.seq + 1;
                             attempt = 0;
+                            compacted = None;
                             if sender.send(Ok(batch)).await.is_err() {
-                                return Ok(true);
+                                return Ok(Fed::Done);
                             }
                         }
                         Ok(Some(ClientResponse::Compacted { first_seq })) => {
-                            let _ = sender.send(Err(QueryError::Compacted { first_seq })).await;
-                            return Ok(true);
+                            return Ok(Fed::Compacted { first_seq });
                         }
                         Ok(Some(other)) => return Err(format!("unexpected frame {other:?}")),
                         Ok(None) => return Err("stream ended".to_string()),
@@ -359,10 +373,31 @@ impl Client {
                     }
                 }
             };
-            match streamed.await {
-                Ok(true) => return,
-                Ok(false) => {}
+            let result = streamed.await;
+            if let Some((_, asked)) = compacted.as_mut()
+                && !asked.contains(&address)
+            {
+                asked.push(address);
+            }
+            match result {
+                Ok(Fed::Done) => return,
+                Ok(Fed::Compacted { first_seq }) => {
+                    let (lowest, _) = compacted.get_or_insert_with(|| (first_seq, vec![address]));
+                    *lowest = (*lowest).min(first_seq);
+                }
                 Err(_) => self.forget(address),
+            }
+            if let Some((first_seq, asked)) = &compacted {
+                let endpoints = &self.inner.config.endpoints;
+                if endpoints.iter().all(|endpoint| asked.contains(endpoint)) {
+                    let error = QueryError::Compacted {
+                        first_seq: *first_seq,
+                    };
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+                // Straight on to the next node: this one answered, it is not down.
+                continue;
             }
             if sender.is_closed() {
                 return;
