@@ -29,7 +29,13 @@ pub enum ClientRequest {
     /// `topics` (all when empty; batches with no matching message are skipped). Answered with
     /// [`ClientResponse::Batch`] frames on the same stream until the client closes it.
     Subscribe { from_seq: u64, topics: Vec<String> },
+    /// Stream a consistent snapshot of this node's applied state (a backup): answered with
+    /// [`ClientResponse::SnapshotChunk`] frames, then one [`ClientResponse::SnapshotEnd`].
+    SnapshotSave,
 }
+
+/// Most bytes of snapshot in one [`ClientResponse::SnapshotChunk`].
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientResponse {
@@ -76,6 +82,17 @@ pub enum ClientResponse {
     BeyondHorizon {
         floor_ms: u64,
     },
+    /// The next bytes of a snapshot being saved.
+    SnapshotChunk {
+        data: Bytes,
+    },
+    /// The snapshot is complete: `bytes` in all, of the state as of applied entry `applied`
+    /// (its index and term).
+    SnapshotEnd {
+        applied_index: LogIndex,
+        applied_term: Term,
+        bytes: u64,
+    },
 }
 
 /// One node's view, as `ordo status` shows it.
@@ -92,6 +109,9 @@ pub struct NodeStatus {
     pub durable_index: LogIndex,
     /// Peers this node heard from within the last election timeout.
     pub reachable_peers: Vec<NodeId>,
+    /// The node's disk is below its free-space watermark (or full): it refuses new proposals
+    /// with [`BusyCode::StorageFull`] and goes on serving reads.
+    pub storage_full: bool,
 }
 
 /// Why a node answered [`ClientResponse::Busy`]. The names ([`BusyCode::as_str`]) are stable:
@@ -114,6 +134,9 @@ pub enum BusyCode {
     /// The node stopped, or lost track of the request, after it may have been appended: its
     /// outcome is unknown until a status query answers it.
     OutcomeUnknown,
+    /// The leader's disk is below its free-space watermark; the request was not appended.
+    /// Proposals resume by themselves when space returns.
+    StorageFull,
 }
 
 impl BusyCode {
@@ -127,6 +150,7 @@ impl BusyCode {
             Self::ReadLost => "read_lost",
             Self::TooManyReads => "too_many_reads",
             Self::OutcomeUnknown => "outcome_unknown",
+            Self::StorageFull => "storage_full",
         }
     }
 

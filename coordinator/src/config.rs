@@ -81,12 +81,37 @@ impl Serialize for HumanBytes {
 
 impl<'de> Deserialize<'de> for HumanBytes {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_bytes(&text).map(HumanBytes).ok_or_else(|| {
-            serde::de::Error::custom(format!(
+        deserializer.deserialize_any(BytesVisitor)
+    }
+}
+
+/// Accepts a size with a unit ("64MiB") or a bare count of bytes, as a string or an integer
+/// (`ballast = 0` in TOML, `ORDO_STORAGE_BALLAST=8388608` in the environment).
+struct BytesVisitor;
+
+impl serde::de::Visitor<'_> for BytesVisitor {
+    type Value = HumanBytes;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a size like \"64MiB\" or \"512KiB\", or a number of bytes")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HumanBytes, E> {
+        parse_bytes(text).map(HumanBytes).ok_or_else(|| {
+            E::custom(format!(
                 "{text:?} is not a size like \"64MiB\" or \"512KiB\""
             ))
         })
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<HumanBytes, E> {
+        Ok(HumanBytes(bytes))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, bytes: i64) -> Result<HumanBytes, E> {
+        u64::try_from(bytes)
+            .map(HumanBytes)
+            .map_err(|_| E::custom(format!("{bytes} is not a size: it is negative")))
     }
 }
 
@@ -135,6 +160,10 @@ pub struct RaftSection {
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
     pub cache: HumanBytes,
+    /// Below this much free space on the data directory's file system, proposals are refused.
+    pub free_space_min: HumanBytes,
+    /// An emergency reserve file, released when a write finds the disk full (0: none).
+    pub ballast: HumanBytes,
 }
 
 /// What the log keeps for subscribers and for followers catching up, beyond what the state
@@ -194,7 +223,11 @@ impl Default for NodeConfig {
                 log_window_bytes_max: mib(64),
                 snapshot_timeout: ms(30_000),
             },
-            storage: StorageSection { cache: mib(256) },
+            storage: StorageSection {
+                cache: mib(256),
+                free_space_min: mib(512),
+                ballast: mib(128),
+            },
             retention: RetentionSection {
                 age: HumanDuration(Duration::from_secs(7 * 24 * 3600)),
                 bytes_max: HumanBytes(1 << 30),
@@ -302,6 +335,18 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "duration; how long a leader waits for a follower to acknowledge a snapshot",
     ),
     ("storage", "cache", "size; redb page cache"),
+    (
+        "storage",
+        "free_space_min",
+        "size; below this much free disk space the node refuses new proposals (code \
+         storage_full) and keeps serving reads; it resumes by itself when space returns",
+    ),
+    (
+        "storage",
+        "ballast",
+        "size; a reserve file deleted when a write finds the disk full, so that what was \
+         accepted can still be written (0 = none)",
+    ),
     (
         "retention",
         "age",
@@ -750,6 +795,12 @@ mod tests {
         assert_eq!(horizon.registry_limits().horizon_ms, 2 * 3600 * 1000);
         let kept = load(peers, &[("ORDO_RETENTION_ENTRIES_MAX", "1000")]).unwrap();
         assert_eq!(kept.retention().entries_max.map(u64::from), Some(1000));
+        let ballast = load(peers, &[("ORDO_STORAGE_BALLAST", "8388608")]).unwrap();
+        assert_eq!(ballast.storage.ballast.0, 8 << 20, "a bare number is bytes");
+        let ballast = load(&format!("{peers}[storage]\nballast = 0\n"), &[]).unwrap();
+        assert_eq!(ballast.storage.ballast.0, 0);
+        let error = load(&format!("{peers}[storage]\nballast = -1\n"), &[]).unwrap_err();
+        assert!(error.to_string().contains("negative"), "{error}");
         let error = load(peers, &[("ORDO_RETENTION_BYTES_MAX", "1KiB")]).unwrap_err();
         assert!(error.to_string().contains("retention.bytes_max"), "{error}");
         let two = "[peers]\n1 = \"127.0.0.1:7001\"\n2 = \"127.0.0.1:7002\"\n";

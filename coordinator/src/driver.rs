@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::snapshot_transfer::{InstallMarker, OutgoingSnapshot, ReceivedSnapshot};
+use crate::storage::space::{Ballast, available_bytes};
 use crate::storage::{
     self, GroupCommitWriter, LogRead, LogStore, StorageError, TrySubmitError, WriteBatch,
     WriterEvent,
@@ -58,7 +59,22 @@ pub struct DriverOptions {
     pub append_bytes_max: u64,
     /// Where snapshots are staged, and the install marker lives.
     pub data_dir: PathBuf,
+    /// Watches the data directory's free space; `None` leaves proposals alone (tests on an
+    /// in-memory store).
+    pub disk: Option<DiskWatch>,
 }
+
+/// How the driver watches disk space (see [`crate::storage::space`]).
+#[derive(Clone, Debug)]
+pub struct DiskWatch {
+    /// Below this many free bytes, proposals are refused.
+    pub free_space_min: u64,
+    /// Made again when there is room for it above the watermark.
+    pub ballast: Option<Ballast>,
+}
+
+/// How often the driver measures free disk space.
+pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reads of entries back from storage, and snapshot transfers, finished and waiting for the
 /// driver (at most one of each per follower is in flight).
@@ -114,6 +130,11 @@ impl<R: LogRead + Send + Sync + 'static> BatchSource for StoredBatches<R> {
         // A failed read answers 1: the batch read that follows reports the storage error.
         self.reader.first_seq().unwrap_or(1)
     }
+
+    fn backup(&self) -> Result<(ordo_common::LogId, Vec<u8>), StorageError> {
+        let state = self.reader.snapshot()?;
+        Ok((state.applied, encode_snapshot(&state)))
+    }
 }
 
 /// The parts a driver is made of.
@@ -148,6 +169,12 @@ pub struct Driver<S: LogStore> {
     /// The last write handed to the writer, and the applied index before the next state write.
     last_write: WriteId,
     applied_index: LogIndex,
+    /// Free space is below the watermark, by the last check.
+    disk_low: bool,
+    /// The writer is waiting for space (it reported `NoSpace` and nothing durable since).
+    writer_stalled: bool,
+    /// A background task is making the ballast.
+    ballast_pending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<S: LogStore> Driver<S> {
@@ -169,6 +196,9 @@ impl<S: LogStore> Driver<S> {
             next_request: 1,
             last_write: WriteId(0),
             applied_index,
+            disk_low: false,
+            writer_stalled: false,
+            ballast_pending: Arc::default(),
         }
     }
 
@@ -178,6 +208,8 @@ impl<S: LogStore> Driver<S> {
     pub async fn run(mut self, mut shutdown: oneshot::Receiver<()>) -> Result<(), DriverError> {
         let mut ticks = tokio::time::interval(self.options.tick_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut disk_checks = tokio::time::interval(DISK_CHECK_INTERVAL);
+        disk_checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
         loop {
             tokio::select! {
@@ -221,6 +253,7 @@ impl<S: LogStore> Driver<S> {
                     self.node.handle_snapshot(snapshot.from, snapshot.term, snapshot.state);
                 }
                 _ = ticks.tick() => self.node.tick(wall_clock_ms()),
+                _ = disk_checks.tick(), if self.options.disk.is_some() => self.check_disk(),
             }
             self.carry_out().await?;
             if self.node.is_stopped() {
@@ -270,9 +303,83 @@ impl<S: LogStore> Driver<S> {
         self.node.handle_request(id, request);
     }
 
+    /// Measures free space, refuses or resumes proposals, and makes the ballast when there is
+    /// room for it.
+    fn check_disk(&mut self) {
+        let Some(watch) = self.options.disk.clone() else {
+            return;
+        };
+        let available = match available_bytes(&self.options.data_dir) {
+            Ok(available) => available,
+            Err(error) => {
+                warn!(%error, "cannot measure free disk space; keeping the last verdict");
+                return;
+            }
+        };
+        metrics::gauge!("ordo_disk_available_bytes").set(available as f64);
+        let low = available < watch.free_space_min;
+        if low != self.disk_low {
+            if low {
+                warn!(
+                    available,
+                    free_space_min = watch.free_space_min,
+                    "free disk space is below storage.free_space_min: refusing new proposals \
+                     (storage_full) until space is freed"
+                );
+            } else {
+                info!(available, "free disk space is back above the watermark");
+            }
+            self.disk_low = low;
+            self.update_storage_full();
+        }
+        if let Some(ballast) = &watch.ballast
+            && !low
+            && !self
+                .ballast_pending
+                .load(std::sync::atomic::Ordering::Relaxed)
+            && !ballast.is_in_place()
+        {
+            let ballast = ballast.clone();
+            let free_min = watch.free_space_min;
+            let pending = self.ballast_pending.clone();
+            pending.store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::task::spawn_blocking(move || {
+                match ballast.ensure(free_min) {
+                    Ok(true) => info!(path = %ballast.path.display(), "the ballast is in place"),
+                    Ok(false) => {}
+                    Err(error) => warn!(%error, "cannot make the ballast"),
+                }
+                pending.store(false, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    }
+
+    fn update_storage_full(&mut self) {
+        let full = self.disk_low || self.writer_stalled;
+        metrics::gauge!("ordo_storage_full").set(if full { 1.0 } else { 0.0 });
+        self.node.set_storage_full(full);
+    }
+
     fn on_writer_event(&mut self, event: WriterEvent) -> Result<(), DriverError> {
         match event {
+            WriterEvent::NoSpace { requests, error } => {
+                if !self.writer_stalled {
+                    warn!(
+                        ?requests,
+                        %error,
+                        "the disk is full: writes wait for space, proposals are refused"
+                    );
+                    self.writer_stalled = true;
+                    self.update_storage_full();
+                }
+                Ok(())
+            }
             WriterEvent::Durable(report) => {
+                if self.writer_stalled {
+                    info!("writes resumed after the disk was full");
+                    self.writer_stalled = false;
+                    self.update_storage_full();
+                }
                 self.node.handle_durable(Durable {
                     write: WriteId(*report.requests.end()),
                     last_log_id: report.last_log_id,

@@ -1,15 +1,18 @@
 //! `ordo serve`: opens the log, starts the transport and runs the driver until SIGTERM or
 //! Ctrl-C, then stops gracefully.
 
+use ordo_common::ClusterId;
 use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered, recovered_tables};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{
-    Driver, DriverError, DriverOptions, DriverParts, StoredBatches, addresses, writer_channel,
+    DiskWatch, Driver, DriverError, DriverOptions, DriverParts, StoredBatches, addresses,
+    writer_channel,
 };
 use crate::snapshot_transfer;
+use crate::storage::space::Ballast;
 use crate::storage::{GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, StorageError};
 use crate::transport::{
     self, CLIENT_QUEUE_REQUESTS_MAX, INBOUND_QUEUE_MESSAGES_MAX, TransportError,
@@ -51,7 +54,29 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         ..RedbOptions::default()
     };
     let opening = std::time::Instant::now();
-    let store = RedbLogStore::open(config.data_dir.join(LOG_FILE_NAME), options)?;
+    let ballast = Ballast::in_dir(&config.data_dir, config.storage.ballast.0);
+    let path = config.data_dir.join(LOG_FILE_NAME);
+    let mut store = match RedbLogStore::open(&path, options) {
+        // Opening may have to write (recovering from a crash): give it the reserve.
+        Err(StorageError::NoSpace { .. }) if ballast.release() => {
+            warn!("the disk is full: released the ballast to open the log");
+            RedbLogStore::open(&path, options)?
+        }
+        opened => opened?,
+    };
+    if ballast.bytes > 0 {
+        store.set_ballast(ballast.clone());
+    }
+    // The first start of a fresh store names its cluster from the voters; a restored store
+    // carries the identity its restore gave it.
+    let cluster = match store.cluster_id()? {
+        Some(cluster) => cluster,
+        None => {
+            let cluster = ClusterId::initial(voters.keys().copied());
+            store.set_cluster_id(cluster)?;
+            cluster
+        }
+    };
     let state = store.store_state()?;
     let applied = state.progress.applied.unwrap_or_default();
     snapshot_transfer::recover(&config.data_dir, applied.index).map_err(|source| {
@@ -73,6 +98,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     };
     info!(
         id = config.id,
+        %cluster,
         term = state.hard_state.term,
         first_index = state.log.first_index,
         last_index = state.log.last_index(),
@@ -105,6 +131,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let batches = StoredBatches::new(writer.reader(), servable_rx);
     let (endpoint, peers) = transport::start(
         &config,
+        cluster,
         &voters,
         inbound_tx,
         snapshots_tx,
@@ -126,6 +153,10 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
             tick_interval: config.raft.tick_interval.0,
             append_bytes_max: config.raft.append_bytes_max.0,
             data_dir: config.data_dir.clone(),
+            disk: Some(DiskWatch {
+                free_space_min: config.storage.free_space_min.0,
+                ballast: (ballast.bytes > 0).then_some(ballast),
+            }),
         },
     });
     let (stop_tx, stop_rx) = oneshot::channel();

@@ -23,9 +23,10 @@ use std::time::Duration;
 use ordo_common::batch::CommittedBatch;
 use ordo_common::client::{
     BusyCode, CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, RefusedCode,
+    SNAPSHOT_CHUNK_BYTES_MAX,
 };
 use ordo_common::limits::FRAME_BYTES_MAX;
-use ordo_common::{LogId, NodeId, Term};
+use ordo_common::{ClusterId, LogId, NodeId, Term};
 use ordo_core::{Body, Message};
 use ordo_net::tls::{self, Identity, TlsError, node_name};
 use ordo_net::wire::{CLIENT_ALPN, FrameError, PEER_ALPN, read_frame, write_frame};
@@ -57,6 +58,8 @@ pub enum PeerFrame {
     Hello {
         from: NodeId,
         to: NodeId,
+        /// The cluster the dialling node belongs to; a node refuses peers of another one.
+        cluster: ClusterId,
     },
     Welcome,
     Refused {
@@ -101,7 +104,14 @@ pub trait BatchSource: Send + Sync + 'static {
     fn servable_seq(&self) -> watch::Receiver<u64>;
     /// The lowest seq still retained.
     fn first_seq(&self) -> u64;
+    /// A consistent snapshot of the applied state, encoded (a backup), and the entry it is
+    /// as of.
+    fn backup(&self) -> Result<(LogId, Vec<u8>), StorageError>;
 }
+
+/// Snapshot saves one node streams at once; more are answered `Busy`: each holds a whole
+/// encoded snapshot in memory.
+pub const SNAPSHOT_SAVES_MAX: usize = 1;
 
 /// Why a peer link (either direction) ended.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +224,7 @@ impl PeerLinks {
 /// Starts the endpoint, the accept loop and one link per peer.
 pub fn start(
     config: &NodeConfig,
+    cluster: ClusterId,
     voters: &BTreeMap<NodeId, SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
     snapshots: mpsc::Sender<ReceivedSnapshot>,
@@ -237,10 +248,12 @@ pub fn start(
     let peer_ids: Vec<NodeId> = voters.keys().copied().filter(|peer| *peer != id).collect();
     let accepting = Accepting {
         id,
+        cluster,
         peers: peer_ids,
         inbound,
         snapshots,
         receiving_snapshot: Arc::new(Semaphore::new(1)),
+        snapshot_saves: Arc::new(Semaphore::new(SNAPSHOT_SAVES_MAX)),
         data_dir: config.data_dir.clone(),
         clients,
         batches,
@@ -264,6 +277,7 @@ pub fn start(
         links.insert(peer, queues);
         let link = PeerLink {
             id,
+            cluster,
             peer,
             address,
             endpoint: endpoint.clone(),
@@ -470,11 +484,14 @@ fn certificate_names_node(connection: &quinn::Connection, id: NodeId) -> Result<
 /// What the accept loop hands every connection.
 struct Accepting {
     id: NodeId,
+    cluster: ClusterId,
     peers: Vec<NodeId>,
     inbound: mpsc::Sender<Inbound>,
     /// Snapshots received whole, for the driver; one is received at a time.
     snapshots: mpsc::Sender<ReceivedSnapshot>,
     receiving_snapshot: Arc<Semaphore>,
+    /// See [`SNAPSHOT_SAVES_MAX`].
+    snapshot_saves: Arc<Semaphore>,
     data_dir: std::path::PathBuf,
     clients: mpsc::Sender<ClientCall>,
     batches: Arc<dyn BatchSource>,
@@ -548,8 +565,9 @@ async fn serve_peer(connection: quinn::Connection, accepting: Arc<Accepting>) {
         }
     };
     let from = match hello {
-        Some(PeerFrame::Hello { from, to }) => {
-            match check_hello(&connection, id, peers, from, to) {
+        Some(PeerFrame::Hello { from, to, cluster }) => {
+            let ours = accepting.cluster;
+            match check_hello(&connection, (id, ours), peers, (from, to, cluster)) {
                 Ok(()) => from,
                 Err(reason) => {
                     warn!(%remote, claimed = from, %reason, "refused peer");
@@ -607,13 +625,19 @@ fn refuse_quietly(connection: &quinn::Connection, remote: SocketAddr, reason: &s
 
 fn check_hello(
     connection: &quinn::Connection,
-    id: NodeId,
+    (id, ours): (NodeId, ClusterId),
     peers: &[NodeId],
-    from: NodeId,
-    to: NodeId,
+    (from, to, cluster): (NodeId, NodeId, ClusterId),
 ) -> Result<(), String> {
     if to != id {
         return Err(format!("this is node {id}, not node {to}"));
+    }
+    if cluster != ours {
+        return Err(format!(
+            "node {id} belongs to cluster {ours}, and node {from} to cluster {cluster}: nodes of \
+             different clusters (say, one restored from a backup and the one it was taken \
+             from) never exchange messages"
+        ));
     }
     if !peers.contains(&from) {
         return Err(format!("node {from} is not a peer of node {id}"));
@@ -731,6 +755,27 @@ async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) 
                     }
                     return;
                 }
+                Ok(Some(ClientRequest::SnapshotSave)) => {
+                    let saves = accepting.snapshot_saves.clone();
+                    let Ok(_permit) = saves.try_acquire_owned() else {
+                        let busy = ClientResponse::Busy {
+                            code: BusyCode::Backpressure,
+                            reason: "another snapshot save is streaming from this node; retry \
+                                     when it is done"
+                                .into(),
+                        };
+                        let _ = write_frame(&mut send, &busy).await;
+                        let _ = send.finish();
+                        return;
+                    };
+                    let source = accepting.batches.clone();
+                    match stream_backup(&mut send, source).await {
+                        Ok(bytes) => info!(%remote, bytes, "streamed a snapshot save"),
+                        Err(error) => warn!(%remote, %error, "a snapshot save failed"),
+                    }
+                    let _ = send.finish();
+                    return;
+                }
                 Ok(Some(ClientRequest::Hello)) => ClientResponse::Welcome { node: accepting.id },
                 Ok(Some(request)) => call_node(request, &accepting.clients).await,
                 Ok(None) => return,
@@ -802,6 +847,44 @@ async fn stream_batches(
     }
 }
 
+/// Streams a snapshot of the applied state in chunks, then its end frame. Returns its size.
+async fn stream_backup(
+    send: &mut quinn::SendStream,
+    source: Arc<dyn BatchSource>,
+) -> Result<u64, String> {
+    let read = tokio::task::spawn_blocking(move || source.backup())
+        .await
+        .map_err(|error| error.to_string())?;
+    let (applied, bytes) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            let refused = ClientResponse::Refused {
+                code: RefusedCode::StorageFailed,
+                reason: format!("this node cannot read its state for a snapshot: {error}"),
+            };
+            let _ = write_frame(send, &refused).await;
+            return Err(error.to_string());
+        }
+    };
+    for chunk in bytes.chunks(SNAPSHOT_CHUNK_BYTES_MAX) {
+        let frame = ClientResponse::SnapshotChunk {
+            data: bytes::Bytes::copy_from_slice(chunk),
+        };
+        write_frame(send, &frame)
+            .await
+            .map_err(|error| error.to_string())?;
+    }
+    let end = ClientResponse::SnapshotEnd {
+        applied_index: applied.index,
+        applied_term: applied.term,
+        bytes: bytes.len() as u64,
+    };
+    write_frame(send, &end)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(bytes.len() as u64)
+}
+
 /// Why a subscription stream ended.
 #[derive(Debug, thiserror::Error)]
 enum SubscriptionEnd {
@@ -847,6 +930,7 @@ async fn call_node(request: ClientRequest, clients: &mpsc::Sender<ClientCall>) -
 
 struct PeerLink {
     id: NodeId,
+    cluster: ClusterId,
     peer: NodeId,
     address: SocketAddr,
     endpoint: quinn::Endpoint,
@@ -915,6 +999,7 @@ impl PeerLink {
         let hello = PeerFrame::Hello {
             from: self.id,
             to: self.peer,
+            cluster: self.cluster,
         };
         write_frame(&mut send, &hello)
             .await

@@ -75,6 +75,7 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         layout::PURGED_KEY,
         layout::LOG_TIME_KEY,
         layout::REGISTRY_FLOOR_KEY,
+        layout::CLUSTER_ID_KEY,
     ];
     samples.push(("raft keys".into(), keys.join(",").into_bytes()));
     for (number, entry) in entries().iter().enumerate() {
@@ -112,6 +113,13 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         (
             layout::PURGED_KEY,
             encode_value(layout::PURGED_KEY.as_bytes(), &LogId::new(2, 9)),
+        ),
+        (
+            layout::CLUSTER_ID_KEY,
+            encode_value(
+                layout::CLUSTER_ID_KEY.as_bytes(),
+                &ordo_common::ClusterId::initial([1, 2, 3]),
+            ),
         ),
     ];
     for (key, record) in raft_records {
@@ -302,8 +310,9 @@ fn busy_codes() -> Vec<BusyCode> {
         BusyCode::ReadLost,
         BusyCode::TooManyReads,
         BusyCode::OutcomeUnknown,
+        BusyCode::StorageFull,
     ];
-    covers(&samples, 7, |sample| match sample {
+    covers(&samples, 8, |sample| match sample {
         BusyCode::Backpressure => 0,
         BusyCode::TransferInProgress => 1,
         BusyCode::Stopping => 2,
@@ -311,6 +320,7 @@ fn busy_codes() -> Vec<BusyCode> {
         BusyCode::ReadLost => 4,
         BusyCode::TooManyReads => 5,
         BusyCode::OutcomeUnknown => 6,
+        BusyCode::StorageFull => 7,
     });
     samples
 }
@@ -364,14 +374,16 @@ fn client_requests() -> Vec<ClientRequest> {
             from_seq: 5,
             topics: vec!["orders".into()],
         },
+        ClientRequest::SnapshotSave,
     ];
-    covers(&samples, 6, |sample| match sample {
+    covers(&samples, 7, |sample| match sample {
         ClientRequest::Hello => 0,
         ClientRequest::Status => 1,
         ClientRequest::Propose { .. } => 2,
         ClientRequest::Submit { .. } => 3,
         ClientRequest::BatchStatus { .. } => 4,
         ClientRequest::Subscribe { .. } => 5,
+        ClientRequest::SnapshotSave => 6,
     });
     samples
 }
@@ -390,6 +402,7 @@ fn client_responses() -> Vec<ClientResponse> {
             applied_index: 7,
             durable_index: 9,
             reachable_peers: vec![2, 3],
+            storage_full: false,
         })
     }));
     samples.push(ClientResponse::Committed { index: 9, term: 3 });
@@ -422,7 +435,15 @@ fn client_responses() -> Vec<ClientResponse> {
     samples.push(ClientResponse::BeyondHorizon {
         floor_ms: 1_700_000_000_000,
     });
-    covers(&samples, 12, |sample| match sample {
+    samples.push(ClientResponse::SnapshotChunk {
+        data: Bytes::from_static(b"ORDOSNAP"),
+    });
+    samples.push(ClientResponse::SnapshotEnd {
+        applied_index: 40,
+        applied_term: 6,
+        bytes: 4096,
+    });
+    covers(&samples, 14, |sample| match sample {
         ClientResponse::Welcome { .. } => 0,
         ClientResponse::Status(_) => 1,
         ClientResponse::Committed { .. } => 2,
@@ -435,6 +456,8 @@ fn client_responses() -> Vec<ClientResponse> {
         ClientResponse::Batch(_) => 9,
         ClientResponse::Compacted { .. } => 10,
         ClientResponse::BeyondHorizon { .. } => 11,
+        ClientResponse::SnapshotChunk { .. } => 12,
+        ClientResponse::SnapshotEnd { .. } => 13,
     });
     samples
 }
@@ -488,7 +511,11 @@ fn raft_bodies() -> Vec<Body> {
 
 fn peer_frames() -> Vec<PeerFrame> {
     let mut samples = vec![
-        PeerFrame::Hello { from: 1, to: 2 },
+        PeerFrame::Hello {
+            from: 1,
+            to: 2,
+            cluster: ordo_common::ClusterId::initial([1, 2, 3]),
+        },
         PeerFrame::Welcome,
         PeerFrame::Refused {
             reason: "no".into(),

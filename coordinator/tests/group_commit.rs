@@ -462,7 +462,9 @@ fn random_requests_match_sequential_writes() {
         let (requests, ok) = match held.next_event() {
             WriterEvent::Durable(report) => (report.requests, true),
             WriterEvent::Refused { requests, .. } => (requests, false),
-            WriterEvent::Failed { error, .. } => panic!("fatal: {error}"),
+            WriterEvent::Failed { error, .. } | WriterEvent::NoSpace { error, .. } => {
+                panic!("unexpected: {error}")
+            }
         };
         held.go();
         for request in requests {

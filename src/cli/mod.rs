@@ -4,6 +4,7 @@ mod batches;
 mod bench;
 mod demo;
 mod dev;
+mod snapshot;
 mod status;
 
 use std::path::PathBuf;
@@ -103,6 +104,9 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Back up the replicated state, or seed a new cluster from a backup.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Load the cluster: C submitters, each waiting for its acknowledgement.
     Bench {
         #[command(flatten)]
@@ -119,6 +123,28 @@ enum Command {
         duration: std::time::Duration,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Stream a consistent snapshot (seq, topic offsets, idempotency registry) from the
+    /// cluster's leader into FILE.
+    Save {
+        #[command(flatten)]
+        client: ClientArguments,
+        file: PathBuf,
+    },
+    /// Seed an empty data directory from a snapshot, for a new cluster. Restore every node
+    /// of the new cluster from the same file (with the same token); the new cluster gets its
+    /// own identity and never mixes with the one the backup came from.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Tells apart two clusters restored from the same file.
+        #[arg(long, default_value = "restored")]
+        cluster_token: String,
     },
 }
 
@@ -218,6 +244,14 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             json,
             count,
         } => runtime()?.block_on(batches::tail(&client, from, topic, json, count)),
+        Command::Snapshot(SnapshotCommand::Save { client, file }) => {
+            runtime()?.block_on(snapshot::save(&client, &file))
+        }
+        Command::Snapshot(SnapshotCommand::Restore {
+            file,
+            data_dir,
+            cluster_token,
+        }) => snapshot::restore(&file, &data_dir, &cluster_token),
         Command::Bench {
             client,
             clients,

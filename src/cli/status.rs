@@ -53,6 +53,12 @@ pub async fn run(
                         status.applied_index,
                         status.reachable_peers
                     );
+                    if status.storage_full {
+                        println!(
+                            "     node {}: disk below storage.free_space_min, refusing proposals",
+                            status.id
+                        );
+                    }
                 }
             }
             Ok(other) => {
@@ -91,6 +97,7 @@ fn status_json(status: &ordo_common::client::NodeStatus) -> serde_json::Value {
         "applied_index": status.applied_index,
         "durable_index": status.durable_index,
         "reachable_peers": status.reachable_peers,
+        "storage_full": status.storage_full,
     })
 }
 

@@ -101,6 +101,8 @@ pub struct Workload {
 
 struct SubscriberHandle {
     applied: Arc<Mutex<Vec<CommittedBatch>>>,
+    /// Why the subscription ended, if it did (it should not before the run ends).
+    ended: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -170,10 +172,23 @@ impl Workload {
         for n in 0..options.subscribers {
             let client = client_preferring(cluster, n, options.retry_timeout).await;
             let applied = Arc::new(Mutex::new(Vec::new()));
+            let ended = Arc::new(Mutex::new(None));
             let (sink, offsets) = (applied.clone(), (n == 0).then(|| offsets.clone()));
+            let why = ended.clone();
             let task = tokio::spawn(async move {
                 let mut subscription = client.subscribe(1, Vec::new());
-                while let Some(Ok(batch)) = subscription.next().await {
+                loop {
+                    let batch = match subscription.next().await {
+                        Some(Ok(batch)) => batch,
+                        Some(Err(error)) => {
+                            *why.lock().expect("ended") = Some(error.to_string());
+                            break;
+                        }
+                        None => {
+                            *why.lock().expect("ended") = Some("the stream ended".into());
+                            break;
+                        }
+                    };
                     if let Some(offsets) = &offsets {
                         let mut offsets = offsets.lock().expect("offsets");
                         for message in &batch.messages {
@@ -183,7 +198,11 @@ impl Workload {
                     sink.lock().expect("applied").push(batch);
                 }
             });
-            subscribers.push(SubscriberHandle { applied, task });
+            subscribers.push(SubscriberHandle {
+                applied,
+                ended,
+                task,
+            });
         }
         let mut random = Prng::new(seed);
         let mut producers = Vec::new();
@@ -300,7 +319,11 @@ impl Workload {
                 let applied = subscriber.applied.lock().expect("applied");
                 let last = applied.last().map_or(0, |batch| batch.seq);
                 if last < committed.seq {
-                    return Err(format!("subscriber {n} is at seq {last}"));
+                    let ended = subscriber.ended.lock().expect("ended");
+                    return Err(match &*ended {
+                        Some(why) => format!("subscriber {n} stopped at seq {last}: {why}"),
+                        None => format!("subscriber {n} is at seq {last}"),
+                    });
                 }
             }
             Ok(())

@@ -111,6 +111,9 @@ impl ClusterOptions {
                 "ORDO_RAFT_TICK_INTERVAL".to_string(),
                 millis(self.tick_interval),
             ),
+            // A small emergency ballast: the shipped 128MiB, for every node of every test
+            // cluster, would only cost disk writes (tests/bounded.rs checks the ballast).
+            ("ORDO_STORAGE_BALLAST".to_string(), "4MiB".to_string()),
         ];
         environment.extend(self.environment.iter().cloned());
         environment
@@ -320,6 +323,11 @@ impl TestCluster {
 
     pub fn is_running(&self, id: NodeId) -> bool {
         self.node(id).child.is_some()
+    }
+
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
     }
 
     pub fn running(&self) -> Vec<NodeId> {
@@ -961,4 +969,36 @@ fn stored_payload(payload: &Bytes) -> EntryPayload {
     EntryPayload::Normal(Bytes::from(
         ordo_core::state::Command::Raw(payload.clone()).encode(),
     ))
+}
+
+// ----- benchmarks -----
+
+/// A count from the environment variable `name`, or `default` when unset, unparsable or 0.
+pub fn count_from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|count| *count > 0)
+        .unwrap_or(default)
+}
+
+/// One line on the machine a benchmark ran on: CPUs, CPU model, memory.
+pub fn machine_description() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let field = |file: &str, key: &str| {
+        std::fs::read_to_string(file).ok().and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with(key))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|value| value.trim().to_string())
+        })
+    };
+    let model = field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into());
+    let memory = field("/proc/meminfo", "MemTotal")
+        .and_then(|value| value.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or_else(
+            || "unknown memory".into(),
+            |kib| format!("{} GiB RAM", kib >> 20),
+        );
+    format!("{cpus} CPUs, {model}, {memory}")
 }

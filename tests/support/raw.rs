@@ -102,9 +102,21 @@ pub async fn peer_hello(
     from: NodeId,
     to: NodeId,
 ) -> Result<(PeerFrame, PeerStreams), String> {
+    // The identity of a fresh cluster; the test clusters here have three voters.
+    let cluster = ordo_common::ClusterId::initial([1, 2, 3]);
+    peer_hello_as(connection, from, to, cluster).await
+}
+
+/// [`peer_hello`], claiming to belong to `cluster`.
+pub async fn peer_hello_as(
+    connection: &quinn::Connection,
+    from: NodeId,
+    to: NodeId,
+    cluster: ordo_common::ClusterId,
+) -> Result<(PeerFrame, PeerStreams), String> {
     let exchange = async {
         let (mut send, mut receive) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &PeerFrame::Hello { from, to })
+        write_frame(&mut send, &PeerFrame::Hello { from, to, cluster })
             .await
             .map_err(|e| e.to_string())?;
         let answer = read_frame::<PeerFrame, _>(&mut receive, PEER_FRAME_BYTES_MAX)

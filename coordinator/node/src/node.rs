@@ -166,6 +166,8 @@ pub struct Node {
     /// Ticks since stopping began.
     stopping_ticks: Option<u64>,
     halted: bool,
+    /// See [`Node::set_storage_full`].
+    storage_full: bool,
     /// A snapshot handed to the core, kept until the core decides to install it.
     received_snapshot: Option<(LogId, SnapshotState, StateTables)>,
 }
@@ -207,6 +209,7 @@ impl Node {
             clock_ms: 0,
             last_heard: BTreeMap::new(),
             stopping_ticks: None,
+            storage_full: false,
             halted: false,
             received_snapshot: None,
         })
@@ -251,7 +254,15 @@ impl Node {
                 .filter(|(_, heard)| self.ticks - **heard < recent)
                 .map(|(id, _)| *id)
                 .collect(),
+            storage_full: self.storage_full,
         }
+    }
+
+    /// Whether this node's disk is below its free-space watermark (or a write found it full).
+    /// While it is, proposals are refused with [`BusyCode::StorageFull`]; everything else —
+    /// replication of what was already accepted, elections, status, reads — goes on.
+    pub fn set_storage_full(&mut self, full: bool) {
+        self.storage_full = full;
     }
 
     /// Whether a stop that [`Node::stop`] began is complete: leadership is handed over (or
@@ -327,11 +338,14 @@ impl Node {
                 Err(error) => ClientResponse::Invalid(error),
             },
             ClientRequest::BatchStatus { id } => return self.read_status(request, id),
-            ClientRequest::Subscribe { .. } => ClientResponse::Refused {
-                code: RefusedCode::Unsupported,
-                reason: "subscriptions are streamed by the transport, not answered by the node"
-                    .into(),
-            },
+            ClientRequest::Subscribe { .. } | ClientRequest::SnapshotSave => {
+                ClientResponse::Refused {
+                    code: RefusedCode::Unsupported,
+                    reason: "subscriptions and snapshot saves are streamed by the transport, \
+                             not answered by the node"
+                        .into(),
+                }
+            }
         };
         self.reply(request, response);
     }
@@ -487,6 +501,17 @@ impl Node {
             let response = busy(
                 BusyCode::Stopping,
                 "node is stopping; retry at the new leader",
+            );
+            return self.reply(request, response);
+        }
+        if self.storage_full && self.raft.role() == Role::Leader {
+            let response = busy(
+                BusyCode::StorageFull,
+                format!(
+                    "node {}'s disk is below its free-space watermark \
+                     (storage.free_space_min); proposals resume when space is freed",
+                    self.id()
+                ),
             );
             return self.reply(request, response);
         }

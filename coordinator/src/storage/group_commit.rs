@@ -23,9 +23,11 @@
 //! durable data.
 
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ordo_common::{HardState, LogId, LogIndex, Term};
 
@@ -59,6 +61,13 @@ pub enum WriterEvent {
     Durable(DurableReport),
     /// These requests broke the store's rules and changed nothing. The writer goes on.
     Refused {
+        requests: RangeInclusive<RequestId>,
+        error: StorageError,
+    },
+    /// The file system is full: these requests are not durable yet. The writer keeps trying
+    /// them (releasing the store's reserve and reopening it, then waiting for space) and
+    /// reports them `Durable` once they are; nothing after them is written before.
+    NoSpace {
         requests: RangeInclusive<RequestId>,
         error: StorageError,
     },
@@ -99,6 +108,8 @@ pub enum TrySubmitError {
 pub struct GroupCommitWriter<S: LogStore> {
     submitter: Mutex<Submitter>,
     budget: Arc<QueueBudget>,
+    /// Set by `close`: a writer waiting for disk space gives up instead of waiting on.
+    closing: Arc<AtomicBool>,
     reader: S::Reader,
     thread: Option<JoinHandle<S>>,
 }
@@ -121,15 +132,26 @@ impl<S: LogStore> GroupCommitWriter<S> {
         let budget = Arc::new(QueueBudget::default());
         let reader = store.reader();
         let thread_budget = budget.clone();
+        let closing = Arc::new(AtomicBool::new(false));
+        let thread_closing = closing.clone();
         let thread = std::thread::Builder::new()
             .name("ordo-log-writer".into())
-            .spawn(move || run(store, receiver, thread_budget, Box::new(sink)))?;
+            .spawn(move || {
+                let mut writer = Writer {
+                    store,
+                    sink: Box::new(sink),
+                    closing: thread_closing,
+                };
+                run(&mut writer, receiver, thread_budget);
+                writer.store
+            })?;
         Ok(Self {
             submitter: Mutex::new(Submitter {
                 next_request: 1,
                 sender: Some(sender),
             }),
             budget,
+            closing,
             reader,
             thread: Some(thread),
         })
@@ -202,6 +224,7 @@ impl<S: LogStore> GroupCommitWriter<S> {
 
     fn shutdown(&mut self) -> Option<std::thread::Result<S>> {
         self.lock_submitter().sender = None;
+        self.closing.store(true, Ordering::Relaxed);
         self.thread.take().map(JoinHandle::join)
     }
 
@@ -223,21 +246,23 @@ impl<S: LogStore> Drop for GroupCommitWriter<S> {
     }
 }
 
+/// What the writer thread owns.
+struct Writer<S> {
+    store: S,
+    sink: Sink,
+    closing: Arc<AtomicBool>,
+}
+
 /// The writer thread's loop: drain a group, commit it, report, until the queue closes or a
-/// write fails fatally. Returns the store.
-fn run<S: LogStore>(
-    mut store: S,
-    receiver: Receiver<Request>,
-    budget: Arc<QueueBudget>,
-    mut sink: Sink,
-) -> S {
+/// write fails fatally.
+fn run<S: LogStore>(writer: &mut Writer<S>, receiver: Receiver<Request>, budget: Arc<QueueBudget>) {
     let mut carried: Option<Request> = None;
     loop {
         let first = match carried.take() {
             Some(request) => request,
             None => match receiver.recv() {
                 Ok(request) => request,
-                Err(_) => return store,
+                Err(_) => return,
             },
         };
         let mut group_bytes = first.bytes;
@@ -256,11 +281,11 @@ fn run<S: LogStore>(
             }
         }
         let queued_bytes: u64 = requests.iter().map(|r| r.bytes).sum();
-        let healthy = commit_group(&mut store, requests, &mut sink);
+        let healthy = commit_group(writer, requests);
         budget.release(queued_bytes);
         if !healthy {
             budget.close();
-            return store;
+            return;
         }
     }
 }
@@ -273,54 +298,54 @@ struct Group {
 }
 
 /// Checks, merges and commits `requests`. Returns false after a fatal failure.
-fn commit_group<S: LogStore>(store: &mut S, requests: Vec<Request>, sink: &mut Sink) -> bool {
+fn commit_group<S: LogStore>(writer: &mut Writer<S>, requests: Vec<Request>) -> bool {
     let last_drained = requests.last().map_or(0, |r| r.id);
     let mut group: Option<Group> = None;
     let mut state: Option<StoreState> = None;
     for request in requests {
         // An install is written alone: what came before it first, then it.
         let install = request.batch.install.is_some();
-        if install && let Some(error) = flush(store, group.take(), sink) {
-            return fail(sink, error.0..=last_drained, error.1);
+        if install && let Some(error) = flush(writer, group.take()) {
+            return fail(&mut writer.sink, error.0..=last_drained, error.1);
         }
         let before = match state.take() {
             Some(state) => state,
-            None => match store.store_state() {
+            None => match writer.store.store_state() {
                 Ok(state) => state,
-                Err(error) => return fail(sink, request.id..=last_drained, error),
+                Err(error) => return fail(&mut writer.sink, request.id..=last_drained, error),
             },
         };
         let pending = group.as_ref().map(|g| &g.batch);
         let planned = plan_write(&before, &request.batch, &mut |index| {
-            term_after(pending, &*store, index)
+            term_after(pending, &writer.store, index)
         });
         match planned {
             Ok(after) => {
                 state = Some(after);
                 merge(&mut group, request);
-                if install && let Some(error) = flush(store, group.take(), sink) {
-                    return fail(sink, error.0..=last_drained, error.1);
+                if install && let Some(error) = flush(writer, group.take()) {
+                    return fail(&mut writer.sink, error.0..=last_drained, error.1);
                 }
             }
             Err(error) if !error.is_fatal() => {
                 // The request changes nothing; earlier ones are written first, so that events
                 // stay in request order.
-                if let Some(error) = flush(store, group.take(), sink) {
-                    return fail(sink, error.0..=last_drained, error.1);
+                if let Some(error) = flush(writer, group.take()) {
+                    return fail(&mut writer.sink, error.0..=last_drained, error.1);
                 }
-                sink(WriterEvent::Refused {
+                (writer.sink)(WriterEvent::Refused {
                     requests: request.id..=request.id,
                     error,
                 });
             }
             Err(error) => {
                 let from = group.as_ref().map_or(request.id, |g| g.first_request);
-                return fail(sink, from..=last_drained, error);
+                return fail(&mut writer.sink, from..=last_drained, error);
             }
         }
     }
-    match flush(store, group, sink) {
-        Some((first, error)) => fail(sink, first..=last_drained, error),
+    match flush(writer, group) {
+        Some((first, error)) => fail(&mut writer.sink, first..=last_drained, error),
         None => true,
     }
 }
@@ -397,31 +422,70 @@ fn merge(group: &mut Option<Group>, request: Request) {
 }
 
 /// Writes the group and reports it. Returns the group's first request and the error, if the
-/// error was fatal.
+/// error was fatal. A full disk is not: the group is tried again until it is written or the
+/// writer closes.
 fn flush<S: LogStore>(
-    store: &mut S,
+    writer: &mut Writer<S>,
     group: Option<Group>,
-    sink: &mut Sink,
 ) -> Option<(RequestId, StorageError)> {
     let group = group?;
     let requests = group.first_request..=group.last_request;
-    match store.write(&group.batch) {
-        Ok(log) => {
-            sink(WriterEvent::Durable(DurableReport {
-                requests,
-                last_log_id: log.last_log_id,
-                hard_state: group.batch.hard_state,
-                first_index: log.first_index,
-            }));
-            None
+    loop {
+        match writer.store.write(&group.batch) {
+            Ok(log) => {
+                (writer.sink)(WriterEvent::Durable(DurableReport {
+                    requests,
+                    last_log_id: log.last_log_id,
+                    hard_state: group.batch.hard_state,
+                    first_index: log.first_index,
+                }));
+                return None;
+            }
+            Err(error @ StorageError::NoSpace { .. }) => {
+                (writer.sink)(WriterEvent::NoSpace {
+                    requests: requests.clone(),
+                    error,
+                });
+                if let Err(error) = wait_for_space(writer) {
+                    return Some((group.first_request, error));
+                }
+            }
+            Err(error) if !error.is_fatal() => {
+                // Each request was checked before it was merged, so this is a bug in the merge or
+                // in the store; refusing the group is still the safe answer.
+                (writer.sink)(WriterEvent::Refused { requests, error });
+                return None;
+            }
+            Err(error) => return Some((group.first_request, error)),
         }
-        Err(error) if !error.is_fatal() => {
-            // Each request was checked before it was merged, so this is a bug in the merge or
-            // in the store; refusing the group is still the safe answer.
-            sink(WriterEvent::Refused { requests, error });
-            None
+    }
+}
+
+/// First wait after a write found the disk full; it doubles up to [`NO_SPACE_RETRY_MAX`].
+pub const NO_SPACE_RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// Longest wait between attempts to write on a full disk.
+pub const NO_SPACE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Makes the store writable again after `NoSpace`: recovers it at once (which frees its
+/// reserve), then, while there is still no room, waits and tries again. Fails only when the
+/// writer closes or the store fails in another way.
+fn wait_for_space<S: LogStore>(writer: &mut Writer<S>) -> Result<()> {
+    let mut wait = NO_SPACE_RETRY_MIN;
+    loop {
+        match writer.store.recover() {
+            Ok(()) => return Ok(()),
+            Err(StorageError::NoSpace { .. }) => {}
+            Err(error) => return Err(error),
         }
-        Err(error) => Some((group.first_request, error)),
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if writer.closing.load(Ordering::Relaxed) {
+                return Err(StorageError::WriterStopped);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait = (wait * 2).min(NO_SPACE_RETRY_MAX);
     }
 }
 

@@ -13,6 +13,7 @@
 
 mod group_commit;
 mod redb_store;
+pub mod space;
 
 pub use group_commit::{
     DurableReport, GROUP_BYTES_MAX, GROUP_REQUESTS_MAX, GroupCommitWriter, RequestId, Sink,

@@ -20,14 +20,16 @@
 //! every call into it is shielded and a panic becomes [`StorageError::CorruptFile`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use ordo_common::{Entry, HardState, LogId, LogIndex, Term};
+use ordo_common::{ClusterId, Entry, HardState, LogId, LogIndex, Term};
 use redb::{
     Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    ReadableTableMetadata, StorageBackend, TableDefinition, WriteTransaction,
 };
+
+use super::space::{Ballast, is_no_space};
 
 use ordo_node::storage::record::{
     decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value,
@@ -64,11 +66,13 @@ pub mod layout {
     pub const PURGED_KEY: &str = "purged";
     pub const LOG_TIME_KEY: &str = "log_time_ms";
     pub const REGISTRY_FLOOR_KEY: &str = "registry_floor_ms";
+    /// The cluster this store belongs to (set once, at the first start or by a restore).
+    pub const CLUSTER_ID_KEY: &str = "cluster_id";
 }
 
 use layout::{
-    APPLIED_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY,
-    REGISTRY_FLOOR_KEY,
+    APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, LAST_SEQ_KEY,
+    LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY,
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
@@ -125,8 +129,9 @@ impl Default for RedbOptions {
 
 /// The redb [`LogStore`]. Holds the file open (exclusively) until dropped.
 pub struct RedbLogStore {
-    db: Arc<Db>,
+    slot: Arc<DbSlot>,
     reader: RedbLogReader,
+    opener: Opener,
     options: RedbOptions,
     /// The durable state, as of the last successful write.
     state: StoreState,
@@ -135,37 +140,78 @@ pub struct RedbLogStore {
     /// When retention last checked entries' age (not durable: a restart checks again).
     age_check: std::cell::Cell<AgeCheck>,
     /// Why writes are refused, after a write failed.
-    halted: Option<String>,
+    halted: Option<Halt>,
+    /// Released when a write finds the disk full.
+    ballast: Option<Ballast>,
+}
+
+/// Why a store stopped taking writes.
+struct Halt {
+    reason: String,
+    /// The file system was full: [`LogStore::recover`] may reopen the store.
+    no_space: bool,
 }
 
 /// A read handle on a [`RedbLogStore`], usable from any thread while the store writes. Each
 /// read is one redb read transaction, so it sees one committed (durable) state.
 #[derive(Clone)]
 pub struct RedbLogReader {
-    db: Arc<Db>,
+    slot: Arc<DbSlot>,
 }
 
-/// The open database. redb commits when it closes, and may panic doing so on a damaged file;
-/// closing it here contains that panic, because a drop must not panic (the store may be
-/// dropped by an error path that is reporting the damage).
+/// The open database, shared by the store and its readers. A read holds the lock for its
+/// transaction; [`LogStore::recover`] takes it exclusively to close and reopen the file, so
+/// that readers wait for the reopened database instead of failing.
+type DbSlot = RwLock<Db>;
+
+/// How to open the file again.
+#[derive(Clone)]
+enum Opener {
+    Path(PathBuf),
+    Backend(BackendOpener),
+}
+
+/// Opens the database on a fresh backend (see [`RedbLogStore::open_with_backend`]).
+type BackendOpener =
+    Arc<dyn Fn(&Builder) -> std::result::Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// The open database, or none while a recovery has closed it and could not reopen it. redb
+/// commits when it closes, and may panic doing so on a damaged file; closing it here contains
+/// that panic, because a drop must not panic (the store may be dropped by an error path that
+/// is reporting the damage).
 struct Db(Option<Database>);
 
-impl std::ops::Deref for Db {
-    type Target = Database;
-
-    fn deref(&self) -> &Database {
-        // Only `drop` takes the database out.
-        self.0.as_ref().expect("the database is open until dropped")
+impl Db {
+    fn get(&self) -> Result<&Database> {
+        self.0.as_ref().ok_or_else(|| {
+            StorageError::NoSpace {
+                detail: "the store was closed to recover from a full disk and could not be \
+                         reopened yet"
+                    .into(),
+            }
+            .into()
+        })
     }
-}
 
-impl Drop for Db {
-    fn drop(&mut self) {
+    fn close(&mut self) {
         if let Some(db) = self.0.take() {
             // Nothing can act on a failed close here: the next open recovers the file.
             let _ = catch_unwind(AssertUnwindSafe(move || db.close()));
         }
     }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn read_slot(slot: &DbSlot) -> RwLockReadGuard<'_, Db> {
+    // A panic while the lock is held is contained by `shielded` and leaves the database as
+    // redb left it, which the next call checks; the guard is still usable.
+    slot.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl RedbLogStore {
@@ -175,33 +221,77 @@ impl RedbLogStore {
     /// another process holds ([`StorageError::AlreadyOpen`]) and a log that fails the checks of
     /// `options.verify_on_open` (a corruption error whose message tells the operator what to do).
     pub fn open(path: impl AsRef<Path>, options: RedbOptions) -> StoreResult<Self> {
-        let path = path.as_ref();
-        Ok(shielded(|| Self::open_unshielded(path, options))?)
+        let opener = Opener::Path(path.as_ref().to_path_buf());
+        Ok(shielded(|| Self::open_unshielded(opener, options))?)
     }
 
-    fn open_unshielded(path: &Path, options: RedbOptions) -> Result<Self> {
-        let mut builder = Builder::new();
-        builder.set_cache_size(options.cache_bytes);
-        let db = Arc::new(Db(Some(builder.create(path)?)));
-        prepare_tables(&db)?;
-        let (state, retained_bytes) = {
-            let txn = db.begin_read()?;
-            let state = load_state(&txn)?;
-            verify(&txn, &state, options.verify_on_open)?;
-            let retained_bytes = match options.retention.bytes_max {
-                Some(_) => Some(count_log_bytes(&txn)?),
-                None => None,
-            };
-            (state, retained_bytes)
-        };
+    /// Opens the store on backends that `factory` makes (one per open, and one per reopen
+    /// after a full disk). For tests that inject I/O failures; [`open`](Self::open) is the file.
+    pub fn open_with_backend<B, F>(factory: F, options: RedbOptions) -> StoreResult<Self>
+    where
+        B: StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let opener: BackendOpener = Arc::new(move |builder: &Builder| {
+            builder.create_with_backend(factory().map_err(redb::StorageError::from)?)
+        });
+        Ok(shielded(|| {
+            Self::open_unshielded(Opener::Backend(opener), options)
+        })?)
+    }
+
+    /// The cluster this store belongs to, if it was ever set.
+    pub fn cluster_id(&self) -> StoreResult<Option<ClusterId>> {
+        Ok(self
+            .reader
+            .read(|txn| raft_record(&txn.open_table(RAFT)?, CLUSTER_ID_KEY))?)
+    }
+
+    /// Records the cluster this store belongs to. A store belongs to one cluster for life:
+    /// setting another identity is refused.
+    pub fn set_cluster_id(&mut self, cluster: ClusterId) -> StoreResult<()> {
+        match self.cluster_id()? {
+            Some(stored) if stored == cluster => return Ok(()),
+            Some(stored) => {
+                return Err(StorageError::invalid_write(format!(
+                    "this store belongs to cluster {stored}, not {cluster}"
+                )));
+            }
+            None => {}
+        }
+        Ok(shielded(|| {
+            let db = read_slot(&self.slot);
+            let mut txn = db.get()?.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut raft = txn.open_table(RAFT)?;
+                let record = encode_value(CLUSTER_ID_KEY.as_bytes(), &cluster);
+                raft.insert(CLUSTER_ID_KEY, record.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })?)
+    }
+
+    /// The ballast this store releases when a write finds the disk full.
+    pub fn set_ballast(&mut self, ballast: Ballast) {
+        self.ballast = Some(ballast);
+    }
+
+    fn open_unshielded(opener: Opener, options: RedbOptions) -> Result<Self> {
+        let db = open_db(&opener, options)?;
+        let (state, retained_bytes) = load_checked(&db, options)?;
+        let slot = Arc::new(RwLock::new(Db(Some(db))));
         Ok(Self {
-            reader: RedbLogReader { db: db.clone() },
-            db,
+            reader: RedbLogReader { slot: slot.clone() },
+            slot,
+            opener,
             options,
             state,
             retained_bytes,
             age_check: std::cell::Cell::new(AgeCheck::default()),
             halted: None,
+            ballast: None,
         })
     }
 
@@ -211,7 +301,8 @@ impl RedbLogStore {
         batch: &WriteBatch,
         mut after: StoreState,
     ) -> Result<(StoreState, Option<u64>)> {
-        let mut txn = self.db.begin_write()?;
+        let db = read_slot(&self.slot);
+        let mut txn = db.get()?.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         if let Some(install) = &batch.install {
             let retained_bytes = install_snapshot(&txn, install, &after, self.retained_bytes)?;
@@ -326,9 +417,9 @@ impl LogStore for RedbLogStore {
     type Reader = RedbLogReader;
 
     fn write(&mut self, batch: &WriteBatch) -> StoreResult<LogState> {
-        if let Some(reason) = &self.halted {
+        if let Some(halt) = &self.halted {
             return Err(StorageError::Halted {
-                reason: reason.clone(),
+                reason: halt.reason.clone(),
             });
         }
         let reader = &self.reader;
@@ -342,7 +433,10 @@ impl LogStore for RedbLogStore {
             Err(Fault(error)) => {
                 // The transaction was aborted, but a failed commit leaves the file's durable
                 // state unknown: only a reopen, which recovers and checks it, may write again.
-                self.halted = Some(error.to_string());
+                self.halted = Some(Halt {
+                    reason: error.to_string(),
+                    no_space: matches!(error, StorageError::NoSpace { .. }),
+                });
                 Err(error)
             }
         }
@@ -351,6 +445,78 @@ impl LogStore for RedbLogStore {
     fn reader(&self) -> RedbLogReader {
         self.reader.clone()
     }
+
+    fn recover(&mut self) -> StoreResult<()> {
+        match &self.halted {
+            None => return Ok(()),
+            Some(halt) if !halt.no_space => {
+                return Err(StorageError::Halted {
+                    reason: halt.reason.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+        if let Some(ballast) = &self.ballast
+            && ballast.release()
+        {
+            tracing::warn!(
+                path = %ballast.path.display(),
+                bytes = ballast.bytes,
+                "the disk is full: released the emergency ballast to finish accepted writes"
+            );
+        }
+        let mut db = self
+            .slot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        db.close();
+        let (reopened, state, retained_bytes) = shielded(|| {
+            let reopened = open_db(&self.opener, self.options)?;
+            let (state, retained_bytes) = load_checked(&reopened, self.options)?;
+            Ok((reopened, state, retained_bytes))
+        })?;
+        if state != self.state {
+            // The failed commit reached the disk after all (the error came after its header
+            // was written): the caller's idea of what is durable is wrong. Only a restart,
+            // which starts from what is on disk, is safe.
+            self.halted = Some(Halt {
+                reason: "a write reported as failed turned out to be durable".into(),
+                no_space: false,
+            });
+            return Err(StorageError::Halted {
+                reason: "a write reported as failed turned out to be durable; restart the node"
+                    .into(),
+            });
+        }
+        *db = Db(Some(reopened));
+        self.retained_bytes = retained_bytes;
+        self.halted = None;
+        Ok(())
+    }
+}
+
+/// Opens the database and checks or sets its format.
+fn open_db(opener: &Opener, options: RedbOptions) -> Result<Database> {
+    let mut builder = Builder::new();
+    builder.set_cache_size(options.cache_bytes);
+    let db = match opener {
+        Opener::Path(path) => builder.create(path)?,
+        Opener::Backend(open) => open(&builder)?,
+    };
+    prepare_tables(&db)?;
+    Ok(db)
+}
+
+/// The durable state, checked as `options.verify_on_open` asks, and the retained bytes.
+fn load_checked(db: &Database, options: RedbOptions) -> Result<(StoreState, Option<u64>)> {
+    let txn = db.begin_read()?;
+    let state = load_state(&txn)?;
+    verify(&txn, &state, options.verify_on_open)?;
+    let retained_bytes = match options.retention.bytes_max {
+        Some(_) => Some(count_log_bytes(&txn)?),
+        None => None,
+    };
+    Ok((state, retained_bytes))
 }
 
 impl LogRead for RedbLogStore {
@@ -394,7 +560,8 @@ impl LogRead for RedbLogStore {
 impl RedbLogReader {
     fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
         shielded(|| {
-            let txn = self.db.begin_read()?;
+            let db = read_slot(&self.slot);
+            let txn = db.get()?.begin_read()?;
             f(&txn)
         })
     }
@@ -912,6 +1079,9 @@ impl From<Fault> for StorageError {
 impl From<redb::Error> for Fault {
     fn from(error: redb::Error) -> Self {
         Self(match error {
+            redb::Error::Io(error) if is_no_space(&error) => StorageError::NoSpace {
+                detail: error.to_string(),
+            },
             redb::Error::Io(error) => StorageError::Io(error),
             redb::Error::Corrupted(detail) => StorageError::CorruptFile { detail },
             redb::Error::DatabaseAlreadyOpen => StorageError::AlreadyOpen,

@@ -36,7 +36,7 @@ pub use mem::{MemDisk, MemLogStore, missing};
 /// The storage format this build writes and the only one it reads. A store written with any
 /// other version is refused with [`StorageError::IncompatibleFormat`]; bump it whenever a table
 /// or record layout changes, and add a migration when there is a released format to migrate from.
-pub const STORAGE_FORMAT_VERSION: u64 = 3;
+pub const STORAGE_FORMAT_VERSION: u64 = 4;
 
 pub use ordo_common::limits::{OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 
@@ -350,8 +350,10 @@ pub trait LogRead {
 /// - **Retention** (see [`Retention`]) never deletes an entry above the applied index.
 ///
 /// Errors from `write`: `InvalidWrite` means the caller has a bug and nothing was written; the
-/// store stays usable. Anything else ([`StorageError::is_fatal`]) means the durable state is
-/// unknown: the store refuses further writes, and the node must stop and reopen it.
+/// store stays usable. [`StorageError::NoSpace`] means the file system is full: the write did
+/// not happen, and after [`recover`](LogStore::recover) the same write may be tried again.
+/// Anything else ([`StorageError::is_fatal`]) means the durable state is unknown: the store
+/// refuses further writes, and the node must stop and reopen it.
 pub trait LogStore: LogRead + Send + 'static {
     /// A handle that reads the same store from other threads, concurrently with writes.
     type Reader: LogRead + Clone + Send + Sync + 'static;
@@ -362,12 +364,27 @@ pub trait LogStore: LogRead + Send + 'static {
 
     /// A read handle for other threads.
     fn reader(&self) -> Self::Reader;
+
+    /// After a write failed with [`StorageError::NoSpace`]: makes the store writable again
+    /// (reopening it if it must), with the durable state it had before the failed write, and
+    /// frees what space it holds in reserve. Readers keep working across it. Fails with
+    /// `NoSpace` again if there is still no room to reopen.
+    fn recover(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Why a storage call failed. [`is_fatal`](Self::is_fatal) separates "your request was wrong"
 /// from "this node's storage cannot be trusted any more".
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The file system is full (`ENOSPC`): the write did not happen and nothing stored was
+    /// lost. Writes wait for space; reads go on.
+    #[error(
+        "the file system holding the log is full ({detail}); nothing stored was lost: free \
+         space (or grow the volume) and writes resume by themselves"
+    )]
+    NoSpace { detail: String },
     /// The file system failed.
     #[error(
         "storage i/o failed: {0}; stop the node and restart it, which reopens and checks the log"
