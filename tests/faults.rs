@@ -36,6 +36,10 @@ const ACKNOWLEDGED_AFTER_HEAL_MIN: u64 = 10;
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kill cycles in the kill -9 runs.
 const KILL_CYCLES: u64 = 30;
+/// The most log entries a node keeps in the fault runs: small, so that logs are compacted
+/// all the time, yet more than a subscriber falls behind while it fails over to another node
+/// (up to the SDK's 4 s idle timeout after a kill, at a few hundred batches a second).
+const RETAINED_ENTRIES_MAX: u64 = 3_000;
 
 type Scenario = fn(&mut Run) -> std::pin::Pin<Box<dyn Future<Output = ()> + '_>>;
 
@@ -74,6 +78,9 @@ const FAULTS: &[(&str, u64, Network, Scenario)] = &[
     }),
     ("rolling-restart", 3, Direct, |run| {
         Box::pin(rolling_restart(run))
+    }),
+    ("follower-snapshot", 3, Direct, |run| {
+        Box::pin(follower_snapshot(run))
     }),
 ];
 
@@ -298,6 +305,29 @@ async fn whole_cluster_restart(run: &mut Run) {
     }
 }
 
+/// A follower stopped while more than the retained log commits must catch up by a snapshot
+/// (the leader no longer has the entries it missed), under load, and agree with the others.
+/// It is stopped cleanly, so that the subscriber reading from it moves to another node at once
+/// (after a kill, it would notice only at its idle timeout, and might fall below the floor).
+async fn follower_snapshot(run: &mut Run) {
+    for _ in 0..2 {
+        let leader = run.leader().await;
+        let followers = run.cluster.others(leader);
+        let target = run.pick(&followers);
+        run.cluster.stop(target, RECOVERY_TIMEOUT).await;
+        run.faults += 1;
+        run.workload()
+            .wait_for_progress(RETAINED_ENTRIES_MAX + 500, RECOVERY_TIMEOUT)
+            .await;
+        let mark = run.cluster.log_mark(target);
+        run.cluster.restart(target);
+        run.cluster
+            .wait_for_log(target, mark, &["installed a snapshot"], RECOVERY_TIMEOUT)
+            .await;
+        run.progress().await;
+    }
+}
+
 async fn rolling_restart(run: &mut Run) {
     for _ in 0..2 {
         for id in run.cluster.ids() {
@@ -318,6 +348,7 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
     println!("fault {name} seed={seed}: starting");
     let mut options = ClusterOptions::fast(nodes);
     options.distinct_hosts = true;
+    options.environment = compaction_on();
     let mut random = Prng::new(seed);
     let mut cluster = TestCluster::prepare(options);
     let links = FaultTable::default();
@@ -402,12 +433,36 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
         }
     }
     drop(run.proxies);
+    let installs: usize = run
+        .cluster
+        .ids()
+        .into_iter()
+        .map(|id| run.cluster.log(id).matches("installed a snapshot").count())
+        .sum();
     println!(
         "fault {name} seed={seed}: ok in {:.1}s, {} faults; {summary}; {unknown_applied} of the \
-         unknown outcomes committed",
+         unknown outcomes committed; {installs} snapshots installed",
         started.elapsed().as_secs_f64(),
         run.faults,
     );
+}
+
+/// Every fault run compacts: a node keeps few entries beyond its applied state, so a node that
+/// was down or cut off for a moment catches up by snapshot, restarts open from compacted logs,
+/// and subscribers are served from a log with a moving floor. The log also stays in memory only
+/// within a small window, so followers are fed from disk.
+fn compaction_on() -> Vec<(String, String)> {
+    [
+        (
+            "ORDO_RETENTION_ENTRIES_MAX",
+            RETAINED_ENTRIES_MAX.to_string(),
+        ),
+        ("ORDO_RETENTION_TRAILING_ENTRIES", "50".to_string()),
+        ("ORDO_RAFT_LOG_WINDOW_BYTES_MAX", "256KiB".to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
 }
 
 struct Arguments {
