@@ -37,15 +37,44 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("ordo types always encode")
 }
 
+/// What decoding a whole snapshot may claim: a snapshot's body is checksummed and bounded by
+/// its own limit before it is decoded, and its tables (the registry above all) decode to more
+/// than one frame's worth of memory.
+const SNAPSHOT_DECODE_CLAIM_BYTES_MAX: usize = 1 << 34;
+
+fn snapshot_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_fixed_int_encoding()
+        .with_little_endian()
+        .with_limit::<SNAPSHOT_DECODE_CLAIM_BYTES_MAX>()
+}
+
 /// Decodes a `T` from all of `bytes`, refusing input over `limit` bytes before decoding.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: u64) -> Result<T, DecodeError> {
+    decode_with(bytes, limit, config())
+}
+
+/// [`decode`] for a snapshot's body, whose decoded tables may claim more memory than a frame
+/// (up to 16 GiB); the bytes themselves are still refused over `limit`.
+pub fn decode_snapshot_body<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: u64,
+) -> Result<T, DecodeError> {
+    decode_with(bytes, limit, snapshot_config())
+}
+
+fn decode_with<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: u64,
+    config: impl bincode::config::Config,
+) -> Result<T, DecodeError> {
     if bytes.len() as u64 > limit {
         return Err(DecodeError::TooLarge {
             len: bytes.len() as u64,
             limit,
         });
     }
-    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
         .map_err(|error| DecodeError::Malformed(error.to_string()))?;
     if read != bytes.len() {
         return Err(DecodeError::TrailingBytes {
