@@ -224,7 +224,7 @@ impl Default for NodeConfig {
                 snapshot_timeout: ms(30_000),
             },
             storage: StorageSection {
-                cache: mib(256),
+                cache: mib(64),
                 free_space_min: mib(512),
                 ballast: mib(128),
             },

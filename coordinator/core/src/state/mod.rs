@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 /// How long the registry answers for an id, by default: 24 hours after the id's time.
 pub const REGISTRY_HORIZON_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
 /// Most bytes the registry holds (in memory and on disk), by default.
-pub const REGISTRY_BYTES_MAX_DEFAULT: u64 = 256 * 1024 * 1024;
+pub const REGISTRY_BYTES_MAX_DEFAULT: u64 = 128 * 1024 * 1024;
 /// How far in the future an id's time may be, by default, before it is refused (client clocks
 /// ahead of the leader's by more than this are refused, so no id can pin the registry).
 pub const FUTURE_SKEW_MS_DEFAULT: u64 = 60 * 1000;
