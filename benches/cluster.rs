@@ -21,15 +21,17 @@ use std::time::{Duration, Instant};
 
 use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_participant::NodeConnection;
-use support::{ClusterOptions, REQUEST_TIMEOUT, TestCluster, wait_until};
+use support::{
+    ClusterOptions, REQUEST_TIMEOUT, TestCluster, count_from_env, machine_description, wait_until,
+};
 
 const SETTLE: Duration = Duration::from_secs(30);
 const CONNECT_WARMUP: usize = 10;
 
 fn main() {
-    let elections = count_from_env("ORDO_BENCH_ELECTIONS", 20);
-    let connects = count_from_env("ORDO_BENCH_CONNECTS", 200);
-    println!("machine: {} CPUs, {}", cpus(), cpu_model());
+    let elections = count_from_env("ORDO_BENCH_ELECTIONS", 20) as usize;
+    let connects = count_from_env("ORDO_BENCH_CONNECTS", 200) as usize;
+    println!("machine: {}", machine_description());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,28 +159,4 @@ fn report(what: &str, times: &mut [Duration]) {
 
 fn millis(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
-}
-
-fn count_from_env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|count| *count > 0)
-        .unwrap_or(default)
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|model| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
