@@ -320,7 +320,13 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         // it (both stay slow after healing: liveness must hold on a slow disk too).
         let per_round_trip = (options.append_entries_max * options.inflight_messages_max) as u64;
         let round_trip_ticks = 4 + options.disk_latency_ticks_max + options.report_delay_ticks_max;
-        let ticks_max = LIVENESS_TICKS_MAX + round_trip_ticks * backlog / per_round_trip;
+        // Entries that left the leader's in-memory window are read back from storage first:
+        // one read (a disk latency) per append message, one read at a time per follower, so a
+        // follower fed from disk moves a message's worth per read, not a window's worth.
+        let read_back_ticks =
+            (2 + options.disk_latency_ticks_max) * backlog / options.append_entries_max as u64;
+        let ticks_max =
+            LIVENESS_TICKS_MAX + round_trip_ticks * backlog / per_round_trip + read_back_ticks;
         let converged = cluster.run_until(ticks_max, Cluster::converged);
         let batches = if converged {
             cluster.check_batches_converged().err()
