@@ -5,6 +5,7 @@
 //! (a) **Memory and disk under sustained load**: `ordo bench --clients 64 --batch 10 --size 128`
 //!     for `ORDO_BENCH_MINUTES` (default 10) against 3 nodes with the shipped defaults; every
 //!     30 s, each node's resident set (VmRSS) and the bytes its data directory takes on disk.
+//!     `ORDO_BENCH_BATCH` changes the messages per batch (1 reaches a long history sooner).
 //! (b) **Restart to serving after that history**: every node killed with SIGKILL and started
 //!     again; the time from the restarts until a batch commits, and each node's own figure for
 //!     opening its store (its "opened the log ... took=" line).
@@ -16,6 +17,7 @@
 //!     `ORDO_BENCH_SNAPSHOT_SECONDS` (default 100) with one follower stopped; it is started
 //!     again and must catch up by snapshot: the time until it has received the snapshot and
 //!     until it has installed it, and the snapshot's size. Then (b) after that history.
+//!     `ORDO_BENCH_SNAPSHOT_SECONDS=0` skips (d).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -41,7 +43,10 @@ const SNAPSHOT_RUN_ENTRIES_MAX: u64 = 100_000;
 
 fn main() {
     let minutes = count_from_env("ORDO_BENCH_MINUTES", 10);
-    let snapshot_seconds = count_from_env("ORDO_BENCH_SNAPSHOT_SECONDS", 100);
+    let snapshot_seconds = std::env::var("ORDO_BENCH_SNAPSHOT_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(100u64);
     println!("machine: {}", machine_description());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,7 +58,9 @@ fn main() {
         restart_to_serving(&mut cluster).await;
         backups(&cluster);
         drop(cluster);
-        snapshot_install(Duration::from_secs(snapshot_seconds)).await;
+        if snapshot_seconds > 0 {
+            snapshot_install(Duration::from_secs(snapshot_seconds)).await;
+        }
     });
 }
 
@@ -68,8 +75,9 @@ fn shipped_defaults(mut environment: Vec<(String, String)>) -> ClusterOptions {
 /// (a): runs `ordo bench` for `duration`, sampling every node's memory and disk.
 async fn sustained_load(cluster: &TestCluster, duration: Duration) {
     println!(
-        "\n(a) {} s of `ordo bench --clients 64 --batch 10 --size 128`, 3 nodes, shipped defaults",
-        duration.as_secs()
+        "\n(a) {} s of `ordo bench --clients 64 --batch {} --size 128`, 3 nodes, shipped defaults",
+        duration.as_secs(),
+        batch_messages()
     );
     cluster.wait_for_leader(SETTLE).await;
     let mut bench = bench_command(cluster, duration)
@@ -104,7 +112,8 @@ fn bench_command(cluster: &TestCluster, duration: Duration) -> Command {
     command
         .args(["bench", "--endpoints", &cluster.endpoints()])
         .args(["--tls-dir", path_str(cluster.tls_dir()), "--client", "cli"])
-        .args(["--clients", "64", "--batch", "10", "--size", "128"])
+        .args(["--clients", "64", "--batch", &batch_messages().to_string()])
+        .args(["--size", "128"])
         .args(["--duration", &format!("{}s", duration.as_secs()), "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -280,6 +289,11 @@ async fn snapshot_install(duration: Duration) {
     })
     .await;
     restart_to_serving(&mut cluster).await;
+}
+
+/// Messages per batch in the load (`ORDO_BENCH_BATCH`, default 10).
+fn batch_messages() -> u64 {
+    count_from_env("ORDO_BENCH_BATCH", 10)
 }
 
 /// VmRSS of a process, in bytes.
