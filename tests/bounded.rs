@@ -30,6 +30,7 @@ use ordo_coordinator::storage::{LogRead, RedbLogStore, RedbOptions, SnapshotStat
 use ordo_coordinator::transport::PeerFrame;
 use ordo_net::tls::{Identity, node_name};
 use ordo_net::wire::PEER_ALPN;
+use ordo_participant::NodeConnection;
 use ordo_participant::applier::ApplierError;
 use ordo_participant::{
     Applier, Batch, BatchStatus, Client, Committed, Message, QueryError, SubmitError, new_batch_id,
@@ -125,23 +126,52 @@ enum SubscribeAnswer {
     Other(String),
 }
 
-async fn raw_subscribe(cluster: &TestCluster, id: NodeId, from_seq: u64) -> SubscribeAnswer {
-    let connection = cluster.connect(id).await.expect("connect");
-    let (mut send, mut receive) = connection.raw().open_bi().await.expect("open a stream");
-    let request = ClientRequest::Subscribe {
-        from_seq,
-        topics: Vec::new(),
-    };
-    ordo_net::wire::write_frame(&mut send, &request)
+/// A raw, unfiltered subscription on node `id` from `from_seq`, and a reader of its answers
+/// (each within `timeout`).
+struct RawSubscription {
+    // Kept open: the node ends the subscription when the request stream goes.
+    _send: quinn::SendStream,
+    receive: quinn::RecvStream,
+    _connection: NodeConnection,
+}
+
+impl RawSubscription {
+    async fn open(cluster: &TestCluster, id: NodeId, from_seq: u64) -> Self {
+        let connection = cluster.connect(id).await.expect("connect");
+        let (mut send, receive) = connection.raw().open_bi().await.expect("open a stream");
+        let request = ClientRequest::Subscribe {
+            from_seq,
+            topics: Vec::new(),
+        };
+        ordo_net::wire::write_frame(&mut send, &request)
+            .await
+            .expect("write the request");
+        Self {
+            _send: send,
+            receive,
+            _connection: connection,
+        }
+    }
+
+    async fn next(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<ClientResponse>, ordo_net::wire::FrameError> {
+        let limit = ordo_common::client::CLIENT_RESPONSE_BYTES_MAX;
+        tokio::time::timeout(
+            timeout,
+            ordo_net::wire::read_frame::<ClientResponse, _>(&mut self.receive, limit),
+        )
         .await
-        .expect("write the request");
-    let limit = ordo_common::client::CLIENT_RESPONSE_BYTES_MAX;
-    let answer = tokio::time::timeout(
-        STARTUP,
-        ordo_net::wire::read_frame::<ClientResponse, _>(&mut receive, limit),
-    )
-    .await
-    .expect("an answer");
+        .expect("an answer in time")
+    }
+}
+
+async fn raw_subscribe(cluster: &TestCluster, id: NodeId, from_seq: u64) -> SubscribeAnswer {
+    let answer = RawSubscription::open(cluster, id, from_seq)
+        .await
+        .next(STARTUP)
+        .await;
     match answer {
         Ok(Some(ClientResponse::Batch(batch))) => SubscribeAnswer::Batch(batch.seq),
         Ok(Some(ClientResponse::Compacted { first_seq })) => SubscribeAnswer::Compacted(first_seq),
@@ -157,8 +187,15 @@ async fn a_follower_left_behind_catches_up_by_snapshot_and_a_killed_cluster_rest
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(200_000);
+    // The leader keeps at most this many entries: the stopped follower must miss more.
+    const RETAINED: u64 = 20_000;
+    assert!(
+        batches > 2 * RETAINED,
+        "ORDO_TEST_BOUNDED_BATCHES must be over {} so that only a snapshot can catch up",
+        2 * RETAINED
+    );
     let mut options = ClusterOptions::shipped_defaults(3);
-    options.environment = retention(20_000, 1_000);
+    options.environment = retention(RETAINED, 1_000);
     options
         .environment
         .push(("ORDO_RAFT_LOG_WINDOW_BYTES_MAX".into(), "4MiB".into()));
@@ -247,25 +284,11 @@ async fn a_follower_left_behind_catches_up_by_snapshot_and_a_killed_cluster_rest
 
 /// Hash of the batches `from..=to` as node `id` serves them.
 async fn hash_batches(cluster: &TestCluster, id: NodeId, from: u64, to: u64) -> u64 {
-    let connection = cluster.connect(id).await.expect("connect");
-    let (mut send, mut receive) = connection.raw().open_bi().await.expect("open a stream");
-    let request = ClientRequest::Subscribe {
-        from_seq: from,
-        topics: Vec::new(),
-    };
-    ordo_net::wire::write_frame(&mut send, &request)
-        .await
-        .expect("write the request");
+    let mut subscription = RawSubscription::open(cluster, id, from).await;
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut next = from;
     while next <= to {
-        let limit = ordo_common::client::CLIENT_RESPONSE_BYTES_MAX;
-        let frame = tokio::time::timeout(
-            CATCH_UP,
-            ordo_net::wire::read_frame::<ClientResponse, _>(&mut receive, limit),
-        )
-        .await
-        .expect("the next batch in time");
+        let frame = subscription.next(CATCH_UP).await;
         let batch = match frame {
             Ok(Some(ClientResponse::Batch(batch))) => batch,
             other => panic!("node {id} at seq {next}: {other:?}"),
