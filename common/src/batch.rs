@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::LogIndex;
+use crate::coord::{MUTEX_NAME_BYTES_MAX, MutexKind};
 use crate::limits::{
     BATCH_BYTES_MAX, BATCH_MESSAGES_MAX, BATCH_PRECONDITIONS_MAX, BATCH_TOPICS_MAX,
     MESSAGE_HEADERS_MAX, MESSAGE_KEY_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
@@ -131,6 +132,10 @@ pub enum Precondition {
     TopicOffset { topic: String, offset: u64 },
     /// Another batch has committed.
     BatchCommitted { batch: BatchId },
+    /// Fencing: lock `name` is held with exactly this token when the batch applies.
+    LockHeld { name: String, token: u64 },
+    /// Fencing: election `election` is led at exactly this epoch when the batch applies.
+    Leader { election: String, epoch: u64 },
 }
 
 /// An atomic batch as submitted.
@@ -165,6 +170,10 @@ pub enum BatchError {
     /// The registry orders ids by the time a UUID v7 carries; other ids cannot be aged.
     #[error("batch id {id} is not a UUID v7; generate ids with a UUID v7 generator")]
     NotUuidV7 { id: BatchId },
+    #[error(
+        "a fencing precondition names a lock or election of {bytes} bytes; names are 1 to MUTEX_NAME_BYTES_MAX ({limit}) bytes"
+    )]
+    BadMutexName { bytes: u64, limit: u64 },
 }
 
 impl Batch {
@@ -228,8 +237,17 @@ impl Batch {
             });
         }
         for precondition in &self.preconditions {
-            if let Precondition::TopicOffset { topic, .. } = precondition {
-                check_topic(topic)?;
+            match precondition {
+                Precondition::TopicOffset { topic, .. } => check_topic(topic)?,
+                Precondition::LockHeld { name, .. }
+                | Precondition::Leader { election: name, .. } => {
+                    let bytes = name.len() as u64;
+                    if bytes == 0 || bytes > MUTEX_NAME_BYTES_MAX {
+                        let limit = MUTEX_NAME_BYTES_MAX;
+                        return Err(BatchError::BadMutexName { bytes, limit });
+                    }
+                }
+                Precondition::BatchCommitted { .. } => {}
             }
         }
         Ok(())
@@ -255,6 +273,9 @@ pub fn bytes_counted(batch: &Batch) -> u64 {
         .map(|precondition| match precondition {
             Precondition::TopicOffset { topic, .. } => topic.len() as u64,
             Precondition::BatchCommitted { .. } => 16,
+            Precondition::LockHeld { name, .. } | Precondition::Leader { election: name, .. } => {
+                name.len() as u64 + 8
+            }
         } + PRECONDITION_ENCODING_OVERHEAD_BYTES)
         .sum();
     messages + preconditions + BATCH_ENCODING_OVERHEAD_BYTES
@@ -292,6 +313,14 @@ pub enum RejectReason {
     },
     #[error("batch {batch} has not committed")]
     BatchNotCommitted { batch: BatchId },
+    /// A fencing precondition failed: the lock (election) moved on, or was never held so.
+    #[error("fenced: {} {name:?} is {}, not {token}", kind.noun(), match current { Some(t) => format!("held with token {t}"), None => "not held".to_string() })]
+    Fenced {
+        kind: MutexKind,
+        name: String,
+        token: u64,
+        current: Option<u64>,
+    },
 }
 
 /// A committed batch as subscribers see it.

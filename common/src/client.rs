@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, BatchError, BatchId, CommittedBatch, Outcome};
+use crate::coord::{CoordRefusal, LeaderChange, MutexInfo, MutexKind, SessionId, SessionInfo};
 use crate::{LogIndex, NodeId, Term};
 
 /// Largest client request frame: one proposal at the payload limit, plus framing.
@@ -32,6 +33,45 @@ pub enum ClientRequest {
     /// Stream a consistent snapshot of this node's applied state (a backup): answered with
     /// [`ClientResponse::SnapshotChunk`] frames, then one [`ClientResponse::SnapshotEnd`].
     SnapshotSave,
+    /// Open (or, retried, renew) a session with this TTL. `owner` is filled in by the node from
+    /// the client's certificate; what the client sends there is ignored.
+    OpenSession {
+        session: SessionId,
+        ttl_ms: u64,
+        owner: String,
+    },
+    /// Renew a session: answered once the renewal committed.
+    KeepAlive { session: SessionId },
+    /// End a session, releasing everything it holds.
+    CloseSession { session: SessionId },
+    /// Acquire a lock (or campaign in an election, with `value`): answered with
+    /// [`ClientResponse::Held`] once granted, however long the wait. Asking again while waiting
+    /// is safe (after a leader change, say).
+    Acquire {
+        kind: MutexKind,
+        name: String,
+        session: SessionId,
+        value: Vec<u8>,
+        lock_delay_ms: u64,
+    },
+    /// Release a lock (resign), or stop waiting for it.
+    Release {
+        kind: MutexKind,
+        name: String,
+        session: SessionId,
+    },
+    /// An election's leader publishes a new value.
+    Proclaim {
+        name: String,
+        session: SessionId,
+        epoch: u64,
+        value: Vec<u8>,
+    },
+    /// Leadership changes of an election after `after_revision`: answered at once if there are
+    /// any, else when the next one commits.
+    Observe { name: String, after_revision: u64 },
+    /// Sessions, locks and elections, read linearizably (operators' listings).
+    CoordList,
 }
 
 /// Most bytes of snapshot in one [`ClientResponse::SnapshotChunk`].
@@ -93,7 +133,43 @@ pub enum ClientResponse {
         applied_term: Term,
         bytes: u64,
     },
+    /// The session is open (or renewed) with this TTL.
+    SessionOpened {
+        ttl_ms: u64,
+    },
+    /// The renewal committed.
+    SessionRenewed,
+    /// The session expired or was closed: everything it held is released.
+    SessionGone {
+        session: SessionId,
+    },
+    /// The lock (election) is held with this token (epoch).
+    Held {
+        token: u64,
+    },
+    /// A release: whether the session held or waited for the lock.
+    Released {
+        held: bool,
+    },
+    /// A session, lock or election request refused as it stands (see [`CoordRefusal`]).
+    CoordRefused(CoordRefusal),
+    /// Leadership changes of an election, oldest first; `gap` when some after the asked
+    /// revision are no longer remembered (the latest is always included).
+    LeaderChanges {
+        changes: Vec<LeaderChange>,
+        gap: bool,
+    },
+    /// Sessions and locks, for operators (at most [`COORD_LIST_ROWS_MAX`] of each).
+    CoordList {
+        sessions: Vec<SessionInfo>,
+        mutexes: Vec<MutexInfo>,
+    },
+    /// The close committed, or the proclaim.
+    Done,
 }
+
+/// Most rows of each kind a [`ClientResponse::CoordList`] carries.
+pub const COORD_LIST_ROWS_MAX: usize = 10_000;
 
 /// One node's view, as `ordo status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod client;
 pub mod codec;
+pub mod coord;
 pub mod limits;
 mod log;
 
@@ -50,6 +51,16 @@ impl std::fmt::Display for ClusterId {
         }
         Ok(())
     }
+}
+
+/// A client's identity as sessions record it: a digest of its certificate (DER), the same for
+/// every connection made with that certificate.
+pub fn certificate_identity(der: &[u8]) -> String {
+    let mut hash = Fnv128::new(b"ordo client identity v1");
+    hash.write(der);
+    let digest = hash.finish();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cert:{hex}")
 }
 
 /// 128-bit FNV-1a: enough to tell configurations apart (this is an identity, not a defence).

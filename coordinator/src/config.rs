@@ -154,6 +154,9 @@ pub struct RaftSection {
     pub proposal_bytes_max: HumanBytes,
     pub log_window_bytes_max: HumanBytes,
     pub snapshot_timeout: HumanDuration,
+    /// How far apart the coordinators' clocks may be (sessions' TTLs carried over a leader
+    /// change are extended by it).
+    pub clock_skew_max: HumanDuration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -222,6 +225,7 @@ impl Default for NodeConfig {
                 proposal_bytes_max: HumanBytes(ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX),
                 log_window_bytes_max: mib(64),
                 snapshot_timeout: ms(30_000),
+                clock_skew_max: ms(1000),
             },
             storage: StorageSection {
                 cache: mib(64),
@@ -288,6 +292,11 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "raft",
         "election_timeout",
         "duration; base election timeout (randomized up to 2x)",
+    ),
+    (
+        "raft",
+        "clock_skew_max",
+        "duration; how far apart coordinators' clocks may be; a new leader adds it to each session's remaining TTL",
     ),
     (
         "raft",

@@ -116,6 +116,8 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         raft: config.core_config(&voters),
         addresses: addresses(&voters),
         registry: config.registry_limits(),
+        tick_ms: config.raft.tick_interval.0.as_millis().max(1) as u64,
+        clock_skew_ms: config.raft.clock_skew_max.0.as_millis() as u64,
     };
     let node = Node::new(node_config, recovered, seed)?;
     let (servable_tx, servable_rx) = watch::channel(node.servable_seq());

@@ -732,9 +732,23 @@ async fn relay(
     }
 }
 
+/// The identity a client's sessions are recorded under: a digest of its certificate.
+fn client_identity(connection: &quinn::Connection) -> String {
+    connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| {
+            chain
+                .first()
+                .map(|leaf| ordo_common::certificate_identity(leaf))
+        })
+        .unwrap_or_else(|| "anonymous".to_string())
+}
+
 async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) {
     let remote = connection.remote_address();
-    debug!(%remote, "client connected");
+    let identity: Arc<str> = client_identity(&connection).into();
+    debug!(%remote, %identity, "client connected");
     loop {
         let (mut send, mut receive) = match connection.accept_bi().await {
             Ok(streams) => streams,
@@ -744,9 +758,14 @@ async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) 
             }
         };
         let accepting = accepting.clone();
+        let identity = identity.clone();
         tokio::spawn(async move {
-            let request =
+            let mut request =
                 read_frame::<ClientRequest, _>(&mut receive, CLIENT_REQUEST_BYTES_MAX).await;
+            // A session belongs to the certificate that opened it, whatever the client says.
+            if let Ok(Some(ClientRequest::OpenSession { owner, .. })) = &mut request {
+                *owner = identity.to_string();
+            }
             let response = match request {
                 Ok(Some(ClientRequest::Subscribe { from_seq, topics })) => {
                     let source = accepting.batches.clone();

@@ -253,6 +253,7 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
                 registry_evicted: vec![],
                 log_time_ms: 0,
                 registry_floor_ms: 0,
+                coord: vec![],
             }),
             ..WriteBatch::default()
         },
@@ -281,6 +282,7 @@ fn progress_and_tables<H: Harness>(harness: &mut H) {
                 registry_evicted: vec![],
                 log_time_ms: 0,
                 registry_floor_ms: 0,
+                coord: vec![],
             }),
             ..WriteBatch::default()
         },
@@ -391,6 +393,7 @@ fn an_install_replaces_the_state_and_the_log_through_it<H: Harness>(harness: &mu
         registry_floor_ms: index,
         offsets: vec![("t".into(), index)],
         registry: vec![([tag; 16], vec![tag])],
+        coord: vec![],
     };
     let install = |index: u64, term: u64, keep_suffix: bool| WriteBatch {
         install: Some(Install {
@@ -589,6 +592,7 @@ fn reopen_keeps_everything<H: Harness>(harness: &mut H) {
                 registry_evicted: vec![],
                 log_time_ms: 0,
                 registry_floor_ms: 0,
+                coord: vec![],
             }),
             ..WriteBatch::default()
         },
@@ -629,6 +633,7 @@ fn compacted_reads_say_so<H: Harness>(harness: &mut H) {
                 registry_evicted: vec![],
                 log_time_ms: 0,
                 registry_floor_ms: 0,
+                coord: vec![],
             }),
             ..WriteBatch::default()
         },

@@ -423,6 +423,7 @@ fn crash_child() {
                         registry_evicted: vec![],
                         log_time_ms: 0,
                         registry_floor_ms: 0,
+                        coord: vec![],
                     }),
                     ..WriteBatch::default()
                 }

@@ -225,6 +225,7 @@ fn a_snapshot_install_on_a_full_disk_purges_nothing() {
                 registry_floor_ms: 0,
                 offsets: vec![("t".into(), 7)],
                 registry: Vec::new(),
+                coord: vec![],
             },
         }),
         ..WriteBatch::default()

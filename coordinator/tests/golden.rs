@@ -25,11 +25,12 @@ use ordo_common::batch::{
 use ordo_common::client::{
     BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
 };
+use ordo_common::coord::{CoordRefusal, LeaderChange, MutexInfo, MutexKind, SessionId};
 use ordo_common::{Entry, EntryPayload, HardState, LogId, codec};
 use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
 use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, SnapshotState, layout};
 use ordo_coordinator::transport::PeerFrame;
-use ordo_core::state::{Command, Registered};
+use ordo_core::state::{Command, CoordOp, CoordState, Registered};
 use ordo_core::{AppendResponse, Body, ConflictHint, Message as RaftMessage, RejectHint};
 use ordo_net::wire::{WIRE_VERSION, encode_frame};
 use ordo_node::snapshot::encode_snapshot;
@@ -64,6 +65,7 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         layout::BATCHES_TABLE,
         layout::REGISTRY_TABLE,
         layout::OFFSETS_TABLE,
+        layout::COORD_TABLE,
     ];
     samples.push(("table names".into(), tables.join(",").into_bytes()));
     let keys = [
@@ -144,6 +146,12 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         "offset record orders -> 12".into(),
         encode_value(b"orders", &12u64),
     ));
+    for (number, (key, row)) in coord_rows().into_iter().enumerate() {
+        samples.push((
+            format!("coordination row #{number}"),
+            encode_bytes(&key, &row),
+        ));
+    }
     samples.push((
         "snapshot file".into(),
         encode_snapshot(&SnapshotState {
@@ -153,6 +161,7 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
             registry_floor_ms: 1_699_999_000_000,
             offsets: vec![("orders".into(), 12)],
             registry: vec![([0xAB; 16], vec![1, 2, 3])],
+            coord: coord_rows(),
         }),
     ));
     check(
@@ -200,10 +209,20 @@ fn preconditions() -> Vec<Precondition> {
             offset: 41,
         },
         Precondition::BatchCommitted { batch: id(2) },
+        Precondition::LockHeld {
+            name: "jobs".into(),
+            token: 77,
+        },
+        Precondition::Leader {
+            election: "scheduler".into(),
+            epoch: 78,
+        },
     ];
-    covers(&samples, 2, |sample| match sample {
+    covers(&samples, 4, |sample| match sample {
         Precondition::TopicOffset { .. } => 0,
         Precondition::BatchCommitted { .. } => 1,
+        Precondition::LockHeld { .. } => 2,
+        Precondition::Leader { .. } => 3,
     });
     samples
 }
@@ -216,10 +235,17 @@ fn reject_reasons() -> Vec<RejectReason> {
             actual: 42,
         },
         RejectReason::BatchNotCommitted { batch: id(3) },
+        RejectReason::Fenced {
+            kind: MutexKind::Lock,
+            name: "jobs".into(),
+            token: 77,
+            current: Some(80),
+        },
     ];
-    covers(&samples, 2, |sample| match sample {
+    covers(&samples, 3, |sample| match sample {
         RejectReason::TopicOffset { .. } => 0,
         RejectReason::BatchNotCommitted { .. } => 1,
+        RejectReason::Fenced { .. } => 2,
     });
     samples
 }
@@ -246,11 +272,118 @@ fn commands() -> Vec<Command> {
         },
         Command::Raw(Bytes::from_static(b"raw")),
     ];
-    covers(&samples, 2, |sample| match sample {
+    let mut samples = samples;
+    samples.extend(coord_ops().into_iter().map(|op| Command::Coord {
+        op,
+        stamp_ms: 1_700_000_000_124,
+    }));
+    covers(&samples, 3, |sample| match sample {
         Command::Batch { .. } => 0,
         Command::Raw(_) => 1,
+        Command::Coord { .. } => 2,
     });
     samples
+}
+
+fn session(byte: u8) -> SessionId {
+    SessionId([byte; 16])
+}
+
+fn coord_ops() -> Vec<CoordOp> {
+    let samples = vec![
+        CoordOp::Open {
+            session: session(1),
+            owner: "cert:0123456789abcdef".into(),
+            ttl_ms: 10_000,
+        },
+        CoordOp::KeepAlive {
+            sessions: vec![session(1), session(2)],
+        },
+        CoordOp::Expire {
+            session: session(1),
+            renewed_index: 40,
+        },
+        CoordOp::Close {
+            session: session(2),
+        },
+        CoordOp::Acquire {
+            kind: MutexKind::Lock,
+            name: "jobs".into(),
+            session: session(1),
+            value: vec![],
+            lock_delay_ms: 15_000,
+        },
+        CoordOp::Release {
+            kind: MutexKind::Election,
+            name: "scheduler".into(),
+            session: session(1),
+        },
+        CoordOp::Proclaim {
+            name: "scheduler".into(),
+            session: session(1),
+            epoch: 41,
+            value: b"w1".to_vec(),
+        },
+        CoordOp::Wake {
+            mutexes: vec![(MutexKind::Lock, "jobs".into())],
+        },
+    ];
+    covers(&samples, 8, |sample| match sample {
+        CoordOp::Open { .. } => 0,
+        CoordOp::KeepAlive { .. } => 1,
+        CoordOp::Expire { .. } => 2,
+        CoordOp::Close { .. } => 3,
+        CoordOp::Acquire { .. } => 4,
+        CoordOp::Release { .. } => 5,
+        CoordOp::Proclaim { .. } => 6,
+        CoordOp::Wake { .. } => 7,
+    });
+    samples
+}
+
+/// The stored rows of a state with one session holding a lock another waits for, and an
+/// election.
+fn coord_rows() -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut state = CoordState::default();
+    for (index, op) in [
+        CoordOp::Open {
+            session: session(1),
+            owner: "a".into(),
+            ttl_ms: 10_000,
+        },
+        CoordOp::Open {
+            session: session(2),
+            owner: "b".into(),
+            ttl_ms: 10_000,
+        },
+        CoordOp::Acquire {
+            kind: MutexKind::Lock,
+            name: "jobs".into(),
+            session: session(1),
+            value: vec![],
+            lock_delay_ms: 0,
+        },
+        CoordOp::Acquire {
+            kind: MutexKind::Lock,
+            name: "jobs".into(),
+            session: session(2),
+            value: vec![],
+            lock_delay_ms: 0,
+        },
+        CoordOp::Acquire {
+            kind: MutexKind::Election,
+            name: "scheduler".into(),
+            session: session(2),
+            value: b"w2".to_vec(),
+            lock_delay_ms: 0,
+        },
+    ]
+    .iter()
+    .enumerate()
+    {
+        state.apply(index as u64 + 1, op, 1_700_000_000_000);
+    }
+    state.rows()
 }
 
 fn entries() -> Vec<Entry> {
@@ -285,8 +418,12 @@ fn batch_errors() -> Vec<BatchError> {
         BatchError::TooManyHeaders { count: 2, limit: 1 },
         BatchError::TooManyPreconditions { count: 2, limit: 1 },
         BatchError::NotUuidV7 { id: id(5) },
+        BatchError::BadMutexName {
+            bytes: 0,
+            limit: 255,
+        },
     ];
-    covers(&samples, 10, |sample| match sample {
+    covers(&samples, 11, |sample| match sample {
         BatchError::Empty => 0,
         BatchError::TooManyMessages { .. } => 1,
         BatchError::TooLarge { .. } => 2,
@@ -297,6 +434,7 @@ fn batch_errors() -> Vec<BatchError> {
         BatchError::TooManyHeaders { .. } => 7,
         BatchError::TooManyPreconditions { .. } => 8,
         BatchError::NotUuidV7 { .. } => 9,
+        BatchError::BadMutexName { .. } => 10,
     });
     samples
 }
@@ -375,8 +513,42 @@ fn client_requests() -> Vec<ClientRequest> {
             topics: vec!["orders".into()],
         },
         ClientRequest::SnapshotSave,
+        ClientRequest::OpenSession {
+            session: session(1),
+            ttl_ms: 10_000,
+            owner: String::new(),
+        },
+        ClientRequest::KeepAlive {
+            session: session(1),
+        },
+        ClientRequest::CloseSession {
+            session: session(1),
+        },
+        ClientRequest::Acquire {
+            kind: MutexKind::Election,
+            name: "scheduler".into(),
+            session: session(1),
+            value: b"w1".to_vec(),
+            lock_delay_ms: 0,
+        },
+        ClientRequest::Release {
+            kind: MutexKind::Lock,
+            name: "jobs".into(),
+            session: session(1),
+        },
+        ClientRequest::Proclaim {
+            name: "scheduler".into(),
+            session: session(1),
+            epoch: 41,
+            value: b"w1b".to_vec(),
+        },
+        ClientRequest::Observe {
+            name: "scheduler".into(),
+            after_revision: 40,
+        },
+        ClientRequest::CoordList,
     ];
-    covers(&samples, 7, |sample| match sample {
+    covers(&samples, 15, |sample| match sample {
         ClientRequest::Hello => 0,
         ClientRequest::Status => 1,
         ClientRequest::Propose { .. } => 2,
@@ -384,6 +556,14 @@ fn client_requests() -> Vec<ClientRequest> {
         ClientRequest::BatchStatus { .. } => 4,
         ClientRequest::Subscribe { .. } => 5,
         ClientRequest::SnapshotSave => 6,
+        ClientRequest::OpenSession { .. } => 7,
+        ClientRequest::KeepAlive { .. } => 8,
+        ClientRequest::CloseSession { .. } => 9,
+        ClientRequest::Acquire { .. } => 10,
+        ClientRequest::Release { .. } => 11,
+        ClientRequest::Proclaim { .. } => 12,
+        ClientRequest::Observe { .. } => 13,
+        ClientRequest::CoordList => 14,
     });
     samples
 }
@@ -443,7 +623,74 @@ fn client_responses() -> Vec<ClientResponse> {
         applied_term: 6,
         bytes: 4096,
     });
-    covers(&samples, 14, |sample| match sample {
+    samples.push(ClientResponse::SessionOpened { ttl_ms: 10_000 });
+    samples.push(ClientResponse::SessionRenewed);
+    samples.push(ClientResponse::SessionGone {
+        session: session(1),
+    });
+    samples.push(ClientResponse::Held { token: 41 });
+    samples.push(ClientResponse::Released { held: true });
+    samples.extend(
+        [
+            CoordRefusal::SessionGone(session(1)),
+            CoordRefusal::NotOwner {
+                session: session(1),
+                owner: "a".into(),
+            },
+            CoordRefusal::TtlOutOfRange {
+                ttl_ms: 10,
+                min_ms: 3_000,
+                max_ms: 3_600_000,
+            },
+            CoordRefusal::Limit {
+                what: "w".into(),
+                limit_name: "SESSIONS_MAX".into(),
+                limit: 100_000,
+            },
+            CoordRefusal::NotLeader {
+                name: "scheduler".into(),
+                session: session(1),
+                epoch: 40,
+            },
+        ]
+        .into_iter()
+        .map(ClientResponse::CoordRefused),
+    );
+    samples.push(ClientResponse::LeaderChanges {
+        changes: vec![
+            LeaderChange {
+                revision: 41,
+                leader: Some((41, b"w1".to_vec())),
+            },
+            LeaderChange {
+                revision: 45,
+                leader: None,
+            },
+        ],
+        gap: false,
+    });
+    let mut state = CoordState::default();
+    state.apply(
+        1,
+        &CoordOp::Open {
+            session: session(1),
+            owner: "a".into(),
+            ttl_ms: 10_000,
+        },
+        5,
+    );
+    samples.push(ClientResponse::CoordList {
+        sessions: state.session_infos(10),
+        mutexes: vec![MutexInfo {
+            kind: MutexKind::Lock,
+            name: "jobs".into(),
+            holder: Some((session(1), 41, vec![])),
+            waiters: vec![session(2)],
+            free_at_ms: 0,
+        }],
+    });
+    samples.push(ClientResponse::Done);
+    covers(&samples, 23, |sample| match sample {
         ClientResponse::Welcome { .. } => 0,
         ClientResponse::Status(_) => 1,
         ClientResponse::Committed { .. } => 2,
@@ -458,6 +705,15 @@ fn client_responses() -> Vec<ClientResponse> {
         ClientResponse::BeyondHorizon { .. } => 11,
         ClientResponse::SnapshotChunk { .. } => 12,
         ClientResponse::SnapshotEnd { .. } => 13,
+        ClientResponse::SessionOpened { .. } => 14,
+        ClientResponse::SessionRenewed => 15,
+        ClientResponse::SessionGone { .. } => 16,
+        ClientResponse::Held { .. } => 17,
+        ClientResponse::Released { .. } => 18,
+        ClientResponse::CoordRefused(_) => 19,
+        ClientResponse::LeaderChanges { .. } => 20,
+        ClientResponse::CoordList { .. } => 21,
+        ClientResponse::Done => 22,
     });
     samples
 }

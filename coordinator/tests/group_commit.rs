@@ -126,6 +126,7 @@ fn merged_requests_act_as_if_written_in_order() {
                 registry_evicted: vec![],
                 log_time_ms: 0,
                 registry_floor_ms: 0,
+                coord: vec![],
             }),
             ..WriteBatch::default()
         },
@@ -138,6 +139,7 @@ fn merged_requests_act_as_if_written_in_order() {
                 registry_evicted: vec![],
                 log_time_ms: 500,
                 registry_floor_ms: 0,
+                coord: vec![],
             }),
             ..WriteBatch::default()
         },
@@ -549,6 +551,7 @@ fn random_request(rng: &mut Rng, reference: &MemLogStore) -> WriteBatch {
                     registry_evicted: vec![],
                     log_time_ms: 0,
                     registry_floor_ms: 0,
+                    coord: vec![],
                 }),
                 ..WriteBatch::default()
             }

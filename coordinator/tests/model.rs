@@ -270,6 +270,7 @@ impl Model {
                         registry_evicted: vec![],
                         log_time_ms: 0,
                         registry_floor_ms: 0,
+                        coord: vec![],
                     }),
                     ..WriteBatch::default()
                 })

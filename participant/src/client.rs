@@ -312,6 +312,96 @@ impl Client {
         })
     }
 
+    /// Sends `request` to the leader, following leader hints and retrying across leader
+    /// changes, lost connections and busy answers until `deadline`; returns the first other
+    /// answer. `patience` says how long one attempt may take and what its timeout means.
+    pub(crate) async fn leader_call(
+        &self,
+        request: &ClientRequest,
+        deadline: Instant,
+        patience: Patience,
+    ) -> Result<ClientResponse, QueryError> {
+        self.leader_call_timed(request, deadline, patience)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`Client::leader_call`], also returning when the answered attempt was sent (a session's
+    /// TTL runs from no earlier than that).
+    pub(crate) async fn leader_call_timed(
+        &self,
+        request: &ClientRequest,
+        deadline: Instant,
+        patience: Patience,
+    ) -> Result<(ClientResponse, Instant), QueryError> {
+        let wait = match patience {
+            Patience::Wait(wait) => Some(wait),
+            _ => None,
+        };
+        let mut attempt = 0u32;
+        let mut last_problem = String::from("no attempt");
+        while Instant::now() < deadline {
+            attempt += 1;
+            let address = self.target(attempt);
+            let sent = Instant::now();
+            // A short attempt bounds the connect too: a handshake with a dead node (a follower
+            // may still hint it as the leader) would otherwise take the whole request timeout.
+            let connection = match patience {
+                Patience::Short(timeout) => {
+                    match tokio::time::timeout(timeout, self.connection(address)).await {
+                        Ok(connection) => connection,
+                        Err(_) => Err(ConnectError::Timeout { address, timeout }),
+                    }
+                }
+                _ => self.connection(address).await,
+            };
+            let response = match connection {
+                Ok(connection) => match patience {
+                    Patience::Wait(timeout) | Patience::Short(timeout) => {
+                        connection.request_within(request, timeout).await
+                    }
+                    Patience::Normal => connection.request(request).await,
+                },
+                Err(error) => Err(error),
+            };
+            match response {
+                Ok(ClientResponse::NotLeader { leader_address, .. }) => {
+                    let hinted = leader_address.is_some();
+                    self.follow_hint(leader_address.as_deref());
+                    last_problem = format!("{address} is not the leader");
+                    if hinted {
+                        continue;
+                    }
+                }
+                Ok(ClientResponse::Busy { code, reason }) => {
+                    last_problem = format!("{address} is busy ({code}): {reason}");
+                }
+                Ok(response) => {
+                    self.answered_as_leader(address);
+                    return Ok((response, sent));
+                }
+                Err(ConnectError::Timeout { .. }) if wait.is_some() => {
+                    // Nothing happened yet: ask again (the node keeps one wait per request key).
+                    attempt = 0;
+                    continue;
+                }
+                Err(error) => {
+                    self.forget(address);
+                    last_problem = error.to_string();
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Err(QueryError::Unavailable {
+            detail: last_problem,
+        })
+    }
+
+    /// How long calls retry before giving up (see [`ClientConfig::retry_timeout`]).
+    pub(crate) fn retry_timeout(&self) -> Duration {
+        self.inner.config.retry_timeout
+    }
+
     /// Committed batches from `from_seq` on, in seq order, with only the messages of `topics`
     /// (every topic when empty). Gap-free and duplicate-free across reconnects and leader
     /// changes: any node serves it, up to its own commit index.
@@ -481,6 +571,19 @@ impl Client {
         connections.push(connection.clone());
         Ok(connection)
     }
+}
+
+/// How long one attempt of [`Client::leader_call`] may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Patience {
+    /// The client's request timeout; a timeout counts against the node.
+    Normal,
+    /// A shorter timeout (a keep-alive must reach a new leader well within its TTL); a timeout
+    /// counts against the node.
+    Short(Duration),
+    /// The request may be answered only when something happens (a lock grant, a leadership
+    /// change): an attempt that outlives this is sent again to the same node.
+    Wait(Duration),
 }
 
 /// Exponential back-off between attempts: 20 ms doubling to 640 ms.

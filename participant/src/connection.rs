@@ -135,6 +135,16 @@ impl NodeConnection {
 
     /// Sends one request on its own stream and waits for the response.
     pub async fn request(&self, request: &ClientRequest) -> Result<ClientResponse, ConnectError> {
+        self.request_within(request, self.timeout).await
+    }
+
+    /// [`Self::request`] with its own timeout (a request the node answers only when something
+    /// happens, such as a lock grant, waits longer than others).
+    pub async fn request_within(
+        &self,
+        request: &ClientRequest,
+        timeout: Duration,
+    ) -> Result<ClientResponse, ConnectError> {
         let address = self.address;
         let exchange = async {
             let (mut send, mut receive) =
@@ -173,12 +183,9 @@ impl NodeConnection {
                 Err(source) => Err(ConnectError::Frame { address, source }),
             }
         };
-        tokio::time::timeout(self.timeout, exchange)
+        tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| ConnectError::Timeout {
-                address,
-                timeout: self.timeout,
-            })?
+            .map_err(|_| ConnectError::Timeout { address, timeout })?
     }
 
     /// The underlying connection (for tests that speak raw frames).

@@ -50,10 +50,13 @@
 //! - [`Client::subscribe`] streams committed batches in seq order, gap- and duplicate-free
 //!   across reconnects.
 //! - [`Applier`] commits the service's changes and its cursor in one redb transaction.
+//! - [`Session`], [`LockGuard`] and [`Leadership`]: sessions, locks with fencing tokens enforced
+//!   at commit, and leader election (see [`coord`]).
 
 pub mod applier;
 pub mod client;
 pub mod connection;
+pub mod coord;
 
 pub use applier::{Applier, ApplierError, HandlerError};
 pub use client::{
@@ -61,6 +64,8 @@ pub use client::{
     SubmitError, Subscription, new_batch_id, parse_endpoints,
 };
 pub use connection::{ClientTls, ConnectError, NodeConnection};
+pub use coord::{CoordError, FenceCheck, Leadership, LockGuard, Observer, Session};
 pub use ordo_common::batch::{
     Batch, BatchError, BatchId, CommittedBatch, Message, Outcome, Precondition, RejectReason,
 };
+pub use ordo_common::coord::{LeaderChange, MutexInfo, MutexKind, SessionId, SessionInfo};

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use ordo_participant::{
-    Batch, BatchId, Client, ClientConfig, CommittedBatch, Message, Precondition, SubmitError,
-    new_batch_id,
+    Batch, BatchId, Client, ClientConfig, CommittedBatch, Message, Precondition, RejectReason,
+    SubmitError, new_batch_id,
 };
 
 use ordo_participant::parse_endpoints;
@@ -21,8 +21,8 @@ pub async fn client(arguments: &ClientArguments) -> Result<Client, Box<dyn std::
     Ok(Client::connect(config).await?)
 }
 
-/// `TOPIC=PAYLOAD` and `TOPIC=OFFSET` arguments.
-fn split_pair(text: &str) -> Result<(&str, &str), String> {
+/// `TOPIC=PAYLOAD`, `TOPIC=OFFSET` and `NAME=TOKEN` arguments.
+pub fn split_pair(text: &str) -> Result<(&str, &str), String> {
     text.split_once('=')
         .ok_or_else(|| format!("{text:?} is not TOPIC=VALUE"))
 }
@@ -31,6 +31,8 @@ pub async fn submit(
     arguments: &ClientArguments,
     id: Option<String>,
     expect: &[String],
+    fence: &[String],
+    epoch: &[String],
     messages: &[String],
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let id = match id {
@@ -44,6 +46,22 @@ pub async fn submit(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut preconditions = Vec::new();
+    for pair in fence {
+        let (name, token) = split_pair(pair)?;
+        let token = token
+            .parse()
+            .map_err(|_| format!("{pair:?}: the token must be a number"))?;
+        let name = name.to_string();
+        preconditions.push(Precondition::LockHeld { name, token });
+    }
+    for pair in epoch {
+        let (election, epoch) = split_pair(pair)?;
+        let epoch = epoch
+            .parse()
+            .map_err(|_| format!("{pair:?}: the epoch must be a number"))?;
+        let election = election.to_string();
+        preconditions.push(Precondition::Leader { election, epoch });
+    }
     for pair in expect {
         let (topic, offset) = split_pair(pair)?;
         let offset = offset
@@ -76,6 +94,7 @@ pub async fn submit(
             let line = serde_json::json!({
                 "batch_id": id.to_string(),
                 "rejected": reason.to_string(),
+                "fenced": matches!(reason, RejectReason::Fenced { .. }),
             });
             println!("{line}");
             Ok(ExitCode::from(3))

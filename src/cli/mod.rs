@@ -2,6 +2,7 @@
 
 mod batches;
 mod bench;
+mod coord;
 mod demo;
 mod dev;
 mod snapshot;
@@ -85,6 +86,12 @@ enum Command {
         /// Precondition: TOPIC=OFFSET (the topic must hold exactly OFFSET messages).
         #[arg(long)]
         expect: Vec<String>,
+        /// Fencing: NAME=TOKEN (lock NAME must be held with TOKEN when the batch applies).
+        #[arg(long)]
+        fence: Vec<String>,
+        /// Fencing: NAME=EPOCH (election NAME must be led at EPOCH when the batch applies).
+        #[arg(long)]
+        epoch: Vec<String>,
         /// Messages: TOPIC=PAYLOAD.
         #[arg(required = true)]
         messages: Vec<String>,
@@ -104,6 +111,44 @@ enum Command {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Hold lock NAME: run CMD while holding it (with ORDO_LOCK_NAME and ORDO_LOCK_TOKEN set),
+    /// or print {"lock":NAME,"token":N} and hold until SIGINT, SIGTERM or the end of stdin.
+    /// `ordo lock list` lists locks and elections.
+    Lock {
+        #[command(flatten)]
+        client: ClientArguments,
+        name: String,
+        /// The session's TTL: how long the lock outlives this process if it stops renewing.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Keep the lock ungranted this long after this session expires while holding it.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        lock_delay: std::time::Duration,
+        /// With `list`: print JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Campaign in election NAME with --value V: when elected print
+    /// {"election":NAME,"leader":V,"epoch":N} and run CMD (with ORDO_ELECTION_EPOCH set) or hold;
+    /// resign on exit. With --observe, print one such line per leadership change.
+    Elect {
+        #[command(flatten)]
+        client: ClientArguments,
+        name: String,
+        #[arg(long)]
+        value: Option<String>,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long)]
+        observe: bool,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Sessions (leases), for operators.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Back up the replicated state, or seed a new cluster from a backup.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -121,6 +166,17 @@ enum Command {
         size: usize,
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LeaseCommand {
+    /// List open sessions: id, owner, TTL, last renewal, what each holds or waits for.
+    List {
+        #[command(flatten)]
+        client: ClientArguments,
         #[arg(long)]
         json: bool,
     },
@@ -235,8 +291,44 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             client,
             id,
             expect,
+            fence,
+            epoch,
             messages,
-        } => runtime()?.block_on(batches::submit(&client, id, &expect, &messages)),
+        } => runtime()?.block_on(batches::submit(
+            &client, id, &expect, &fence, &epoch, &messages,
+        )),
+        Command::Lock {
+            client,
+            name,
+            ttl,
+            lock_delay,
+            json,
+            command,
+        } => {
+            if name == "list" && command.is_empty() {
+                return runtime()?.block_on(coord::list_locks(&client, json));
+            }
+            let hold = coord::Hold { ttl, command };
+            runtime()?.block_on(coord::lock(&client, &name, lock_delay, hold))
+        }
+        Command::Elect {
+            client,
+            name,
+            value,
+            ttl,
+            observe,
+            command,
+        } => {
+            if observe {
+                return runtime()?.block_on(coord::observe(&client, &name));
+            }
+            let value = value.ok_or("ordo elect needs --value V (or --observe)")?;
+            let hold = coord::Hold { ttl, command };
+            runtime()?.block_on(coord::elect(&client, &name, &value, hold))
+        }
+        Command::Lease(LeaseCommand::List { client, json }) => {
+            runtime()?.block_on(coord::list_leases(&client, json))
+        }
         Command::Tail {
             client,
             from,

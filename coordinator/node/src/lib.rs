@@ -47,10 +47,13 @@
 //! - [`node`]: the [`Node`] and its inputs and outputs.
 //! - [`storage`]: the storage contract the node writes through, the rules every store
 //!   enforces, the checked record layout, and the in-memory store the simulator runs on.
+//! - [`sessions`]: sessions, locks and elections as a node keeps them: a leader's TTL clock,
+//!   and the clients waiting for a grant or a leadership change.
 //! - [`snapshot`]: the snapshot format (the state machine as of an applied entry), the same
 //!   bytes on every node for the same index.
 
 pub mod node;
+pub mod sessions;
 pub mod snapshot;
 pub mod storage;
 

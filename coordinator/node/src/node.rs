@@ -5,18 +5,22 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use ordo_common::batch::{BatchId, CommittedBatch};
+use ordo_common::client::COORD_LIST_ROWS_MAX;
 use ordo_common::client::{
     BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
 };
+use ordo_common::coord::{CoordRefusal, MutexKind, SESSION_TTL_MS_MAX, SessionId};
 use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 use ordo_core::state::{
-    BatchState, Command, IdStatus, Registered, RegistryLimits, StateTables, Verdict, content_hash,
+    BatchState, Command, CoordAnswer, CoordOp, IdStatus, Registered, RegistryLimits, StateTables,
+    Verdict, content_hash,
 };
 use ordo_core::{
     InvalidMessage, Message, ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId,
     Restored, Role, TransferError,
 };
 
+use crate::sessions::{KEEPALIVES_PENDING_MAX, LOCK_WAITS_MAX, OBSERVERS_MAX, Sessions};
 use crate::storage::{Install, SnapshotState, StateUpdate, StoreState, StoredTables, WriteBatch};
 use ordo_common::limits::OUTCOME_BYTES_MAX;
 
@@ -38,6 +42,12 @@ pub struct NodeConfig {
     pub addresses: BTreeMap<NodeId, String>,
     /// What bounds the idempotency registry (see `ordo_core::state`).
     pub registry: RegistryLimits,
+    /// Milliseconds between two ticks: how a leader turns session TTLs into ticks.
+    pub tick_ms: u64,
+    /// How far apart any two coordinators' clocks may be, in ms: a new leader adds it to what
+    /// the log's time says remains of each session's TTL (the log's times come from earlier
+    /// leaders' clocks).
+    pub clock_skew_ms: u64,
 }
 
 /// What storage kept when the node last stopped.
@@ -66,6 +76,9 @@ pub struct Durable {
 }
 
 /// What the node asks its runtime to do, in the order it must be done.
+// A `Persist` is larger than the other variants, but each output is made once and moved once to
+// the runtime: boxing it would cost an allocation per write to save a copy of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Make `batch` durable, after every earlier write and before every later one; report it
@@ -140,8 +153,8 @@ pub struct Node {
     config: NodeConfig,
     /// Submits and raw proposals waiting for their entry to apply.
     proposals: HashMap<ProposalId, RequestId>,
-    /// Status queries waiting for their linearizable read.
-    reads: HashMap<ReadId, (RequestId, BatchId)>,
+    /// Queries waiting for their linearizable read.
+    reads: HashMap<ReadId, (RequestId, ReadQuery)>,
     next_proposal: u64,
     next_read: u64,
     /// The last write asked for, and the last one reported durable.
@@ -169,7 +182,24 @@ pub struct Node {
     /// See [`Node::set_storage_full`].
     storage_full: bool,
     /// A snapshot handed to the core, kept until the core decides to install it.
-    received_snapshot: Option<(LogId, SnapshotState, StateTables)>,
+    received_snapshot: Option<(LogId, SnapshotState, BatchState)>,
+    /// Sessions, locks and elections: the leader's TTL clock and the clients waiting.
+    sessions: Sessions,
+    /// Acquires of the latest apply that wait for their grant, by index.
+    recent_waits: HashMap<LogIndex, (MutexKind, String, SessionId)>,
+    /// Sessions a keep-alive of the latest apply found gone, by index.
+    recent_keepalives: HashMap<LogIndex, Vec<SessionId>>,
+}
+
+/// Most locks one wake entry names (the rest wait for the next).
+const WAKES_PER_ENTRY_MAX: usize = 256;
+
+/// What a linearizable read answers once the read index is applied.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ReadQuery {
+    BatchStatus(BatchId),
+    Observe { name: String, after: u64 },
+    CoordList,
 }
 
 impl Node {
@@ -179,7 +209,11 @@ impl Node {
     /// batch state from its tables as of the applied index (no replay). `seed` drives the
     /// core's election timeouts.
     pub fn new(config: NodeConfig, recovered: Recovered, seed: u64) -> Result<Self, StartError> {
-        let state = BatchState::restore(config.registry, recovered.tables);
+        let state = BatchState::restore(config.registry, recovered.tables).map_err(|error| {
+            Fault::CorruptState {
+                detail: format!("sessions, locks and elections: {error}"),
+            }
+        })?;
         let restored = Restored {
             hard_state: recovered.hard_state,
             prev_log_id: recovered.applied,
@@ -212,6 +246,9 @@ impl Node {
             storage_full: false,
             halted: false,
             received_snapshot: None,
+            sessions: Sessions::default(),
+            recent_waits: HashMap::new(),
+            recent_keepalives: HashMap::new(),
         })
     }
 
@@ -305,6 +342,9 @@ impl Node {
             *ticks += 1;
         }
         self.raft.tick();
+        if self.raft.role() == Role::Leader && self.stopping_ticks.is_none() {
+            self.lead_sessions();
+        }
     }
 
     /// A message from peer `from`, as the transport authenticated it.
@@ -337,7 +377,96 @@ impl Node {
                 }
                 Err(error) => ClientResponse::Invalid(error),
             },
-            ClientRequest::BatchStatus { id } => return self.read_status(request, id),
+            ClientRequest::BatchStatus { id } => {
+                return self.read(request, ReadQuery::BatchStatus(id));
+            }
+            ClientRequest::OpenSession {
+                session,
+                ttl_ms,
+                owner,
+            } => {
+                let min_ms = self.session_ttl_min_ms();
+                if ttl_ms < min_ms || ttl_ms > SESSION_TTL_MS_MAX {
+                    ClientResponse::CoordRefused(CoordRefusal::TtlOutOfRange {
+                        ttl_ms,
+                        min_ms,
+                        max_ms: SESSION_TTL_MS_MAX,
+                    })
+                } else {
+                    let op = CoordOp::Open {
+                        session,
+                        owner,
+                        ttl_ms,
+                    };
+                    return self.propose_coord(request, op);
+                }
+            }
+            ClientRequest::KeepAlive { session } => {
+                if self.raft.role() != Role::Leader {
+                    self.not_leader(self.raft.leader())
+                } else if self.sessions.keepalives.len() >= KEEPALIVES_PENDING_MAX {
+                    busy(
+                        BusyCode::Backpressure,
+                        "too many keep-alives pending; retry",
+                    )
+                } else {
+                    self.sessions.keepalives.push((request, session));
+                    return;
+                }
+            }
+            ClientRequest::CloseSession { session } => {
+                return self.propose_coord(request, CoordOp::Close { session });
+            }
+            ClientRequest::Acquire {
+                kind,
+                name,
+                session,
+                value,
+                lock_delay_ms,
+            } => {
+                let op = CoordOp::Acquire {
+                    kind,
+                    name,
+                    session,
+                    value,
+                    lock_delay_ms,
+                };
+                return self.propose_coord(request, op);
+            }
+            ClientRequest::Release {
+                kind,
+                name,
+                session,
+            } => {
+                let op = CoordOp::Release {
+                    kind,
+                    name,
+                    session,
+                };
+                return self.propose_coord(request, op);
+            }
+            ClientRequest::Proclaim {
+                name,
+                session,
+                epoch,
+                value,
+            } => {
+                let op = CoordOp::Proclaim {
+                    name,
+                    session,
+                    epoch,
+                    value,
+                };
+                return self.propose_coord(request, op);
+            }
+            ClientRequest::Observe {
+                name,
+                after_revision,
+            } => {
+                let after = after_revision;
+                return self.read(request, ReadQuery::Observe { name, after });
+            }
+            ClientRequest::CoordList => return self.read(request, ReadQuery::CoordList),
             ClientRequest::Subscribe { .. } | ClientRequest::SnapshotSave => {
                 ClientResponse::Refused {
                     code: RefusedCode::Unsupported,
@@ -425,12 +554,18 @@ impl Node {
         let stored = StoredTables {
             offsets: snapshot.offsets.clone(),
             registry: snapshot.registry.clone(),
+            coord: snapshot.coord.clone(),
         };
-        let tables = match recovered_tables(&store_state, stored) {
-            Ok(tables) => tables,
+        let restored = recovered_tables(&store_state, stored).and_then(|tables| {
+            BatchState::restore(self.config.registry, tables).map_err(|error| Fault::CorruptState {
+                detail: format!("snapshot's sessions, locks and elections: {error}"),
+            })
+        });
+        let restored = match restored {
+            Ok(restored) => restored,
             Err(fault) => return self.halt(fault),
         };
-        self.received_snapshot = Some((applied, snapshot, tables));
+        self.received_snapshot = Some((applied, snapshot, restored));
         self.raft.handle_snapshot(from, term, applied);
         if self.raft.applied_index() != applied.index {
             // Declined (stale, or nothing new): nothing to keep.
@@ -492,6 +627,9 @@ impl Node {
         for (_, (request, _)) in reads {
             self.reply(request, busy(BusyCode::ReadLost, "node stopped; retry"));
         }
+        for request in self.sessions.drain() {
+            self.reply(request, busy(BusyCode::Stopping, "node stopped; retry"));
+        }
     }
 
     // ----- client requests -----
@@ -541,12 +679,85 @@ impl Node {
         }
     }
 
-    fn read_status(&mut self, request: RequestId, batch: BatchId) {
+    /// Proposes a coordination op, stamped with this node's clock, if its sizes are valid.
+    fn propose_coord(&mut self, request: RequestId, op: CoordOp) {
+        if let Err(refusal) = ordo_core::state::coord::validate(&op) {
+            return self.reply(request, ClientResponse::CoordRefused(refusal));
+        }
+        let stamp_ms = self.clock_ms;
+        self.propose(request, Command::Coord { op, stamp_ms });
+    }
+
+    /// A proposal of the leader's own (an expiry, a wake, gathered keep-alives); `None` if it
+    /// could not be proposed now.
+    fn propose_own(&mut self, op: CoordOp) -> Option<ProposalId> {
+        if self.storage_full {
+            return None;
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        let command = Command::Coord {
+            op,
+            stamp_ms: self.clock_ms,
+        };
+        self.raft
+            .propose(id, Bytes::from(command.encode()))
+            .ok()
+            .map(|_| id)
+    }
+
+    /// The shortest session TTL this node accepts: three election timeouts, so that a session
+    /// outlives a failover, and never below the absolute minimum.
+    fn session_ttl_min_ms(&self) -> u64 {
+        let election_ms = u64::from(self.config.raft.election_timeout_ticks) * self.config.tick_ms;
+        (3 * election_ms).max(ordo_common::coord::SESSION_TTL_MS_MIN)
+    }
+
+    /// A leader's duties for sessions at each tick: propose the keep-alives gathered, the
+    /// expiries due on its clock, and the wakes of lock-delays that ended.
+    fn lead_sessions(&mut self) {
+        let pending = std::mem::take(&mut self.sessions.keepalives);
+        for chunk in pending.chunks(ordo_common::coord::KEEPALIVE_SESSIONS_MAX as usize) {
+            let mut sessions: Vec<SessionId> = chunk.iter().map(|(_, s)| *s).collect();
+            sessions.sort();
+            sessions.dedup();
+            match self.propose_own(CoordOp::KeepAlive { sessions }) {
+                Some(id) => {
+                    self.sessions.keepalive_proposals.insert(id, chunk.to_vec());
+                }
+                None => {
+                    for (request, _) in chunk {
+                        let response =
+                            busy(BusyCode::Backpressure, "keep-alive not proposed; retry");
+                        self.reply(*request, response);
+                    }
+                }
+            }
+        }
+        let retry_at = self.ticks + u64::from(self.config.raft.election_timeout_ticks);
+        for (session, renewed_index) in self.sessions.due(self.ticks) {
+            let proposal = self.propose_own(CoordOp::Expire {
+                session,
+                renewed_index,
+            });
+            self.sessions
+                .expiry_proposed(session, renewed_index, proposal, retry_at);
+        }
+        if self.sessions.wake_in_flight.is_none() {
+            let mut mutexes = self.state.coord().due(self.clock_ms);
+            mutexes.truncate(WAKES_PER_ENTRY_MAX);
+            if !mutexes.is_empty() {
+                self.sessions.wake_in_flight = self.propose_own(CoordOp::Wake { mutexes });
+            }
+        }
+    }
+
+    fn read(&mut self, request: RequestId, query: ReadQuery) {
         let id = ReadId(self.next_read);
         self.next_read += 1;
         match self.raft.read_index(id) {
             Ok(()) => {
-                self.reads.insert(id, (request, batch));
+                self.reads.insert(id, (request, query));
             }
             Err(error) => {
                 let response = self.read_failed(error);
@@ -593,10 +804,18 @@ impl Node {
             }
             ordo_core::Output::Apply(entries) => self.apply(entries),
             ordo_core::Output::ProposalResult { id, result } => {
+                self.sessions.own_result(id, result.is_ok(), self.ticks);
+                if let Some(batch) = self.sessions.keepalive_proposals.remove(&id) {
+                    return self.answer_keepalives(batch, result.ok().map(|id| id.index));
+                }
                 let Some(request) = self.proposals.remove(&id) else {
                     return;
                 };
                 match result {
+                    Ok(log_id) if self.recent_waits.contains_key(&log_id.index) => {
+                        let key = self.recent_waits.remove(&log_id.index).expect("checked");
+                        self.wait_for_grant(request, key);
+                    }
                     Ok(log_id) => {
                         let response = self
                             .recent_answers
@@ -620,22 +839,29 @@ impl Node {
                 }
             }
             ordo_core::Output::ReadResult { id, result } => {
-                let Some((request, batch)) = self.reads.remove(&id) else {
+                let Some((request, query)) = self.reads.remove(&id) else {
                     return;
                 };
                 let response = match result {
-                    Ok(_) => match self.state.status(&batch) {
-                        IdStatus::Known(outcome) => ClientResponse::Outcome(outcome.clone()),
-                        IdStatus::Unknown => ClientResponse::Unknown,
-                        IdStatus::BeyondHorizon { floor_ms } => {
-                            ClientResponse::BeyondHorizon { floor_ms }
-                        }
+                    Ok(_) => match self.answer_read(request, query) {
+                        Some(response) => response,
+                        None => return,
                     },
                     Err(error) => self.read_failed(error),
                 };
                 self.reply(request, response);
             }
             ordo_core::Output::RoleChanged { role, term, leader } => {
+                if role == Role::Leader {
+                    let (tick_ms, skew_ms) = (self.config.tick_ms, self.config.clock_skew_ms);
+                    self.sessions
+                        .lead(&self.state, self.ticks, tick_ms, skew_ms);
+                } else {
+                    let response = self.not_leader(leader);
+                    for (request, response) in self.sessions.follow(&response) {
+                        self.reply(request, response);
+                    }
+                }
                 self.outputs
                     .push_back(Output::RoleChanged { role, term, leader });
             }
@@ -657,14 +883,14 @@ impl Node {
     /// Makes the received snapshot the node's state: the batch state now, durably before
     /// anything else happens.
     fn install(&mut self, last_included: LogId, keep_suffix: bool) {
-        let Some((applied, state, tables)) = self.received_snapshot.take() else {
+        let Some((applied, state, restored)) = self.received_snapshot.take() else {
             unreachable!("the core installs only the snapshot it was just handed");
         };
         assert_eq!(
             applied, last_included,
             "the core installs the snapshot it was handed"
         );
-        self.state = BatchState::restore(self.config.registry, tables);
+        self.state = restored;
         let last_seq = self.state.last_seq();
         let install = Install {
             last_included,
@@ -692,6 +918,8 @@ impl Node {
     fn apply(&mut self, entries: Vec<Entry>) {
         let last = entries.last().map(Entry::log_id).expect("non-empty apply");
         self.recent_answers.clear();
+        self.recent_waits.clear();
+        self.recent_keepalives.clear();
         let mut update = StateUpdate::applied(last);
         let mut offsets = BTreeMap::new();
         for entry in &entries {
@@ -705,6 +933,27 @@ impl Node {
                     index: entry.index,
                     term: entry.term,
                 },
+                Some(Command::Coord { op, stamp_ms }) => {
+                    match self.state.apply_coord(entry.index, &op, stamp_ms) {
+                        CoordAnswer::Queued { .. } => {
+                            if let CoordOp::Acquire {
+                                kind,
+                                name,
+                                session,
+                                ..
+                            } = op
+                            {
+                                self.recent_waits.insert(entry.index, (kind, name, session));
+                            }
+                            continue;
+                        }
+                        CoordAnswer::Renewed { gone } => {
+                            self.recent_keepalives.insert(entry.index, gone);
+                            continue;
+                        }
+                        answer => coord_response(answer),
+                    }
+                }
                 Some(Command::Batch { batch, stamp_ms }) => {
                     let content = match &entry.payload {
                         EntryPayload::Normal(bytes) => content_hash(Command::batch_bytes(bytes)),
@@ -745,6 +994,7 @@ impl Node {
         update.offsets = offsets.into_iter().collect();
         update.log_time_ms = self.state.log_time_ms();
         update.registry_floor_ms = self.state.registry_floor_ms();
+        update.coord = self.state.take_coord_dirty();
         let batch = WriteBatch {
             committed: Some(last.index),
             state: Some(update),
@@ -753,6 +1003,104 @@ impl Node {
         let write = self.persist(batch, false);
         self.recent_apply_write = write;
         self.state_writes.push_back((write, self.state.last_seq()));
+        let events = self.state.take_coord_events();
+        let leader = self.raft.role() == Role::Leader;
+        let replies = self
+            .sessions
+            .applied(&events, leader, self.ticks, self.config.tick_ms);
+        for (request, response) in replies {
+            self.reply_when_durable(write, request, response);
+        }
+    }
+
+    /// Replies once write `write` (an apply) is durable.
+    fn reply_when_durable(&mut self, write: WriteId, request: RequestId, response: ClientResponse) {
+        if write <= self.durable_write {
+            self.reply(request, response);
+        } else {
+            self.held_replies.push_back((write, request, response));
+        }
+    }
+
+    /// Answers the keep-alives one proposed entry carried (`None`: it did not commit here).
+    fn answer_keepalives(&mut self, batch: Vec<(RequestId, SessionId)>, index: Option<LogIndex>) {
+        let gone = index.and_then(|index| self.recent_keepalives.get(&index).cloned());
+        for (request, session) in batch {
+            let response = match &gone {
+                None => busy(
+                    BusyCode::ProposalOverwritten,
+                    "keep-alive lost in a leader change; retry",
+                ),
+                Some(gone) if gone.contains(&session) => ClientResponse::SessionGone { session },
+                Some(_) => ClientResponse::SessionRenewed,
+            };
+            self.reply(request, response);
+        }
+    }
+
+    /// An acquire that queued: answered when its grant applies, or at once if it already did.
+    fn wait_for_grant(&mut self, request: RequestId, key: (MutexKind, String, SessionId)) {
+        let (kind, name, session) = &key;
+        let response = match self.state.coord().mutex(*kind, name) {
+            _ if self.state.coord().session(session).is_none() => {
+                Some(ClientResponse::SessionGone { session: *session })
+            }
+            Some(mutex) => match &mutex.holder {
+                Some(holder) if holder.session == *session => Some(ClientResponse::Held {
+                    token: holder.token,
+                }),
+                _ if mutex.waiters.iter().any(|w| w.session == *session) => None,
+                _ => Some(ClientResponse::Released { held: false }),
+            },
+            None => Some(ClientResponse::Released { held: false }),
+        };
+        if let Some(response) = response {
+            let write = self.recent_apply_write;
+            return self.reply_when_durable(write, request, response);
+        }
+        if self.sessions.waits.len() >= LOCK_WAITS_MAX && !self.sessions.waits.contains_key(&key) {
+            let response = busy(
+                BusyCode::Backpressure,
+                "too many acquires waiting on this node; retry",
+            );
+            return self.reply(request, response);
+        }
+        if let Some(previous) = self.sessions.waits.insert(key, request) {
+            let response = busy(
+                BusyCode::Backpressure,
+                "replaced by a newer acquire of the same lock",
+            );
+            self.reply(previous, response);
+        }
+    }
+
+    /// Answers a linearizable read; `None` if an observer now waits for the next change.
+    fn answer_read(&mut self, request: RequestId, query: ReadQuery) -> Option<ClientResponse> {
+        Some(match query {
+            ReadQuery::BatchStatus(batch) => match self.state.status(&batch) {
+                IdStatus::Known(outcome) => ClientResponse::Outcome(outcome.clone()),
+                IdStatus::Unknown => ClientResponse::Unknown,
+                IdStatus::BeyondHorizon { floor_ms } => ClientResponse::BeyondHorizon { floor_ms },
+            },
+            ReadQuery::CoordList => ClientResponse::CoordList {
+                sessions: self.state.coord().session_infos(COORD_LIST_ROWS_MAX),
+                mutexes: self.state.coord().mutex_infos(COORD_LIST_ROWS_MAX),
+            },
+            ReadQuery::Observe { name, after } => {
+                let (changes, gap) = self.state.coord().changes_after(&name, after);
+                if !changes.is_empty() || after == 0 {
+                    return Some(ClientResponse::LeaderChanges { changes, gap });
+                }
+                if self.sessions.observers.len() >= OBSERVERS_MAX {
+                    return Some(busy(
+                        BusyCode::Backpressure,
+                        "too many observers on this node; retry",
+                    ));
+                }
+                self.sessions.observers.push((request, name, after));
+                return None;
+            }
+        })
     }
 
     fn halt(&mut self, fault: Fault) {
@@ -816,7 +1164,27 @@ pub fn recovered_tables(state: &StoreState, stored: StoredTables) -> Result<Stat
         registry_floor_ms: state.registry_floor_ms,
         offsets: stored.offsets,
         registry,
+        coord: stored.coord,
     })
+}
+
+/// What a client is told of a coordination op's apply.
+fn coord_response(answer: CoordAnswer) -> ClientResponse {
+    match answer {
+        CoordAnswer::Opened { ttl_ms } => ClientResponse::SessionOpened { ttl_ms },
+        CoordAnswer::Held { token } => ClientResponse::Held { token },
+        CoordAnswer::Released(held) => ClientResponse::Released { held },
+        CoordAnswer::Refused(CoordRefusal::SessionGone(session)) => {
+            ClientResponse::SessionGone { session }
+        }
+        CoordAnswer::Refused(refusal) => ClientResponse::CoordRefused(refusal),
+        CoordAnswer::Renewed { .. }
+        | CoordAnswer::Queued { .. }
+        | CoordAnswer::Expired(_)
+        | CoordAnswer::Closed
+        | CoordAnswer::Proclaimed
+        | CoordAnswer::Woken => ClientResponse::Done,
+    }
 }
 
 /// The refusal of an id the registry can no longer answer for.

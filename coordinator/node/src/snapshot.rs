@@ -15,7 +15,7 @@ use ordo_common::codec;
 use crate::storage::SnapshotState;
 
 /// The snapshot layout this build writes and reads. Part of the storage format.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"ORDOSNAP";
 const HEADER_BYTES: usize = 8 + 4 + 8;
@@ -98,6 +98,7 @@ mod tests {
             registry_floor_ms: 1_699_000_000_000,
             offsets: vec![("a".into(), 2), ("b".into(), 9)],
             registry: vec![([1; 16], vec![1, 2, 3])],
+            coord: vec![],
         }
     }
 

@@ -34,6 +34,8 @@ use ordo_core::state::{Command, Registered, RegistryLimits, content_hash, id_tim
 use ordo_node::storage::StateUpdate;
 
 use crate::checker::{Violation, mix};
+use crate::locks::LockModel;
+use ordo_common::coord::MutexKind;
 
 macro_rules! violation {
     ($($arg:tt)*) => { return Err(Violation(format!($($arg)*))) };
@@ -144,6 +146,8 @@ pub struct BatchOracle {
     pub evicted: u64,
     pub statuses_served: u64,
     pub subscribed: u64,
+    /// Sessions, locks and elections, folded in the same order.
+    pub locks: LockModel,
 }
 
 impl BatchOracle {
@@ -172,6 +176,7 @@ impl BatchOracle {
             evicted: 0,
             statuses_served: 0,
             subscribed: 0,
+            locks: LockModel::default(),
         }
     }
 
@@ -206,6 +211,12 @@ impl BatchOracle {
             EntryPayload::Noop => Effect::default(),
             EntryPayload::Normal(bytes) => match Command::decode(bytes) {
                 Ok(Command::Raw(_)) => Effect::default(),
+                Ok(Command::Coord { op, stamp_ms }) => {
+                    self.log_time_ms = self.log_time_ms.max(stamp_ms);
+                    self.locks
+                        .fold(entry.index, entry.term, &op, self.log_time_ms)?;
+                    Effect::default()
+                }
                 Ok(Command::Batch { batch, stamp_ms }) => {
                     let content = content_hash(Command::batch_bytes(bytes));
                     self.fold(entry.index, &batch, stamp_ms, content)?
@@ -340,6 +351,17 @@ impl BatchOracle {
         }
     }
 
+    /// The model's fencing rule: the lock (election) is held with exactly `token`.
+    fn fenced(&self, kind: MutexKind, name: &str, token: u64) -> Option<RejectReason> {
+        let current = self.locks.token(kind, name);
+        (current != Some(token)).then(|| RejectReason::Fenced {
+            kind,
+            name: name.to_string(),
+            token,
+            current,
+        })
+    }
+
     /// The model's rule: the first precondition that does not hold, in order.
     fn reject_reason(&self, batch: &Batch) -> Option<RejectReason> {
         batch
@@ -360,6 +382,12 @@ impl BatchOracle {
                         Some((Outcome::Committed { .. }, _))
                     );
                     (!committed).then_some(RejectReason::BatchNotCommitted { batch: *other })
+                }
+                Precondition::LockHeld { name, token } => {
+                    self.fenced(MutexKind::Lock, name, *token)
+                }
+                Precondition::Leader { election, epoch } => {
+                    self.fenced(MutexKind::Election, election, *epoch)
                 }
             })
     }

@@ -87,12 +87,25 @@ pub const TICK_MS: u64 = 10;
 /// The simulated wall clock at tick 0: a plausible present, in ms since the Unix epoch.
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 
+/// Most unread answers to session, lock and election requests kept for the swarm.
+const COORD_REPLIES_MAX: usize = 4096;
+
 /// What a request sent to a node was, to check its reply.
 #[derive(Clone, Debug)]
 enum Request {
-    Raw { proposal: u64 },
-    Submit { batch: Batch },
-    Status { read: u64 },
+    Raw {
+        proposal: u64,
+    },
+    Submit {
+        batch: Batch,
+    },
+    Status {
+        read: u64,
+    },
+    /// A session, lock or election request.
+    Coord {
+        body: ClientRequest,
+    },
 }
 
 struct SimNode {
@@ -146,6 +159,8 @@ pub struct Cluster {
     /// Every batch ever submitted, for resubmits of decided ones.
     submitted: BTreeMap<BatchId, Batch>,
     subscribers: Vec<Subscriber>,
+    /// Answers to session, lock and election requests, for the swarm's clients.
+    coord_replies: Vec<(ClientRequest, ClientResponse)>,
     /// The request a scripted caller waits to hear an immediate answer to, and that answer.
     awaiting_immediate: Option<RequestId>,
     immediate: Option<ClientResponse>,
@@ -191,6 +206,8 @@ impl Cluster {
                 raft,
                 addresses: addresses.clone(),
                 registry: options.registry,
+                tick_ms: TICK_MS,
+                clock_skew_ms: 2 * options.clock_skew_ms_max,
             };
             let disk = Disk::new(
                 options.disk_latency_ticks_max,
@@ -229,6 +246,7 @@ impl Cluster {
             submitted: BTreeMap::new(),
             subscribers,
             awaiting_immediate: None,
+            coord_replies: Vec::new(),
             immediate: None,
             crash_mid_output_per_mille: options.crash_mid_output_per_mille,
             restart_crash_percent: 0,
@@ -616,6 +634,20 @@ impl Cluster {
         self.submitted.get(id).cloned()
     }
 
+    /// Sends a session, lock or election request to node `id`. `Err` is the node's immediate
+    /// answer; later answers arrive in [`Cluster::take_coord_replies`].
+    pub fn coord(&mut self, id: NodeId, body: ClientRequest) -> Result<(), ClientResponse> {
+        let what = Request::Coord { body: body.clone() };
+        let request = self.send_request(id, what, body);
+        self.after_step(id);
+        self.immediate_answer(request).map_or(Ok(()), Err)
+    }
+
+    /// Answers to session, lock and election requests since the last call, in order.
+    pub fn take_coord_replies(&mut self) -> Vec<(ClientRequest, ClientResponse)> {
+        std::mem::take(&mut self.coord_replies)
+    }
+
     /// Asks node `id` for the outcome of `batch`, linearizably. `Ok` names the read; `Err` is
     /// the node's immediate answer.
     pub fn read_status(&mut self, id: NodeId, batch: BatchId) -> Result<u64, ClientResponse> {
@@ -917,6 +949,19 @@ impl Cluster {
                 if let Some(last) = batch.entries.last() {
                     self.trace = mix(self.trace, last.index ^ last.term << 32);
                     self.checker.on_write(id, &batch.entries)?;
+                    let leading = self.nodes[&id]
+                        .node
+                        .as_ref()
+                        .filter(|node| node.raft().role() == Role::Leader)
+                        .map(|node| node.raft().term());
+                    let now_ms = self.now * TICK_MS;
+                    for entry in &batch.entries {
+                        if leading == Some(entry.term) {
+                            self.batches
+                                .locks
+                                .on_proposed(entry.index, entry.term, now_ms);
+                        }
+                    }
                 }
                 if let Some(state) = &batch.state {
                     self.on_applied(id, state)?;
@@ -1099,6 +1144,22 @@ impl Cluster {
                 self.pending_batches.remove(&batch.id);
             }
             (Request::Status { read }, response) => self.batches.on_status(id, read, response)?,
+            (Request::Coord { body }, response) => {
+                if let ClientRequest::Acquire {
+                    kind,
+                    name,
+                    session,
+                    ..
+                } = &body
+                {
+                    self.batches
+                        .locks
+                        .on_held(*kind, name, *session, response)?;
+                }
+                if self.coord_replies.len() < COORD_REPLIES_MAX {
+                    self.coord_replies.push((body, response.clone()));
+                }
+            }
             (_, ClientResponse::Busy { code, reason })
                 if code.may_have_appended() && !reason.contains("snapshot") =>
             {

@@ -16,6 +16,8 @@
 //! - [`checker`]: Raft's safety properties on every step, and the raw-proposal oracle.
 //! - [`batches`]: the batch oracle, a reference model of the batch state machine that checks
 //!   every node's applies, answers, status reads and subscriptions.
+//! - [`locks`]: the lock oracle, a reference model of sessions, locks and elections (mutual
+//!   exclusion, increasing tokens, expiry only after a TTL, fencing at commit).
 //! - [`network`], [`disk`]: the simulated world.
 //!
 //! The same harness runs the scripted scenarios and the one-test-per-rule suite in `tests/`.
@@ -24,6 +26,7 @@ pub mod batches;
 pub mod checker;
 pub mod cluster;
 pub mod disk;
+pub mod locks;
 pub mod network;
 pub mod swarm;
 

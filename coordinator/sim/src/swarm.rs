@@ -16,12 +16,14 @@
 //! a hash of the run, equal for equal seeds.
 
 use ordo_common::batch::{Batch, BatchId, Message, Precondition};
+use ordo_common::client::{ClientRequest, ClientResponse};
+use ordo_common::coord::{MutexKind, SessionId};
 use ordo_core::rng::Prng;
 use ordo_core::state::RegistryLimits;
 use ordo_node::storage::Retention;
 use std::num::NonZeroU64;
 
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, TICK_MS};
 use crate::network::NetworkFaults;
 
 /// Safety-phase length.
@@ -66,6 +68,11 @@ pub struct SeedOptions {
     /// Small append budgets make replication span many messages and windows fill up.
     pub append_entries_max: usize,
     pub inflight_messages_max: usize,
+    /// Lock clients: how many, how often they act, and how often one stops renewing for a
+    /// while (its session then expires and its locks move on).
+    pub lockers: usize,
+    pub lock_percent: u64,
+    pub pause_percent: u64,
 }
 
 impl SeedOptions {
@@ -125,6 +132,9 @@ impl SeedOptions {
             read_percent: rng.range_inclusive(0, 30),
             append_entries_max: rng.range_inclusive(1, 64) as usize,
             inflight_messages_max: rng.range_inclusive(1, 8) as usize,
+            lockers: rng.range_inclusive(0, 4) as usize,
+            lock_percent: rng.range_inclusive(5, 60),
+            pause_percent: rng.range_inclusive(0, 3),
         }
     }
 
@@ -146,7 +156,7 @@ impl std::fmt::Display for SeedOptions {
              tick_skip={}% horizon={}ms registry_bytes<={} future_skew={}ms clock_skew<={}ms \
              retain_entries<={:?} retain_bytes<={:?} retain_age={:?}ms trailing={} window<={} \
              install_crash={}% partition_every={} propose={}% read={}% append_entries_max={} \
-             inflight_max={}",
+             inflight_max={} lockers={} lock={}% pause={}%",
             self.seed,
             self.nodes,
             self.network.drop_percent,
@@ -176,6 +186,9 @@ impl std::fmt::Display for SeedOptions {
             self.read_percent,
             self.append_entries_max,
             self.inflight_messages_max,
+            self.lockers,
+            self.lock_percent,
+            self.pause_percent,
         )
     }
 }
@@ -201,6 +214,11 @@ pub struct RunReport {
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
     pub entries_read_back: u64,
+    /// Lock and election grants the model made, sessions it expired, and grants clients were
+    /// told of (each checked against the model).
+    pub locks_granted: u64,
+    pub sessions_expired: u64,
+    pub held_answers: u64,
     /// Batches committed, and acknowledged committed / rejected to clients.
     pub batches_committed: u64,
     pub batches_acknowledged: u64,
@@ -235,6 +253,9 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
                 snapshots_sent: 0,
                 snapshots_installed: 0,
                 entries_read_back: 0,
+                locks_granted: 0,
+                sessions_expired: 0,
+                held_answers: 0,
                 batches_committed: 0,
                 batches_acknowledged: 0,
                 batches_rejected: 0,
@@ -277,6 +298,7 @@ fn run_phases(options: &SeedOptions) -> RunReport {
     let mut partition = Partition::None;
     let mut next_partition_change = options.partition_interval_ticks;
     let mut failure = None;
+    let mut lockers = Lockers::new(options);
 
     for _ in 0..SAFETY_TICKS {
         let now = cluster.now;
@@ -301,6 +323,7 @@ fn run_phases(options: &SeedOptions) -> RunReport {
             }
         }
         client_actions(&mut cluster, &mut rng, options);
+        lockers.act(&mut cluster, options);
         cluster.tick();
         if let Some(violation) = cluster.violation() {
             failure = Some(violation.to_string());
@@ -359,6 +382,9 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         snapshots_sent: cluster.snapshots_sent,
         snapshots_installed: cluster.snapshots_installed,
         entries_read_back: cluster.entries_read_back,
+        locks_granted: cluster.batches.locks.granted,
+        sessions_expired: cluster.batches.locks.expired,
+        held_answers: cluster.batches.locks.held_answers,
         batches_committed: cluster.batches.committed_seqs(),
         batches_acknowledged: cluster.batches.acknowledged_committed,
         batches_rejected: cluster.batches.acknowledged_rejected,
@@ -526,5 +552,181 @@ fn random_batch(cluster: &Cluster, rng: &mut Prng, node: u64, options: &SeedOpti
         id,
         messages,
         preconditions,
+    }
+}
+
+/// Locks every lock client contends for, and the election they campaign in.
+const LOCK_NAMES: [&str; 2] = ["a", "b"];
+const ELECTION_NAME: &str = "e";
+
+/// One lock client: a session it keeps alive (or, paused, does not), what it holds.
+#[derive(Debug, Default)]
+struct Locker {
+    session: Option<SessionId>,
+    ttl_ms: u64,
+    next_keepalive: u64,
+    paused_until: u64,
+    /// Held locks (or the election) with their tokens, as the client was told.
+    held: Vec<(MutexKind, String, u64)>,
+}
+
+/// The lock clients of a seed: they open sessions, renew them every third of the TTL, acquire
+/// and release locks, campaign, submit batches fenced on what they hold (and now and then on a
+/// token they no longer hold), and sometimes stop renewing so that their sessions expire.
+struct Lockers {
+    rng: Prng,
+    lockers: Vec<Locker>,
+}
+
+impl Lockers {
+    fn new(options: &SeedOptions) -> Self {
+        Self {
+            rng: Prng::new(options.seed ^ 0x10C4_5E55),
+            lockers: (0..options.lockers).map(|_| Locker::default()).collect(),
+        }
+    }
+
+    fn act(&mut self, cluster: &mut Cluster, options: &SeedOptions) {
+        for (request, response) in cluster.take_coord_replies() {
+            self.hear(&request, &response);
+        }
+        let now = cluster.now;
+        for index in 0..self.lockers.len() {
+            let rng = &mut self.rng;
+            let node = match cluster.leader() {
+                Some(leader) if rng.chance_percent(80) => leader,
+                _ => pick(cluster, rng),
+            };
+            let locker = &mut self.lockers[index];
+            if now < locker.paused_until {
+                continue;
+            }
+            let Some(session) = locker.session else {
+                if rng.chance_percent(options.lock_percent) {
+                    let mut id = [0u8; 16];
+                    id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+                    id[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+                    let ttl_ms = rng.range_inclusive(300, 1_500);
+                    let body = ClientRequest::OpenSession {
+                        session: SessionId(id),
+                        ttl_ms,
+                        owner: format!("sim-{index}"),
+                    };
+                    let _ = cluster.coord(node, body);
+                }
+                continue;
+            };
+            if rng.chance_percent(options.pause_percent) {
+                // A long pause: longer than the TTL, so the session expires.
+                locker.paused_until = now + 2 * locker.ttl_ms / TICK_MS + rng.below(100);
+                continue;
+            }
+            if now >= locker.next_keepalive {
+                locker.next_keepalive = now + (locker.ttl_ms / TICK_MS / 3).max(1);
+                let _ = cluster.coord(node, ClientRequest::KeepAlive { session });
+            }
+            if !rng.chance_percent(options.lock_percent) {
+                continue;
+            }
+            let body = match rng.below(10) {
+                0..=3 => {
+                    let (kind, name, value) = if rng.chance_percent(70) {
+                        let name = LOCK_NAMES[rng.below(2) as usize];
+                        (MutexKind::Lock, name, Vec::new())
+                    } else {
+                        (MutexKind::Election, ELECTION_NAME, vec![index as u8])
+                    };
+                    let lock_delay_ms = if rng.chance_percent(30) {
+                        rng.below(300)
+                    } else {
+                        0
+                    };
+                    ClientRequest::Acquire {
+                        kind,
+                        name: name.to_string(),
+                        session,
+                        value,
+                        lock_delay_ms,
+                    }
+                }
+                4 | 5 if !locker.held.is_empty() => {
+                    let at = rng.below(locker.held.len() as u64) as usize;
+                    let (kind, name, _) = locker.held.remove(at);
+                    ClientRequest::Release {
+                        kind,
+                        name,
+                        session,
+                    }
+                }
+                6..=8 if !locker.held.is_empty() => {
+                    let at = rng.below(locker.held.len() as u64) as usize;
+                    let (kind, name, token) = locker.held[at].clone();
+                    // Now and then a token that is surely stale.
+                    let token = if rng.chance_percent(20) {
+                        token.saturating_sub(1)
+                    } else {
+                        token
+                    };
+                    let mut batch = random_batch(cluster, rng, node, options);
+                    batch.preconditions.push(match kind {
+                        MutexKind::Lock => Precondition::LockHeld { name, token },
+                        MutexKind::Election => Precondition::Leader {
+                            election: name,
+                            epoch: token,
+                        },
+                    });
+                    let _ = cluster.submit(node, batch);
+                    continue;
+                }
+                9 if rng.chance_percent(20) => {
+                    locker.held.clear();
+                    locker.session = None;
+                    ClientRequest::CloseSession { session }
+                }
+                _ => continue,
+            };
+            let _ = cluster.coord(node, body);
+        }
+    }
+
+    /// What a client learns from an answer.
+    fn hear(&mut self, request: &ClientRequest, response: &ClientResponse) {
+        let session = match request {
+            ClientRequest::OpenSession { session, .. }
+            | ClientRequest::KeepAlive { session }
+            | ClientRequest::Acquire { session, .. }
+            | ClientRequest::Release { session, .. } => *session,
+            _ => return,
+        };
+        let owner = match request {
+            ClientRequest::OpenSession { owner, .. } => owner.strip_prefix("sim-"),
+            _ => None,
+        };
+        if let (Some(owner), ClientResponse::SessionOpened { ttl_ms }) = (owner, response) {
+            let index: usize = owner.parse().unwrap_or(usize::MAX);
+            if let Some(locker) = self.lockers.get_mut(index)
+                && locker.session.is_none()
+            {
+                locker.session = Some(session);
+                locker.ttl_ms = *ttl_ms;
+                locker.next_keepalive = 0;
+                locker.held.clear();
+            }
+            return;
+        }
+        let Some(locker) = self.lockers.iter_mut().find(|l| l.session == Some(session)) else {
+            return;
+        };
+        match (request, response) {
+            (_, ClientResponse::SessionGone { .. }) => {
+                locker.session = None;
+                locker.held.clear();
+            }
+            (ClientRequest::Acquire { kind, name, .. }, ClientResponse::Held { token }) => {
+                locker.held.retain(|(k, n, _)| !(k == kind && n == name));
+                locker.held.push((*kind, name.clone(), *token));
+            }
+            _ => {}
+        }
     }
 }

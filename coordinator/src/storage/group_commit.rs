@@ -413,6 +413,8 @@ fn merge(group: &mut Option<Group>, request: Request) {
                 // insertions.
                 state.registry_evicted.extend(next_state.registry_evicted);
                 state.offsets.extend(next_state.offsets);
+                // Rows are written (or deleted) in order, so a later write of a key wins.
+                state.coord.extend(next_state.coord);
                 state.log_time_ms = next_state.log_time_ms;
                 state.registry_floor_ms = next_state.registry_floor_ms;
             }

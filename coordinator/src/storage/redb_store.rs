@@ -9,6 +9,7 @@
 //! | `ordo_raft`          | `"hard_state"`, `"committed"`, `"applied"`, `"last_seq"`, `"purged"` | the value |
 //! | `ordo_batches`       | seq                 | log index of the entry carrying the batch |
 //! | `ordo_registry`      | batch id (16 bytes) | outcome bytes                             |
+//! | `ordo_coord`         | `s` + session id, `l`/`e` + name | a session, lock or election  |
 //! | `ordo_topic_offsets` | topic name          | offset                                    |
 //!
 //! Every write is one redb write transaction with `Durability::Immediate`: redb writes the
@@ -57,6 +58,7 @@ pub mod layout {
     pub const BATCHES_TABLE: &str = "ordo_batches";
     /// Batch id → encoded outcome.
     pub const REGISTRY_TABLE: &str = "ordo_registry";
+    pub const COORD_TABLE: &str = "ordo_coord";
     /// Topic → offset.
     pub const OFFSETS_TABLE: &str = "ordo_topic_offsets";
     pub const HARD_STATE_KEY: &str = "hard_state";
@@ -80,6 +82,7 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new(layout::LOG_TABLE)
 const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new(layout::RAFT_TABLE);
 const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new(layout::BATCHES_TABLE);
 const REGISTRY: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(layout::REGISTRY_TABLE);
+const COORD: TableDefinition<&[u8], &[u8]> = TableDefinition::new(layout::COORD_TABLE);
 const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new(layout::OFFSETS_TABLE);
 
 /// redb's page cache, by default. The log is read mostly at its tail, so a modest cache serves
@@ -380,6 +383,14 @@ fn install_snapshot(
         }
     }
     {
+        let mut coord = txn.open_table(COORD)?;
+        coord.retain(|_, _| false)?;
+        for (key, row) in &install.state.coord {
+            let sealed = encode_bytes(key, row);
+            coord.insert(key.as_slice(), sealed.as_slice())?;
+        }
+    }
+    {
         let mut offsets = txn.open_table(OFFSETS)?;
         offsets.retain(|_, _| false)?;
         for (topic, offset) in &install.state.offsets {
@@ -657,6 +668,7 @@ impl LogRead for RedbLogReader {
                 registry_floor_ms: state.registry_floor_ms,
                 offsets: tables.offsets,
                 registry: tables.registry,
+                coord: tables.coord,
             })
         })?)
     }
@@ -694,6 +706,13 @@ fn read_tables(txn: &ReadTransaction) -> Result<StoredTables> {
             .map_err(|detail| StorageError::corrupt_state("registry record", detail))?;
         tables.registry.push((id, record.to_vec()));
     }
+    for item in txn.open_table(COORD)?.iter()? {
+        let (key, value) = item?;
+        let key = key.value().to_vec();
+        let row = decode_bytes(&key, value.value())
+            .map_err(|detail| StorageError::corrupt_state("coordination row", detail))?;
+        tables.coord.push((key, row.to_vec()));
+    }
     Ok(tables)
 }
 
@@ -724,6 +743,14 @@ fn prepare_tables(db: &Database) -> Result<()> {
         let found = meta.get(FORMAT_KEY)?.map(|value| value.value());
         found.ok_or_else(|| StorageError::corrupt_state("format version", "missing"))?
     };
+    // Format 4 lacks only the coordination table, created below: upgrade it in place.
+    let found = if found == 4 {
+        txn.open_table(META)?
+            .insert(FORMAT_KEY, STORAGE_FORMAT_VERSION)?;
+        STORAGE_FORMAT_VERSION
+    } else {
+        found
+    };
     if found != STORAGE_FORMAT_VERSION {
         return Err(StorageError::IncompatibleFormat {
             found,
@@ -736,6 +763,7 @@ fn prepare_tables(db: &Database) -> Result<()> {
     txn.open_table(BATCHES)?;
     txn.open_table(REGISTRY)?;
     txn.open_table(OFFSETS)?;
+    txn.open_table(COORD)?;
     txn.commit()?;
     Ok(())
 }
@@ -1000,6 +1028,20 @@ fn write_tables(txn: &WriteTransaction, batch: &WriteBatch) -> Result<()> {
         for (topic, offset) in &state.offsets {
             let record = encode_value(topic.as_bytes(), offset);
             offsets.insert(topic.as_str(), record.as_slice())?;
+        }
+    }
+    if !state.coord.is_empty() {
+        let mut coord = txn.open_table(COORD)?;
+        for (key, row) in &state.coord {
+            match row {
+                Some(row) => {
+                    let record = encode_bytes(key, row);
+                    coord.insert(key.as_slice(), record.as_slice())?;
+                }
+                None => {
+                    coord.remove(key.as_slice())?;
+                }
+            }
         }
     }
     Ok(())

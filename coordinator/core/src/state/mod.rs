@@ -19,14 +19,20 @@
 //! first; past that, a retry is refused, never committed twice. Ids are ordered by their UUID v7
 //! time, so the registry evicts oldest first, identically on every node.
 
+pub mod coord;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use ordo_common::LogIndex;
 use ordo_common::batch::{Batch, BatchId, Outcome, Precondition, RejectReason};
 use ordo_common::codec::{self, DecodeError};
+use ordo_common::coord::MutexKind;
 use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
 use serde::{Deserialize, Serialize};
+
+pub use coord::{CoordAnswer, CoordEvents, CoordOp, CoordRow, CoordState};
+pub use ordo_common::coord::CoordRefusal;
 
 /// How long the registry answers for an id, by default: 24 hours after the id's time.
 pub const REGISTRY_HORIZON_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
@@ -67,6 +73,9 @@ pub enum Command {
     Batch { batch: Batch, stamp_ms: u64 },
     /// Opaque bytes that change no state (diagnostics, transport and simulator tests).
     Raw(Bytes),
+    /// A change to sessions, locks or elections, applied by [`BatchState::apply_coord`], with
+    /// the proposing leader's clock when it proposed it.
+    Coord { op: CoordOp, stamp_ms: u64 },
 }
 
 /// Bytes of a command's encoding before the batch's (the variant tag).
@@ -192,6 +201,8 @@ pub struct StateTables {
     pub offsets: Vec<(String, u64)>,
     /// In id order.
     pub registry: Vec<(BatchId, Registered)>,
+    /// Sessions, locks and elections, as rows in key order (see [`CoordState::rows`]).
+    pub coord: Vec<CoordRow>,
 }
 
 /// The batch state: sequence, topic offsets, idempotency registry, log time.
@@ -205,6 +216,7 @@ pub struct BatchState {
     registry_floor_ms: u64,
     log_time_ms: u64,
     limits: RegistryLimits,
+    coord: CoordState,
 }
 
 impl BatchState {
@@ -217,13 +229,16 @@ impl BatchState {
             registry_floor_ms: 0,
             log_time_ms: 0,
             limits,
+            coord: CoordState::default(),
         }
     }
 
-    /// The state storage kept (or a snapshot carried).
-    pub fn restore(limits: RegistryLimits, tables: StateTables) -> Self {
+    /// The state storage kept (or a snapshot carried); an error if its coordination rows do not
+    /// decode.
+    pub fn restore(limits: RegistryLimits, tables: StateTables) -> Result<Self, DecodeError> {
+        let coord = CoordState::restore(&tables.coord)?;
         let registry: BTreeMap<BatchId, Registered> = tables.registry.into_iter().collect();
-        Self {
+        Ok(Self {
             last_seq: tables.last_seq,
             offsets: tables.offsets.into_iter().collect(),
             registry_bytes: registry.values().map(Registered::bytes).sum(),
@@ -231,7 +246,8 @@ impl BatchState {
             registry_floor_ms: tables.registry_floor_ms,
             log_time_ms: tables.log_time_ms,
             limits,
-        }
+            coord,
+        })
     }
 
     /// The whole state, in a canonical order (what a snapshot carries).
@@ -246,7 +262,29 @@ impl BatchState {
                 .iter()
                 .map(|(id, record)| (*id, record.clone()))
                 .collect(),
+            coord: self.coord.rows(),
         }
+    }
+
+    /// Sessions, locks and elections.
+    pub fn coord(&self) -> &CoordState {
+        &self.coord
+    }
+
+    /// Coordination rows changed since the last call (`None`: deleted), for storage.
+    pub fn take_coord_dirty(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.coord.take_dirty()
+    }
+
+    /// What the latest applies changed for sessions' clients.
+    pub fn take_coord_events(&mut self) -> CoordEvents {
+        self.coord.take_events()
+    }
+
+    /// Applies a coordination op committed at `index`, stamped `stamp_ms`.
+    pub fn apply_coord(&mut self, index: LogIndex, op: &CoordOp, stamp_ms: u64) -> CoordAnswer {
+        self.log_time_ms = self.log_time_ms.max(stamp_ms);
+        self.coord.apply(index, op, self.log_time_ms)
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -404,9 +442,29 @@ impl BatchState {
                         return Err(RejectReason::BatchNotCommitted { batch: *other });
                     }
                 }
+                Precondition::LockHeld { name, token } => {
+                    self.fence(MutexKind::Lock, name, *token)?;
+                }
+                Precondition::Leader { election, epoch } => {
+                    self.fence(MutexKind::Election, election, *epoch)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Fencing: the batch commits only if `name` is held with exactly `token` now.
+    fn fence(&self, kind: MutexKind, name: &str, token: u64) -> Result<(), RejectReason> {
+        let current = self.coord.token(kind, name);
+        if current == Some(token) {
+            return Ok(());
+        }
+        Err(RejectReason::Fenced {
+            kind,
+            name: name.to_string(),
+            token,
+            current,
+        })
     }
 }
 
@@ -578,7 +636,7 @@ mod tests {
         assert_eq!(state.registry_len(), 2);
         assert_eq!(state.floor_ms(), 100);
         assert!(state.is_beyond_horizon(&id(100, 1)));
-        let restored = BatchState::restore(limits, state.tables());
+        let restored = BatchState::restore(limits, state.tables()).expect("tables restore");
         assert_eq!(restored.tables(), state.tables());
         assert_eq!(restored.registry_bytes(), state.registry_bytes());
     }

@@ -33,6 +33,7 @@ struct MemFile {
     retained_bytes: u64,
     batches: BTreeMap<u64, LogIndex>,
     registry: BTreeMap<[u8; 16], Vec<u8>>,
+    coord: BTreeMap<Vec<u8>, Vec<u8>>,
     offsets: BTreeMap<String, u64>,
 }
 
@@ -51,6 +52,7 @@ impl Default for MemFile {
             retained_bytes: 0,
             batches: BTreeMap::new(),
             registry: BTreeMap::new(),
+            coord: BTreeMap::new(),
             offsets: BTreeMap::new(),
         }
     }
@@ -191,6 +193,12 @@ impl MemFile {
         if let Some(state) = &batch.state {
             self.batches.extend(state.seqs.iter().copied());
             self.registry.extend(state.registry.iter().cloned());
+            for (key, row) in &state.coord {
+                match row {
+                    Some(row) => self.coord.insert(key.clone(), row.clone()),
+                    None => self.coord.remove(key),
+                };
+            }
             for id in &state.registry_evicted {
                 self.registry.remove(id);
             }
@@ -226,6 +234,7 @@ impl MemFile {
         self.retained_bytes = self.log.values().map(|record| record.len() as u64).sum();
         self.batches.clear();
         self.registry = install.state.registry.iter().cloned().collect();
+        self.coord = install.state.coord.iter().cloned().collect();
         self.offsets = install.state.offsets.iter().cloned().collect();
         self.state = after;
         self.state.log
@@ -239,6 +248,11 @@ impl MemFile {
             registry_floor_ms: self.state.registry_floor_ms,
             offsets: self.offsets.iter().map(|(t, o)| (t.clone(), *o)).collect(),
             registry: self.registry.iter().map(|(i, r)| (*i, r.clone())).collect(),
+            coord: self
+                .coord
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect(),
         }
     }
 
@@ -315,6 +329,11 @@ impl LogRead for MemDisk {
         Ok(StoredTables {
             offsets: file.offsets.iter().map(|(t, o)| (t.clone(), *o)).collect(),
             registry: file.registry.iter().map(|(i, r)| (*i, r.clone())).collect(),
+            coord: file
+                .coord
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect(),
         })
     }
 

@@ -33,10 +33,11 @@ use ordo_common::{Entry, HardState, LogId, LogIndex, Term};
 
 pub use mem::{MemDisk, MemLogStore, missing};
 
-/// The storage format this build writes and the only one it reads. A store written with any
-/// other version is refused with [`StorageError::IncompatibleFormat`]; bump it whenever a table
-/// or record layout changes, and add a migration when there is a released format to migrate from.
-pub const STORAGE_FORMAT_VERSION: u64 = 4;
+/// The storage format this build writes. A store written with any other version is refused with
+/// [`StorageError::IncompatibleFormat`], except format 4, which lacks only the table of sessions,
+/// locks and elections and is upgraded in place; bump it whenever a table or record layout
+/// changes, with a migration from the formats users have.
+pub const STORAGE_FORMAT_VERSION: u64 = 5;
 
 pub use ordo_common::limits::{OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 
@@ -87,6 +88,8 @@ pub struct SnapshotState {
     pub offsets: Vec<(String, u64)>,
     /// Batch id → encoded registry record, in id order.
     pub registry: Vec<([u8; 16], Vec<u8>)>,
+    /// Sessions, locks and elections: key → encoded row, in key order.
+    pub coord: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl WriteBatch {
@@ -123,13 +126,19 @@ impl WriteBatch {
             let registry: usize = s.registry.iter().map(|(_, o)| o.len() + 16).sum::<usize>()
                 + s.registry_evicted.len() * 16;
             let offsets: usize = s.offsets.iter().map(|(t, _)| t.len() + 8).sum();
-            (registry + offsets + s.seqs.len() * 16) as u64
+            let coord: usize = s
+                .coord
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum();
+            (registry + offsets + coord + s.seqs.len() * 16) as u64
         });
         let install = self.install.as_ref().map_or(0, |install| {
             let state = &install.state;
             let registry: usize = state.registry.iter().map(|(_, r)| r.len() + 16).sum();
             let offsets: usize = state.offsets.iter().map(|(t, _)| t.len() + 8).sum();
-            (registry + offsets) as u64
+            let coord: usize = state.coord.iter().map(|(k, v)| k.len() + v.len()).sum();
+            (registry + offsets + coord) as u64
         });
         entries + state + install
     }
@@ -159,6 +168,9 @@ pub struct StateUpdate {
     pub log_time_ms: u64,
     /// Ids at or below this time were evicted from the registry. Never decreases.
     pub registry_floor_ms: u64,
+    /// Sessions, locks and elections: rows to write (`Some`) or delete (`None`). A later value
+    /// for the same key replaces the earlier one.
+    pub coord: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl StateUpdate {
@@ -172,6 +184,7 @@ impl StateUpdate {
             offsets: Vec::new(),
             log_time_ms: 0,
             registry_floor_ms: 0,
+            coord: Vec::new(),
         }
     }
 }
@@ -251,6 +264,8 @@ pub struct StoredTables {
     pub offsets: Vec<(String, u64)>,
     /// Batch id → encoded registry record, in id order.
     pub registry: Vec<([u8; 16], Vec<u8>)>,
+    /// Sessions, locks and elections: key → encoded row, in key order.
+    pub coord: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The read side of a store. Every read sees only durable data: what a completed

@@ -274,6 +274,18 @@ fn check_state_update(
             outcome.len()
         )));
     }
+    if let Some((key, _)) = state.coord.iter().find(|(key, row)| {
+        key.is_empty()
+            || key.len() as u64 > COORD_KEY_BYTES_MAX
+            || row
+                .as_ref()
+                .is_some_and(|row| row.len() as u64 > ordo_core::state::coord::COORD_ROW_BYTES_MAX)
+    }) {
+        return Err(StorageError::invalid_write(format!(
+            "a coordination row (key of {} bytes) is empty or over its limits",
+            key.len()
+        )));
+    }
     if let Some((topic, _)) = state
         .offsets
         .iter()
@@ -286,6 +298,9 @@ fn check_state_update(
     }
     Ok(())
 }
+
+/// Longest key of a coordination row: a tag byte and a lock or election name (or a session id).
+const COORD_KEY_BYTES_MAX: u64 = 1 + ordo_common::coord::MUTEX_NAME_BYTES_MAX;
 
 /// Which indexes a log holds: what a read checks before it touches an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
