@@ -263,53 +263,26 @@ impl Client {
     /// rejected, unknown (never seen), or beyond the registry's horizon.
     pub async fn status(&self, id: BatchId) -> Result<BatchStatus, QueryError> {
         let deadline = Instant::now() + self.inner.config.retry_timeout;
-        let mut attempt = 0u32;
-        let mut last_problem = String::new();
-        while Instant::now() < deadline {
-            attempt += 1;
-            let address = self.target(attempt);
-            let response = match self.connection(address).await {
-                Ok(connection) => connection.request(&ClientRequest::BatchStatus { id }).await,
-                Err(error) => Err(error),
-            };
-            match response {
-                Ok(ClientResponse::Outcome(Outcome::Committed { seq, index })) => {
-                    self.answered_as_leader(address);
-                    return Ok(BatchStatus::Committed { seq, index });
-                }
-                Ok(ClientResponse::Outcome(Outcome::Rejected { reason })) => {
-                    self.answered_as_leader(address);
-                    return Ok(BatchStatus::Rejected { reason });
-                }
-                Ok(ClientResponse::Unknown) => {
-                    self.answered_as_leader(address);
-                    return Ok(BatchStatus::Unknown);
-                }
-                Ok(ClientResponse::BeyondHorizon { floor_ms }) => {
-                    self.answered_as_leader(address);
-                    return Ok(BatchStatus::BeyondHorizon { floor_ms });
-                }
-                Ok(ClientResponse::NotLeader { leader_address, .. }) => {
-                    let hinted = leader_address.is_some();
-                    self.follow_hint(leader_address.as_deref());
-                    if hinted {
-                        continue;
-                    }
-                }
-                Ok(ClientResponse::Refused { code, reason }) => {
-                    return Err(QueryError::Refused { code, reason });
-                }
-                Ok(other) => last_problem = format!("{other:?}"),
-                Err(error) => {
-                    self.forget(address);
-                    last_problem = error.to_string();
-                }
+        let request = ClientRequest::BatchStatus { id };
+        match self
+            .leader_call(&request, deadline, Patience::Normal)
+            .await?
+        {
+            ClientResponse::Outcome(Outcome::Committed { seq, index }) => {
+                Ok(BatchStatus::Committed { seq, index })
             }
-            tokio::time::sleep(backoff(attempt)).await;
+            ClientResponse::Outcome(Outcome::Rejected { reason }) => {
+                Ok(BatchStatus::Rejected { reason })
+            }
+            ClientResponse::Unknown => Ok(BatchStatus::Unknown),
+            ClientResponse::BeyondHorizon { floor_ms } => {
+                Ok(BatchStatus::BeyondHorizon { floor_ms })
+            }
+            ClientResponse::Refused { code, reason } => Err(QueryError::Refused { code, reason }),
+            other => Err(QueryError::Unavailable {
+                detail: format!("unexpected answer {other:?}"),
+            }),
         }
-        Err(QueryError::Unavailable {
-            detail: last_problem,
-        })
     }
 
     /// Sends `request` to the leader, following leader hints and retrying across leader

@@ -49,6 +49,10 @@ use ordo_common::client::ClientRequest;
 /// How long a waiting request (an acquire, an observe) waits for an answer before it is sent
 /// again; the node keeps one wait per lock and session, so re-sending is safe.
 const WAIT_POLL: Duration = Duration::from_secs(20);
+/// Shortest time one keep-alive attempt (connect included) may take; otherwise a sixth of the TTL.
+const KEEPALIVE_ATTEMPT_MIN: Duration = Duration::from_millis(100);
+/// Pause before a keep-alive that found no leader tries again.
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(100);
 
 /// Why a session, lock or election call failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +295,7 @@ async fn keep_alive(session: std::sync::Weak<SessionInner>, mut acked_send: Inst
         let client = inner.client.clone();
         drop(inner);
         // Short attempts: a dead leader must cost a fraction of the TTL, not a request timeout.
-        let attempt = (ttl / 6).max(Duration::from_millis(100));
+        let attempt = (ttl / 6).max(KEEPALIVE_ATTEMPT_MIN);
         let answer = client
             .leader_call(&request, local_deadline, Patience::Short(attempt))
             .await;
@@ -310,7 +314,7 @@ async fn keep_alive(session: std::sync::Weak<SessionInner>, mut acked_send: Inst
             }
             // Unavailable until the local deadline (or an odd answer): try again shortly; the
             // deadline check above declares the session lost when its time is up.
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => tokio::time::sleep(KEEPALIVE_RETRY).await,
         }
     }
 }

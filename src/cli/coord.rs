@@ -38,8 +38,7 @@ pub async fn lock(
     ];
     let code = run_holding(&session, &hold.command, &line, &env).await?;
     if !session.is_lost() {
-        // Closing the session releases the lock (and ends the session) in one step.
-        let _ = guard.release().await;
+        // Closing the session releases the lock (without lock-delay) in one round trip.
         let _ = session.close().await;
     }
     Ok(code)
@@ -65,7 +64,7 @@ pub async fn elect(
     ];
     let code = run_holding(&session, &hold.command, &line, &env).await?;
     if !session.is_lost() {
-        let _ = leadership.resign().await;
+        // Closing the session resigns in the same step.
         let _ = session.close().await;
     }
     Ok(code)
