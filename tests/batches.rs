@@ -600,6 +600,76 @@ async fn subscribers_on_different_nodes_see_one_sequence_across_a_leader_change(
     );
 }
 
+/// Batches committed while a subscriber's node is cut off from the rest of the cluster.
+const CUT_OFF_BATCHES: u64 = 40;
+
+/// A node cut off from the leader has nothing new to serve while the majority goes on
+/// committing (and compacting behind the subscriber). After two election timeouts without a
+/// leader it ends its subscriptions with `no_leader`, and the SDK resumes them on a node that
+/// can serve: the subscriber sees every batch, in order, while the cut still holds. (Found by
+/// the fault suite: a subscriber parked on a minority node fell behind retention.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_moves_off_a_node_cut_off_from_the_leader() {
+    use support::netfault::{Firewall, REQUIRE_FIREWALL};
+    if let Err(why) = Firewall::check() {
+        let required = std::env::var_os(REQUIRE_FIREWALL).is_some_and(|v| v == "1");
+        assert!(!required, "{REQUIRE_FIREWALL}=1 but {why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let mut options = ClusterOptions::fast(3);
+    options.distinct_hosts = true;
+    let cluster = TestCluster::start_with(options);
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let others = cluster.others(leader);
+    let (cut, kept) = (others[0], others[1]);
+    // The SDK starts a subscription on its second endpoint: the node about to be cut off.
+    let subscriber = connect(&cluster, endpoints(&cluster, &[kept, cut, leader])).await;
+    let producer = connect(&cluster, endpoints(&cluster, &[leader, kept])).await;
+    let first = submit_marker(&producer).await;
+    let mut subscription = subscriber.subscribe(1, Vec::new());
+    let mut next_seq = 1;
+    receive_through(&mut subscription, &mut next_seq, first.seq).await;
+
+    let mut firewall = Firewall::new();
+    let host = |id: NodeId| cluster.address(id).ip();
+    firewall.split(&[host(cut)], &[host(leader), host(kept)]);
+    let mut last = first.seq;
+    for _ in 0..CUT_OFF_BATCHES {
+        last = submit_marker(&producer).await.seq;
+    }
+    receive_through(&mut subscription, &mut next_seq, last).await;
+    let status = cluster
+        .status(cut)
+        .await
+        .expect("the cut-off node answers its status");
+    assert!(
+        status.leader.is_none(),
+        "node {cut} should still be cut off from the leader, and know none: {status:?}"
+    );
+    firewall.heal();
+}
+
+/// Receives seqs `next_seq..=last` from `subscription`, dense and in order.
+async fn receive_through(
+    subscription: &mut ordo_participant::Subscription,
+    next_seq: &mut u64,
+    last: u64,
+) {
+    while *next_seq <= last {
+        let batch = match tokio::time::timeout(CATCH_UP, subscription.next()).await {
+            Ok(Some(Ok(batch))) => batch,
+            Ok(other) => panic!("waiting for seq {next_seq} of {last}: {other:?}"),
+            Err(_) => panic!("no seq {next_seq} of {last} within {CATCH_UP:?}"),
+        };
+        assert_eq!(
+            batch.seq, *next_seq,
+            "the subscription skipped or repeated a seq"
+        );
+        *next_seq += 1;
+    }
+}
+
 /// Submits batches of random topic mixes until told to stop; returns them by seq.
 async fn produce_topic_mix(
     client: Client,

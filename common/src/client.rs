@@ -213,6 +213,10 @@ pub enum BusyCode {
     /// The leader's disk is below its free-space watermark; the request was not appended.
     /// Proposals resume by themselves when space returns.
     StorageFull,
+    /// This node has known no leader for longer than two election timeouts (it is cut off, or
+    /// the cluster has no quorum): it has nothing new to serve, so a subscription moves to
+    /// another node rather than wait here while the log is compacted behind it.
+    NoLeader,
 }
 
 impl BusyCode {
@@ -227,6 +231,7 @@ impl BusyCode {
             Self::TooManyReads => "too_many_reads",
             Self::OutcomeUnknown => "outcome_unknown",
             Self::StorageFull => "storage_full",
+            Self::NoLeader => "no_leader",
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ordo_common::batch::CommittedBatch;
 use ordo_common::client::ClientResponse;
@@ -92,13 +92,19 @@ pub fn writer_channel() -> (mpsc::Sender<WriterEvent>, mpsc::Receiver<WriterEven
 pub struct StoredBatches<R: LogRead> {
     reader: R,
     servable_seq: watch::Receiver<u64>,
+    leaderless_since: watch::Receiver<Option<Instant>>,
 }
 
 impl<R: LogRead + Send + Sync + 'static> StoredBatches<R> {
-    pub fn new(reader: R, servable_seq: watch::Receiver<u64>) -> Arc<Self> {
+    pub fn new(
+        reader: R,
+        servable_seq: watch::Receiver<u64>,
+        leaderless_since: watch::Receiver<Option<Instant>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             reader,
             servable_seq,
+            leaderless_since,
         })
     }
 }
@@ -126,6 +132,10 @@ impl<R: LogRead + Send + Sync + 'static> BatchSource for StoredBatches<R> {
         self.servable_seq.clone()
     }
 
+    fn leaderless_since(&self) -> watch::Receiver<Option<Instant>> {
+        self.leaderless_since.clone()
+    }
+
     fn first_seq(&self) -> u64 {
         // A failed read answers 1: the batch read that follows reports the storage error.
         self.reader.first_seq().unwrap_or(1)
@@ -147,6 +157,8 @@ pub struct DriverParts<S: LogStore> {
     pub clients: mpsc::Receiver<ClientCall>,
     pub snapshots: mpsc::Receiver<ReceivedSnapshot>,
     pub servable_seq: watch::Sender<u64>,
+    /// Since when this node has known no leader (`None` while it knows one).
+    pub leaderless_since: watch::Sender<Option<Instant>>,
     pub options: DriverOptions,
 }
 
@@ -159,6 +171,7 @@ pub struct Driver<S: LogStore> {
     clients: mpsc::Receiver<ClientCall>,
     snapshots: mpsc::Receiver<ReceivedSnapshot>,
     servable_seq: watch::Sender<u64>,
+    leaderless_since: watch::Sender<Option<Instant>>,
     options: DriverOptions,
     /// Reads back from storage and snapshot transfers, done in the background.
     reads: (mpsc::Sender<ReadResult>, mpsc::Receiver<ReadResult>),
@@ -189,6 +202,7 @@ impl<S: LogStore> Driver<S> {
             clients: parts.clients,
             snapshots: parts.snapshots,
             servable_seq: parts.servable_seq,
+            leaderless_since: parts.leaderless_since,
             options: parts.options,
             reads: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
             snapshot_reports: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
@@ -440,6 +454,14 @@ impl<S: LogStore> Driver<S> {
                     metrics::gauge!("ordo_raft_term").set(term as f64);
                     let leading = if role == Role::Leader { 1.0 } else { 0.0 };
                     metrics::gauge!("ordo_is_leader").set(leading);
+                    self.leaderless_since.send_if_modified(|since| {
+                        match (leader.is_some(), since.is_some()) {
+                            (true, true) => *since = None,
+                            (false, false) => *since = Some(Instant::now()),
+                            _ => return false,
+                        }
+                        true
+                    });
                 }
                 Output::Halt(fault) => {
                     error!(%fault, "the node stopped itself");

@@ -130,7 +130,9 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MESSAGES_MAX);
     let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (clients_tx, clients_rx) = mpsc::channel(CLIENT_QUEUE_REQUESTS_MAX);
-    let batches = StoredBatches::new(writer.reader(), servable_rx);
+    // A node starts knowing no leader; it learns one from the first heartbeat or election.
+    let (leaderless_tx, leaderless_rx) = watch::channel(Some(std::time::Instant::now()));
+    let batches = StoredBatches::new(writer.reader(), servable_rx, leaderless_rx);
     let (endpoint, peers) = transport::start(
         &config,
         cluster,
@@ -151,6 +153,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         clients: clients_rx,
         snapshots: snapshots_rx,
         servable_seq: servable_tx,
+        leaderless_since: leaderless_tx,
         options: DriverOptions {
             tick_interval: config.raft.tick_interval.0,
             append_bytes_max: config.raft.append_bytes_max.0,

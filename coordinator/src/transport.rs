@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ordo_common::batch::CommittedBatch;
 use ordo_common::client::{
@@ -102,6 +102,8 @@ pub trait BatchSource: Send + Sync + 'static {
     fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, StorageError>;
     /// The highest seq applied here and durable, which subscriptions may serve up to.
     fn servable_seq(&self) -> watch::Receiver<u64>;
+    /// Since when this node has known no leader; `None` while it knows one.
+    fn leaderless_since(&self) -> watch::Receiver<Option<Instant>>;
     /// The lowest seq still retained.
     fn first_seq(&self) -> u64;
     /// A consistent snapshot of the applied state, encoded (a backup), and the entry it is
@@ -260,6 +262,7 @@ pub fn start(
         handshake_timeout: config.transport.handshake_timeout.0,
         connections: Arc::new(Semaphore::new(config.transport.connections_max as usize)),
         connections_max: config.transport.connections_max,
+        subscription_leaderless_max: 2 * config.raft.election_timeout.0,
     };
     tokio::spawn(accept_loop(endpoint.clone(), Arc::new(accepting)));
     let client_config = peer_client_config(&config.tls_dir, config)?;
@@ -500,6 +503,9 @@ struct Accepting {
     /// connections are refused before the handshake.
     connections: Arc<Semaphore>,
     connections_max: u64,
+    /// How long a node may know no leader before it ends its subscriptions with
+    /// [`BusyCode::NoLeader`]: two election timeouts, a full randomized election round.
+    subscription_leaderless_max: Duration,
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
@@ -769,7 +775,10 @@ async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) 
             let response = match request {
                 Ok(Some(ClientRequest::Subscribe { from_seq, topics })) => {
                     let source = accepting.batches.clone();
-                    if let Err(error) = stream_batches(&mut send, source, from_seq, topics).await {
+                    let leaderless_max = accepting.subscription_leaderless_max;
+                    let streamed =
+                        stream_batches(&mut send, source, from_seq, topics, leaderless_max).await;
+                    if let Err(error) = streamed {
                         debug!(%remote, %error, "subscription ended");
                     }
                     return;
@@ -822,6 +831,7 @@ async fn stream_batches(
     source: Arc<dyn BatchSource>,
     from_seq: u64,
     topics: Vec<String>,
+    leaderless_max: Duration,
 ) -> Result<(), SubscriptionEnd> {
     let mut next = from_seq.max(1);
     let first = source.first_seq();
@@ -831,7 +841,25 @@ async fn stream_batches(
         return Ok(());
     }
     let mut servable = source.servable_seq();
+    let mut leaderless = source.leaderless_since();
     loop {
+        // A node cut off from the leader has nothing new to serve, and the rest of the cluster
+        // goes on committing and compacting: the subscriber is better served elsewhere.
+        let leaderless_since = *leaderless.borrow_and_update();
+        if let Some(since) = leaderless_since
+            && since.elapsed() >= leaderless_max
+        {
+            let busy = ClientResponse::Busy {
+                code: BusyCode::NoLeader,
+                reason: format!(
+                    "this node has known no leader for {:.1}s; subscribe through another node",
+                    since.elapsed().as_secs_f64()
+                ),
+            };
+            let _ = write_frame(send, &busy).await;
+            let _ = send.finish();
+            return Ok(());
+        }
         let last = *servable.borrow_and_update();
         while next <= last {
             let read = tokio::task::block_in_place(|| source.committed(next));
@@ -859,10 +887,22 @@ async fn stream_batches(
                     .map_err(SubscriptionEnd::Write)?;
             }
         }
+        let deadline =
+            leaderless_since.map(|since| tokio::time::Instant::from_std(since + leaderless_max));
         tokio::select! {
             changed = servable.changed() => changed.map_err(|_| SubscriptionEnd::Stopping)?,
+            changed = leaderless.changed() => changed.map_err(|_| SubscriptionEnd::Stopping)?,
+            _ = sleep_until_some(deadline) => {}
             _ = send.stopped() => return Err(SubscriptionEnd::Left),
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

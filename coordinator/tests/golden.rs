@@ -449,8 +449,9 @@ fn busy_codes() -> Vec<BusyCode> {
         BusyCode::TooManyReads,
         BusyCode::OutcomeUnknown,
         BusyCode::StorageFull,
+        BusyCode::NoLeader,
     ];
-    covers(&samples, 8, |sample| match sample {
+    covers(&samples, 9, |sample| match sample {
         BusyCode::Backpressure => 0,
         BusyCode::TransferInProgress => 1,
         BusyCode::Stopping => 2,
@@ -459,6 +460,7 @@ fn busy_codes() -> Vec<BusyCode> {
         BusyCode::TooManyReads => 5,
         BusyCode::OutcomeUnknown => 6,
         BusyCode::StorageFull => 7,
+        BusyCode::NoLeader => 8,
     });
     samples
 }

@@ -430,6 +430,10 @@ impl Client {
                         Ok(Some(ClientResponse::Compacted { first_seq })) => {
                             return Ok(Fed::Compacted { first_seq });
                         }
+                        // Cut off from the leader: avoid it a while, resume elsewhere.
+                        Ok(Some(ClientResponse::Busy { code, reason })) => {
+                            return Err(format!("{}: {reason}", code.as_str()));
+                        }
                         Ok(Some(other)) => return Err(format!("unexpected frame {other:?}")),
                         Ok(None) => return Err("stream ended".to_string()),
                         Err(error) => return Err(error.to_string()),
