@@ -1,6 +1,7 @@
 //! The fault-injection suite: real `ordo serve` processes under a recorded workload, one fault
 //! kind per seeded run, then heal, converge, and check the whole history (see
-//! `support/history.rs` for what the checker looks for).
+//! `support/history.rs` for what the checker looks for). The `locks` run adds lock holders
+//! and checks their history for mutual exclusion and fencing (`support/locks.rs`).
 //!
 //! ```text
 //! cargo test --release --test faults                       # every fault once
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use ordo_common::NodeId;
 use ordo_core::rng::Prng;
 use support::history::{self, Seen, Workload, WorkloadOptions};
+use support::locks::{self, LockHistory, Lockers};
 use support::netfault::{FaultTable, Firewall, LinkFaults, REQUIRE_FIREWALL, UdpProxy};
 use support::{ClusterOptions, TestCluster};
 
@@ -82,6 +84,7 @@ const FAULTS: &[(&str, u64, Network, Scenario)] = &[
     ("follower-snapshot", 3, Direct, |run| {
         Box::pin(follower_snapshot(run))
     }),
+    ("locks", 3, Direct, |run| Box::pin(locks(run))),
 ];
 
 /// One seeded run: the cluster, its workload, and the seed's generator.
@@ -94,6 +97,8 @@ struct Run {
     proxies: Vec<UdpProxy>,
     links: FaultTable,
     started: Instant,
+    /// Set by the lock run: what its lock holders recorded.
+    lock_history: Option<LockHistory>,
 }
 
 impl Run {
@@ -342,6 +347,47 @@ async fn rolling_restart(run: &mut Run) {
     }
 }
 
+/// Lock holders in the lock run, and their sessions' TTL (above three election timeouts).
+const LOCKERS: usize = 4;
+const LOCK_TTL: Duration = Duration::from_secs(2);
+/// Lock grants required before the first fault, and after each heal.
+const LOCK_GRANTS_BEFORE_FAULTS: u64 = 10;
+const LOCK_GRANTS_AFTER_HEAL: u64 = 3;
+
+/// Holders contend for one lock, fence their writes on it, and now and then abandon it as a
+/// paused process would, while coordinators are killed (the leader, then any) and the leader
+/// is paused; see `support::locks` for what is recorded and checked.
+async fn locks(run: &mut Run) {
+    let seed = run.random.next_u64();
+    let lockers = Lockers::start(&run.cluster, LOCKERS, LOCK_TTL, seed).await;
+    lockers
+        .wait_for_grants(LOCK_GRANTS_BEFORE_FAULTS, RECOVERY_TIMEOUT)
+        .await;
+    for cycle in 0..6 {
+        let target = match cycle % 3 {
+            2 => run.pick_any(),
+            _ => run.leader().await,
+        };
+        run.faults += 1;
+        if cycle % 3 == 1 {
+            run.cluster.sigstop(target);
+            let election = run.election_ms();
+            run.pause(2 * election, 4 * election).await;
+            run.cluster.sigcont(target);
+        } else {
+            run.cluster.kill9(target);
+            run.pause(0, 300).await;
+            run.cluster.restart(target);
+        }
+        run.leader().await;
+        run.progress().await;
+        lockers
+            .wait_for_grants(LOCK_GRANTS_AFTER_HEAL, RECOVERY_TIMEOUT)
+            .await;
+    }
+    run.lock_history = Some(lockers.finish(RECOVERY_TIMEOUT).await);
+}
+
 /// Runs one fault kind with `seed`; panics (with the seed in the message) on a violation.
 async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario, seed: u64) {
     let started = Instant::now();
@@ -387,6 +433,7 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
         proxies,
         links,
         started,
+        lock_history: None,
     };
     run.workload()
         .wait_for_progress(ACKNOWLEDGED_BEFORE_FAULTS_MIN, RECOVERY_TIMEOUT)
@@ -402,11 +449,25 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
         .wait_for_commit_everywhere(RECOVERY_TIMEOUT)
         .await;
     let workload = run.workload.take().expect("the workload runs");
-    let history = workload.finish(Duration::from_secs(60)).await;
+    let mut history = workload.finish(Duration::from_secs(60)).await;
     // Without load, every node reaches the leader's whole log.
     run.cluster.wait_for_caught_up(0, RECOVERY_TIMEOUT).await;
-    let violations = history::check(&history);
-    let summary = history.summary();
+    let lock_history = run.lock_history.take();
+    if let Some(lock_history) = &lock_history {
+        history
+            .operations
+            .extend(lock_history.operations.iter().cloned());
+    }
+    let mut violations = history::check(&history);
+    let mut summary = history.summary();
+    if let Some(lock_history) = &lock_history {
+        violations.extend(locks::check(lock_history, &history.applied[0]));
+        summary = format!("{summary}; lock: {}", lock_history.summary());
+        // Fencing was exercised: some stale holder was refused.
+        if lock_history.stale.0 == 0 {
+            violations.push("no stale lock holder was fenced: the run proved nothing".into());
+        }
+    }
     assert!(
         violations.is_empty(),
         "fault {name} seed={seed}: {} violations (reproduce: cargo test --release --test faults \
@@ -516,6 +577,8 @@ fn main() {
     }
     history::self_test();
     println!("history checker: caught every planted violation in its self-test");
+    locks::self_test();
+    println!("lock checker: caught every planted violation in its self-test");
     let firewall = Firewall::check();
     let require_firewall = std::env::var_os(REQUIRE_FIREWALL).is_some_and(|v| v == "1");
     if let Err(why) = &firewall {

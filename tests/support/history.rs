@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ordo_core::rng::Prng;
 use ordo_participant::{
-    Batch, BatchId, BatchStatus, Client, ClientConfig, CommittedBatch, Message, Outcome,
+    Batch, BatchId, BatchStatus, Client, ClientConfig, Committed, CommittedBatch, Message, Outcome,
     Precondition, SubmitError, new_batch_id,
 };
 
@@ -221,17 +221,10 @@ impl Workload {
                     let invoked = Instant::now();
                     let result = client.submit(batch.clone()).await;
                     let completed = Instant::now();
-                    let seen = match result {
-                        Ok(committed) => {
-                            acknowledged.fetch_add(1, Ordering::SeqCst);
-                            Seen::Committed { seq: committed.seq }
-                        }
-                        Err(SubmitError::Rejected { .. }) => Seen::Rejected,
-                        Err(SubmitError::Unavailable { .. }) => Seen::Unavailable,
-                        Err(other) => Seen::Unknown {
-                            detail: other.to_string(),
-                        },
-                    };
+                    if result.is_ok() {
+                        acknowledged.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let seen = seen_of(&result);
                     operations.push(Operation {
                         batch,
                         invoked,
@@ -340,6 +333,18 @@ impl Workload {
             applied,
             fence: (fence.id, committed.seq),
         }
+    }
+}
+
+/// What a submit's result tells about its batch.
+pub fn seen_of(result: &Result<Committed, SubmitError>) -> Seen {
+    match result {
+        Ok(committed) => Seen::Committed { seq: committed.seq },
+        Err(SubmitError::Rejected { .. }) => Seen::Rejected,
+        Err(SubmitError::Unavailable { .. }) => Seen::Unavailable,
+        Err(other) => Seen::Unknown {
+            detail: other.to_string(),
+        },
     }
 }
 

@@ -27,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod locks;
 pub mod netfault;
 pub mod raw;
 
