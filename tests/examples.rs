@@ -5,7 +5,11 @@
 //! - `bank_transfer`'s checks (money conserved, no negative balance, the two services agree,
 //!   exactly once, rejected never applied) hold while the leader is killed with SIGKILL about
 //!   two seconds into the run and restarted once transfers flow again under the new leader,
-//!   and enough transfers were acknowledged for the checks to mean something.
+//!   and enough transfers were acknowledged for the checks to mean something;
+//! - `job_scheduler`'s checks (jobs published once by epochs that never go back, a takeover
+//!   after its scheduler is killed, jobs done exactly once under tokens that never go back, the
+//!   frozen worker's late write fenced, observers see each epoch once) hold: the example plays
+//!   those faults on its own worker processes.
 //!
 //! The examples are their own binaries. `cargo test` builds them before it runs the tests;
 //! `cargo test --test examples` alone does not, so build them first with
@@ -120,6 +124,37 @@ async fn bank_transfer_checks_hold_while_the_leader_is_killed_and_restarted_unde
         .map_or("", |at| &output[at..]);
     let after_kill = acknowledged.saturating_sub(acknowledged_at_kill);
     eprintln!("{report}({after_kill} transfers acknowledged after the kill)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_scheduler_checks_hold_with_its_scheduler_killed_and_a_worker_frozen() {
+    let cluster = TestCluster::start_with(ClusterOptions::fast(3));
+    cluster.wait_for_leader(STARTUP).await;
+    let mut scheduler = ExampleRun::start("job_scheduler", &cluster, &[]);
+    let (status, output) = scheduler.finish(EXAMPLE_TIMEOUT).await;
+    assert!(
+        status.success(),
+        "job_scheduler failed ({status}):\n{output}"
+    );
+    for check in [
+        "[ok] every job published once, in order",
+        "[ok] scheduler epochs never go back, one writer each",
+        "[ok] a new scheduler took over after the kill",
+        "[ok] every job done exactly once, in order, after it was published",
+        "[ok] lock tokens never go back",
+        "[ok] the frozen worker's late result was fenced",
+        "[ok] observers see epochs once, in order",
+        "job_scheduler: PASS",
+    ] {
+        assert!(
+            output.contains(check),
+            "job_scheduler's report lacks {check:?}:\n{output}"
+        );
+    }
+    let report = output
+        .find("job_scheduler: report")
+        .map_or("", |at| &output[at..]);
+    eprintln!("{report}");
 }
 
 /// An example's process, with its stdout and stderr collected line by line as they come.
