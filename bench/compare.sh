@@ -7,7 +7,13 @@
 # seconds: `ordo bench` on Ordo, bench/etcd-load (one Txn of K puts per batch) on etcd. Prints a
 # markdown table and the hardware it ran on. Every process it starts is stopped on exit.
 #
+# Then locks, with each system's own lock (Ordo's `ordo bench --lock`, etcd's
+# clientv3/concurrency.Mutex recipe in bench/etcd-load): one client taking and releasing a lock of
+# its own (uncontended: the latency of acquire + release), and C clients taking turns on one lock
+# (contended: hand-offs per second).
+#
 #   bench/compare.sh                                  # K = 1 10 100, C = 1 64, 10 s each
+#   bench/compare.sh --batches "" --clients "" --lock-clients "1 8"   # locks only
 #   bench/compare.sh --duration 2s --batches 10 --clients 64
 #   bench/compare.sh --output bench/results-$(date +%F).md
 #
@@ -20,6 +26,8 @@ usage: bench/compare.sh [options]            (each option also as an environment
   --duration D          each run's length                          COMPARE_DURATION   10s
   --batches "K ..."     messages per batch (comma or space list)   COMPARE_BATCHES    "1 10 100"
   --clients "C ..."     concurrent submitters (list)               COMPARE_CLIENTS    "1 64"
+  --lock-clients "C ..." lock clients: 1 runs uncontended, more contend for one lock
+                                                                   COMPARE_LOCK_CLIENTS "1 8"
   --size S              bytes per message                          COMPARE_SIZE       128
   --etcd-port P         etcd clients on P..P+2, peers on P+3..P+5  COMPARE_ETCD_PORT  23790
   --ordo-port P         Ordo nodes on P..P+2 (UDP, QUIC)           COMPARE_ORDO_PORT  7101
@@ -34,8 +42,9 @@ EOF
 }
 
 duration=${COMPARE_DURATION:-10s}
-batches=${COMPARE_BATCHES:-1 10 100}
-clients=${COMPARE_CLIENTS:-1 64}
+batches=${COMPARE_BATCHES-1 10 100}
+clients=${COMPARE_CLIENTS-1 64}
+lock_clients=${COMPARE_LOCK_CLIENTS-1 8}
 size=${COMPARE_SIZE:-128}
 etcd_port=${COMPARE_ETCD_PORT:-23790}
 ordo_port=${COMPARE_ORDO_PORT:-7101}
@@ -51,6 +60,7 @@ while (($#)); do
         --duration) duration=$2; shift 2 ;;
         --batches) batches=$2; shift 2 ;;
         --clients) clients=$2; shift 2 ;;
+        --lock-clients) lock_clients=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;
         --etcd-port) etcd_port=$2; shift 2 ;;
         --ordo-port) ordo_port=$2; shift 2 ;;
@@ -66,7 +76,8 @@ while (($#)); do
 done
 batches=${batches//,/ }
 clients=${clients//,/ }
-for n in $batches $clients $size $etcd_port $ordo_port $etcd_connections; do
+lock_clients=${lock_clients//,/ }
+for n in $batches $clients $lock_clients $size $etcd_port $ordo_port $etcd_connections; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: $n is not a positive integer" >&2; exit 2; }
 done
 
@@ -169,13 +180,14 @@ all_alive() {
 # A JSON number field from one line of `--json` output.
 field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
 
-run_pair() { # SYSTEM K C COMMAND...
-    local system=$1 k=$2 c=$3 line
+run_pair() { # SYSTEM K C COMMAND... (K is a batch size, or lock for the lock runs)
+    local system=$1 k=$2 c=$3 line unit=batches
     shift 3
+    if [[ $k == lock ]]; then unit=acquisitions; fi
     if line=$("$@" 2>>"$work/logs/$system-load.log" | grep '^{' | tail -n 1) && [[ -n $line ]]; then
         echo "$line" >"$work/results/$system-$k-$c.json"
-        log "$(printf '%-4s K=%-3s C=%-3s %8.0f batches/s  p50 %6.2f ms  p99 %6.2f ms  errors %s' \
-            "$system" "$k" "$c" "$(field "$line" batches_per_second)" \
+        log "$(printf '%-4s K=%-4s C=%-3s %8.0f %s/s  p50 %6.2f ms  p99 %6.2f ms  errors %s' \
+            "$system" "$k" "$c" "$(field "$line" "${unit}_per_second")" "$unit" \
             "$(field "$line" latency_ms_p50)" "$(field "$line" latency_ms_p99)" "$(field "$line" errors)")"
     else
         log "$system K=$k C=$c: the load generator failed (see $system-load.log)"
@@ -183,14 +195,20 @@ run_pair() { # SYSTEM K C COMMAND...
     all_alive || die "a $system server exited during K=$k C=$c"
 }
 
-measure() { # SYSTEM RUNNER: a warm-up, every (K, C) pair, then the servers are stopped
-    local system=$1 runner=$2 k c
+# One client on a lock of its own; more take turns on one lock.
+lock_load() { if (($1 == 1)); then echo uncontended; else echo contended; fi; }
+
+measure() { # SYSTEM RUNNER LOCK_RUNNER: a warm-up, every (K, C) pair, the locks, then stop
+    local system=$1 runner=$2 lock_runner=$3 k c
     "$runner" 8 10 2s >/dev/null 2>>"$work/logs/$system-load.log" || die "the $system warm-up failed"
     all_alive || die "a $system server exited during the warm-up"
     for k in $batches; do
         for c in $clients; do
             run_pair "$system" "$k" "$c" "$runner" "$c" "$k" "$duration"
         done
+    done
+    for c in $lock_clients; do
+        run_pair "$system" lock "$c" "$lock_runner" "$c" "$(lock_load "$c")" "$duration"
     done
     stop_servers
 }
@@ -231,8 +249,12 @@ etcd_load_run() { # C K DURATION
     "$etcd_load" --endpoints "$etcd_endpoints" --connections "$etcd_connections" \
         --target "$etcd_target" --clients "$1" --batch "$2" --size "$size" --duration "$3" --json
 }
+etcd_lock_run() { # C LOAD DURATION
+    "$etcd_load" --endpoints "$etcd_endpoints" --connections "$etcd_connections" \
+        --target "$etcd_target" --clients "$1" --lock "$2" --duration "$3" --json
+}
 # etcd-load waits for a leader (up to 30 s) before the warm-up starts.
-measure etcd etcd_load_run
+measure etcd etcd_load_run etcd_lock_run
 rm -rf "$work/etcd"
 
 # --- Ordo ---------------------------------------------------------------------------------------
@@ -259,7 +281,11 @@ ordo_bench_run() { # C K DURATION
     "$ordo" bench --endpoints "$ordo_endpoints" --tls-dir "$tls" \
         --clients "$1" --batch "$2" --size "$size" --duration "$3" --json
 }
-measure ordo ordo_bench_run
+ordo_lock_run() { # C LOAD DURATION
+    "$ordo" bench --endpoints "$ordo_endpoints" --tls-dir "$tls" \
+        --clients "$1" --lock "$2" --duration "$3" --json
+}
+measure ordo ordo_bench_run ordo_lock_run
 
 # --- the table ----------------------------------------------------------------------------------
 
@@ -270,10 +296,10 @@ cell() { # SYSTEM K C FIELD FORMAT
     [[ -f $file ]] && value=$(field "$(<"$file")" "$4") && [[ -n $value ]] || { printf 'failed'; return; }
     awk -v v="$value" -v f="$5" 'BEGIN { printf f, v }'
 }
-ratio() { # K C
-    local e o
-    e=$(cell etcd "$1" "$2" batches_per_second %.6f)
-    o=$(cell ordo "$1" "$2" batches_per_second %.6f)
+ratio() { # K C [FIELD]
+    local e o field=${3:-batches_per_second}
+    e=$(cell etcd "$1" "$2" "$field" %.6f)
+    o=$(cell ordo "$1" "$2" "$field" %.6f)
     awk -v e="$e" -v o="$o" 'BEGIN { if (e + 0 > 0 && o != "failed") printf "%.2f", o / e; else printf "-" }'
 }
 table=$(
@@ -290,6 +316,16 @@ table=$(
             echo "| $k | $c | $(cell etcd "$k" "$c" batches_per_second %.0f) | $(cell etcd "$k" "$c" messages_per_second %.0f) | $(cell etcd "$k" "$c" latency_ms_p50 %.2f) | $(cell etcd "$k" "$c" latency_ms_p99 %.2f) | $(cell ordo "$k" "$c" batches_per_second %.0f) | $(cell ordo "$k" "$c" messages_per_second %.0f) | $(cell ordo "$k" "$c" latency_ms_p50 %.2f) | $(cell ordo "$k" "$c" latency_ms_p99 %.2f) | $(ratio "$k" "$c") | $(cell etcd "$k" "$c" errors %d)/$(cell ordo "$k" "$c" errors %d) |"
         done
     done
+    if [[ -n $lock_clients ]]; then
+        echo
+        echo 'Locks: acquire + release, over and over; latency is one acquire + release (for contended runs, mostly the wait for its turn). etcd: the clientv3/concurrency.Mutex recipe (Txn, watch of the predecessor, Get; Delete) with a lease per client. Ordo: a session per client, `Session::lock`, `LockGuard::release`.'
+        echo
+        echo "| lock | C | etcd acquisitions/s | etcd p50 ms | etcd p99 ms | Ordo acquisitions/s | Ordo p50 ms | Ordo p99 ms | Ordo/etcd acquisitions/s | errors etcd/Ordo |"
+        echo "|---|---|---|---|---|---|---|---|---|---|"
+        for c in $lock_clients; do
+            echo "| $(lock_load "$c") | $c | $(cell etcd lock "$c" acquisitions_per_second %.0f) | $(cell etcd lock "$c" latency_ms_p50 %.2f) | $(cell etcd lock "$c" latency_ms_p99 %.2f) | $(cell ordo lock "$c" acquisitions_per_second %.0f) | $(cell ordo lock "$c" latency_ms_p50 %.2f) | $(cell ordo lock "$c" latency_ms_p99 %.2f) | $(ratio lock "$c" acquisitions_per_second) | $(cell etcd lock "$c" errors %d)/$(cell ordo lock "$c" errors %d) |"
+        done
+    fi
 )
 echo "$table"
 if [[ -n $output ]]; then

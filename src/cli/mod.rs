@@ -152,7 +152,7 @@ enum Command {
     /// Back up the replicated state, or seed a new cluster from a backup.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Load the cluster: C submitters, each waiting for its acknowledgement.
+    /// Load the cluster: C clients, each waiting for its answer (batches, or locks).
     Bench {
         #[command(flatten)]
         client: ClientArguments,
@@ -168,6 +168,10 @@ enum Command {
         duration: std::time::Duration,
         #[arg(long)]
         json: bool,
+        /// Instead of batches, acquire and release locks: each client its own
+        /// (`uncontended`), or all one (`contended`: every acquisition is a hand-off).
+        #[arg(long, value_enum)]
+        lock: Option<bench::LockLoad>,
     },
 }
 
@@ -351,6 +355,7 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             size,
             duration,
             json,
+            lock,
         } => {
             let arguments = bench::BenchArguments {
                 clients,
@@ -358,6 +363,7 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
                 size,
                 duration,
                 json,
+                lock,
             };
             runtime()?.block_on(bench::run(&client, arguments))
         }

@@ -10,6 +10,7 @@
 //! starts, found with `Maintenance/Status`; with `--target all` connection j goes to endpoint
 //! j mod 3 and followers forward the proposals to the leader.
 
+mod mutex;
 mod proto;
 
 use std::io::Write;
@@ -37,12 +38,16 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 const USAGE: &str = "\
 usage: etcd-load [--endpoints HOST:PORT,...] [--clients C] [--batch K] [--size BYTES]
                  [--duration 10s] [--connections N] [--target leader|all]
-                 [--key-prefix PREFIX] [--json]
+                 [--key-prefix PREFIX] [--lock uncontended|contended] [--json]
 
 C concurrent submitters, each sending one Txn of K puts (distinct keys, values of BYTES
 bytes) and waiting for its answer, for the duration. Defaults: endpoints
 127.0.0.1:23790,127.0.0.1:23791,127.0.0.1:23792, 64 clients, batch 10, size 128, 10s,
-4 connections to the leader, key prefix bench/<unix-ms>.";
+4 connections to the leader, key prefix bench/<unix-ms>.
+
+With --lock, each client instead takes and releases a lock with etcd's lock recipe
+(clientv3/concurrency.Mutex), over and over: a lock of its own (uncontended), or one lock
+for all (contended: every acquisition is a hand-off).";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
@@ -60,6 +65,14 @@ struct Options {
     target: Target,
     key_prefix: String,
     json: bool,
+    lock: Option<LockLoad>,
+}
+
+/// Which lock load `--lock` runs.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum LockLoad {
+    Uncontended,
+    Contended,
 }
 
 /// The options, or `None` for `--help`.
@@ -77,6 +90,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Option<Option
         target: Target::Leader,
         key_prefix: format!("bench/{millis}"),
         json: false,
+        lock: None,
     };
     while let Some(flag) = args.next() {
         if flag == "--json" {
@@ -104,6 +118,13 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Option<Option
             "--connections" => options.connections = number("--connections")?,
             "--duration" => options.duration = parse_duration(&value)?,
             "--key-prefix" => options.key_prefix = value,
+            "--lock" => {
+                options.lock = Some(match value.as_str() {
+                    "uncontended" => LockLoad::Uncontended,
+                    "contended" => LockLoad::Contended,
+                    _ => return Err(format!("--lock is uncontended or contended, not {value:?}")),
+                })
+            }
             "--target" => {
                 options.target = match value.as_str() {
                     "leader" => Target::Leader,
@@ -225,9 +246,11 @@ fn batch_request(
     payload: &Bytes,
 ) -> TxnRequest {
     TxnRequest {
+        compare: Vec::new(),
+        failure: Vec::new(),
         success: (0..batch)
             .map(|i| RequestOp {
-                request: Some(proto::request_op::Request::RequestPut(PutRequest {
+                request: Some(proto::request_op::Request::Put(PutRequest {
                     key: Bytes::from(format!("{prefix}/{worker:05}/{number:012}/{i:05}")),
                     value: payload.clone(),
                     lease: 0,
@@ -237,7 +260,30 @@ fn batch_request(
     }
 }
 
-async fn run(options: Options) -> Result<(), String> {
+/// The p50, p99 and p999 of `latencies` in milliseconds, by the same rule as `ordo bench`
+/// (src/cli/bench.rs), so both columns of the comparison are computed alike.
+fn quantiles(latencies: &mut [Duration]) -> (f64, f64, f64) {
+    latencies.sort();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    (quantile(0.50), quantile(0.99), quantile(0.999))
+}
+
+/// Counts a failed request, remembers the first problem, and pauses the worker a moment.
+async fn failed(errors: &AtomicU64, first_error: &Mutex<Option<String>>, problem: String) {
+    errors.fetch_add(1, Ordering::Relaxed);
+    first_error
+        .lock()
+        .expect("first error lock")
+        .get_or_insert(problem);
+    tokio::time::sleep(ERROR_PAUSE).await;
+}
+
+/// The connections the workers share.
+async fn channels(options: &Options) -> Result<Vec<Channel>, String> {
     let targets = match options.target {
         Target::Leader => vec![find_leader(&options.endpoints).await?],
         Target::All => options.endpoints.clone(),
@@ -246,6 +292,94 @@ async fn run(options: Options) -> Result<(), String> {
     for j in 0..options.connections {
         channels.push(connect(&targets[j % targets.len()]).await?);
     }
+    Ok(channels)
+}
+
+/// `--lock`: each worker opens a session (a lease), then locks and unlocks until the end.
+async fn run_locks(options: Options, load: LockLoad) -> Result<(), String> {
+    let channels = channels(&options).await?;
+    let ttl = (options.duration.as_secs() as i64 + 30).max(60);
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let mut sessions = Vec::new();
+    for worker in 0..options.clients {
+        let channel = channels[worker % channels.len()].clone();
+        let lease = mutex::grant_lease(&mut Grpc::new(channel.clone()), ttl).await?;
+        let prefix = match load {
+            LockLoad::Uncontended => format!("{}/lock-{worker}/", options.key_prefix),
+            LockLoad::Contended => format!("{}/lock/", options.key_prefix),
+        };
+        sessions.push((
+            channel.clone(),
+            lease,
+            mutex::Mutex::new(channel, &prefix, lease),
+        ));
+    }
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut workers = Vec::new();
+    for (channel, lease, mut lock) in sessions {
+        let (errors, first_error) = (errors.clone(), first_error.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let cycle = async {
+                    lock.lock(lease).await?;
+                    lock.unlock().await
+                };
+                match tokio::time::timeout(REQUEST_TIMEOUT, cycle).await {
+                    Ok(Ok(())) => latencies.push(sent.elapsed()),
+                    outcome => {
+                        let problem = match outcome {
+                            Ok(Err(problem)) => problem,
+                            _ => format!("no lock and unlock within {REQUEST_TIMEOUT:?}"),
+                        };
+                        failed(&errors, &first_error, problem).await;
+                    }
+                }
+            }
+            let _ = mutex::revoke_lease(&mut Grpc::new(channel), lease).await;
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.map_err(|e| format!("worker failed: {e}"))?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let per_second = latencies.len() as f64 / elapsed;
+    let (p50, p99, p999) = quantiles(&mut latencies);
+    let errors = errors.load(Ordering::Relaxed);
+    if let Some(problem) = first_error.lock().expect("first error lock").as_ref() {
+        eprintln!("etcd-load: {errors} errors, the first: {problem}");
+    }
+    let mode = match load {
+        LockLoad::Uncontended => "uncontended",
+        LockLoad::Contended => "contended",
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if options.json {
+        writeln!(
+            out,
+            "{{\"lock\":\"{mode}\",\"clients\":{},\"seconds\":{elapsed},\"acquisitions_per_second\":{per_second},\"latency_ms_p50\":{p50},\"latency_ms_p99\":{p99},\"latency_ms_p999\":{p999},\"errors\":{errors}}}",
+            options.clients,
+        )
+    } else {
+        writeln!(
+            out,
+            "{} clients, {mode} lock, acquire + release for {elapsed:.1}s\n  {per_second:.0} acquisitions/s\n  latency p50 {p50:.2} ms, p99 {p99:.2} ms, p999 {p999:.2} ms\n  errors {errors}",
+            options.clients,
+        )
+    };
+    written.map_err(|e| format!("cannot write the report: {e}"))
+}
+
+async fn run(options: Options) -> Result<(), String> {
+    if let Some(load) = options.lock {
+        return run_locks(options, load).await;
+    }
+    let channels = channels(&options).await?;
     let payload = Bytes::from(vec![b'x'; options.size]);
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -284,12 +418,7 @@ async fn run(options: Options) -> Result<(), String> {
                     Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
                     Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
                 };
-                errors.fetch_add(1, Ordering::Relaxed);
-                first_error
-                    .lock()
-                    .expect("first error lock")
-                    .get_or_insert(problem);
-                tokio::time::sleep(ERROR_PAUSE).await;
+                failed(&errors, &first_error, problem).await;
             }
             latencies
         }));
@@ -299,15 +428,7 @@ async fn run(options: Options) -> Result<(), String> {
         latencies.extend(worker.await.map_err(|e| format!("worker failed: {e}"))?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    // The same percentile rule as `ordo bench` (src/cli/bench.rs), so both columns of the
-    // comparison are computed alike.
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let (p50, p99, p999) = (quantile(0.50), quantile(0.99), quantile(0.999));
+    let (p50, p99, p999) = quantiles(&mut latencies);
     let batches = latencies.len() as f64;
     let batches_per_second = batches / elapsed;
     let messages_per_second = batches * options.batch as f64 / elapsed;
