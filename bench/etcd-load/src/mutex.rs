@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
+use tokio::sync::mpsc;
 use tonic::client::Grpc;
 use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
@@ -25,7 +26,7 @@ use crate::call;
 use crate::proto::{
     self, Compare, DeleteRangeRequest, DeleteRangeResponse, HeaderOnly, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp,
-    TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse,
+    TxnRequest, TxnResponse, WatchCancelRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 
 /// Grants a lease of `ttl_seconds`: a session.
@@ -56,6 +57,7 @@ pub struct Mutex {
     grpc: Grpc<Channel>,
     prefix: Bytes,
     my_key: Bytes,
+    watch: Option<WatchStream>,
 }
 
 impl Mutex {
@@ -65,6 +67,7 @@ impl Mutex {
             grpc: Grpc::new(channel),
             prefix: Bytes::from(prefix.to_string()),
             my_key: Bytes::from(format!("{prefix}{lease:x}")),
+            watch: None,
         }
     }
 
@@ -135,7 +138,7 @@ impl Mutex {
         call::<_, DeleteRangeResponse>(&mut self.grpc, proto::DELETE_RANGE_PATH, request)
             .await
             .map(|_| ())
-            .map_err(|status| format!("DeleteRange: {}", status.message()))
+            .map_err(|status| format!("DeleteRange: {status:?}"))
     }
 
     /// The prefix's oldest key (`max_create_revision` 0), or its newest key created at or
@@ -170,7 +173,10 @@ impl Mutex {
         }
     }
 
-    /// Watches `key` from `revision` until it is deleted.
+    /// Watches `key` from `revision` until it is deleted. Like clientv3, one watch stream per
+    /// client carries its watches one after another: each is created, waited on, then
+    /// cancelled (opening and dropping a stream per wait makes the HTTP/2 connection refuse
+    /// the churn).
     async fn wait_delete(&mut self, key: Bytes, revision: i64) -> Result<(), String> {
         let create = WatchRequest {
             create_request: Some(WatchCreateRequest {
@@ -178,39 +184,82 @@ impl Mutex {
                 range_end: Bytes::new(),
                 start_revision: revision,
             }),
+            cancel_request: None,
         };
-        self.grpc
-            .ready()
-            .await
-            .map_err(|error| format!("connection not ready: {error}"))?;
-        let response = self
-            .grpc
-            .streaming(
-                tonic::Request::new(OneThenOpen(Some(create))),
-                PathAndQuery::from_static(proto::WATCH_PATH),
-                ProstCodec::<WatchRequest, WatchResponse>::default(),
-            )
-            .await
-            .map_err(|status| format!("Watch: {}", status.message()))?;
-        let mut events = response.into_inner();
-        loop {
-            let message = events
-                .message()
-                .await
-                .map_err(|status| format!("Watch: {}", status.message()))?
-                .ok_or("the watch stream ended")?;
+        match self.watch.as_mut() {
+            Some(watch) => watch
+                .requests
+                .send(create)
+                .map_err(|_| "the watch stream closed")?,
+            // The server answers a new stream's headers only once it has a request.
+            None => self.watch = Some(self.open_watch(create).await?),
+        }
+        let watch = self.watch.as_mut().expect("opened above");
+        let mut watch_id = None;
+        let deleted = loop {
+            let message = match watch.responses.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => break Err("the watch stream ended".to_string()),
+                Err(status) => break Err(format!("Watch: {}", status.message())),
+            };
+            if message.created && watch_id.is_none() {
+                watch_id = Some(message.watch_id);
+            }
+            if Some(message.watch_id) != watch_id {
+                continue; // an earlier watch's cancellation
+            }
             if message.canceled {
-                return Err(format!("the watch was canceled: {}", message.cancel_reason));
+                break Err(format!("the watch was canceled: {}", message.cancel_reason));
             }
             if message
                 .events
                 .iter()
                 .any(|event| event.kind == proto::EVENT_DELETE)
             {
-                return Ok(());
+                break Ok(());
             }
+        };
+        match (&deleted, watch_id) {
+            (Ok(()), Some(watch_id)) => {
+                let cancel = WatchRequest {
+                    create_request: None,
+                    cancel_request: Some(WatchCancelRequest { watch_id }),
+                };
+                let _ = watch.requests.send(cancel);
+            }
+            // A broken stream is opened afresh next time.
+            _ => self.watch = None,
         }
+        deleted
     }
+
+    async fn open_watch(&mut self, first: WatchRequest) -> Result<WatchStream, String> {
+        self.grpc
+            .ready()
+            .await
+            .map_err(|error| format!("connection not ready: {error}"))?;
+        let (requests, receiver) = mpsc::unbounded_channel();
+        requests.send(first).expect("the receiver is here");
+        let response = self
+            .grpc
+            .streaming(
+                tonic::Request::new(Requests(receiver)),
+                PathAndQuery::from_static(proto::WATCH_PATH),
+                ProstCodec::<WatchRequest, WatchResponse>::default(),
+            )
+            .await
+            .map_err(|status| format!("Watch: {}", status.message()))?;
+        Ok(WatchStream {
+            requests,
+            responses: response.into_inner(),
+        })
+    }
+}
+
+/// A client's watch stream: requests in, responses out.
+struct WatchStream {
+    requests: mpsc::UnboundedSender<WatchRequest>,
+    responses: tonic::Streaming<WatchResponse>,
 }
 
 /// A range of exactly `key`.
@@ -238,18 +287,17 @@ fn prefix_end(prefix: &[u8]) -> Bytes {
     Bytes::from_static(&[0])
 }
 
-/// The watch's request stream: the create request, then open (and silent) until dropped, so
-/// the server keeps the watch.
-struct OneThenOpen(Option<WatchRequest>);
+/// A watch stream's requests, as the stream tonic sends.
+struct Requests(mpsc::UnboundedReceiver<WatchRequest>);
 
-impl futures_core::Stream for OneThenOpen {
+impl futures_core::Stream for Requests {
     type Item = WatchRequest;
 
-    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<WatchRequest>> {
-        match self.0.take() {
-            Some(request) => Poll::Ready(Some(request)),
-            None => Poll::Pending,
-        }
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<WatchRequest>> {
+        self.0.poll_recv(context)
     }
 }
 

@@ -202,11 +202,21 @@ pub struct HeaderOnly {
     pub header: Option<ResponseHeader>,
 }
 
-/// `WatchRequest`: a oneof of create (1), cancel (2) and progress (3); only create here.
+/// `WatchRequest`: a oneof of create (1), cancel (2) and progress (3), declared as optional
+/// fields (the same encoding when one is set); no progress here.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WatchRequest {
     #[prost(message, optional, tag = "1")]
     pub create_request: Option<WatchCreateRequest>,
+    #[prost(message, optional, tag = "2")]
+    pub cancel_request: Option<WatchCancelRequest>,
+}
+
+/// `WatchCancelRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchCancelRequest {
+    #[prost(int64, tag = "1")]
+    pub watch_id: i64,
 }
 
 /// `WatchCreateRequest` (omitted: `progress_notify` = 4 and on).
