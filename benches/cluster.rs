@@ -12,11 +12,21 @@
 //!     completes the QUIC + TLS 1.3 handshake with client certificates, and one hello round
 //!     trip (the only way a client learns that its certificate was accepted).
 //!
-//! `ORDO_BENCH_ELECTIONS` (default 20) and `ORDO_BENCH_CONNECTS` (default 200) set the counts.
+//! (c) **A service's leader failover** (`ordo elect`): two `ordo elect NAME --value V --ttl 3s`
+//!     processes campaign; the elected one is killed with SIGKILL, and the time until the
+//!     other prints that it is elected is measured. The dead process's session must expire
+//!     first: its last renewal was at most a third of the TTL before the kill, so about
+//!     2/3 TTL to one TTL, plus the commit of the expiry and the grant.
+//!
+//! `ORDO_BENCH_ELECTIONS` (default 20), `ORDO_BENCH_CONNECTS` (default 200) and
+//! `ORDO_BENCH_FAILOVERS` (default 10) set the counts.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ordo_common::client::{ClientRequest, ClientResponse};
@@ -31,6 +41,7 @@ const CONNECT_WARMUP: usize = 10;
 fn main() {
     let elections = count_from_env("ORDO_BENCH_ELECTIONS", 20) as usize;
     let connects = count_from_env("ORDO_BENCH_CONNECTS", 200) as usize;
+    let failovers = count_from_env("ORDO_BENCH_FAILOVERS", 10) as usize;
     println!("machine: {}", machine_description());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -41,7 +52,89 @@ fn main() {
             election_after_kill(options, elections).await;
         }
         handshakes(connects).await;
+        service_failover(failovers).await;
     });
+}
+
+/// The session TTL of the campaigners in (c).
+const CAMPAIGN_TTL: Duration = Duration::from_secs(3);
+
+/// An `ordo elect` process, with its output lines read on a thread.
+struct Campaigner {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Campaigner {
+    fn spawn(cluster: &TestCluster, name: &str, value: &str) -> Self {
+        let ttl = format!("{}s", CAMPAIGN_TTL.as_secs());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ordo"))
+            .args(["elect", name, "--value", value, "--ttl", &ttl])
+            .env("ORDO_ENDPOINTS", cluster.endpoints())
+            .env("ORDO_TLS_DIR", cluster.tls_dir())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn ordo elect");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn elected(&self, timeout: Duration) -> bool {
+        self.lines
+            .recv_timeout(timeout)
+            .is_ok_and(|line| line.contains("\"epoch\""))
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn service_failover(runs: usize) {
+    println!(
+        "\n(c) a service's leader failover: kill -9 of the elected `ordo elect` process until \
+         the other campaigner is elected; session TTL {CAMPAIGN_TTL:?}, {runs} runs"
+    );
+    let cluster = TestCluster::start_with(ClusterOptions::shipped_defaults(3));
+    cluster.wait_for_leader(SETTLE).await;
+    let mut times = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        let name = format!("failover-{run}");
+        let first = Campaigner::spawn(&cluster, &name, "first");
+        assert!(
+            first.elected(SETTLE),
+            "run {run}: the first campaigner was not elected"
+        );
+        let second = Campaigner::spawn(&cluster, &name, "second");
+        // Let it queue, and the first renew a few times, so the kill lands anywhere in a
+        // renewal period.
+        tokio::time::sleep(CAMPAIGN_TTL + Duration::from_millis(137 * run as u64 % 1000)).await;
+        let killed_at = Instant::now();
+        first.kill();
+        assert!(
+            second.elected(SETTLE),
+            "run {run}: no failover within {SETTLE:?}"
+        );
+        let elapsed = killed_at.elapsed();
+        println!(
+            "  run {run:>2}: the second campaigner elected {} after the kill",
+            millis(elapsed)
+        );
+        times.push(elapsed);
+        second.kill();
+    }
+    report("failover", &mut times);
 }
 
 async fn election_after_kill(options: ClusterOptions, runs: usize) {
