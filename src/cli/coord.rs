@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ordo_common::client::COORD_LIST_ROWS_MAX;
 use ordo_participant::{CoordError, MutexKind, Session};
 
 use super::ClientArguments;
@@ -96,6 +97,7 @@ pub async fn list_leases(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let client = client(arguments).await?;
     let (sessions, _) = client.coord_list().await?;
+    warn_if_capped(sessions.len(), "sessions");
     for session in &sessions {
         let mutexes: Vec<String> = session
             .mutexes
@@ -130,6 +132,7 @@ pub async fn list_locks(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let client = client(arguments).await?;
     let (_, mutexes) = client.coord_list().await?;
+    warn_if_capped(mutexes.len(), "locks and elections");
     for mutex in &mutexes {
         let holder = mutex.holder.as_ref();
         let waiters: Vec<String> = mutex.waiters.iter().map(ToString::to_string).collect();
@@ -161,6 +164,17 @@ pub async fn list_locks(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One answer carries at most [`COORD_LIST_ROWS_MAX`] rows of each kind: says so (on stderr, so
+/// the listing itself stays one row per line) when a listing may have been cut there.
+fn warn_if_capped(rows: usize, what: &str) {
+    if rows >= COORD_LIST_ROWS_MAX {
+        eprintln!(
+            "ordo: showing the first {COORD_LIST_ROWS_MAX} {what} (the most one answer carries); \
+             there may be more"
+        );
+    }
 }
 
 /// Prints `line`, then runs `command` with `env` (or holds until SIGINT, SIGTERM or the end of
