@@ -10,7 +10,8 @@
 //!   lock (same token), a waiter is not granted it meanwhile, and gets it with a larger token
 //!   when the holder releases;
 //! - killing the elected `ordo elect` process makes another campaigner leader within about one
-//!   TTL, and `ordo elect --observe` sees each epoch once, in increasing order.
+//!   TTL, and `ordo elect --observe` sees each epoch once, in increasing order;
+//! - an observer between two calls when the last leader resigns still gets the "no leader" change.
 
 mod support;
 
@@ -326,4 +327,43 @@ async fn killing_the_elected_process_elects_another_and_observers_see_each_epoch
         "the observer saw {seen:?}, the campaigners {epochs:?}"
     );
     assert!(epochs.windows(2).all(|pair| pair[0] < pair[1]));
+}
+
+/// An observer that was not waiting when the last leader resigned, leaving no candidate, still
+/// gets that "no leader" change when it asks again (the election is kept by its last change):
+/// before, the election was forgotten at once and the observer waited, believing the old leader
+/// still led.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_observer_between_calls_sees_the_last_leader_resign() {
+    let cluster = started().await;
+    let mut config = ordo_participant::ClientConfig::new(
+        cluster
+            .ids()
+            .iter()
+            .map(|id| cluster.address(*id))
+            .collect(),
+        cluster.tls_dir(),
+    );
+    config.client_name = Some(support::CLIENT_NAME.into());
+    let client = ordo_participant::Client::connect(config)
+        .await
+        .expect("connect");
+    let session = ordo_participant::Session::open(&client, TTL_DURATION)
+        .await
+        .expect("a session");
+    let leadership = session.campaign("R", b"only").await.expect("elected");
+    let epoch = leadership.epoch();
+    let mut observer = client.observe("R");
+    let first = observer.next().await.expect("the current leader");
+    assert_eq!(first.leader, Some((epoch, b"only".to_vec())));
+    // The observer is between calls: nothing is waiting on the node when the leader resigns.
+    leadership.resign().await.expect("resign");
+    let next = tokio::time::timeout(Duration::from_secs(10), observer.next())
+        .await
+        .expect("the resignation reaches an observer that asks after it")
+        .expect("an answer");
+    assert_eq!(next.leader, None, "the last change is 'no leader'");
+    assert!(next.revision > first.revision);
+    assert!(!observer.skipped);
+    session.close().await.expect("close");
 }

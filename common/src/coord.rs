@@ -72,6 +72,10 @@ pub const SESSION_TTL_MS_MAX: u64 = 60 * 60 * 1000;
 pub const KEEPALIVE_SESSIONS_MAX: u64 = 4096;
 /// Leadership changes an election remembers for observers that resume.
 pub const ELECTION_HISTORY_MAX: u64 = 64;
+/// Elections left with neither a leader nor a candidate that are remembered by their last
+/// change ("no leader"), so an observer between two calls still sees it; beyond this many the
+/// oldest is forgotten.
+pub const ELECTION_TOMBSTONES_MAX: u64 = 4096;
 
 /// A session as `ordo lease list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

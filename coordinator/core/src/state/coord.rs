@@ -17,10 +17,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use ordo_common::LogIndex;
 use ordo_common::codec::{self, DecodeError};
 use ordo_common::coord::{
-    CoordRefusal, ELECTION_HISTORY_MAX, ELECTION_VALUE_BYTES_MAX, KEEPALIVE_SESSIONS_MAX,
-    LOCK_DELAY_MS_MAX, LeaderChange, MUTEX_NAME_BYTES_MAX, MUTEX_WAITERS_MAX, MutexInfo, MutexKind,
-    SESSION_MUTEXES_MAX, SESSION_OWNER_BYTES_MAX, SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN,
-    SESSIONS_MAX, SESSIONS_PER_OWNER_MAX, SessionId, SessionInfo,
+    CoordRefusal, ELECTION_HISTORY_MAX, ELECTION_TOMBSTONES_MAX, ELECTION_VALUE_BYTES_MAX,
+    KEEPALIVE_SESSIONS_MAX, LOCK_DELAY_MS_MAX, LeaderChange, MUTEX_NAME_BYTES_MAX,
+    MUTEX_WAITERS_MAX, MutexInfo, MutexKind, SESSION_MUTEXES_MAX, SESSION_OWNER_BYTES_MAX,
+    SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN, SESSIONS_MAX, SESSIONS_PER_OWNER_MAX, SessionId,
+    SessionInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -163,6 +164,18 @@ pub struct Mutex {
     pub history: VecDeque<LeaderChange>,
 }
 
+impl Mutex {
+    /// For an election kept only by its last change, "no leader" (left with neither a leader
+    /// nor a candidate), that change's revision.
+    fn tombstone_revision(&self, kind: MutexKind) -> Option<LogIndex> {
+        if kind != MutexKind::Election || self.holder.is_some() || self.history.len() != 1 {
+            return None;
+        }
+        let last = self.history.back()?;
+        last.leader.is_none().then_some(last.revision)
+    }
+}
+
 /// A row of the coordination state as storage keeps it: `s` + session id, or `l`/`e` + name.
 pub type CoordRow = (Vec<u8>, Vec<u8>);
 
@@ -177,6 +190,9 @@ pub struct CoordState {
     delayed: BTreeSet<(u64, MutexKind, String)>,
     /// Derived: bytes counted against [`COORD_STATE_BYTES_MAX`].
     bytes: u64,
+    /// Derived: elections kept only by their last change, "no leader" (see
+    /// [`Mutex::tombstone_revision`]), by that change's revision.
+    tombstones: BTreeSet<(LogIndex, String)>,
     /// Rows changed since [`CoordState::take_dirty`].
     dirty: BTreeSet<Vec<u8>>,
     events: CoordEvents,
@@ -318,7 +334,11 @@ impl CoordState {
             state.bytes += session.owner.len() as u64 + RECORD_OVERHEAD_BYTES;
         }
         for ((kind, name), mutex) in &state.mutexes {
-            if mutex.holder.is_none() {
+            if let Some(revision) = mutex.tombstone_revision(*kind)
+                && mutex.waiters.is_empty()
+            {
+                state.tombstones.insert((revision, name.clone()));
+            } else if mutex.holder.is_none() {
                 state
                     .delayed
                     .insert((mutex.free_at_ms, *kind, name.clone()));
@@ -456,6 +476,9 @@ impl CoordState {
     pub fn mutex_infos(&self, max: usize) -> Vec<MutexInfo> {
         self.mutexes
             .iter()
+            .filter(|((kind, _), m)| {
+                !(m.waiters.is_empty() && m.tombstone_revision(*kind).is_some())
+            })
             .take(max)
             .map(|((kind, name), m)| MutexInfo {
                 kind: *kind,
@@ -758,6 +781,12 @@ impl CoordState {
         };
         self.delayed
             .remove(&(mutex.free_at_ms, key.0, key.1.clone()));
+        if let Some(revision) = mutex.tombstone_revision(key.0)
+            && !mutex.waiters.is_empty()
+        {
+            // A campaigner for a remembered election: it is live again.
+            self.tombstones.remove(&(revision, key.1.clone()));
+        }
         if mutex.holder.is_none()
             && log_time_ms >= mutex.free_at_ms
             && let Some(waiter) = mutex.waiters.pop_front()
@@ -779,9 +808,25 @@ impl CoordState {
         }
         if mutex.holder.is_none() {
             if mutex.waiters.is_empty() && log_time_ms >= mutex.free_at_ms {
-                // Nothing left: forget it (an election's history goes with it).
-                self.mutexes.remove(&key);
                 self.dirty.insert(mutex_key(key.0, &key.1));
+                let last = mutex.history.back().filter(|c| c.leader.is_none()).cloned();
+                match last {
+                    // An election is remembered by its last change, "no leader", so that an
+                    // observer that was not waiting when it happened still sees it.
+                    Some(last) if key.0 == MutexKind::Election => {
+                        mutex.history = VecDeque::from([last.clone()]);
+                        self.tombstones.insert((last.revision, key.1.clone()));
+                        while self.tombstones.len() as u64 > ELECTION_TOMBSTONES_MAX {
+                            let (_, name) = self.tombstones.pop_first().expect("over the cap");
+                            self.mutexes.remove(&(MutexKind::Election, name.clone()));
+                            self.dirty.insert(mutex_key(MutexKind::Election, &name));
+                        }
+                    }
+                    // Nothing left: forget it.
+                    _ => {
+                        self.mutexes.remove(&key);
+                    }
+                }
             } else {
                 // A lock-delay runs: a leader's wake grants it, or forgets it, when it ends.
                 self.delayed
@@ -1062,6 +1107,65 @@ mod tests {
         );
         assert!(!gap);
         assert_eq!(state.changes_after("E", 5).0.len(), 1);
+    }
+
+    #[test]
+    fn an_emptied_election_keeps_its_last_change_for_observers_until_the_cap() {
+        let mut state = CoordState::default();
+        open(&mut state, 1, 1, 100);
+        let campaign = |name: &str| CoordOp::Acquire {
+            kind: MutexKind::Election,
+            name: name.into(),
+            session: sid(1),
+            value: vec![1],
+            lock_delay_ms: 0,
+        };
+        let resign = |name: &str| CoordOp::Release {
+            kind: MutexKind::Election,
+            name: name.into(),
+            session: sid(1),
+        };
+        state.apply(2, &campaign("E"), 100);
+        state.apply(3, &resign("E"), 100);
+        // An observer that saw the grant at 2 but was not waiting when the leader resigned.
+        let (changes, gap) = state.changes_after("E", 2);
+        let leaders: Vec<_> = changes
+            .iter()
+            .map(|c| (c.revision, c.leader.clone()))
+            .collect();
+        assert_eq!(leaders, vec![(3, None)]);
+        assert!(!gap);
+        assert!(state.changes_after("E", 3).0.is_empty());
+        assert!(
+            state.mutex_infos(10).is_empty(),
+            "operators are not shown tombstones"
+        );
+        // Restored from its rows, the state has the same tombstones.
+        let restored = CoordState::restore(&state.rows()).expect("restore");
+        assert_eq!(restored.tombstones, state.tombstones);
+        assert!(restored.due(u64::MAX).is_empty());
+        // A new campaign makes it live again, with its history going on.
+        assert_eq!(
+            state.apply(4, &campaign("E"), 100),
+            CoordAnswer::Held { token: 4 }
+        );
+        assert!(state.tombstones.is_empty());
+        assert_eq!(state.changes_after("E", 3).0.len(), 1);
+        state.apply(5, &resign("E"), 100);
+        // Beyond the cap the oldest tombstones are forgotten.
+        let mut index = 6;
+        for n in 0..ELECTION_TOMBSTONES_MAX {
+            let name = format!("T{n}");
+            state.apply(index, &campaign(&name), 100);
+            state.apply(index + 1, &resign(&name), 100);
+            index += 2;
+        }
+        assert_eq!(state.tombstones.len() as u64, ELECTION_TOMBSTONES_MAX);
+        assert!(
+            state.changes_after("E", 4).0.is_empty(),
+            "E was the oldest: forgotten"
+        );
+        assert_eq!(state.changes_after("T0", 0).0.len(), 1);
     }
 
     #[test]
