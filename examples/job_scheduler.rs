@@ -185,13 +185,18 @@ async fn worker(arguments: &Arguments, number: u64, names: &Names) -> Result<(),
             }
         };
         println!("worker {number}: session {} open", session.id());
-        let schedule = schedule(&client, &session, number, names, arguments.jobs);
-        let work = work(&client, &session, number, names, arguments.jobs);
+        let me = Worker {
+            client: &client,
+            session: &session,
+            number,
+            names,
+            jobs: arguments.jobs,
+        };
         // A lost session ends both (their calls fail); the work goes on past a loss it has not
         // noticed yet, so that a frozen worker's late write reaches the cluster.
         let ended = tokio::select! {
-            result = schedule => result,
-            result = work => result,
+            result = me.schedule() => result,
+            result = me.work() => result,
             _ = quit.wait_for(|quit| *quit) => {
                 let _ = session.close().await;
                 break;
@@ -204,99 +209,113 @@ async fn worker(arguments: &Arguments, number: u64, names: &Names) -> Result<(),
     Ok(())
 }
 
-/// Campaigns; once elected, publishes the jobs not yet published, fenced on the epoch and on
-/// the jobs topic's offset. Returns only when deposed, or on error.
-async fn schedule(
-    client: &Client,
-    session: &Session,
+/// One worker's session, with what its two tasks need.
+#[derive(Clone, Copy)]
+struct Worker<'a> {
+    client: &'a Client,
+    session: &'a Session,
     number: u64,
-    names: &Names,
+    names: &'a Names,
     jobs: u64,
-) -> Result<(), Error> {
-    let value = format!("worker {number}");
-    let leadership = session.campaign(&names.election, value.as_bytes()).await?;
-    let epoch = leadership.epoch();
-    println!("worker {number}: elected scheduler, epoch {epoch}");
-    let mut next = offset(client, &names.jobs).await?;
-    while next < jobs {
-        let record = format!("job {next} epoch {epoch} worker {number}");
-        let batch = Batch {
-            id: new_batch_id(),
-            messages: vec![Message::new(&names.jobs, record)],
-            preconditions: vec![Precondition::TopicOffset {
-                topic: names.jobs.clone(),
-                offset: next,
-            }],
-        };
-        match leadership.submit(batch).await {
-            Ok(_) => next += 1,
-            Err(SubmitError::Rejected {
-                reason: RejectReason::TopicOffset { actual, .. },
-            }) => next = actual,
-            Err(SubmitError::Rejected {
-                reason: RejectReason::Fenced { .. },
-            }) => return Err(format!("deposed: epoch {epoch} is fenced").into()),
-            Err(error) => println!("worker {number}: publishing job {next}: {error}"),
-        }
-        tokio::time::sleep(PUBLISH_EVERY).await;
-    }
-    println!("worker {number}: every job is published");
-    std::future::pending().await
 }
 
-/// Takes the lock, does the next job not yet done, writes its result fenced on the token,
-/// releases; over and over. Returns when its write was fenced, or on error.
-async fn work(
-    client: &Client,
-    session: &Session,
-    number: u64,
-    names: &Names,
-    jobs: u64,
-) -> Result<(), Error> {
-    loop {
-        let guard = session.lock(&names.lock).await?;
-        let token = guard.token();
-        let (done, published) = (
-            offset(client, &names.done).await?,
-            offset(client, &names.jobs).await?,
-        );
-        if done >= published {
-            guard.release().await?;
-            let pause = if done >= jobs { 500 } else { 20 };
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            continue;
-        }
-        println!("worker {number}: holding token {token} for job {done}");
-        tokio::time::sleep(WORK_TIME).await;
-        let record = format!("done {done} token {token} worker {number}");
-        let batch = Batch {
-            id: new_batch_id(),
-            messages: vec![Message::new(&names.done, record)],
-            // The token first: a stale holder is told `Fenced`, whatever else moved.
-            preconditions: vec![
-                guard.precondition(),
-                Precondition::TopicOffset {
-                    topic: names.done.clone(),
-                    offset: done,
-                },
-            ],
-        };
-        match client.submit(batch).await {
-            Ok(committed) => {
-                println!("worker {number}: job {done} done at seq {}", committed.seq);
+impl Worker<'_> {
+    /// Campaigns; once elected, publishes the jobs not yet published, fenced on the epoch and on
+    /// the jobs topic's offset. Returns only when deposed, or on error.
+    async fn schedule(self) -> Result<(), Error> {
+        let Worker {
+            client,
+            session,
+            number,
+            names,
+            jobs,
+        } = self;
+        let value = format!("worker {number}");
+        let leadership = session.campaign(&names.election, value.as_bytes()).await?;
+        let epoch = leadership.epoch();
+        println!("worker {number}: elected scheduler, epoch {epoch}");
+        let mut next = offset(client, &names.jobs).await?;
+        while next < jobs {
+            let record = format!("job {next} epoch {epoch} worker {number}");
+            let batch = Batch {
+                id: new_batch_id(),
+                messages: vec![Message::new(&names.jobs, record)],
+                preconditions: vec![Precondition::TopicOffset {
+                    topic: names.jobs.clone(),
+                    offset: next,
+                }],
+            };
+            match leadership.submit(batch).await {
+                Ok(_) => next += 1,
+                Err(SubmitError::Rejected {
+                    reason: RejectReason::TopicOffset { actual, .. },
+                }) => next = actual,
+                Err(SubmitError::Rejected {
+                    reason: RejectReason::Fenced { .. },
+                }) => return Err(format!("deposed: epoch {epoch} is fenced").into()),
+                Err(error) => println!("worker {number}: publishing job {next}: {error}"),
             }
-            Err(SubmitError::Rejected {
-                reason: RejectReason::Fenced { current, .. },
-            }) => {
-                println!(
-                    "worker {number}: fenced: the late result of job {done} under token \
+            tokio::time::sleep(PUBLISH_EVERY).await;
+        }
+        println!("worker {number}: every job is published");
+        std::future::pending().await
+    }
+
+    /// Takes the lock, does the next job not yet done, writes its result fenced on the token,
+    /// releases; over and over. Returns when its write was fenced, or on error.
+    async fn work(self) -> Result<(), Error> {
+        let Worker {
+            client,
+            session,
+            number,
+            names,
+            jobs,
+        } = self;
+        loop {
+            let guard = session.lock(&names.lock).await?;
+            let token = guard.token();
+            let (done, published) = (
+                offset(client, &names.done).await?,
+                offset(client, &names.jobs).await?,
+            );
+            if done >= published {
+                guard.release().await?;
+                let pause = if done >= jobs { 500 } else { 20 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                continue;
+            }
+            println!("worker {number}: holding token {token} for job {done}");
+            tokio::time::sleep(WORK_TIME).await;
+            let record = format!("done {done} token {token} worker {number}");
+            let batch = Batch {
+                id: new_batch_id(),
+                messages: vec![Message::new(&names.done, record)],
+                // The token first: a stale holder is told `Fenced`, whatever else moved.
+                preconditions: vec![
+                    guard.precondition(),
+                    Precondition::TopicOffset {
+                        topic: names.done.clone(),
+                        offset: done,
+                    },
+                ],
+            };
+            match client.submit(batch).await {
+                Ok(committed) => {
+                    println!("worker {number}: job {done} done at seq {}", committed.seq);
+                }
+                Err(SubmitError::Rejected {
+                    reason: RejectReason::Fenced { current, .. },
+                }) => {
+                    println!(
+                        "worker {number}: fenced: the late result of job {done} under token \
                      {token} was refused (the lock is now at {current:?})"
-                );
-                return Ok(());
+                    );
+                    return Ok(());
+                }
+                Err(error) => println!("worker {number}: job {done}: {error}"),
             }
-            Err(error) => println!("worker {number}: job {done}: {error}"),
+            guard.release().await?;
         }
-        guard.release().await?;
     }
 }
 

@@ -464,7 +464,7 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
         violations.extend(locks::check(lock_history, &history.applied[0]));
         summary = format!("{summary}; lock: {}", lock_history.summary());
         // Fencing was exercised: some stale holder was refused.
-        if lock_history.stale.0 == 0 {
+        if lock_history.stale.fenced == 0 {
             violations.push("no stale lock holder was fenced: the run proved nothing".into());
         }
     }

@@ -75,8 +75,18 @@ pub struct LockHistory {
     pub operations: Vec<Operation>,
     /// The token each fenced batch carried.
     pub tokens: BTreeMap<BatchId, u64>,
-    /// Stale submits (after abandoning): refused as fenced, committed, otherwise ended.
-    pub stale: (u64, u64, u64),
+    /// How the stale submits (after abandoning) ended.
+    pub stale: StaleSubmits,
+}
+
+/// How abandoned holders' late submits ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StaleSubmits {
+    /// Refused as `Fenced`: what must happen once the lock has moved.
+    pub fenced: u64,
+    pub committed: u64,
+    /// Any other error (unavailable, unknown, another rejection).
+    pub other: u64,
 }
 
 impl LockHistory {
@@ -90,9 +100,9 @@ impl LockHistory {
             count(End::Lost),
             count(End::Abandoned),
             self.operations.len(),
-            self.stale.0,
-            self.stale.1,
-            self.stale.2,
+            self.stale.fenced,
+            self.stale.committed,
+            self.stale.other,
         )
     }
 }
@@ -156,9 +166,9 @@ impl Lockers {
             history.holds.extend(recorded.holds);
             history.operations.extend(recorded.operations);
             history.tokens.extend(recorded.tokens);
-            history.stale.0 += recorded.stale.0;
-            history.stale.1 += recorded.stale.1;
-            history.stale.2 += recorded.stale.2;
+            history.stale.fenced += recorded.stale.fenced;
+            history.stale.committed += recorded.stale.committed;
+            history.stale.other += recorded.stale.other;
         }
         history
     }
@@ -194,10 +204,11 @@ async fn hold_repeatedly(
                 *lost_at.lock().expect("lost_at") = Some(Instant::now());
             })
         };
-        // When the hold stopped being legitimate, if the holder stops holding at `at`.
-        let ended_by = |at: Instant| match *lost_at.lock().expect("lost_at") {
+        // When a hold stopped being legitimate: at `at`, as `end`, unless the SDK reported the
+        // session lost before.
+        let ended_by = |at: Instant, end: End| match *lost_at.lock().expect("lost_at") {
             Some(lost) if lost < at => (lost, End::Lost),
-            _ => (at, End::Released),
+            _ => (at, end),
         };
         let mut abandoned = None;
         while !stop.load(Ordering::SeqCst) && !session.is_lost() {
@@ -224,7 +235,7 @@ async fn hold_repeatedly(
                     break;
                 }
             }
-            let (ended, end) = ended_by(Instant::now());
+            let (ended, end) = ended_by(Instant::now(), End::Released);
             let _ = guard.release().await;
             history.holds.push(Hold {
                 locker,
@@ -245,12 +256,7 @@ async fn hold_repeatedly(
         };
         // A paused process: its renewals stop; it wakes after the TTL and writes.
         let token = guard.token();
-        let (ended, end) = ended_by(Instant::now());
-        let end = if end == End::Lost {
-            end
-        } else {
-            End::Abandoned
-        };
+        let (ended, end) = ended_by(Instant::now(), End::Abandoned);
         drop(guard);
         drop(session);
         history.holds.push(Hold {
@@ -266,9 +272,9 @@ async fn hold_repeatedly(
         match record(&client, batch, token, &mut history).await {
             Err(SubmitError::Rejected {
                 reason: RejectReason::Fenced { .. },
-            }) => history.stale.0 += 1,
-            Ok(_) => history.stale.1 += 1,
-            Err(_) => history.stale.2 += 1,
+            }) => history.stale.fenced += 1,
+            Ok(_) => history.stale.committed += 1,
+            Err(_) => history.stale.other += 1,
         }
     }
     history
