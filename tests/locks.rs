@@ -11,7 +11,9 @@
 //!   when the holder releases;
 //! - killing the elected `ordo elect` process makes another campaigner leader within about one
 //!   TTL, and `ordo elect --observe` sees each epoch once, in increasing order;
-//! - an observer between two calls when the last leader resigns still gets the "no leader" change.
+//! - an observer between two calls when the last leader resigns still gets the "no leader" change;
+//! - `ordo submit --epoch` commits only while its epoch leads, and `ordo lease list [--json]`
+//!   shows each campaigner's session.
 
 mod support;
 
@@ -366,4 +368,95 @@ async fn an_observer_between_calls_sees_the_last_leader_resign() {
     assert!(next.revision > first.revision);
     assert!(!observer.skipped);
     session.close().await.expect("close");
+}
+
+/// Runs `ordo lease list --json` and returns its rows.
+fn lease_rows(cluster: &TestCluster) -> Vec<serde_json::Value> {
+    let listed = ordo(cluster)
+        .args(["lease", "list", "--json"])
+        .output()
+        .expect("ordo lease list");
+    assert!(listed.status.success(), "{listed:?}");
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line:?}")))
+        .collect()
+}
+
+/// `ordo submit --epoch NAME=EPOCH` commits only while that epoch leads, and `ordo lease list`
+/// shows each campaigner's session with what it holds, in both its forms.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_epoch_fenced_submit_commits_only_while_its_epoch_leads() {
+    let cluster = started().await;
+    let campaign = |value: &str| {
+        Holder::spawn({
+            let mut command = ordo(&cluster);
+            command.args(["elect", "P", "--value", value, "--ttl", TTL]);
+            command
+        })
+    };
+    let first = campaign("one");
+    let old = token_of(&first.line(STARTUP).expect("elected"), "epoch");
+    let second = campaign("two");
+    // Both sessions are listed: the leader's and the waiting campaigner's, each on election P.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let rows = lease_rows(&cluster);
+        if rows.len() == 2 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["ttl_ms"], 2000, "{row}");
+        assert_eq!(
+            row["holds_or_waits"],
+            serde_json::json!(["election:P"]),
+            "{row}"
+        );
+        assert!(!row["owner"].as_str().unwrap_or("").is_empty(), "{row}");
+    }
+    let text = ordo(&cluster)
+        .args(["lease", "list"])
+        .output()
+        .expect("ordo lease list");
+    assert!(text.status.success(), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for row in &rows {
+        let id = row["session"].as_str().expect("a session id");
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(id) && line.contains("election:P")),
+            "{id} missing from:\n{text}"
+        );
+    }
+    let submit = |epoch: u64, payload: &str| {
+        ordo(&cluster)
+            .args([
+                "submit",
+                "--epoch",
+                &format!("P={epoch}"),
+                &format!("led={payload}"),
+            ])
+            .output()
+            .expect("ordo submit")
+    };
+    let committed = submit(old, "first");
+    assert!(committed.status.success(), "{committed:?}");
+    // The first leader resigns; the second campaigner leads at a larger epoch.
+    assert!(first.release(Duration::from_secs(30)).success());
+    let new = token_of(&second.line(STARTUP).expect("elected next"), "epoch");
+    assert!(new > old, "epoch {new} is not above {old}");
+    let rejected = submit(old, "deposed");
+    assert_eq!(rejected.status.code(), Some(3), "{rejected:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&rejected.stdout).expect("a JSON line");
+    assert_eq!(answer["fenced"], true, "{answer}");
+    let committed = submit(new, "second");
+    assert!(committed.status.success(), "{committed:?}");
+    // The resigned leader's session is gone from the listing; the new leader's remains.
+    let rows = lease_rows(&cluster);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(second.release(Duration::from_secs(30)).success());
+    assert!(lease_rows(&cluster).is_empty());
 }
