@@ -36,9 +36,12 @@
 //!   groups; report them with [`Node::handle_durable`], cumulatively.
 //! - [`Output::Send`]: best effort; the protocol tolerates loss, duplication and reordering.
 //! - [`Output::Reply`]: the answer to one client request. A submitter is told a batch's outcome
-//!   only once the write that recorded its apply is durable, so the node that said "committed
-//!   at seq s" serves s to subscribers at once; a status query is answered linearizably.
-//! - [`Output::Servable`]: batches up to this seq are applied and durable here.
+//!   as soon as the node applied its entry, which it does only to committed entries (durable on
+//!   a majority) that are durable in its own log: the state write recording the apply may still
+//!   be in flight, and a restart applies the entry again from the log, deterministically. A
+//!   status query is answered linearizably.
+//! - [`Output::Servable`]: batches up to this seq are applied and durable here. It may follow
+//!   the reply for seq s by one state write: a subscriber asking for s then waits that long.
 //! - [`Output::Halt`]: the node found what it must not go on with (a corrupt committed entry);
 //!   stop it, and say why.
 //!

@@ -160,14 +160,10 @@ pub struct Node {
     /// The last write asked for, and the last one reported durable.
     last_write: WriteId,
     durable_write: WriteId,
-    /// Answers for the entries of the latest apply, by index, with the write that records it.
+    /// Answers for the entries of the latest apply, by index.
     recent_answers: HashMap<LogIndex, ClientResponse>,
-    recent_apply_write: WriteId,
     /// State writes not yet durable, with the seq each makes servable.
     state_writes: VecDeque<(WriteId, u64)>,
-    /// Replies held until the write that recorded their apply is durable: a client told
-    /// "committed at seq s" can read s from this node at once.
-    held_replies: VecDeque<(WriteId, RequestId, ClientResponse)>,
     servable_seq: u64,
     outputs: VecDeque<Output>,
     ticks: u64,
@@ -234,9 +230,7 @@ impl Node {
             last_write: WriteId(0),
             durable_write: WriteId(0),
             recent_answers: HashMap::new(),
-            recent_apply_write: WriteId(0),
             state_writes: VecDeque::new(),
-            held_replies: VecDeque::new(),
             servable_seq,
             outputs: VecDeque::new(),
             ticks: 0,
@@ -507,13 +501,6 @@ impl Node {
             self.servable_seq = seq;
             self.outputs.push_back(Output::Servable { seq });
         }
-        while let Some((write, _, _)) = self.held_replies.front() {
-            if *write > self.durable_write {
-                break;
-            }
-            let (_, request, response) = self.held_replies.pop_front().expect("peeked");
-            self.reply(request, response);
-        }
     }
 
     /// Storage read the entries an [`Output::ReadEntries`] asked for: the term of entry
@@ -597,22 +584,9 @@ impl Node {
         self.raft.transfer_leadership(None).map(Some)
     }
 
-    /// The runtime is about to drop the node: answers every request still waiting. Call after
-    /// the last write is durable (and reported), so that replies held for it go out as they
-    /// are; everything else gets a `Busy` saying whether its outcome is unknown.
+    /// The runtime is about to drop the node: answers every request still waiting with a
+    /// `Busy` saying whether its outcome is unknown.
     pub fn abandon(&mut self) {
-        for (_, request, response) in std::mem::take(&mut self.held_replies) {
-            let response = match response {
-                // Committed in the log, but its apply never became durable here: the client
-                // must confirm it with a status query.
-                ClientResponse::Outcome(_) | ClientResponse::Committed { .. } => busy(
-                    BusyCode::OutcomeUnknown,
-                    "node stopped before its answer was durable; check with status",
-                ),
-                other => other,
-            };
-            self.reply(request, response);
-        }
         let mut proposals: Vec<_> = self.proposals.drain().collect();
         proposals.sort();
         for (_, request) in proposals {
@@ -817,16 +791,14 @@ impl Node {
                         self.wait_for_grant(request, key);
                     }
                     Ok(log_id) => {
+                        // The entry is committed (durable on a majority) and applied here:
+                        // its outcome is final, so it goes out now, before this node's state
+                        // write is durable (a restart re-applies the entry from the log).
                         let response = self
                             .recent_answers
                             .remove(&log_id.index)
                             .expect("a proposal's result follows the apply of its entry");
-                        if self.recent_apply_write <= self.durable_write {
-                            self.reply(request, response);
-                        } else {
-                            let write = self.recent_apply_write;
-                            self.held_replies.push_back((write, request, response));
-                        }
+                        self.reply(request, response);
                     }
                     Err(lost @ ProposalLost::Overwritten { .. }) => {
                         let reason = format!("{lost}; retry with the same batch id");
@@ -1001,7 +973,6 @@ impl Node {
             ..WriteBatch::default()
         };
         let write = self.persist(batch, false);
-        self.recent_apply_write = write;
         self.state_writes.push_back((write, self.state.last_seq()));
         let events = self.state.take_coord_events();
         let leader = self.raft.role() == Role::Leader;
@@ -1009,16 +980,7 @@ impl Node {
             .sessions
             .applied(&events, leader, self.ticks, self.config.tick_ms);
         for (request, response) in replies {
-            self.reply_when_durable(write, request, response);
-        }
-    }
-
-    /// Replies once write `write` (an apply) is durable.
-    fn reply_when_durable(&mut self, write: WriteId, request: RequestId, response: ClientResponse) {
-        if write <= self.durable_write {
             self.reply(request, response);
-        } else {
-            self.held_replies.push_back((write, request, response));
         }
     }
 
@@ -1055,8 +1017,7 @@ impl Node {
             None => Some(ClientResponse::Released { held: false }),
         };
         if let Some(response) = response {
-            let write = self.recent_apply_write;
-            return self.reply_when_durable(write, request, response);
+            return self.reply(request, response);
         }
         if self.sessions.waits.len() >= LOCK_WAITS_MAX && !self.sessions.waits.contains_key(&key) {
             let response = busy(

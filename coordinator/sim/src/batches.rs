@@ -7,8 +7,8 @@
 //!   log time and registry floor in a node's state write are the model's, entry for entry;
 //! - **what submitters are told**: the outcome the model decided (the original one for a
 //!   retried id), a conflict only for an id registered with other content, "beyond the horizon"
-//!   only for an id the registry can no longer answer for — and an outcome only once it is
-//!   durable on the node that tells it;
+//!   only for an id the registry can no longer answer for — and an outcome only once the entry
+//!   deciding it is durable in the log of the node that tells it (its state write may follow);
 //! - **status reads** are linearizable: an outcome decided before the read began is seen (or, if
 //!   it left the registry since, reported beyond the horizon), and no answer is one the model
 //!   could not give;
@@ -468,28 +468,21 @@ impl BatchOracle {
         Ok(())
     }
 
-    /// `node` told a submitter of `batch` `response`; the node's durable apply progress is at
-    /// `durable_applied`, and its durable seq table maps the outcome's seq (if committed) to
-    /// `durable_seq_index`.
+    /// `node` told a submitter of `batch` `response`; the node's durable log ends at
+    /// `durable_last`.
     pub fn on_submit_answer(
         &mut self,
         node: NodeId,
         batch: &Batch,
         response: &ClientResponse,
-        durable_applied: LogIndex,
-        durable_seq_index: Option<LogIndex>,
+        durable_last: LogIndex,
     ) -> Result<(), Violation> {
         let id = batch.id;
         let content = batch_content(batch);
         match response {
-            ClientResponse::Outcome(outcome) => self.on_acknowledge(
-                node,
-                id,
-                content,
-                outcome,
-                durable_applied,
-                durable_seq_index,
-            ),
+            ClientResponse::Outcome(outcome) => {
+                self.on_acknowledge(node, id, content, outcome, durable_last)
+            }
             ClientResponse::Refused {
                 code: RefusedCode::IdConflict,
                 ..
@@ -523,8 +516,7 @@ impl BatchOracle {
         id: BatchId,
         content: u64,
         outcome: &Outcome,
-        durable_applied: LogIndex,
-        durable_seq_index: Option<LogIndex>,
+        durable_last: LogIndex,
     ) -> Result<(), Violation> {
         let Some((decided, decided_at)) = self.decided.get(&id).cloned() else {
             violation!("node {node} answered batch {id} with {outcome:?}, which nothing decided");
@@ -539,16 +531,12 @@ impl BatchOracle {
         {
             violation!("node {node} answered batch {id} with an outcome its content never got");
         }
-        if durable_applied < decided_at {
+        // Decided means some node applied the entry, so it is committed (the Raft checker holds
+        // commits to a majority's durable logs); the answering node applied it too, which it
+        // may only do from its own durable log. A restart re-applies it from there.
+        if durable_last < decided_at {
             violation!(
-                "node {node} answered batch {id} before its apply was durable there (applied {durable_applied} durably, decided at {decided_at})"
-            );
-        }
-        if let Outcome::Committed { seq, index } = outcome
-            && durable_seq_index != Some(*index)
-        {
-            violation!(
-                "node {node} answered batch {id} committed at seq {seq} before the seq was durable there"
+                "node {node} answered batch {id} before the entry deciding it was durable in its log (durable through {durable_last}, decided at {decided_at})"
             );
         }
         let Some(submitted) = self.submitted.get_mut(&(id, content)) else {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ordo_common::batch::{Batch, BatchId, Outcome};
+use ordo_common::batch::{Batch, BatchId};
 use ordo_common::client::{BusyCode, ClientRequest, ClientResponse};
 use ordo_common::{LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
@@ -1092,10 +1092,10 @@ impl Cluster {
         );
         match (what, &response) {
             (Request::Raw { proposal }, ClientResponse::Committed { index, term }) => {
-                let durable = self.nodes[&id].disk.applied_index();
+                let durable = self.nodes[&id].disk.last_index();
                 if durable < *index {
                     return Err(Violation(format!(
-                        "node {id} answered proposal {proposal} committed at {index} before its apply was durable there ({durable})"
+                        "node {id} answered proposal {proposal} committed at {index} before the entry was durable in its log ({durable})"
                     )));
                 }
                 self.oracle
@@ -1120,27 +1120,9 @@ impl Cluster {
                     ClientResponse::Outcome(_) | ClientResponse::Refused { .. }
                 ) =>
             {
-                let store = self.nodes[&id].disk.store();
-                let durable_applied = self.nodes[&id].disk.applied_index();
-                let durable_seq_index = match response {
-                    ClientResponse::Outcome(Outcome::Committed { seq, index }) => {
-                        let first_seq = store.first_seq().unwrap_or(1);
-                        if *seq < first_seq && durable_applied >= *index {
-                            // Durable, and compacted away since: as good as present.
-                            Some(*index)
-                        } else {
-                            store.batch_index(*seq).ok().flatten()
-                        }
-                    }
-                    _ => None,
-                };
-                self.batches.on_submit_answer(
-                    id,
-                    &batch,
-                    response,
-                    durable_applied,
-                    durable_seq_index,
-                )?;
+                let durable_last = self.nodes[&id].disk.last_index();
+                self.batches
+                    .on_submit_answer(id, &batch, response, durable_last)?;
                 self.pending_batches.remove(&batch.id);
             }
             (Request::Status { read }, response) => self.batches.on_status(id, read, response)?,

@@ -229,6 +229,13 @@ impl Disk {
         Ok(())
     }
 
+    /// The index of the last durable log entry.
+    pub fn last_index(&self) -> LogIndex {
+        self.store()
+            .store_state()
+            .map_or(0, |state| state.log.last_index())
+    }
+
     /// The index of the durable apply progress.
     pub fn applied_index(&self) -> LogIndex {
         self.store()
