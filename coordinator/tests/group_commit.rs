@@ -603,3 +603,55 @@ fn both_harnesses_start_writers() {
     let store = harness.open(Retention::default());
     assert_eq!(store.entries(1, 4, u64::MAX).unwrap(), entries(1, 4, 1));
 }
+
+/// A state write alone waits for the next request and shares its transaction (one fsync for
+/// both); closing the writer ends the wait at once. The linger is made long here so that the
+/// outcome does not depend on timing.
+#[test]
+fn a_state_write_waits_to_share_the_next_append() {
+    let (sender, events) = channel();
+    let writer = GroupCommitWriter::start_lingering(
+        MemLogStore::open(&MemDisk::new(), Retention::default()).unwrap(),
+        Duration::from_secs(600),
+        move |event| {
+            let _ = sender.send(event);
+        },
+    )
+    .unwrap();
+    writer
+        .submit(WriteBatch {
+            hard_state: Some(hard_state(1, None)),
+            entries: entries(1, 3, 1),
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    assert_eq!(
+        durable(events.recv_timeout(EVENT_WAIT).unwrap()).requests,
+        1..=1
+    );
+    let apply = WriteBatch {
+        committed: Some(2),
+        ..WriteBatch::default()
+    };
+    writer.submit(apply).unwrap();
+    // The state write waits: nothing is reported while it is alone.
+    assert!(events.recv_timeout(Duration::from_millis(200)).is_err());
+    writer
+        .submit(WriteBatch::entries(entries(3, 4, 1)))
+        .unwrap();
+    let shared = durable(events.recv_timeout(EVENT_WAIT).unwrap());
+    assert_eq!(shared.requests, 2..=3, "one transaction for both");
+    assert_eq!(shared.last_log_id, Some(LogId::new(1, 3)));
+    writer
+        .submit(WriteBatch {
+            committed: Some(3),
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let store = writer.close().unwrap();
+    assert_eq!(
+        durable(events.recv_timeout(EVENT_WAIT).unwrap()).requests,
+        4..=4
+    );
+    assert_eq!(store.store_state().unwrap().progress.committed, 3);
+}
