@@ -12,8 +12,8 @@ use bytes::Bytes;
 use common::{Rng, entries, hard_state, is_intact, seed_from_env};
 use ordo_common::{Entry, EntryPayload, LogId, LogIndex};
 use ordo_coordinator::storage::{
-    LogRead, LogStore, MemDisk, MemLogStore, RedbLogStore, RedbOptions, Retention,
-    STORAGE_FORMAT_VERSION, StateUpdate, StorageError, VerifyOnOpen, WriteBatch,
+    DAMAGED_NODE_ADVICE, LogRead, LogStore, MemDisk, MemLogStore, RedbLogStore, RedbOptions,
+    Retention, STORAGE_FORMAT_VERSION, StateUpdate, StorageError, VerifyOnOpen, WriteBatch,
 };
 
 const ENTRIES: u64 = 200;
@@ -85,8 +85,8 @@ fn assert_corrupt_entry(error: StorageError, index: LogIndex) {
     let message = error.to_string();
     assert!(
         message.contains(&format!("log entry {index} is corrupt"))
-            && message.contains("move its data directory aside")
-            && message.contains("catch up from its peers"),
+            && message.contains(DAMAGED_NODE_ADVICE)
+            && !message.contains("aside"),
         "the message does not tell the operator what to do: {message}"
     );
 }
@@ -157,10 +157,7 @@ fn a_damaged_hard_state_refuses_to_open() {
         matches!(&error, StorageError::CorruptState { record, .. } if record == "hard_state"),
         "{error}"
     );
-    assert!(
-        error.to_string().contains("move its data directory aside"),
-        "{error}"
-    );
+    assert!(error.to_string().contains(DAMAGED_NODE_ADVICE), "{error}");
 }
 
 #[test]

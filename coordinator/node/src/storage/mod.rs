@@ -389,6 +389,16 @@ pub trait LogStore: LogRead + Send + 'static {
     }
 }
 
+/// What a node whose storage is damaged must do, in every error that says so. Restarting it on
+/// an empty data directory under the same id is not safe: it would vote again in terms it already
+/// voted in (two leaders in one term) and forget entries it acknowledged (an acknowledged batch
+/// can be lost). Until membership change exists it stays out; a majority runs on without it.
+pub const DAMAGED_NODE_ADVICE: &str = "stop the node and keep its data directory for \
+     diagnosis; do not restart it on an empty data directory under the same id (it would vote \
+     again in terms it already voted in and forget entries it acknowledged, which can lose \
+     acknowledged batches); the cluster runs on without it while a majority of its nodes is \
+     healthy (README: \"A damaged coordinator\")";
+
 /// Why a storage call failed. [`is_fatal`](Self::is_fatal) separates "your request was wrong"
 /// from "this node's storage cannot be trusted any more".
 #[derive(Debug, thiserror::Error)]
@@ -413,21 +423,22 @@ pub enum StorageError {
     Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The storage file's own structure is damaged (not just one record).
     #[error(
-        "the storage file is damaged ({detail}); stop the node, move its data directory aside \
-         and let it catch up from its peers"
+        "the storage file is damaged ({detail}); {advice}",
+        advice = DAMAGED_NODE_ADVICE
     )]
     CorruptFile { detail: String },
     /// A log entry failed its checksum or could not be decoded. It was not served.
     #[error(
-        "log entry {index} is corrupt ({detail}); this node's log cannot be trusted: stop the \
-         node, move its data directory aside and let it catch up from its peers"
+        "log entry {index} is corrupt ({detail}); this node's log cannot be trusted: {advice}",
+        advice = DAMAGED_NODE_ADVICE
     )]
     Corrupt { index: LogIndex, detail: String },
     /// A stored state record (hard state, progress, table row) failed its checksum or is
     /// inconsistent with the log. It was not served.
     #[error(
-        "stored {record} is corrupt ({detail}); this node's storage cannot be trusted: stop the \
-         node, move its data directory aside and let it catch up from its peers"
+        "stored {record} is corrupt ({detail}); this node's storage cannot be trusted: \
+         {advice}",
+        advice = DAMAGED_NODE_ADVICE
     )]
     CorruptState { record: String, detail: String },
     /// The requested entries were deleted by retention.
@@ -448,8 +459,8 @@ pub enum StorageError {
     /// The store was written by a format this build does not read.
     #[error(
         "the storage was written in format version {found}, and this build reads only version \
-         {supported}; run an ordo release that reads format {found}, or move the data directory \
-         aside and let the node catch up from its peers"
+         {supported}; run an ordo release that reads format {found} (do not start this node on \
+         an empty data directory instead: it would vote again and forget what it acknowledged)"
     )]
     IncompatibleFormat { found: u64, supported: u64 },
     /// The batch breaks the store's contract; nothing was written. A caller bug.
