@@ -240,3 +240,108 @@ async fn assert_nothing_changed(cluster: &TestCluster, before: &BTreeMap<NodeId,
     let after = cluster.state_views().await;
     assert_eq!(&after, before, "the cluster's state changed");
 }
+
+/// `ordo certs --dir DIR --nodes N` run again on an existing directory keeps the CA and every
+/// existing file byte for byte, adds only what is missing, gives a key whose certificate was lost
+/// a certificate for that same key, refuses a certificate whose key is gone, and creates keys
+/// readable by their owner only. Everything it adds chains to the original CA.
+#[test]
+fn certs_run_again_keeps_every_file_and_adds_only_what_is_missing() {
+    use rustls::client::danger::ServerCertVerifier;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("tls");
+    let certs = |nodes: &str, clients: &[&str]| {
+        let mut args = vec!["certs", "--dir", path_str(&dir), "--nodes", nodes];
+        for client in clients {
+            args.extend(["--clients", client]);
+        }
+        support::run_ordo(&args)
+    };
+    let files = || -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(&dir)
+            .expect("read the directory")
+            .map(|entry| {
+                let path = entry.expect("entry").path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&path).expect("read"))
+            })
+            .collect()
+    };
+    assert!(certs("3", &["a"]).status.success());
+    let first = files();
+    // A lost certificate: its key is kept and certified again.
+    std::fs::remove_file(dir.join("node-2.pem")).expect("remove");
+    let second = certs("5", &["a", "b"]);
+    assert!(second.status.success(), "{second:?}");
+    let after = files();
+    for (name, bytes) in &first {
+        if name != "node-2.pem" {
+            assert_eq!(after.get(name), Some(bytes), "{name} changed");
+        }
+    }
+    let added: Vec<&String> = after.keys().filter(|n| !first.contains_key(*n)).collect();
+    assert_eq!(
+        added,
+        [
+            "client-b.key",
+            "client-b.pem",
+            "node-4.key",
+            "node-4.pem",
+            "node-5.key",
+            "node-5.pem"
+        ]
+    );
+    assert!(after.contains_key("node-2.pem"));
+    for name in after.keys().filter(|name| name.ends_with(".key")) {
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name} has mode {mode:o}");
+    }
+    // Every certificate chains to the original CA and matches its key.
+    let provider = ordo_net::tls::provider();
+    let roots = Arc::new(ordo_net::tls::root_store(&dir).expect("the CA"));
+    let servers = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .expect("server verifier");
+    let clients =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .expect("client verifier");
+    let now = rustls::pki_types::UnixTime::now();
+    for stem in ["node-2", "node-4", "node-5", "client-b"] {
+        let chain = ordo_net::tls::load_certificates(&dir.join(format!("{stem}.pem"))).unwrap();
+        let key = ordo_net::tls::load_key(&dir.join(format!("{stem}.key"))).unwrap();
+        if let Some(id) = stem.strip_prefix("node-") {
+            let name = rustls::pki_types::ServerName::try_from(node_name(id.parse().unwrap()))
+                .expect("a server name");
+            servers
+                .verify_server_cert(&chain[0], &[], &name, &[], now)
+                .unwrap_or_else(|error| panic!("{stem} does not chain to the CA: {error}"));
+        } else {
+            clients
+                .verify_client_cert(&chain[0], &[], now)
+                .unwrap_or_else(|error| panic!("{stem} does not chain to the CA: {error}"));
+        }
+        rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+            .unwrap_or_else(|error| panic!("{stem}'s certificate is not for its key: {error}"));
+    }
+    // A certificate whose key is gone is refused, and nothing is replaced.
+    std::fs::remove_file(dir.join("node-3.key")).expect("remove");
+    let before = files();
+    let refused = certs("3", &[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("node-3.pem exists without its key"),
+        "{stderr}"
+    );
+    assert_eq!(files(), before);
+}

@@ -1,6 +1,8 @@
 //! `ordo certs`: a development certificate authority and the node and client key pairs signed by
 //! it, in the layout [`ordo_net::tls`] describes. Existing files are kept, so running it again
-//! with more clients or nodes only adds what is missing.
+//! with more clients or nodes only adds what is missing: no file is ever overwritten (each is
+//! created exclusively), a key that exists without its certificate gets a certificate for that
+//! key, and key files are created readable by their owner only, never briefly wider.
 
 use std::path::Path;
 
@@ -20,6 +22,13 @@ pub enum CertsError {
     },
     #[error("cannot read the existing CA in {path}: {detail} (remove the directory to start over)")]
     ExistingCa { path: String, detail: String },
+    #[error(
+        "{path} exists without its key {key}; refusing to replace it (restore the key, or remove \
+         the certificate to issue a new pair)"
+    )]
+    KeyMissing { path: String, key: String },
+    #[error("cannot read the existing key {path}: {detail}; refusing to replace it")]
+    ExistingKey { path: String, detail: String },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("client name {0:?} must be 1-64 characters of a-z, 0-9 and '-'")]
@@ -47,7 +56,7 @@ pub fn generate(dir: &Path, nodes: u64, clients: &[String]) -> Result<Vec<String
     let issuer = load_or_create_ca(dir, &mut written)?;
     for id in 1..=nodes {
         let stem = format!("node-{id}");
-        if !dir.join(format!("{stem}.pem")).exists() {
+        if !leaf_exists(dir, &stem)? {
             let names = vec![
                 node_name(id),
                 CLUSTER_SERVER_NAME.into(),
@@ -66,7 +75,7 @@ pub fn generate(dir: &Path, nodes: u64, clients: &[String]) -> Result<Vec<String
     }
     for name in clients {
         let stem = format!("client-{name}");
-        if !dir.join(format!("{stem}.pem")).exists() {
+        if !leaf_exists(dir, &stem)? {
             let mut params = leaf_params(&stem, vec![format!("{stem}.ordo")])?;
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
             write_leaf(dir, &stem, &params, &issuer, &mut written)?;
@@ -95,11 +104,37 @@ pub fn issue_leaf(
     write_leaf(dir, stem, &params, &issuer, &mut Vec::new())
 }
 
+/// Whether `stem`'s certificate exists (then its key must too).
+fn leaf_exists(dir: &Path, stem: &str) -> Result<bool, CertsError> {
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    if !cert_path.exists() {
+        return Ok(false);
+    }
+    if !key_path.exists() {
+        return Err(CertsError::KeyMissing {
+            path: cert_path.display().to_string(),
+            key: key_path.display().to_string(),
+        });
+    }
+    Ok(true)
+}
+
 fn load_or_create_ca(
     dir: &Path,
     written: &mut Vec<String>,
 ) -> Result<Issuer<'static, KeyPair>, CertsError> {
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+    if !cert_path.exists() && key_path.exists() {
+        // A CA key without its certificate: issuing a new CA would leave every certificate it
+        // signed orphaned, and replacing the key would lose it.
+        return Err(CertsError::ExistingCa {
+            path: cert_path.display().to_string(),
+            detail: format!("it is missing, but {} exists", key_path.display()),
+        });
+    }
     if cert_path.exists() {
         let existing = |detail: String| CertsError::ExistingCa {
             path: cert_path.display().to_string(),
@@ -154,27 +189,43 @@ fn write_leaf(
     issuer: &Issuer<'_, KeyPair>,
     written: &mut Vec<String>,
 ) -> Result<(), CertsError> {
-    let key = KeyPair::generate()?;
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    let key = if key_path.exists() {
+        // Keep the key: only its certificate is missing.
+        let existing = |detail: String| CertsError::ExistingKey {
+            path: key_path.display().to_string(),
+            detail,
+        };
+        let pem = std::fs::read_to_string(&key_path).map_err(|e| existing(e.to_string()))?;
+        KeyPair::from_pem(&pem).map_err(|e| existing(e.to_string()))?
+    } else {
+        let key = KeyPair::generate()?;
+        write_file(&key_path, key.serialize_pem().as_bytes(), written)?;
+        key
+    };
     let certificate = params.signed_by(&key, issuer)?;
-    write_file(
-        &dir.join(format!("{stem}.pem")),
-        certificate.pem().as_bytes(),
-        written,
-    )?;
-    write_file(
-        &dir.join(format!("{stem}.key")),
-        key.serialize_pem().as_bytes(),
-        written,
-    )
+    write_file(&cert_path, certificate.pem().as_bytes(), written)
 }
 
+/// Creates `path` with `bytes`; fails if it exists. A `.key` file is created with mode 0600.
 fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<(), CertsError> {
-    std::fs::write(path, bytes).map_err(|source| write_error(path, source))?;
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if path.extension().is_some_and(|ext| ext == "key") {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let mut file = options
+        .open(path)
+        .map_err(|source| write_error(path, source))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| write_error(path, source))?;
     written.push(path.display().to_string());
     Ok(())
 }
