@@ -137,6 +137,38 @@ pub struct NodeConfig {
     pub retention: RetentionSection,
     pub registry: RegistrySection,
     pub transport: TransportSection,
+    pub runtime: RuntimeSection,
+}
+
+/// How the node's process runs its work.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Async worker threads (network, TLS, the consensus driver); 0 picks
+    /// [`RuntimeSection::auto_worker_threads`]. The log writer has a thread of its own.
+    pub worker_threads: u64,
+}
+
+/// Most async worker threads a node may be configured with.
+pub const WORKER_THREADS_MAX: u64 = 256;
+
+impl RuntimeSection {
+    /// The worker threads to start: the configured count, or for 0 half the CPUs (at least 1),
+    /// leaving room for the log writer and its fsyncs. On 2 vCPUs shared by 3 nodes, one worker
+    /// per node instead of two made 64 submitters 4-10% faster at 10 messages per batch and 21%
+    /// at 1 (two rounds each), with a lower p99, and left a lone submitter's latency unchanged
+    /// within noise (README, Beside etcd).
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => Self::auto_worker_threads(),
+            count => count as usize,
+        }
+    }
+
+    pub fn auto_worker_threads() -> usize {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        (cpus / 2).max(1)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -256,6 +288,7 @@ impl Default for NodeConfig {
                 reconnect_backoff_min: ms(50),
                 reconnect_backoff_max: ms(2000),
             },
+            runtime: RuntimeSection { worker_threads: 0 },
         }
     }
 }
@@ -428,6 +461,11 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "reconnect_backoff_max",
         "duration; retry delay cap (with jitter)",
     ),
+    (
+        "runtime",
+        "worker_threads",
+        "count; async worker threads (network, TLS, consensus); 0 = half the CPUs, at least 1",
+    ),
 ];
 
 /// The default configuration as a commented TOML file.
@@ -540,6 +578,13 @@ impl NodeConfig {
                 "registry.horizon must be positive and registry.bytes_max at least 1MiB".into(),
             ));
         }
+        if self.runtime.worker_threads > WORKER_THREADS_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.worker_threads is {}, above the most a node runs ({WORKER_THREADS_MAX}); \
+                 0 picks half the CPUs",
+                self.runtime.worker_threads
+            )));
+        }
         let transport = &self.transport;
         if transport.reconnect_backoff_min.0 > transport.reconnect_backoff_max.0 {
             return Err(ConfigError::Invalid(
@@ -651,7 +696,14 @@ fn scalar(text: &str) -> toml::Value {
 }
 
 /// The sections of the configuration file, each with its keys (`ORDO_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 5] = ["raft", "storage", "retention", "registry", "transport"];
+const SECTIONS: [&str; 6] = [
+    "raft",
+    "storage",
+    "retention",
+    "registry",
+    "transport",
+    "runtime",
+];
 
 fn environment_table(
     environment: impl IntoIterator<Item = (String, String)>,
@@ -749,6 +801,25 @@ mod tests {
             })
             .sum();
         assert_eq!(documented, keys, "every key has a line in KEY_DOCS");
+    }
+
+    #[test]
+    fn worker_threads_come_from_the_environment_and_are_bounded() {
+        let text = "id = 1\n[peers]\n1 = \"127.0.0.1:7001\"\n";
+        let auto = load(text, &[]).unwrap();
+        assert_eq!(auto.runtime.worker_threads, 0);
+        assert_eq!(
+            auto.runtime.worker_threads(),
+            RuntimeSection::auto_worker_threads()
+        );
+        assert!(RuntimeSection::auto_worker_threads() >= 1);
+        let three = load(text, &[("ORDO_RUNTIME_WORKER_THREADS", "3")]).unwrap();
+        assert_eq!(three.runtime.worker_threads(), 3);
+        let error = load(text, &[("ORDO_RUNTIME_WORKER_THREADS", "100000")]).unwrap_err();
+        assert!(
+            error.to_string().contains("runtime.worker_threads"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -280,7 +280,11 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            runtime()?.block_on(ordo_coordinator::node::serve(config))?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.runtime.worker_threads())
+                .enable_all()
+                .build()?
+                .block_on(ordo_coordinator::node::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dev {
