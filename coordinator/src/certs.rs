@@ -211,8 +211,16 @@ fn write_leaf(
 }
 
 /// Creates `path` with `bytes`; fails if it exists. A `.key` file is created with mode 0600.
+/// The bytes go to `path.partial` first and are linked into place once synced, so a failed or
+/// interrupted write never leaves a truncated file under the real name (which a later run would
+/// keep).
 fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<(), CertsError> {
     use std::io::Write;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    // A leftover from an interrupted run is ours to replace: it was never linked into place.
+    let _ = std::fs::remove_file(&partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -220,12 +228,15 @@ fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<()
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .map_err(|source| write_error(path, source))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| write_error(path, source))?;
+    let result = options
+        .open(&partial)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&partial, path));
+    let _ = std::fs::remove_file(&partial);
+    result.map_err(|source| write_error(path, source))?;
     written.push(path.display().to_string());
     Ok(())
 }
