@@ -144,7 +144,8 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
-    /// Async worker threads (network, TLS, the consensus driver); 0 picks
+    /// Async worker threads (QUIC connections, TLS, client and peer streams; the driver runs on
+    /// the thread that starts the node); 0 picks
     /// [`RuntimeSection::auto_worker_threads`]. The log writer has a thread of its own.
     pub worker_threads: u64,
 }
@@ -464,7 +465,7 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "runtime",
         "worker_threads",
-        "count; async worker threads (network, TLS, consensus); 0 = half the CPUs, at least 1",
+        "count; async worker threads (QUIC, TLS, streams); 0 = half the CPUs, at least 1",
     ),
 ];
 

@@ -286,8 +286,8 @@ impl<S: LogStore> Driver<S> {
             ..
         } = self;
         writer.close()?;
-        // Every write asked for is durable now: release the replies held for them, and answer
-        // everyone else. Only replies matter any more.
+        // Every write asked for is durable now: report it (subscribers' servable seq), and answer
+        // everyone still waiting. Only replies matter any more.
         node.handle_durable(Durable {
             write: last_write,
             last_log_id: None,

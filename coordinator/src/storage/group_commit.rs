@@ -294,7 +294,11 @@ fn run<S: LogStore>(
         while requests.len() < GROUP_REQUESTS_MAX {
             let next = match receiver.try_recv() {
                 Err(TryRecvError::Empty) if requests.iter().all(|r| is_state_only(&r.batch)) => {
-                    let until = *linger_until.get_or_insert_with(|| Instant::now() + linger);
+                    let until = *linger_until.get_or_insert_with(|| {
+                        let now = Instant::now();
+                        now.checked_add(linger)
+                            .unwrap_or(now + Duration::from_secs(3600))
+                    });
                     match receiver.recv_timeout(until.saturating_duration_since(Instant::now())) {
                         Ok(request) => request,
                         Err(_) => break,
