@@ -104,12 +104,17 @@ pub fn issue_leaf(
     write_leaf(dir, stem, &params, &issuer, &mut Vec::new())
 }
 
-/// Whether `stem`'s certificate exists (then its key must too).
-fn leaf_exists(dir: &Path, stem: &str) -> Result<bool, CertsError> {
-    let (cert_path, key_path) = (
+/// Where `stem`'s certificate and key live.
+fn leaf_paths(dir: &Path, stem: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
         dir.join(format!("{stem}.pem")),
         dir.join(format!("{stem}.key")),
-    );
+    )
+}
+
+/// Whether `stem`'s certificate exists (then its key must too).
+fn leaf_exists(dir: &Path, stem: &str) -> Result<bool, CertsError> {
+    let (cert_path, key_path) = leaf_paths(dir, stem);
     if !cert_path.exists() {
         return Ok(false);
     }
@@ -189,10 +194,7 @@ fn write_leaf(
     issuer: &Issuer<'_, KeyPair>,
     written: &mut Vec<String>,
 ) -> Result<(), CertsError> {
-    let (cert_path, key_path) = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-    );
+    let (cert_path, key_path) = leaf_paths(dir, stem);
     let key = if key_path.exists() {
         // Keep the key: only its certificate is missing.
         let existing = |detail: String| CertsError::ExistingKey {

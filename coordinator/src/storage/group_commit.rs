@@ -289,11 +289,12 @@ fn run<S: LogStore>(
             },
         };
         let mut group_bytes = first.bytes;
+        let mut state_only = is_state_only(&first.batch);
         let mut requests = vec![first];
         let mut linger_until: Option<Instant> = None;
         while requests.len() < GROUP_REQUESTS_MAX {
             let next = match receiver.try_recv() {
-                Err(TryRecvError::Empty) if requests.iter().all(|r| is_state_only(&r.batch)) => {
+                Err(TryRecvError::Empty) if state_only => {
                     let until = *linger_until.get_or_insert_with(|| {
                         let now = Instant::now();
                         now.checked_add(linger)
@@ -312,6 +313,7 @@ fn run<S: LogStore>(
                 break;
             }
             group_bytes += next.bytes;
+            state_only &= is_state_only(&next.batch);
             requests.push(next);
         }
         let queued_bytes: u64 = requests.iter().map(|r| r.bytes).sum();
