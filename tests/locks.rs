@@ -13,7 +13,9 @@
 //!   TTL, and `ordo elect --observe` sees each epoch once, in increasing order;
 //! - an observer between two calls when the last leader resigns still gets the "no leader" change;
 //! - `ordo submit --epoch` commits only while its epoch leads, and `ordo lease list [--json]`
-//!   shows each campaigner's session.
+//!   shows each campaigner's session;
+//! - `ordo lock NAME -- CMD` / `ordo elect NAME -- CMD` give CMD the token or epoch, release when
+//!   it exits, and exit with its code.
 
 mod support;
 
@@ -464,4 +466,68 @@ async fn an_epoch_fenced_submit_commits_only_while_its_epoch_leads() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert!(second.release(Duration::from_secs(30)).success());
     assert!(lease_rows(&cluster).is_empty());
+}
+
+/// `ordo lock NAME -- CMD` and `ordo elect NAME --value V -- CMD` run CMD with the name and token
+/// (or the epoch) in its environment, exit with CMD's exit code, and release when it exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_under_a_lock_or_leadership_gets_its_token_and_passes_its_exit_code() {
+    let cluster = started().await;
+    let run = |args: &[&str]| {
+        let output = ordo(&cluster)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ordo");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout)
+    };
+    let script = r#"echo "$ORDO_LOCK_NAME $ORDO_LOCK_TOKEN"; exit 7"#;
+    let (code, stdout) = run(&["lock", "X", "--ttl", TTL, "--", "sh", "-c", script]);
+    assert_eq!(code, Some(7), "{stdout}");
+    let line = stdout.lines().last().unwrap_or_default();
+    let (name, token) = line.split_once(' ').unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(name, "X");
+    let first: u64 = token.parse().unwrap_or_else(|_| panic!("{stdout}"));
+    // Released when the command exited, its session closed rather than left to expire: nothing
+    // holds X, and no session is listed.
+    let (code, locks) = run(&["lock", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        !locks.lines().any(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            row["name"] == "X" && !row["holder"].is_null()
+        }),
+        "X is still held: {locks}"
+    );
+    assert!(
+        lease_rows(&cluster).is_empty(),
+        "the session outlived the command"
+    );
+    // The next holder gets a larger token.
+    let (code, stdout) = run(&["lock", "X", "--ttl", TTL, "--", "sh", "-c", script]);
+    assert_eq!(code, Some(7), "{stdout}");
+    let second: u64 = stdout
+        .lines()
+        .last()
+        .and_then(|line| line.strip_prefix("X "))
+        .and_then(|token| token.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(second > first, "token {second} is not above {first}");
+    let script = r#"echo "epoch=$ORDO_ELECTION_EPOCH"; exit 5"#;
+    let (code, stdout) = run(&[
+        "elect", "E", "--value", "v", "--ttl", TTL, "--", "sh", "-c", script,
+    ]);
+    assert_eq!(code, Some(5), "{stdout}");
+    let announced: serde_json::Value = stdout
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON line in {stdout}"));
+    assert_eq!(announced["election"], "E");
+    assert_eq!(announced["leader"], "v");
+    let epoch = token_of(&announced, "epoch");
+    assert!(
+        stdout.lines().any(|line| line == format!("epoch={epoch}")),
+        "the command did not see epoch {epoch}: {stdout}"
+    );
 }
