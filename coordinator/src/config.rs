@@ -154,11 +154,11 @@ pub struct RuntimeSection {
 pub const WORKER_THREADS_MAX: u64 = 256;
 
 impl RuntimeSection {
-    /// The worker threads to start: the configured count, or for 0 half the CPUs (at least 1),
-    /// leaving room for the log writer and its fsyncs. On 2 vCPUs shared by 3 nodes, one worker
-    /// per node instead of two made 64 submitters 4-10% faster at 10 messages per batch and 21%
-    /// at 1 (two rounds each), with a lower p99, and left a lone submitter's latency unchanged
-    /// within noise (README, Beside etcd).
+    /// The worker threads to start: the configured count, or for 0 one per CPU. On 2 vCPUs
+    /// shared by 3 nodes, one worker per node instead of two made 64 submitters 4-10% faster at
+    /// 10 messages per batch and 21% at 1, but a 64 MiB batch then kept a fresh cluster electing
+    /// (its transfer starved the heartbeats), so the default stays one per CPU (README, Beside
+    /// etcd).
     pub fn worker_threads(&self) -> usize {
         match self.worker_threads {
             0 => Self::auto_worker_threads(),
@@ -168,7 +168,7 @@ impl RuntimeSection {
 
     pub fn auto_worker_threads() -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        (cpus / 2).max(1)
+        cpus.max(1)
     }
 }
 
@@ -465,7 +465,7 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "runtime",
         "worker_threads",
-        "count; async worker threads (QUIC, TLS, streams); 0 = half the CPUs, at least 1",
+        "count; async worker threads (QUIC, TLS, streams); 0 = one per CPU",
     ),
 ];
 
@@ -582,7 +582,7 @@ impl NodeConfig {
         if self.runtime.worker_threads > WORKER_THREADS_MAX {
             return Err(ConfigError::Invalid(format!(
                 "runtime.worker_threads is {}, above the most a node runs ({WORKER_THREADS_MAX}); \
-                 0 picks half the CPUs",
+                 0 picks one per CPU",
                 self.runtime.worker_threads
             )));
         }
