@@ -12,7 +12,7 @@ pub mod coord;
 pub mod limits;
 mod log;
 
-pub use log::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+pub use log::{Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Term};
 
 /// Which cluster a node belongs to. Nodes refuse peers of another cluster, so that a cluster
 /// restored from a backup (which gets a new identity) and the cluster it was taken from never

@@ -197,6 +197,34 @@ fn a_newer_format_version_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_format_5_store_opens_and_is_upgraded_in_place() {
+    // Format 6 added configuration entries and the membership row; format 5 bytes are valid.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    write_marked_store(&path);
+    let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("ordo_meta");
+    let set_version = |version: u64| {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format_version", version)
+            .unwrap();
+        txn.commit().unwrap();
+    };
+    set_version(5);
+    let store = RedbLogStore::open(&path, RedbOptions::default()).expect("format 5 opens");
+    let entries = marked_entries();
+    let (first, last) = (entries[0].index, entries.last().unwrap().index);
+    assert_eq!(store.entries(first, last + 1, u64::MAX).unwrap(), entries);
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let found = txn.open_table(meta).unwrap().get("format_version").unwrap();
+    assert_eq!(found.map(|v| v.value()), Some(STORAGE_FORMAT_VERSION));
+}
+
+#[test]
 fn a_foreign_or_garbage_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let foreign = dir.path().join("foreign.redb");

@@ -26,7 +26,7 @@ use ordo_common::client::{
     BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
 };
 use ordo_common::coord::{CoordRefusal, LeaderChange, MutexInfo, MutexKind, SessionId};
-use ordo_common::{Entry, EntryPayload, HardState, LogId, codec};
+use ordo_common::{Entry, EntryPayload, HardState, LogId, Membership, codec};
 use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
 use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, SnapshotState, layout};
 use ordo_coordinator::transport::PeerFrame;
@@ -341,8 +341,8 @@ fn coord_ops() -> Vec<CoordOp> {
     samples
 }
 
-/// The stored rows of a state with one session holding a lock another waits for, and an
-/// election.
+/// The stored rows of a state with one session holding a lock another waits for, an
+/// election, and a membership.
 fn coord_rows() -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut state = CoordState::default();
     for (index, op) in [
@@ -383,7 +383,25 @@ fn coord_rows() -> Vec<(Vec<u8>, Vec<u8>)> {
     {
         state.apply(index as u64 + 1, op, 1_700_000_000_000);
     }
+    state.set_membership(membership());
     state.rows()
+}
+
+fn membership() -> Membership {
+    Membership {
+        voters: [1, 2, 4].into(),
+        learners: [5].into(),
+        addresses: [
+            (1, "n1:7001"),
+            (2, "n2:7001"),
+            (4, "n4:7001"),
+            (5, "n5:7001"),
+        ]
+        .map(|(id, address)| (id, address.to_string()))
+        .into(),
+        promote_when_ready: [5].into(),
+        retired: [3].into(),
+    }
 }
 
 fn entries() -> Vec<Entry> {
@@ -399,9 +417,15 @@ fn entries() -> Vec<Entry> {
             payload: EntryPayload::Normal(Bytes::from(command.encode())),
         });
     }
-    covers(&samples, 2, |sample| match sample.payload {
+    samples.push(Entry {
+        term: 3,
+        index: 9 + samples.len() as u64,
+        payload: EntryPayload::Config(membership()),
+    });
+    covers(&samples, 3, |sample| match sample.payload {
         EntryPayload::Noop => 0,
         EntryPayload::Normal(_) => 1,
+        EntryPayload::Config(_) => 2,
     });
     samples
 }

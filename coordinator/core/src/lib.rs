@@ -56,15 +56,17 @@
 //!
 //! ## What the core implements
 //!
-//! Raft for a fixed membership of 1, 3 or 5 voters: elections with randomized timeouts from a
+//! Raft for a cluster that bootstraps with 1, 3 or 5 voters: elections with randomized timeouts from a
 //! seed, **pre-vote** and **check-quorum** (both on by default; a follower that heard from a
 //! live leader within the election timeout ignores vote requests), a no-op entry at the start
 //! of each term, commit of current-term entries only (Raft §5.4.2), replication pipelined
 //! within a bounded window of messages and bytes per follower with probe and replicate modes
 //! and conflict-term hints, heartbeats carrying the commit index, **leader transfer**,
-//! **linearizable reads** by ReadIndex, and back-pressure on uncommitted bytes. Snapshots and
-//! membership changes come next; the log keeps a `prev_log_id` for compaction and the
-//! simulator's disk and checker are written so that both fit in.
+//! **linearizable reads** by ReadIndex, back-pressure on uncommitted bytes, snapshot install,
+//! and **membership changes** one server at a time (thesis §4.3): learners that receive the log
+//! and count toward nothing, promotion once caught up, removal (a removed leader hands over and
+//! steps down), a configuration in force from its append, and Ongaro's rules (a change only
+//! after the term's first commit, one uncommitted change at a time).
 //!
 //! ## Proof
 //!
@@ -77,7 +79,8 @@ pub mod rng;
 pub mod state;
 
 pub use raft::{
-    AppendResponse, Body, Config, ConfigError, ConflictHint, INDEX_MAX, InvalidMessage, Message,
-    Output, ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId, RejectHint,
-    ReplicationMode, Restored, Role, StartError, Status, TERM_MAX, TransferError,
+    AppendResponse, Body, Config, ConfigError, ConflictHint, INDEX_MAX, InvalidMessage,
+    LEARNERS_MAX, MEMBER_ADDRESS_BYTES_MAX, MembershipChange, MembershipError, Message, Output,
+    ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId, RejectHint, ReplicationMode,
+    Restored, Role, StartError, Status, TERM_MAX, TransferError, VOTERS_MAX,
 };

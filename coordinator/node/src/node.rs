@@ -16,8 +16,8 @@ use ordo_core::state::{
     Verdict, content_hash,
 };
 use ordo_core::{
-    InvalidMessage, Message, ProposalId, ProposalLost, ProposeError, Raft, ReadError, ReadId,
-    Restored, Role, TransferError,
+    InvalidMessage, MembershipChange, MembershipError, Message, ProposalId, ProposalLost,
+    ProposeError, Raft, ReadError, ReadId, Restored, Role, TransferError,
 };
 
 use crate::sessions::{KEEPALIVES_PENDING_MAX, LOCK_WAITS_MAX, OBSERVERS_MAX, Sessions};
@@ -216,6 +216,7 @@ impl Node {
             entries: recovered.entries,
             applied: recovered.applied.index,
             stored_first: recovered.first_index,
+            membership: state.coord().membership().cloned(),
         };
         let raft = Raft::new(config.raft.clone(), restored, seed)?;
         let servable_seq = state.last_seq();
@@ -244,6 +245,15 @@ impl Node {
             recent_waits: HashMap::new(),
             recent_keepalives: HashMap::new(),
         })
+    }
+
+    /// The membership a snapshot without one was taken under: the bootstrap voters (no
+    /// configuration entry had applied yet).
+    fn bootstrap_membership(&self) -> ordo_common::Membership {
+        ordo_common::Membership {
+            voters: self.config.raft.voters.iter().copied().collect(),
+            ..Default::default()
+        }
     }
 
     pub fn id(&self) -> NodeId {
@@ -552,12 +562,31 @@ impl Node {
             Ok(restored) => restored,
             Err(fault) => return self.halt(fault),
         };
+        let membership = restored
+            .coord()
+            .membership()
+            .cloned()
+            .unwrap_or_else(|| self.bootstrap_membership());
         self.received_snapshot = Some((applied, snapshot, restored));
-        self.raft.handle_snapshot(from, term, applied);
+        self.raft.handle_snapshot(from, term, applied, membership);
         if self.raft.applied_index() != applied.index {
             // Declined (stale, or nothing new): nothing to keep.
             self.received_snapshot = None;
         }
+    }
+
+    /// Proposes a membership change (leader only): the outcome is the configuration entry
+    /// committing, which [`Node::raft`]'s membership then shows.
+    pub fn change_membership(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<LogId, MembershipError> {
+        if self.halted || self.stopping_ticks.is_some() {
+            return Err(MembershipError::NotLeader { leader_hint: None });
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        self.raft.propose_membership(id, change)
     }
 
     /// Campaign now, as if the election timeout had fired.
@@ -895,6 +924,10 @@ impl Node {
         let mut update = StateUpdate::applied(last);
         let mut offsets = BTreeMap::new();
         for entry in &entries {
+            if let EntryPayload::Config(membership) = &entry.payload {
+                self.state.apply_membership(membership.clone());
+                continue;
+            }
             let command = match decode(entry) {
                 Ok(command) => command,
                 Err(fault) => return self.halt(fault),
@@ -929,7 +962,9 @@ impl Node {
                 Some(Command::Batch { batch, stamp_ms }) => {
                     let content = match &entry.payload {
                         EntryPayload::Normal(bytes) => content_hash(Command::batch_bytes(bytes)),
-                        EntryPayload::Noop => unreachable!("a batch entry has a payload"),
+                        EntryPayload::Noop | EntryPayload::Config(_) => {
+                            unreachable!("a batch entry has a payload")
+                        }
                     };
                     let applied = self.state.apply(entry.index, &batch, stamp_ms, content);
                     if let Verdict::Decided(ordo_common::batch::Outcome::Committed { seq, index }) =
@@ -1070,10 +1105,10 @@ impl Node {
     }
 }
 
-/// The command an entry carries: `None` for a leader's no-op.
+/// The command an entry carries: `None` for a leader's no-op or a configuration.
 fn decode(entry: &Entry) -> Result<Option<Command>, Fault> {
     match &entry.payload {
-        EntryPayload::Noop => Ok(None),
+        EntryPayload::Noop | EntryPayload::Config(_) => Ok(None),
         EntryPayload::Normal(bytes) => {
             Command::decode(bytes)
                 .map(Some)

@@ -140,6 +140,8 @@ pub struct BatchOracle {
     acknowledged_seq_max: u64,
     pub acknowledged_committed: u64,
     pub acknowledged_rejected: u64,
+    /// Configuration entries committed (membership changes, automatic promotions included).
+    pub configs_committed: u64,
     pub duplicates_absorbed: u64,
     pub conflicts: u64,
     pub beyond_horizon: u64,
@@ -170,6 +172,7 @@ impl BatchOracle {
             acknowledged_seq_max: 0,
             acknowledged_committed: 0,
             acknowledged_rejected: 0,
+            configs_committed: 0,
             duplicates_absorbed: 0,
             conflicts: 0,
             beyond_horizon: 0,
@@ -209,6 +212,10 @@ impl BatchOracle {
         self.model_index = entry.index;
         let mut effect = match &entry.payload {
             EntryPayload::Noop => Effect::default(),
+            EntryPayload::Config(_) => {
+                self.configs_committed += 1;
+                Effect::default()
+            }
             EntryPayload::Normal(bytes) => match Command::decode(bytes) {
                 Ok(Command::Raw(_)) => Effect::default(),
                 Ok(Command::Coord { op, stamp_ms }) => {

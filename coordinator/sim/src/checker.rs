@@ -43,10 +43,30 @@ pub fn mix(state: u64, value: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A majority of the voters `raft` holds in force. Membership changes are one voter at a time,
+/// so this majority overlaps the majority of the configuration any of its entries committed
+/// under; entries are counted on every node's disk, removed nodes' included.
+fn quorum_of(raft: &Raft) -> usize {
+    raft.membership().voters.len() / 2 + 1
+}
+
 fn entry_hash(entry: &Entry) -> u64 {
     let mut hash = mix(entry.term, entry.index);
     match &entry.payload {
         EntryPayload::Noop => hash = mix(hash, 0xA),
+        EntryPayload::Config(membership) => {
+            hash = mix(hash, 0xC);
+            for (kind, ids) in [
+                (1, &membership.voters),
+                (2, &membership.learners),
+                (3, &membership.retired),
+            ] {
+                for id in ids {
+                    hash = mix(hash, kind);
+                    hash = mix(hash, *id);
+                }
+            }
+        }
         EntryPayload::Normal(bytes) => {
             hash = mix(hash, bytes.len() as u64);
             for chunk in bytes.chunks(8) {
@@ -82,7 +102,6 @@ impl Shadow {
 }
 
 pub struct Checker {
-    quorum: usize,
     leaders: BTreeMap<Term, NodeId>,
     votes: BTreeMap<(NodeId, Term), NodeId>,
     chains: HashMap<LogId, u64>,
@@ -102,7 +121,6 @@ pub struct Checker {
 impl Checker {
     pub fn new(voters: &[NodeId]) -> Self {
         Self {
-            quorum: voters.len() / 2 + 1,
             leaders: BTreeMap::new(),
             votes: BTreeMap::new(),
             chains: HashMap::new(),
@@ -117,6 +135,13 @@ impl Checker {
             applied: Vec::new(),
             applied_by_node: voters.iter().map(|id| (*id, 0)).collect(),
         }
+    }
+
+    /// Node `id` joins the cluster (it was added as a learner): it starts with nothing.
+    pub fn add_node(&mut self, id: NodeId) {
+        self.shadows.entry(id).or_default();
+        self.hard_states.entry(id).or_default();
+        self.applied_by_node.entry(id).or_insert(0);
     }
 
     pub fn applied_len(&self) -> LogIndex {
@@ -222,7 +247,7 @@ impl Checker {
         durable_after: &[Entry],
         disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
-        let shadow = self.committed_shadow(node, applied, disks)?;
+        let shadow = self.committed_shadow(node, applied, quorum_of(raft), disks)?;
         self.shadows.insert(node, shadow);
         self.on_write(node, durable_after)?;
         self.leader_marks.remove(&node);
@@ -237,9 +262,10 @@ impl Checker {
         node: NodeId,
         last_included: LogId,
         keep_suffix: bool,
+        quorum: usize,
         disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
-        let mut shadow = self.committed_shadow(node, last_included, disks)?;
+        let mut shadow = self.committed_shadow(node, last_included, quorum, disks)?;
         if keep_suffix {
             let old = &self.shadows[&node];
             if old.chain_at(last_included.index) != shadow.chain_at(last_included.index) {
@@ -264,6 +290,7 @@ impl Checker {
         &mut self,
         node: NodeId,
         through: LogId,
+        quorum: usize,
         disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<Shadow, Violation> {
         if through.index == 0 {
@@ -289,10 +316,9 @@ impl Checker {
                     .values()
                     .filter(|log| log.get(index as usize - 1) == Some(&id))
                     .count();
-                if durable_on < self.quorum {
+                if durable_on < quorum {
                     violation!(
-                        "node {node} applied {id} but it is durable on only {durable_on} nodes (quorum {})",
-                        self.quorum
+                        "node {node} applied {id} but it is durable on only {durable_on} nodes (quorum {quorum})"
                     );
                 }
             }
@@ -401,10 +427,10 @@ impl Checker {
                 .values()
                 .filter(|log| log.get(commit as usize - 1) == Some(&id))
                 .count();
-            if durable_on < self.quorum {
+            let quorum = quorum_of(raft);
+            if durable_on < quorum {
                 violation!(
-                    "node {node} committed {id} but it is durable on only {durable_on} nodes (quorum {})",
-                    self.quorum
+                    "node {node} committed {id} but it is durable on only {durable_on} nodes (quorum {quorum})"
                 );
             }
             self.committed

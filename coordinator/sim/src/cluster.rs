@@ -15,7 +15,9 @@ use ordo_common::client::{BusyCode, ClientRequest, ClientResponse};
 use ordo_common::{LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
 use ordo_core::state::{BatchState, Registered, RegistryLimits};
-use ordo_core::{Config, Raft, Role, TransferError};
+use ordo_core::{
+    Config, InvalidMessage, MembershipChange, MembershipError, Raft, Role, TransferError,
+};
 use ordo_node::snapshot::{decode_snapshot, encode_snapshot};
 use ordo_node::storage::{LogRead, Retention};
 use ordo_node::{Node, NodeConfig, Output, RequestId, committed_batch};
@@ -28,6 +30,9 @@ use crate::network::{MessageFilter, Network, NetworkFaults};
 /// How to build a cluster.
 pub struct ClusterOptions {
     pub nodes: usize,
+    /// Nodes that may join later: ids after the first `nodes`, configured to join (no
+    /// bootstrap voters) and started when [`Cluster::change_membership`] adds them.
+    pub spares: usize,
     pub seed: u64,
     pub network: NetworkFaults,
     pub disk_latency_ticks_max: u64,
@@ -61,6 +66,7 @@ impl ClusterOptions {
     pub fn calm(nodes: usize, seed: u64) -> Self {
         Self {
             nodes,
+            spares: 0,
             seed,
             network: NetworkFaults {
                 delay_ticks_max: 1,
@@ -80,6 +86,11 @@ impl ClusterOptions {
             configure: Box::new(|_| {}),
         }
     }
+}
+
+/// The peer address the simulation gives node `id`.
+pub fn address_of(id: NodeId) -> String {
+    format!("sim-node-{id}:7000")
 }
 
 /// Simulated milliseconds per tick (the wall clock a node is given advances this much a tick).
@@ -190,15 +201,21 @@ impl Cluster {
     pub fn new(options: ClusterOptions) -> Self {
         let mut rng = Prng::new(options.seed);
         let ids: Vec<NodeId> = (1..=options.nodes as u64).collect();
+        let all: Vec<NodeId> = (1..=(options.nodes + options.spares) as u64).collect();
         let checker = Checker::new(&ids);
         let network = Network::new(options.network, rng.fork());
-        let addresses: BTreeMap<NodeId, String> = ids
-            .iter()
-            .map(|id| (*id, format!("sim-node-{id}:7000")))
-            .collect();
+        let addresses: BTreeMap<NodeId, String> =
+            all.iter().map(|id| (*id, address_of(*id))).collect();
         let mut nodes = BTreeMap::new();
-        for &id in &ids {
-            let mut raft = Config::new(id, ids.clone());
+        for &id in &all {
+            // A spare joins a running cluster: it knows no voters and learns the membership
+            // from the leader.
+            let bootstrap = if ids.contains(&id) {
+                ids.clone()
+            } else {
+                Vec::new()
+            };
+            let mut raft = Config::new(id, bootstrap);
             // Every invariant the core can check, it checks here, whatever the build profile.
             raft.invariant_checks = true;
             (options.configure)(&mut raft);
@@ -269,6 +286,60 @@ impl Cluster {
         }
         cluster.restart_crash_percent = options.restart_crash_percent;
         cluster
+    }
+
+    // ----- membership -----
+
+    /// Asks node `at` (the leader, if it is to work) for a membership change. A node added as
+    /// a learner is started, empty, at once.
+    pub fn change_membership(
+        &mut self,
+        at: NodeId,
+        change: MembershipChange,
+    ) -> Result<LogId, MembershipError> {
+        let not_leader = MembershipError::NotLeader { leader_hint: None };
+        let node = self
+            .nodes
+            .get_mut(&at)
+            .and_then(|sim| sim.node.as_mut())
+            .ok_or(not_leader)?;
+        let result = node.change_membership(change.clone());
+        self.trace = mix(
+            self.trace,
+            0xAD ^ change.node() << 8 ^ u64::from(result.is_ok()),
+        );
+        self.after_step(at);
+        if let (Ok(_), MembershipChange::AddLearner { id, .. }) = (&result, change)
+            && self.nodes.contains_key(&id)
+            && !self.ids.contains(&id)
+        {
+            self.ids.push(id);
+            self.checker.add_node(id);
+            self.subscribers.push(Subscriber {
+                node: id,
+                next_seq: 1,
+            });
+            self.restart(id);
+        }
+        result
+    }
+
+    /// Spare ids never started yet, lowest first.
+    pub fn spare_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| !self.ids.contains(id))
+            .collect()
+    }
+
+    /// Whether node `id` is a member (voter or learner) of the membership in force on the
+    /// current leader (every node counts while there is none).
+    pub fn is_member(&self, id: NodeId) -> bool {
+        match self.leader().and_then(|leader| self.node(leader)) {
+            Some(leader) => leader.membership().contains(id),
+            None => true,
+        }
     }
 
     // ----- observation -----
@@ -373,7 +444,17 @@ impl Cluster {
         };
         let leader_raft = self.node(leader).expect("leader is up");
         let (term, last) = (leader_raft.term(), leader_raft.last_log_id());
-        self.nodes.values().all(|sim| {
+        let membership = leader_raft.membership();
+        if !membership.voters.contains(&leader) || leader_raft.commit_index() != last.index {
+            return false;
+        }
+        // Removed nodes and spares never added are not part of the cluster any more.
+        let members = self
+            .nodes
+            .iter()
+            .filter(|(id, _)| membership.contains(**id))
+            .map(|(_, sim)| sim);
+        members.into_iter().all(|sim| {
             sim.node.as_ref().is_some_and(|node| {
                 let raft = node.raft();
                 raft.term() == term
@@ -395,7 +476,7 @@ impl Cluster {
     /// After convergence: every node's batch state holds the whole committed sequence, every
     /// node's stored registry is the model's, and every subscriber has read everything.
     pub fn check_batches_converged(&self) -> Result<(), Violation> {
-        for (id, node) in &self.nodes {
+        for (id, node) in self.nodes.iter().filter(|(id, _)| self.is_member(**id)) {
             let last_seq = node.node.as_ref().map_or(0, |n| n.batch_state().last_seq());
             self.batches.check_converged(*id, last_seq)?;
             let stored = node.disk.store().tables().map_err(|error| {
@@ -412,7 +493,7 @@ impl Cluster {
                 .collect::<Result<_, _>>()?;
             self.batches.check_registry(*id, &registry)?;
         }
-        for subscriber in &self.subscribers {
+        for subscriber in self.subscribers.iter().filter(|s| self.is_member(s.node)) {
             let read = subscriber.next_seq - 1;
             if read != self.batches.committed_seqs() {
                 return Err(Violation(format!(
@@ -736,10 +817,12 @@ impl Cluster {
                     continue;
                 };
                 self.trace = mix(self.trace, mix(from << 8 | to, message.term));
-                if let Err(error) = node.handle_message(from, message) {
-                    self.record(Err(Violation(format!(
+                match node.handle_message(from, message) {
+                    // A removed node that never learned of its removal still speaks.
+                    Ok(()) | Err(InvalidMessage::RetiredSender(_)) => {}
+                    Err(error) => self.record(Err(Violation(format!(
                         "node {to} refused a message from {from}: {error}"
-                    ))));
+                    )))),
                 }
                 self.after_step(to);
             }
@@ -994,7 +1077,12 @@ impl Cluster {
                         .iter()
                         .map(|(id, node)| (*id, node.disk.durable_ids.as_slice()))
                         .collect();
-                    self.checker.on_install(id, last, keep_suffix, &disks)?;
+                    let quorum = self.nodes[&id]
+                        .node
+                        .as_ref()
+                        .map_or(1, |node| node.raft().membership().voters.len() / 2 + 1);
+                    self.checker
+                        .on_install(id, last, keep_suffix, quorum, &disks)?;
                     self.rewrite_installed(id)?;
                     let sim = self.nodes.get_mut(&id).expect("known");
                     sim.applied = last.index;

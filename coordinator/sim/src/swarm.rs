@@ -18,12 +18,13 @@
 use ordo_common::batch::{Batch, BatchId, Message, Precondition};
 use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_common::coord::{MutexKind, SessionId};
+use ordo_core::MembershipChange;
 use ordo_core::rng::Prng;
 use ordo_core::state::RegistryLimits;
 use ordo_node::storage::Retention;
 use std::num::NonZeroU64;
 
-use crate::cluster::{Cluster, ClusterOptions, TICK_MS};
+use crate::cluster::{Cluster, ClusterOptions, TICK_MS, address_of};
 use crate::network::NetworkFaults;
 
 /// Safety-phase length.
@@ -73,7 +74,13 @@ pub struct SeedOptions {
     pub lockers: usize,
     pub lock_percent: u64,
     pub pause_percent: u64,
+    /// Membership churn: the chance per tick that the leader is asked to add a learner,
+    /// promote one, or remove a voter (the leader included) or a learner.
+    pub membership_per_mille: u64,
 }
+
+/// Ids a churning seed may add (ids are never reused, so this bounds the adds).
+const SPARE_NODES: usize = 4;
 
 impl SeedOptions {
     /// Draws every fault rate from the seed. `nodes` overrides the drawn cluster size.
@@ -135,6 +142,11 @@ impl SeedOptions {
             lockers: rng.range_inclusive(0, 4) as usize,
             lock_percent: rng.range_inclusive(5, 60),
             pause_percent: rng.range_inclusive(0, 3),
+            membership_per_mille: if rng.chance_percent(40) {
+                rng.range_inclusive(2, 20)
+            } else {
+                0
+            },
         }
     }
 
@@ -156,7 +168,7 @@ impl std::fmt::Display for SeedOptions {
              tick_skip={}% horizon={}ms registry_bytes<={} future_skew={}ms clock_skew<={}ms \
              retain_entries<={:?} retain_bytes<={:?} retain_age={:?}ms trailing={} window<={} \
              install_crash={}% partition_every={} propose={}% read={}% append_entries_max={} \
-             inflight_max={} lockers={} lock={}% pause={}%",
+             inflight_max={} lockers={} lock={}% pause={}% membership={}‰",
             self.seed,
             self.nodes,
             self.network.drop_percent,
@@ -189,6 +201,7 @@ impl std::fmt::Display for SeedOptions {
             self.lockers,
             self.lock_percent,
             self.pause_percent,
+            self.membership_per_mille,
         )
     }
 }
@@ -219,6 +232,8 @@ pub struct RunReport {
     pub locks_granted: u64,
     pub sessions_expired: u64,
     pub held_answers: u64,
+    /// Membership changes committed.
+    pub configs_committed: u64,
     /// Batches committed, and acknowledged committed / rejected to clients.
     pub batches_committed: u64,
     pub batches_acknowledged: u64,
@@ -256,6 +271,7 @@ pub fn run_seed(options: SeedOptions) -> RunReport {
                 locks_granted: 0,
                 sessions_expired: 0,
                 held_answers: 0,
+                configs_committed: 0,
                 batches_committed: 0,
                 batches_acknowledged: 0,
                 batches_rejected: 0,
@@ -271,6 +287,11 @@ fn run_phases(options: &SeedOptions) -> RunReport {
     let log_window_bytes_max = options.log_window_bytes_max;
     let mut cluster = Cluster::new(ClusterOptions {
         nodes: options.nodes,
+        spares: if options.membership_per_mille > 0 {
+            SPARE_NODES
+        } else {
+            0
+        },
         seed: options.seed,
         network: options.network.clone(),
         disk_latency_ticks_max: options.disk_latency_ticks_max,
@@ -294,7 +315,7 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         }),
     });
     let mut rng = Prng::new(options.seed ^ 0x00C1_1E17);
-    let mut down_until = vec![0u64; options.nodes + 1];
+    let mut down_until = vec![0u64; options.nodes + SPARE_NODES + 1];
     let mut partition = Partition::None;
     let mut next_partition_change = options.partition_interval_ticks;
     let mut failure = None;
@@ -324,6 +345,9 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         }
         client_actions(&mut cluster, &mut rng, options);
         lockers.act(&mut cluster, options);
+        if rng.below(1000) < options.membership_per_mille {
+            membership_action(&mut cluster, &mut rng);
+        }
         cluster.tick();
         if let Some(violation) = cluster.violation() {
             failure = Some(violation.to_string());
@@ -385,10 +409,53 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         locks_granted: cluster.batches.locks.granted,
         sessions_expired: cluster.batches.locks.expired,
         held_answers: cluster.batches.locks.held_answers,
+        configs_committed: cluster.batches.configs_committed,
         batches_committed: cluster.batches.committed_seqs(),
         batches_acknowledged: cluster.batches.acknowledged_committed,
         batches_rejected: cluster.batches.acknowledged_rejected,
         trace: cluster.trace,
+    }
+}
+
+/// One membership change, asked of the leader (now and then of a random node, which must
+/// refuse it): add a spare as a learner (mostly promoted automatically once caught up), promote
+/// a learner by hand, remove a voter (the leader too) while more than three remain, or remove a
+/// learner.
+fn membership_action(cluster: &mut Cluster, rng: &mut Prng) {
+    let Some(leader) = cluster.leader() else {
+        return;
+    };
+    let membership = cluster
+        .node(leader)
+        .expect("leader is up")
+        .membership()
+        .clone();
+    let at = if rng.chance_percent(90) {
+        leader
+    } else {
+        pick(cluster, rng)
+    };
+    let choose = |set: &std::collections::BTreeSet<u64>, rng: &mut Prng| {
+        let all: Vec<u64> = set.iter().copied().collect();
+        (!all.is_empty()).then(|| all[rng.below(all.len() as u64) as usize])
+    };
+    let change = match rng.below(4) {
+        0 => cluster
+            .spare_ids()
+            .first()
+            .map(|&id| MembershipChange::AddLearner {
+                id,
+                address: address_of(id),
+                promote: rng.chance_percent(70),
+            }),
+        1 => choose(&membership.learners, rng).map(|id| MembershipChange::Promote { id }),
+        2 if membership.voters.len() > 3 => {
+            choose(&membership.voters, rng).map(|id| MembershipChange::Remove { id })
+        }
+        _ => choose(&membership.learners, rng).map(|id| MembershipChange::Remove { id }),
+    };
+    if let Some(change) = change {
+        let _ = cluster.change_membership(at, change);
     }
 }
 

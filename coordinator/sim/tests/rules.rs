@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use ordo_common::client::{BusyCode, ClientResponse};
-use ordo_common::{Entry, EntryPayload, HardState, LogId};
+use ordo_common::{Entry, EntryPayload, HardState, LogId, Membership};
 use ordo_core::{
     AppendResponse, Body, Config, ConflictHint, InvalidMessage, Message, Output, ProposalId,
     ProposeError, Raft, ReadId, RejectHint, ReplicationMode, Restored, Role, StartError,
@@ -468,7 +468,15 @@ fn single_node_leader() -> Raft {
 
 #[test]
 fn malformed_and_foreign_messages_are_refused_without_panicking() {
-    let mut raft = Raft::new(Config::new(1, vec![1, 2, 3]), Restored::default(), 3).unwrap();
+    let restored = Restored {
+        membership: Some(Membership {
+            voters: [1, 2, 3].into(),
+            retired: [9].into(),
+            ..Membership::default()
+        }),
+        ..Restored::default()
+    };
+    let mut raft = Raft::new(Config::new(1, vec![1, 2, 3]), restored, 3).unwrap();
     let heartbeat = Message {
         term: 1,
         body: Body::Heartbeat {
@@ -478,7 +486,7 @@ fn malformed_and_foreign_messages_are_refused_without_panicking() {
     };
     assert_eq!(
         raft.handle_message(9, heartbeat.clone()),
-        Err(InvalidMessage::UnknownSender(9))
+        Err(InvalidMessage::RetiredSender(9))
     );
     assert_eq!(
         raft.handle_message(1, heartbeat),
@@ -615,6 +623,7 @@ fn restore_refuses_inconsistent_state() {
                 entries,
                 applied: 0,
                 stored_first: 1,
+                membership: None,
             },
             1,
         )
@@ -646,6 +655,7 @@ fn restore_refuses_inconsistent_state() {
                 entries,
                 applied: prev.index,
                 stored_first,
+                membership: None,
             },
             1,
         )

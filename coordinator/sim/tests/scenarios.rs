@@ -5,11 +5,21 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use ordo_common::client::ClientResponse;
-use ordo_core::{Body, Config, Message, Role};
-use ordo_sim::cluster::{Cluster, ClusterOptions};
+use ordo_core::{Body, Config, MembershipChange, MembershipError, Message, Role};
+use ordo_sim::cluster::{Cluster, ClusterOptions, address_of};
 
 fn cluster(nodes: usize, configure: impl Fn(&mut Config) + 'static) -> Cluster {
+    cluster_with_spares(nodes, 0, configure)
+}
+
+/// A cluster of `nodes` voters, and `spares` more nodes that may be added later.
+fn cluster_with_spares(
+    nodes: usize,
+    spares: usize,
+    configure: impl Fn(&mut Config) + 'static,
+) -> Cluster {
     let mut options = ClusterOptions::calm(nodes, 7);
+    options.spares = spares;
     options.configure = Box::new(configure);
     Cluster::new(options)
 }
@@ -327,4 +337,182 @@ fn read_on_a_deposed_leader_fails_instead_of_returning_stale_data() {
     assert_ne!(c.node(1).unwrap().role(), Role::Leader);
     assert!(matches!(c.read(1), Err(ClientResponse::NotLeader { .. })));
     assert_safe(&c);
+}
+
+// ----- membership changes -----
+
+fn add(id: u64, promote: bool) -> MembershipChange {
+    MembershipChange::AddLearner {
+        id,
+        address: address_of(id),
+        promote,
+    }
+}
+
+fn voters(cluster: &Cluster, at: u64) -> Vec<u64> {
+    let raft = cluster.node(at).expect("up");
+    raft.membership().voters.iter().copied().collect()
+}
+
+/// Grow 3 → 5 through learners promoted once caught up, remove the leader (it hands over and
+/// never campaigns again), shrink back to 3, and find a removed id refused for good. Batches
+/// commit throughout, and every node that is still a member converges.
+#[test]
+fn a_cluster_grows_to_five_loses_its_leader_by_removal_and_shrinks_to_three() {
+    let mut c = cluster_with_spares(3, 2, |_| {});
+    elect(&mut c, 1);
+    for _ in 0..20 {
+        c.propose(1, 32).expect("node 1 leads");
+    }
+    // A follower refuses; the leader accepts, one change at a time.
+    assert!(matches!(
+        c.change_membership(2, add(4, true)),
+        Err(MembershipError::NotLeader { .. })
+    ));
+    c.change_membership(1, add(4, true)).expect("add 4");
+    assert!(matches!(
+        c.change_membership(1, add(5, true)),
+        Err(MembershipError::ChangeInProgress { .. })
+    ));
+    // The learner catches up and the leader promotes it by itself.
+    assert!(
+        c.run_until(500, |c| voters(c, 1) == [1, 2, 3, 4] && c.converged()),
+        "{}",
+        c.describe()
+    );
+    c.change_membership(1, add(5, true)).expect("add 5");
+    assert!(
+        c.run_until(500, |c| voters(c, 1).len() == 5 && c.converged()),
+        "{}",
+        c.describe()
+    );
+    // Remove the leader: it commits its own removal, hands over, and steps down.
+    let term_before = c.node(1).unwrap().term();
+    c.change_membership(1, MembershipChange::Remove { id: 1 })
+        .expect("remove the leader");
+    assert!(
+        c.run_until(500, |c| c.leader().is_some_and(|l| l != 1) && c.converged()),
+        "{}",
+        c.describe()
+    );
+    let leader = c.leader().unwrap();
+    assert_eq!(voters(&c, leader), [2, 3, 4, 5]);
+    let term_after = c.node(leader).unwrap().term();
+    assert!(term_after > term_before);
+    // The removed node never campaigns again and cannot disturb the others.
+    c.run(400);
+    assert_eq!(c.leader(), Some(leader), "{}", c.describe());
+    assert_eq!(c.node(leader).unwrap().term(), term_after);
+    assert_ne!(c.node(1).unwrap().role(), Role::Leader);
+    assert!(!c.node(1).unwrap().is_voter());
+    // Shrink to three; the cluster still commits.
+    let victim = if leader == 2 { 3 } else { 2 };
+    c.change_membership(leader, MembershipChange::Remove { id: victim })
+        .expect("remove a follower");
+    let index = c.propose(leader, 32).expect("the leader leads").index;
+    assert!(
+        c.run_until(500, |c| c.converged()
+            && c.node(leader).unwrap().commit_index() >= index),
+        "{}",
+        c.describe()
+    );
+    assert_eq!(voters(&c, leader).len(), 3);
+    // Ids are never reused.
+    assert_eq!(
+        c.change_membership(leader, add(1, false)),
+        Err(MembershipError::Retired(1))
+    );
+    assert_safe(&c);
+}
+
+/// Ongaro's 2015 counter-example (raft-dev), shaped for learners: C0 = {1,2,3,4} voters and 5
+/// a learner. S1 promotes S5 (C1: five voters) and only S5 hears it; S1 goes offline. S2 wins
+/// the next term with S3 and S4 and removes S1 (C2: {2,3,4}); its entries reach S3 only, which
+/// is a majority of C2. S1 comes back and wins with S4 and S5, a majority of C1, and overwrites
+/// S2's committed entries. The rule that a leader changes the membership only after an entry
+/// of its own term has committed stops S2 (its no-op is on two of C0's four voters), and the
+/// run stays safe. Returns the violation the run hit, if any.
+fn ongaro_counterexample(plant: bool) -> Option<String> {
+    let mut c = cluster_with_spares(3, 2, move |config| {
+        config.plant_config_before_term_commit = plant;
+    });
+    elect(&mut c, 1);
+    c.change_membership(1, add(4, true)).expect("add 4");
+    assert!(c.run_until(500, |c| voters(c, 1).len() == 4 && c.converged()));
+    c.change_membership(1, add(5, false)).expect("add 5");
+    assert!(c.run_until(500, |c| {
+        c.converged() && c.node(1).unwrap().membership().learners.contains(&5)
+    }));
+    // 1. S1 promotes S5; only S5 receives the entry.
+    for other in [2, 3, 4] {
+        c.network.cut_both_ways(1, other);
+    }
+    let c1 = c
+        .change_membership(1, MembershipChange::Promote { id: 5 })
+        .expect("promote 5");
+    assert!(c.run_until(100, |c| c.durable_log(5).len() as u64 >= c1.index));
+    // 2. S1 goes offline. S2 wins with S3 and S4; nothing of S2's reaches S4 afterwards.
+    c.crash(1);
+    c.heal();
+    c.isolate(5);
+    c.set_filter(Some(Box::new(|from, to, message| {
+        from == 2
+            && to == 4
+            && matches!(
+                message.body,
+                ordo_core::Body::Append { .. } | ordo_core::Body::Heartbeat { .. }
+            )
+    })));
+    for _ in 0..20 {
+        c.campaign(2);
+        if c.run_until(60, |c| c.leader() == Some(2)) {
+            break;
+        }
+    }
+    assert_eq!(c.leader(), Some(2), "{}", c.describe());
+    c.run(5);
+    // 3. S2 removes S1 at once.
+    let removal = c.change_membership(2, MembershipChange::Remove { id: 1 });
+    if plant {
+        let c2 = removal.expect("the planted bug lets S2 change the membership");
+        assert!(c.run_until(100, |c| c.node(2).unwrap().commit_index() >= c2.index));
+    } else {
+        assert_eq!(removal, Err(MembershipError::TermNotStarted));
+    }
+    // 4. S2 and S3 are cut off; S1 returns and campaigns under C1 with S4 and S5.
+    c.set_filter(None);
+    c.heal();
+    for a in [2, 3] {
+        for b in [1, 4, 5] {
+            c.network.cut_both_ways(a, b);
+        }
+    }
+    c.restart(1);
+    let s1_leads = |c: &Cluster| c.node(1).is_some_and(|r| r.role() == Role::Leader);
+    for _ in 0..20 {
+        if c.violation().is_some() || c.run_until(100, s1_leads) {
+            break;
+        }
+        c.campaign(1);
+    }
+    // 5. Everyone back together.
+    c.heal();
+    c.run_until(1000, |c| c.violation().is_some() || c.converged());
+    c.violation().map(|violation| violation.to_string())
+}
+
+#[test]
+fn ongaro_counterexample_is_safe_because_changes_wait_for_the_terms_first_commit() {
+    assert_eq!(ongaro_counterexample(false), None);
+}
+
+#[test]
+fn ongaro_counterexample_breaks_safety_without_the_rule() {
+    let violation = ongaro_counterexample(true)
+        .expect("the planted bug (a configuration before the term's first commit) went unnoticed");
+    // S1 wins under C1 without the entries S2 committed under C2.
+    assert!(
+        violation.contains("leader completeness") || violation.contains("committed prefix"),
+        "{violation}"
+    );
 }

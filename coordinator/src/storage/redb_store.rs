@@ -743,8 +743,9 @@ fn prepare_tables(db: &Database) -> Result<()> {
         let found = meta.get(FORMAT_KEY)?.map(|value| value.value());
         found.ok_or_else(|| StorageError::corrupt_state("format version", "missing"))?
     };
-    // Format 4 lacks only the coordination table, created below: upgrade it in place.
-    let found = if found == 4 {
+    // Format 4 lacks only the coordination table, created below, and format 5 only
+    // configuration entries and the membership row, which it never needed: upgrade in place.
+    let found = if found == 4 || found == 5 {
         txn.open_table(META)?
             .insert(FORMAT_KEY, STORAGE_FORMAT_VERSION)?;
         STORAGE_FORMAT_VERSION

@@ -110,7 +110,7 @@ pub fn entries(lo: LogIndex, hi: LogIndex, term: Term) -> Vec<Entry> {
 /// Whether `entry` is one that [`entry`] or [`entries`] made.
 pub fn is_intact(entry: &Entry) -> bool {
     match &entry.payload {
-        EntryPayload::Noop => true,
+        EntryPayload::Noop | EntryPayload::Config(_) => true,
         EntryPayload::Normal(bytes) => *bytes == payload(entry.index, entry.term, bytes.len()),
     }
 }

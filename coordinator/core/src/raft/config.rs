@@ -6,9 +6,11 @@ use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
 /// Everything the core needs to know that does not change while it runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This node's id; must be one of `voters`.
+    /// This node's id; must be one of `voters` unless `voters` is empty.
     pub id: NodeId,
-    /// The fixed membership: 1, 3 or 5 voters (membership changes come later).
+    /// The bootstrap membership: 1, 3 or 5 voters, in force until the log or a snapshot says
+    /// otherwise. Empty for a node that joins a running cluster: it learns the membership
+    /// from the leader and never campaigns before it is a voter.
     pub voters: Vec<NodeId>,
     /// Base election timeout. A follower campaigns after a random timeout in `[base, 2 * base)`
     /// ticks without hearing from a leader; a leader steps down after `base` ticks without
@@ -48,6 +50,13 @@ pub struct Config {
     /// A leader waits this long for a follower to acknowledge a snapshot it was sent before it
     /// tries again (a follower that died mid-transfer never pins its leader).
     pub snapshot_timeout_ticks: u32,
+    /// A learner is promoted only when its log is at most this many entries behind the
+    /// leader's (etcd promotes at 90 % of the leader's index).
+    pub promote_lag_entries_max: u64,
+    /// Breaks Ongaro's rule on purpose: a leader may append a configuration before an entry of
+    /// its own term has committed. Only the simulator's counter-example sets it, to show that
+    /// the scenario catches the bug; a real node never does.
+    pub plant_config_before_term_commit: bool,
     /// Check the core's whole invariant chain after every input (the log's shape, the
     /// replication window's accounting), whatever the build profile. The simulator turns it on
     /// in every seed; debug builds check always; a production node leaves it off, as the checks
@@ -76,6 +85,8 @@ impl Config {
             apply_bytes_max: 16 * 1024 * 1024,
             log_window_bytes_max: 64 * 1024 * 1024,
             snapshot_timeout_ticks: 3000,
+            promote_lag_entries_max: 1000,
+            plant_config_before_term_commit: false,
             invariant_checks: false,
         }
     }
@@ -88,10 +99,10 @@ impl Config {
         if sorted.len() != self.voters.len() {
             return Err(ConfigError::DuplicateVoter);
         }
-        if ![1, 3, 5].contains(&self.voters.len()) {
+        if !self.voters.is_empty() && ![1, 3, 5].contains(&self.voters.len()) {
             return Err(ConfigError::VoterCount(self.voters.len()));
         }
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
         }
         if self.heartbeat_interval_ticks == 0
@@ -123,10 +134,6 @@ impl Config {
             return Err(ConfigError::ProposalTooLarge(self.proposal_bytes_max));
         }
         Ok(())
-    }
-
-    pub(crate) fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod config;
 mod log;
+mod membership;
 mod message;
 mod progress;
 mod quorum;
@@ -11,14 +12,18 @@ mod quorum;
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Term};
 
 pub use config::{Config, ConfigError};
+pub use membership::{
+    LEARNERS_MAX, MEMBER_ADDRESS_BYTES_MAX, MembershipChange, MembershipError, VOTERS_MAX,
+};
 pub use message::{AppendResponse, Body, ConflictHint, Message, RejectHint};
 pub use progress::ReplicationMode;
 
 use crate::rng::Prng;
 use log::RaftLog;
+use membership::Configs;
 use progress::Progress;
 use quorum::{VoteResult, is_quorum, majority_value, vote_result};
 
@@ -215,8 +220,9 @@ pub enum TransferError {
 /// Why a message was dropped without effect. Network input never panics the core.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidMessage {
-    #[error("message from node {0}, which is not a voter of this cluster")]
-    UnknownSender(NodeId),
+    /// The sender was removed from the cluster: whatever it still believes, it is not heard.
+    #[error("message from node {0}, which was removed from this cluster")]
+    RetiredSender(NodeId),
     #[error("message from this node's own id")]
     FromSelf,
     #[error("malformed append: {0}")]
@@ -253,6 +259,9 @@ pub struct Restored {
     pub applied: LogIndex,
     /// The lowest index storage holds (1 if it never purged).
     pub stored_first: LogIndex,
+    /// The membership as of `applied` (the state machine keeps it), or `None` before any
+    /// configuration entry applied: then the bootstrap voters of [`Config::voters`] rule.
+    pub membership: Option<Membership>,
 }
 
 /// A point-in-time summary, for status pages and observers.
@@ -292,6 +301,8 @@ pub struct Raft {
     role: Role,
     leader: Option<NodeId>,
     log: RaftLog,
+    /// The configurations of the log: the one in force is the latest.
+    configs: Configs,
 
     election_elapsed_ticks: u32,
     election_timeout_randomized_ticks: u32,
@@ -336,6 +347,7 @@ impl Raft {
             entries,
             applied,
             stored_first,
+            membership,
         } = restored;
         if entries
             .windows(2)
@@ -384,6 +396,18 @@ impl Raft {
                 "storage is missing entries after the applied index",
             ));
         }
+        let mut configs = Configs::new(
+            applied,
+            membership.unwrap_or_else(|| Membership {
+                voters: config.voters.iter().copied().collect(),
+                ..Membership::default()
+            }),
+        );
+        for entry in entries.iter().filter(|entry| entry.index > applied) {
+            if let EntryPayload::Config(membership) = &entry.payload {
+                configs.append(entry.index, membership.clone());
+            }
+        }
         let mut raft = Self {
             rng: Prng::new(seed),
             term: hard_state.term,
@@ -391,6 +415,7 @@ impl Raft {
             role: Role::Follower,
             leader: None,
             log: RaftLog::restore(prev_log_id, entries, applied, stored_first),
+            configs,
             election_elapsed_ticks: 0,
             election_timeout_randomized_ticks: config.election_timeout_ticks,
             heartbeat_elapsed_ticks: 0,
@@ -470,6 +495,22 @@ impl Raft {
         self.log.entry(index)
     }
 
+    /// The membership in force: the latest configuration in this node's log.
+    pub fn membership(&self) -> &Membership {
+        self.configs.effective()
+    }
+
+    /// The index of the configuration entry in force (the applied index it was restored at,
+    /// or 0, for a membership that came from a snapshot or the bootstrap voters).
+    pub fn membership_index(&self) -> LogIndex {
+        self.configs.effective_index()
+    }
+
+    /// Whether this node votes in its own membership.
+    pub fn is_voter(&self) -> bool {
+        self.membership().voters.contains(&self.config.id)
+    }
+
     /// The follower's replication state as the leader sees it (leader only).
     pub fn replication(&self, follower: NodeId) -> Option<(ReplicationMode, LogIndex, LogIndex)> {
         let progress = self.progress.get(&follower)?;
@@ -508,18 +549,22 @@ impl Raft {
     pub fn tick(&mut self) {
         if self.role == Role::Leader {
             self.tick_leader();
-        } else {
+        } else if self.is_voter() {
             self.election_elapsed_ticks += 1;
             if self.election_elapsed_ticks >= self.election_timeout_randomized_ticks {
                 self.start_election(self.config.pre_vote, false);
             }
+        } else {
+            // A learner, a removed node or one that has not learned the membership yet never
+            // campaigns: it cannot win, and trying would only disturb the voters.
+            self.election_elapsed_ticks = self.election_elapsed_ticks.saturating_add(1);
         }
         self.finish_input();
     }
 
     /// Campaign now (pre-vote first when enabled), as if the election timeout had fired.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.is_voter() {
             self.start_election(self.config.pre_vote, false);
         }
         self.finish_input();
@@ -551,14 +596,89 @@ impl Raft {
                 limit: self.config.uncommitted_bytes_max,
             });
         }
-        let log_id = self.append_as_leader(EntryPayload::Normal(payload));
+        Ok(self.propose_entry(id, EntryPayload::Normal(payload), charged))
+    }
+
+    /// Appends a proposal's entry, charges it to the uncommitted budget and awaits its outcome.
+    fn propose_entry(&mut self, id: ProposalId, payload: EntryPayload, charged: u64) -> LogId {
+        let log_id = self.append_as_leader(payload);
         self.uncommitted_bytes += charged;
         self.pending_proposals
             .entry(log_id.index)
             .or_default()
             .push((log_id.term, id));
         self.finish_input();
-        Ok(log_id)
+        log_id
+    }
+
+    /// Proposes a membership change. On success returns the configuration entry's id; the
+    /// outcome arrives later as [`Output::ProposalResult`] like any proposal's. Refused while
+    /// this term has committed nothing yet or another change is uncommitted (Ongaro's rules),
+    /// and when the change would leave the cluster without a quorum of reachable voters or
+    /// would promote a learner that has not caught up (etcd's strict reconfiguration check).
+    pub fn propose_membership(
+        &mut self,
+        id: ProposalId,
+        change: MembershipChange,
+    ) -> Result<LogId, MembershipError> {
+        let next = self.check_membership_change(&change)?;
+        let charged = next.bytes() + ENTRY_OVERHEAD_BYTES;
+        Ok(self.propose_entry(id, EntryPayload::Config(next), charged))
+    }
+
+    fn check_membership_change(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<Membership, MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if self.transfer.is_some() {
+            return Err(MembershipError::TransferInProgress);
+        }
+        if self.log.committed < self.term_start_index
+            && !self.config.plant_config_before_term_commit
+        {
+            return Err(MembershipError::TermNotStarted);
+        }
+        if let Some(index) = self.configs.uncommitted() {
+            return Err(MembershipError::ChangeInProgress { index });
+        }
+        let next = change.apply(self.membership())?;
+        if let MembershipChange::Promote { id } = change {
+            let progress = self.progress.get(id).expect("a learner has progress");
+            let last_index = self.log.last_index();
+            if progress.mode != ReplicationMode::Replicate
+                || progress.match_index + self.config.promote_lag_entries_max < last_index
+            {
+                return Err(MembershipError::LearnerBehind {
+                    id: *id,
+                    match_index: progress.match_index,
+                    last_index,
+                });
+            }
+        }
+        // The voters of the new membership that this leader hears from now (itself included)
+        // must make the new quorum, or the change could leave the cluster unable to commit.
+        let reachable = next
+            .voters
+            .iter()
+            .filter(|voter| **voter == self.config.id || self.reachable(**voter))
+            .count();
+        let quorum = next.voters.len() / 2 + 1;
+        if reachable < quorum {
+            return Err(MembershipError::WouldLoseQuorum { reachable, quorum });
+        }
+        Ok(next)
+    }
+
+    /// Leader: whether `peer` answered within the last election timeout.
+    fn reachable(&self, peer: NodeId) -> bool {
+        self.progress
+            .get(&peer)
+            .is_some_and(|progress| progress.heard_ticks < self.config.election_timeout_ticks)
     }
 
     /// Starts a linearizable read. When it is safe, an [`Output::ReadResult`] names the index
@@ -597,16 +717,14 @@ impl Raft {
         }
         let target = match target {
             Some(target) if target == self.config.id => return Err(TransferError::TargetIsSelf),
-            Some(target) if !self.progress.contains_key(&target) => {
+            Some(target)
+                if !self.progress.contains_key(&target)
+                    || !self.membership().voters.contains(&target) =>
+            {
                 return Err(TransferError::UnknownNode(target));
             }
             Some(target) => target,
-            None => self
-                .progress
-                .iter()
-                .max_by_key(|(id, progress)| (progress.match_index, std::cmp::Reverse(**id)))
-                .map(|(id, _)| *id)
-                .ok_or(TransferError::NoFollower)?,
+            None => self.best_follower().ok_or(TransferError::NoFollower)?,
         };
         self.transfer = Some(Transfer {
             target,
@@ -615,6 +733,16 @@ impl Raft {
         self.maybe_send_timeout_now(target);
         self.finish_input();
         Ok(target)
+    }
+
+    /// Leader: the voter (other than itself) whose log matches furthest, lowest id first.
+    fn best_follower(&self) -> Option<NodeId> {
+        let voters = &self.configs.effective().voters;
+        self.progress
+            .iter()
+            .filter(|(id, _)| voters.contains(id))
+            .max_by_key(|(id, progress)| (progress.match_index, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
     }
 
     /// The driver's storage made entries through `log_id` durable (the last entry of a
@@ -668,8 +796,15 @@ impl Raft {
     /// A snapshot of leader `from`'s state, sent in `term` and covering the log through
     /// `last_included`, arrived whole and verified. The core installs it (an
     /// [`Output::InstallSnapshot`]) if it carries this node past its commit index.
-    pub fn handle_snapshot(&mut self, from: NodeId, term: Term, last_included: LogId) {
-        if !self.config.voters.contains(&from) || from == self.config.id {
+    /// `membership` is the configuration the snapshot was taken under (its state machine's).
+    pub fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        last_included: LogId,
+        membership: Membership,
+    ) {
+        if from == self.config.id {
             return;
         }
         if term < self.term {
@@ -679,7 +814,7 @@ impl Raft {
                 self.become_follower(term, Some(from));
             }
             self.follow(from);
-            self.install_snapshot(from, last_included);
+            self.install_snapshot(from, last_included, membership);
         }
         self.finish_input();
     }
@@ -693,11 +828,14 @@ impl Raft {
     // ----- message handling -----
 
     fn validate_message(&self, from: NodeId, message: &Message) -> Result<(), InvalidMessage> {
+        // Any authenticated peer not removed may speak: Raft processes requests without
+        // consulting its configuration (thesis §4.1), so a node not yet told of a new member
+        // still answers it. What counts toward a quorum is decided by the membership.
         if from == self.config.id {
             return Err(InvalidMessage::FromSelf);
         }
-        if !self.config.voters.contains(&from) {
-            return Err(InvalidMessage::UnknownSender(from));
+        if self.membership().retired.contains(&from) {
+            return Err(InvalidMessage::RetiredSender(from));
         }
         if let Some(field) = out_of_range_field(message) {
             return Err(InvalidMessage::OutOfRange(field));
@@ -809,7 +947,7 @@ impl Raft {
                 self.handle_heartbeat_response(from, read_round)
             }
             Body::TimeoutNow => {
-                if self.role == Role::Follower {
+                if self.role == Role::Follower && self.is_voter() {
                     self.start_election(false, true);
                 }
             }
@@ -833,9 +971,14 @@ impl Raft {
         if pre_vote && !leader_transfer && self.in_leader_lease() {
             return;
         }
-        let can_vote = self.vote == Some(from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && term > self.term);
+        // A candidate this node does not know as a voter (removed, or promoted in an entry this
+        // node lacks) gets no vote: refusing is always safe, and a removed node that never
+        // learned of its removal cannot win anyone over.
+        let known_voter = self.membership().voters.contains(&from);
+        let can_vote = known_voter
+            && (self.vote == Some(from)
+                || (self.vote.is_none() && self.leader.is_none())
+                || (pre_vote && term > self.term));
         let own_last = self.log.last_log_id();
         let up_to_date =
             (candidate_last.term, candidate_last.index) >= (own_last.term, own_last.index);
@@ -859,14 +1002,14 @@ impl Raft {
             (Role::Candidate, false) => term == self.term,
             _ => false,
         };
-        if !counts {
+        if !counts || !self.membership().voters.contains(&from) {
             return;
         }
         self.votes.insert(from, granted);
         let yes = self.votes.values().filter(|granted| **granted).count();
         let no = self.votes.len() - yes;
-        let voters = self.config.voters.len();
-        match vote_result(yes, no, self.config.quorum(), voters) {
+        let voters = self.membership().voters.len();
+        match vote_result(yes, no, self.quorum(), voters) {
             VoteResult::Won if pre_vote => self.start_election(false, false),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.term, None),
@@ -929,9 +1072,13 @@ impl Raft {
             // Proposals in the removed suffix stay pending: another node may still hold their
             // entries and commit them. Only applying the index settles their fate.
             self.log.truncate_from(first_index);
+            self.configs.truncate_from(first_index);
         }
         let new_entries = entries[first_new..].to_vec();
         for entry in entries.into_iter().skip(first_new) {
+            if let EntryPayload::Config(membership) = &entry.payload {
+                self.configs.append(entry.index, membership.clone());
+            }
             self.log.push(entry);
         }
         self.emit_persist(new_entries);
@@ -995,8 +1142,11 @@ impl Raft {
             )),
             AppendResponse::Accepted { .. } => None,
         };
-        let progress = self.progress.get_mut(&from).expect("validated sender");
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return; // not (or no longer) a member
+        };
         progress.recently_active = true;
+        progress.heard_ticks = 0;
         match (response, next_guess) {
             (AppendResponse::Accepted { match_index }, _) => {
                 if progress.acknowledge(match_index) {
@@ -1035,8 +1185,11 @@ impl Raft {
         if self.role != Role::Leader {
             return;
         }
-        let progress = self.progress.get_mut(&from).expect("validated sender");
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return; // not (or no longer) a member
+        };
         progress.recently_active = true;
+        progress.heard_ticks = 0;
         progress.read_round_acked = progress.read_round_acked.max(read_round);
         if progress.mode == ReplicationMode::Probe {
             // The follower is alive: the probe (or its answer) was lost, so send it again.
@@ -1067,7 +1220,7 @@ impl Raft {
             self.set_role(Role::Candidate, None);
             self.term
         };
-        if self.config.quorum() == 1 {
+        if self.quorum() == 1 {
             if pre_vote {
                 self.start_election(false, leader_transfer);
             } else {
@@ -1080,7 +1233,7 @@ impl Raft {
             pre_vote,
             leader_transfer,
         };
-        for peer in self.peers() {
+        for peer in self.voter_peers() {
             self.send_with_term(peer, request_term, body.clone());
         }
     }
@@ -1138,10 +1291,9 @@ impl Raft {
             Role::Leader => {
                 assert_eq!(leader, Some(self.config.id), "a leader leads itself");
                 assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
-                assert_eq!(
-                    self.progress.len(),
-                    self.config.voters.len() - 1,
-                    "a leader tracks every follower"
+                assert!(
+                    self.progress.keys().copied().eq(self.peers()),
+                    "a leader tracks every other member"
                 );
             }
             Role::Candidate => {
@@ -1194,8 +1346,14 @@ impl Raft {
         if self.election_elapsed_ticks >= self.config.election_timeout_ticks {
             self.election_elapsed_ticks = 0;
             if self.config.check_quorum {
-                let active = 1 + self.progress.values().filter(|p| p.recently_active).count();
-                if !is_quorum(active, self.config.quorum()) {
+                let voters = &self.configs.effective().voters;
+                let active = self
+                    .progress
+                    .iter()
+                    .filter(|(id, progress)| voters.contains(id) && progress.recently_active)
+                    .count()
+                    + usize::from(voters.contains(&self.config.id));
+                if !is_quorum(active, self.quorum()) {
                     self.become_follower(self.term, None);
                     return;
                 }
@@ -1208,6 +1366,7 @@ impl Raft {
             (self.log.last_index(), self.config.replication_stall_ticks);
         let snapshot_timeout = self.config.snapshot_timeout_ticks;
         for progress in self.progress.values_mut() {
+            progress.heard_ticks = progress.heard_ticks.saturating_add(1);
             // A follower that is behind and acknowledged nothing for a while has lost appends
             // (or their answers): probe again from its match point instead of waiting forever.
             if progress.mode == ReplicationMode::Replicate && progress.match_index < last_index {
@@ -1228,6 +1387,28 @@ impl Raft {
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
+        }
+        self.promote_ready_learner();
+    }
+
+    /// Promotes a learner added with `promote` once it has caught up (the checks of
+    /// [`Raft::propose_membership`] decide when; until they pass, it waits).
+    fn promote_ready_learner(&mut self) {
+        let ready = self
+            .membership()
+            .promote_when_ready
+            .iter()
+            .copied()
+            .find(|id| {
+                self.check_membership_change(&MembershipChange::Promote { id: *id })
+                    .is_ok()
+            });
+        if let Some(id) = ready {
+            let next = MembershipChange::Promote { id }
+                .apply(self.membership())
+                .expect("checked");
+            self.uncommitted_bytes += next.bytes() + ENTRY_OVERHEAD_BYTES;
+            self.append_as_leader(EntryPayload::Config(next));
         }
     }
 
@@ -1257,12 +1438,30 @@ impl Raft {
             payload,
         };
         let log_id = entry.log_id();
+        if let EntryPayload::Config(membership) = &entry.payload {
+            self.configs.append(log_id.index, membership.clone());
+            self.track_members();
+        }
         self.log.push(entry.clone());
         self.emit_persist(vec![entry]);
-        if self.config.quorum() == 1 {
+        if self.quorum() == 1 {
             self.maybe_commit();
         }
         log_id
+    }
+
+    /// Leader: replication progress for exactly the members of the membership in force.
+    fn track_members(&mut self) {
+        let members: Vec<NodeId> = self.peers().collect();
+        self.progress.retain(|id, _| members.contains(id));
+        let next_index = self.log.last_index() + 1;
+        for id in members {
+            self.progress.entry(id).or_insert_with(|| {
+                let mut progress = Progress::new(next_index);
+                progress.recently_active = true;
+                progress
+            });
+        }
     }
 
     /// Sends every follower what it is missing, within its flow-control window.
@@ -1371,7 +1570,7 @@ impl Raft {
     }
 
     /// Follower: installs a snapshot through `last_included` if it is news, and acknowledges.
-    fn install_snapshot(&mut self, from: NodeId, last_included: LogId) {
+    fn install_snapshot(&mut self, from: NodeId, last_included: LogId, membership: Membership) {
         if last_included.index > self.log.committed {
             let keep_suffix = self.log.matches(last_included);
             // Proposals this node made in the replaced range: it cannot learn their fate.
@@ -1387,6 +1586,8 @@ impl Raft {
                 }
             }
             self.log.install(last_included, keep_suffix);
+            self.configs
+                .install(last_included.index, membership, keep_suffix);
             self.outputs.push_back(Output::InstallSnapshot {
                 last_included,
                 keep_suffix,
@@ -1406,15 +1607,22 @@ impl Raft {
     /// node only through its own durable index — if that entry is of the current term
     /// (Raft §5.4.2: never commit an older term's entry by counting replicas).
     fn maybe_commit(&mut self) {
+        let voters = &self.configs.effective().voters;
+        let own_vote = voters.contains(&self.config.id);
         let mut matches: Vec<LogIndex> = self
             .progress
-            .values()
-            .map(|progress| progress.match_index)
+            .iter()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(_, progress)| progress.match_index)
             .collect();
-        matches.push(self.log.durable);
-        let quorum_index = majority_value(&mut matches, self.config.quorum());
+        if own_vote {
+            matches.push(self.log.durable);
+        }
+        let quorum_index = majority_value(&mut matches, self.quorum());
         assert!(
-            quorum_index <= self.log.durable.max(self.log.committed) || self.config.quorum() > 1,
+            quorum_index <= self.log.durable.max(self.log.committed)
+                || self.quorum() > 1
+                || !own_vote,
             "a single node commits only what it made durable"
         );
         if quorum_index > self.log.committed && self.log.term_at(quorum_index) == Some(self.term) {
@@ -1424,12 +1632,34 @@ impl Raft {
                 .sum();
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly_committed);
             self.log.committed = quorum_index;
+            self.configs.commit_to(quorum_index);
             if quorum_index >= self.term_start_index {
                 for id in std::mem::take(&mut self.reads_waiting_commit) {
                     self.register_read(id);
                 }
             }
+            self.maybe_leave_leadership();
         }
+    }
+
+    /// A leader that removed itself leads until the removal commits (thesis §4.2.2), then
+    /// asks the most caught-up voter to campaign at once and steps down. Not a voter any more,
+    /// it never campaigns again.
+    fn maybe_leave_leadership(&mut self) {
+        if self.role != Role::Leader || self.is_voter() || self.configs.uncommitted().is_some() {
+            return;
+        }
+        if let Some(successor) = self.best_follower()
+            && self.progress[&successor].match_index == self.log.last_index()
+        {
+            self.send(successor, Body::TimeoutNow);
+        }
+        self.become_follower(self.term, None);
+    }
+
+    /// Leader: the term's quorum, a majority of the voters in force.
+    fn quorum(&self) -> usize {
+        self.membership().voters.len() / 2 + 1
     }
 
     fn maybe_send_timeout_now(&mut self, target: NodeId) {
@@ -1442,7 +1672,7 @@ impl Raft {
 
     fn register_read(&mut self, id: ReadId) {
         let index = self.log.committed;
-        if self.config.quorum() == 1 {
+        if self.quorum() == 1 && self.is_voter() {
             self.reads_waiting_apply.push_back((id, index));
             return;
         }
@@ -1463,9 +1693,17 @@ impl Raft {
     }
 
     fn advance_read_rounds(&mut self) {
-        let mut acked: Vec<u64> = self.progress.values().map(|p| p.read_round_acked).collect();
-        acked.push(self.read_round);
-        let confirmed = majority_value(&mut acked, self.config.quorum());
+        let voters = &self.configs.effective().voters;
+        let mut acked: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(_, progress)| progress.read_round_acked)
+            .collect();
+        if voters.contains(&self.config.id) {
+            acked.push(self.read_round);
+        }
+        let confirmed = majority_value(&mut acked, self.quorum());
         assert!(
             confirmed <= self.read_round,
             "a read round is confirmed only after it started"
@@ -1490,6 +1728,7 @@ impl Raft {
 
     /// Runs after every input: applies what is committed and durable, answers what it can.
     fn finish_input(&mut self) {
+        self.configs.commit_to(self.log.committed);
         let target = self.log.committed.min(self.log.durable);
         while self.log.applied < target {
             let entries = self.log.slice(
@@ -1544,15 +1783,13 @@ impl Raft {
     fn check_invariants(&self) {
         self.log.validate();
         let leading = self.role == Role::Leader;
-        let tracked = if leading {
-            self.config.voters.len() - 1
-        } else {
-            0
-        };
-        assert_eq!(
-            self.progress.len(),
-            tracked,
-            "a leader, and only a leader, tracks followers"
+        assert!(
+            if leading {
+                self.progress.keys().copied().eq(self.peers())
+            } else {
+                self.progress.is_empty()
+            },
+            "a leader, and only a leader, tracks every other member"
         );
         for progress in self.progress.values() {
             progress.validate(self.log.last_index());
@@ -1575,9 +1812,6 @@ impl Raft {
                 .all(|index| *index > self.log.applied),
             "a proposal at an applied index has its result"
         );
-        if let Some(vote) = self.vote {
-            assert!(self.config.voters.contains(&vote), "votes go to voters");
-        }
     }
 
     fn emit_persist(&mut self, entries: Vec<Entry>) {
@@ -1595,13 +1829,18 @@ impl Raft {
             .push_back(Output::PersistHardState(self.hard_state()));
     }
 
+    /// Every other member, voters and learners, in id order.
     fn peers(&self) -> impl Iterator<Item = NodeId> + use<> {
         let own = self.config.id;
-        self.config
-            .voters
-            .clone()
-            .into_iter()
-            .filter(move |id| *id != own)
+        let members: Vec<NodeId> = self.membership().members().collect();
+        members.into_iter().filter(move |id| *id != own)
+    }
+
+    /// Every other voter, in id order.
+    fn voter_peers(&self) -> impl Iterator<Item = NodeId> + use<> {
+        let own = self.config.id;
+        let voters: Vec<NodeId> = self.membership().voters.iter().copied().collect();
+        voters.into_iter().filter(move |id| *id != own)
     }
 
     fn send(&mut self, to: NodeId, body: Body) {

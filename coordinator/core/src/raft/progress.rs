@@ -31,6 +31,8 @@ pub(crate) struct Progress {
     inflight_bytes: u64,
     /// Heard from in the current check-quorum window.
     pub(crate) recently_active: bool,
+    /// Leader ticks since this member last answered anything.
+    pub(crate) heard_ticks: u32,
     /// The newest read round this follower has echoed in the current term.
     pub(crate) read_round_acked: u64,
     /// The commit index this follower was last told by an append.
@@ -53,6 +55,7 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recently_active: false,
+            heard_ticks: 0,
             read_round_acked: 0,
             commit_sent: 0,
             stalled_ticks: 0,

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use ordo_common::LogIndex;
 use ordo_common::codec::{self, DecodeError};
 use ordo_common::coord::{
     CoordRefusal, ELECTION_HISTORY_MAX, ELECTION_TOMBSTONES_MAX, ELECTION_VALUE_BYTES_MAX,
@@ -23,6 +22,7 @@ use ordo_common::coord::{
     SESSION_TTL_MS_MAX, SESSION_TTL_MS_MIN, SESSIONS_MAX, SESSIONS_PER_OWNER_MAX, SessionId,
     SessionInfo,
 };
+use ordo_common::{LogIndex, Membership};
 use serde::{Deserialize, Serialize};
 
 /// Most bytes of sessions, holders and waiters the coordination state counts (names, values,
@@ -193,10 +193,17 @@ pub struct CoordState {
     /// Derived: elections kept only by their last change, "no leader" (see
     /// [`Mutex::tombstone_revision`]), by that change's revision.
     tombstones: BTreeSet<(LogIndex, String)>,
+    /// The cluster's membership as of the applied index: the latest configuration entry
+    /// applied (`None` before any: the bootstrap voters rule). Kept here so that it is stored
+    /// with the state and travels in every snapshot.
+    membership: Option<Membership>,
     /// Rows changed since [`CoordState::take_dirty`].
     dirty: BTreeSet<Vec<u8>>,
     events: CoordEvents,
 }
+
+/// The key of the membership row.
+const MEMBERSHIP_KEY: &[u8] = b"m";
 
 fn session_key(id: &SessionId) -> Vec<u8> {
     let mut key = Vec::with_capacity(17);
@@ -326,6 +333,9 @@ impl CoordState {
                     let mutex: Mutex = codec::decode(value, COORD_ROW_BYTES_MAX)?;
                     state.mutexes.insert((kind, name), mutex);
                 }
+                Some((b'm', [])) => {
+                    state.membership = Some(codec::decode(value, COORD_ROW_BYTES_MAX)?);
+                }
                 _ => return Err(DecodeError::Malformed("an unknown coordination row".into())),
             }
         }
@@ -366,6 +376,7 @@ impl CoordState {
                     .keys()
                     .map(|(kind, name)| self.row(&mutex_key(*kind, name)).expect("a mutex's row")),
             )
+            .chain(self.row(MEMBERSHIP_KEY))
             .collect();
         rows.sort();
         rows
@@ -385,6 +396,7 @@ impl CoordState {
                 let name = std::str::from_utf8(rest).ok()?.to_string();
                 codec::encode(self.mutexes.get(&(kind, name))?)
             }
+            b'm' if rest.is_empty() => codec::encode(self.membership.as_ref()?),
             _ => return None,
         };
         Some((key.to_vec(), value))
@@ -404,6 +416,17 @@ impl CoordState {
     /// What the latest applies changed for clients.
     pub fn take_events(&mut self) -> CoordEvents {
         std::mem::take(&mut self.events)
+    }
+
+    /// The membership as of the applied index (`None`: the bootstrap voters).
+    pub fn membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
+    }
+
+    /// A configuration entry applied: `membership` rules from here on.
+    pub fn set_membership(&mut self, membership: Membership) {
+        self.membership = Some(membership);
+        self.dirty.insert(MEMBERSHIP_KEY.to_vec());
     }
 
     pub fn session(&self, id: &SessionId) -> Option<&Session> {

@@ -24,11 +24,11 @@ pub mod coord;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ordo_common::LogIndex;
 use ordo_common::batch::{Batch, BatchId, Outcome, Precondition, RejectReason};
 use ordo_common::codec::{self, DecodeError};
 use ordo_common::coord::MutexKind;
 use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
+use ordo_common::{LogIndex, Membership};
 use serde::{Deserialize, Serialize};
 
 pub use coord::{CoordAnswer, CoordEvents, CoordOp, CoordRow, CoordState};
@@ -279,6 +279,11 @@ impl BatchState {
     /// What the latest applies changed for sessions' clients.
     pub fn take_coord_events(&mut self) -> CoordEvents {
         self.coord.take_events()
+    }
+
+    /// Applies a configuration entry: the cluster's membership from here on.
+    pub fn apply_membership(&mut self, membership: Membership) {
+        self.coord.set_membership(membership);
     }
 
     /// Applies a coordination op committed at `index`, stamped `stamp_ms`.

@@ -67,7 +67,7 @@ fn main() -> ExitCode {
     let (mut batches, mut rejected, mut subscribed) = (0u64, 0u64, 0u64);
     let (mut duplicates, mut conflicts, mut beyond, mut evicted) = (0u64, 0u64, 0u64, 0u64);
     let (mut snapshots, mut installs, mut read_back) = (0u64, 0u64, 0u64);
-    let (mut granted, mut expired, mut held) = (0u64, 0u64, 0u64);
+    let (mut granted, mut expired, mut held, mut configs) = (0u64, 0u64, 0u64, 0u64);
     for seed in arguments.start..arguments.start + arguments.seeds {
         let options = SeedOptions::draw(seed, arguments.nodes);
         if arguments.verbose || arguments.seeds == 1 {
@@ -92,6 +92,7 @@ fn main() -> ExitCode {
         granted += report.locks_granted;
         expired += report.sessions_expired;
         held += report.held_answers;
+        configs += report.configs_committed;
         if arguments.verbose || arguments.seeds == 1 {
             println!(
                 "  ticks={} messages={} commits={} acknowledged={} batches={} statuses={} subscribed={} trace={:016x}",
@@ -112,7 +113,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} statuses={reads} batches={batches} rejected={rejected} subscribed={subscribed} duplicates={duplicates} conflicts={conflicts} beyond_horizon={beyond} evicted={evicted} snapshots_sent={snapshots} installed={installs} read_back={read_back} lock_grants={granted} expiries={expired} held_answers={held}",
+        "sim: seeds={} failures={failures} ticks={ticks} messages={messages} commits={commits} acknowledged={acknowledged} statuses={reads} batches={batches} rejected={rejected} subscribed={subscribed} duplicates={duplicates} conflicts={conflicts} beyond_horizon={beyond} evicted={evicted} snapshots_sent={snapshots} installed={installs} read_back={read_back} lock_grants={granted} expiries={expired} held_answers={held} membership_changes={configs}",
         arguments.seeds,
     );
     if failures == 0 {
