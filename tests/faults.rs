@@ -27,7 +27,7 @@ use ordo_core::rng::Prng;
 use support::history::{self, Seen, Workload, WorkloadOptions};
 use support::locks::{self, LockHistory, Lockers};
 use support::netfault::{FaultTable, Firewall, LinkFaults, REQUIRE_FIREWALL, UdpProxy};
-use support::{ClusterOptions, TestCluster};
+use support::{ClusterOptions, TestCluster, members};
 
 /// Acknowledged submits required before the first fault: a run that never loaded the cluster
 /// proves nothing.
@@ -85,6 +85,9 @@ const FAULTS: &[(&str, u64, Network, Scenario)] = &[
         Box::pin(follower_snapshot(run))
     }),
     ("locks", 3, Direct, |run| Box::pin(locks(run))),
+    ("membership-churn", 3, Direct, |run| {
+        Box::pin(membership_churn(run))
+    }),
 ];
 
 /// One seeded run: the cluster, its workload, and the seed's generator.
@@ -389,6 +392,61 @@ async fn locks(run: &mut Run) {
 }
 
 /// Runs one fault kind with `seed`; panics (with the seed in the message) on a violation.
+/// Replaces voters one after another (the leader every other time): a new node joins, catches
+/// up by snapshot and is promoted, then the old one is removed and stopped; meanwhile a random
+/// member is killed with -9 and restarted. One of the original nodes stays, so the workload's
+/// clients (which know only the original addresses) can always reach the cluster.
+async fn membership_churn(run: &mut Run) {
+    let originals = run.cluster.ids();
+    for cycle in 0..(originals.len() - 1) {
+        let new = run.cluster.prepare_joining_node();
+        run.cluster.restart(new);
+        let address = run.cluster.address(new).to_string();
+        members::change_when_allowed(&run.cluster, &["add", &new.to_string(), &address]).await;
+        run.faults += 1;
+        // A crash while the newcomer catches up.
+        let victims: Vec<NodeId> = run
+            .cluster
+            .ids()
+            .into_iter()
+            .filter(|id| *id != new)
+            .collect();
+        let crashed = run.pick(&victims);
+        run.cluster.kill9(crashed);
+        run.faults += 1;
+        run.pause(0, 2 * run.election_ms()).await;
+        run.cluster.restart(crashed);
+        let mut voters: Vec<NodeId> = run.cluster.ids();
+        voters.sort_unstable();
+        members::wait_for_voters(&run.cluster, &voters).await;
+        run.progress().await;
+        // Remove the leader (even cycles) or an original follower (odd ones).
+        let remaining: Vec<NodeId> = originals
+            .iter()
+            .copied()
+            .filter(|id| run.cluster.ids().contains(id))
+            .collect();
+        let leader_now = run.leader().await;
+        let removed = if cycle % 2 == 0 && remaining.contains(&leader_now) {
+            leader_now
+        } else {
+            let followers: Vec<NodeId> = remaining
+                .iter()
+                .copied()
+                .filter(|id| *id != leader_now)
+                .collect();
+            run.pick(&followers)
+        };
+        members::change_when_allowed(&run.cluster, &["remove", &removed.to_string()]).await;
+        run.faults += 1;
+        let after: Vec<NodeId> = voters.iter().copied().filter(|id| *id != removed).collect();
+        members::wait_for_voters(&run.cluster, &after).await;
+        run.cluster.stop(removed, RECOVERY_TIMEOUT).await;
+        run.cluster.forget(removed);
+        run.progress().await;
+    }
+}
+
 async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario, seed: u64) {
     let started = Instant::now();
     println!("fault {name} seed={seed}: starting");

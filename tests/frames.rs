@@ -170,9 +170,16 @@ async fn a_bad_frame_on_a_peer_link_closes_that_link_only() {
         let link = raw::connect(cluster.address(target), tls, &node_name(target))
             .await
             .expect("a peer connection");
-        let (answer, mut streams) = raw::peer_hello(&link.connection, peer, target)
-            .await
-            .expect("an answer to the hello");
+        // The peer's real incarnation, as the target recorded it: anything else is refused as
+        // a node that lost its data.
+        let incarnation = cluster
+            .recorded_incarnation(target, peer)
+            .expect("the target heard from its peer");
+        let cluster_id = ordo_common::ClusterId::initial(cluster.ids());
+        let (answer, mut streams) =
+            raw::peer_hello_as(&link.connection, peer, target, cluster_id, incarnation)
+                .await
+                .expect("an answer to the hello");
         assert!(matches!(answer, PeerFrame::Welcome), "{case}: {answer:?}");
         streams
             .send

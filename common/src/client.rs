@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, BatchError, BatchId, CommittedBatch, Outcome};
 use crate::coord::{CoordRefusal, LeaderChange, MutexInfo, MutexKind, SessionId, SessionInfo};
-use crate::{LogIndex, NodeId, Term};
+use crate::membership::{MembershipChange, MembershipError};
+use crate::{ClusterId, LogIndex, Membership, NodeId, Term};
 
 /// Largest client request frame: one proposal at the payload limit, plus framing.
 pub const CLIENT_REQUEST_BYTES_MAX: u64 = crate::limits::FRAME_BYTES_MAX;
@@ -72,6 +73,10 @@ pub enum ClientRequest {
     Observe { name: String, after_revision: u64 },
     /// Sessions, locks and elections, read linearizably (operators' listings).
     CoordList,
+    /// The cluster's members as the leader sees them (leader only).
+    MemberList,
+    /// Change the membership (an operator's action): answered once the change committed.
+    MemberChange { change: MembershipChange },
 }
 
 /// Most bytes of snapshot in one [`ClientResponse::SnapshotChunk`].
@@ -166,6 +171,45 @@ pub enum ClientResponse {
     },
     /// The close committed, or the proclaim.
     Done,
+    /// The members, as the leader sees them.
+    Members(MemberList),
+    /// A membership change committed at `index`: the membership from then on.
+    MembershipChanged {
+        index: LogIndex,
+        membership: Membership,
+    },
+    /// A membership change refused as it stands (the variant is the stable reason).
+    MembershipRefused(MembershipError),
+}
+
+/// The cluster's members as its leader sees them (`ordo member list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberList {
+    pub cluster: ClusterId,
+    pub leader: NodeId,
+    pub term: Term,
+    /// The leader's last log index: what "behind" is measured against.
+    pub last_index: LogIndex,
+    /// The configuration entry in force, and whether it has committed yet.
+    pub membership_index: LogIndex,
+    pub membership_committed: bool,
+    pub members: Vec<MemberInfo>,
+    /// Ids removed from the cluster: never members again.
+    pub retired: Vec<NodeId>,
+}
+
+/// One member in a [`MemberList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub address: String,
+    pub voter: bool,
+    /// The leader heard from it within the last election timeout (the leader itself: true).
+    pub reachable: bool,
+    /// The last index its log is known to hold (the leader: its own last index).
+    pub match_index: LogIndex,
+    /// A learner the leader promotes by itself once caught up.
+    pub promote_when_ready: bool,
 }
 
 /// Most rows of each kind a [`ClientResponse::CoordList`] carries.

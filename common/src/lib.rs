@@ -11,6 +11,7 @@ pub mod codec;
 pub mod coord;
 pub mod limits;
 mod log;
+pub mod membership;
 
 pub use log::{Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Term};
 

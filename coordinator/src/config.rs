@@ -130,6 +130,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Every voter, this node included: id → address.
     pub peers: BTreeMap<String, String>,
+    /// Addresses of running members of a cluster this node joins (instead of `peers`): it
+    /// learns the cluster's identity and members from them, and waits to be added.
+    pub join: Vec<String>,
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
     pub raft: RaftSection,
@@ -187,6 +190,8 @@ pub struct RaftSection {
     pub proposal_bytes_max: HumanBytes,
     pub log_window_bytes_max: HumanBytes,
     pub snapshot_timeout: HumanDuration,
+    /// A learner is promoted only when at most this many entries behind the leader.
+    pub promote_lag_entries_max: u64,
     /// How far apart the coordinators' clocks may be (sessions' TTLs carried over a leader
     /// change are extended by it).
     pub clock_skew_max: HumanDuration,
@@ -243,6 +248,7 @@ impl Default for NodeConfig {
             id: 1,
             listen: "127.0.0.1:7001".parse().expect("literal address"),
             peers: BTreeMap::from([("1".to_string(), "127.0.0.1:7001".to_string())]),
+            join: Vec::new(),
             data_dir: PathBuf::from("ordo-data"),
             tls_dir: PathBuf::from("ordo-dev/tls"),
             raft: RaftSection {
@@ -258,6 +264,7 @@ impl Default for NodeConfig {
                 proposal_bytes_max: HumanBytes(ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX),
                 log_window_bytes_max: mib(64),
                 snapshot_timeout: ms(30_000),
+                promote_lag_entries_max: 1000,
                 clock_skew_max: ms(1000),
             },
             storage: StorageSection {
@@ -301,6 +308,12 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "",
         "listen",
         "address:port to listen on (UDP, QUIC) for peers and clients",
+    ),
+    (
+        "",
+        "join",
+        "addresses (host:port) of running members of a cluster to join; when set, [peers] is \
+         ignored and `ordo member add` makes this node a member",
     ),
     (
         "",
@@ -376,6 +389,11 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "raft",
         "snapshot_timeout",
         "duration; how long a leader waits for a follower to acknowledge a snapshot",
+    ),
+    (
+        "raft",
+        "promote_lag_entries_max",
+        "count; a learner becomes a voter only when at most this many entries behind the leader",
     ),
     ("storage", "cache", "size; redb page cache"),
     (
@@ -506,6 +524,8 @@ pub struct Overrides {
     pub id: Option<NodeId>,
     pub listen: Option<String>,
     pub peers: Option<String>,
+    /// Comma-separated addresses of running members (`--join`).
+    pub join: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub tls_dir: Option<PathBuf>,
 }
@@ -557,9 +577,21 @@ impl NodeConfig {
         Ok(voters)
     }
 
+    /// Whether this node joins a running cluster (`join` is set) instead of bootstrapping one.
+    pub fn joining(&self) -> bool {
+        !self.join.is_empty()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        let voters = self.voters()?;
-        if !voters.contains_key(&self.id) {
+        let voters = if self.joining() {
+            BTreeMap::new()
+        } else {
+            self.voters()?
+        };
+        if self.joining() && self.id == 0 {
+            return Err(ConfigError::Invalid("id 0 is not a valid node id".into()));
+        }
+        if !self.joining() && !voters.contains_key(&self.id) {
             return Err(ConfigError::Invalid(format!(
                 "id {} is not among the peers {:?}; list every voter, this node included",
                 self.id,
@@ -632,6 +664,7 @@ impl NodeConfig {
         config.proposal_bytes_max = raft.proposal_bytes_max.0;
         config.log_window_bytes_max = raft.log_window_bytes_max.0;
         config.snapshot_timeout_ticks = ticks(raft.snapshot_timeout);
+        config.promote_lag_entries_max = raft.promote_lag_entries_max;
         config
     }
 
@@ -727,6 +760,9 @@ fn environment_table(
             "id" | "listen" | "data_dir" | "tls_dir" => {
                 table.insert(key, scalar(&value));
             }
+            "join" => {
+                table.insert(key, join_list(&value));
+            }
             _ => {
                 let section = SECTIONS
                     .into_iter()
@@ -746,6 +782,17 @@ fn environment_table(
     Ok(table)
 }
 
+/// `host:port,host:port` as a TOML array of strings.
+fn join_list(list: &str) -> toml::Value {
+    toml::Value::Array(
+        list.split(',')
+            .map(str::trim)
+            .filter(|address| !address.is_empty())
+            .map(|address| toml::Value::String(address.to_string()))
+            .collect(),
+    )
+}
+
 fn overrides_table(overrides: &Overrides) -> Result<toml::Table, ConfigError> {
     let mut table = toml::Table::new();
     if let Some(id) = overrides.id {
@@ -756,6 +803,9 @@ fn overrides_table(overrides: &Overrides) -> Result<toml::Table, ConfigError> {
     }
     if let Some(peers) = &overrides.peers {
         table.insert("peers".into(), peers_table(peers)?);
+    }
+    if let Some(join) = &overrides.join {
+        table.insert("join".into(), join_list(join));
     }
     for (key, path) in [
         ("data_dir", &overrides.data_dir),

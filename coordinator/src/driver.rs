@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ordo_common::batch::CommittedBatch;
 use ordo_common::client::ClientResponse;
-use ordo_common::{Entry, LogIndex, NodeId, Term};
+use ordo_common::{Entry, LogIndex, Membership, NodeId, Term};
 use ordo_core::Role;
 use ordo_node::snapshot::encode_snapshot;
 use ordo_node::{Durable, Fault, Node, Output, RequestId, WriteId, committed_batch};
@@ -62,6 +62,10 @@ pub struct DriverOptions {
     /// Watches the data directory's free space; `None` leaves proposals alone (tests on an
     /// in-memory store).
     pub disk: Option<DiskWatch>,
+    /// Peer addresses known from the command line (`--peers`, or the membership a joining
+    /// node was told): used for members the membership gives no address, and for every peer
+    /// while this node knows no membership yet.
+    pub known_addresses: BTreeMap<NodeId, SocketAddr>,
 }
 
 /// How the driver watches disk space (see [`crate::storage::space`]).
@@ -188,6 +192,8 @@ pub struct Driver<S: LogStore> {
     writer_stalled: bool,
     /// A background task is making the ballast.
     ballast_pending: Arc<std::sync::atomic::AtomicBool>,
+    /// The memberships (in force, and committed) the peer links were last set from.
+    linked: Option<(Membership, Membership)>,
 }
 
 impl<S: LogStore> Driver<S> {
@@ -213,6 +219,7 @@ impl<S: LogStore> Driver<S> {
             disk_low: false,
             writer_stalled: false,
             ballast_pending: Arc::default(),
+            linked: None,
         }
     }
 
@@ -270,6 +277,7 @@ impl<S: LogStore> Driver<S> {
                 _ = disk_checks.tick(), if self.options.disk.is_some() => self.check_disk(),
             }
             self.carry_out().await?;
+            self.link_members();
             if self.node.is_stopped() {
                 info!(
                     handed_over = self.node.raft().role() != Role::Leader,
@@ -302,6 +310,60 @@ impl<S: LogStore> Driver<S> {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the peer links in step with the membership: a link to every other member of the
+    /// membership in force and of the last committed one (a node being removed, the leader
+    /// say, keeps its links until its removal commits: it must hear the acknowledgements
+    /// that commit it), none to anyone else, and connections from ids whose removal committed
+    /// refused.
+    fn link_members(&mut self) {
+        let raft = self.node.raft();
+        let (membership, committed) = (raft.membership(), raft.committed_membership());
+        if self
+            .linked
+            .as_ref()
+            .is_some_and(|(linked, linked_committed)| {
+                linked == membership && linked_committed == committed
+            })
+        {
+            return;
+        }
+        let known = &self.options.known_addresses;
+        let peers: BTreeMap<NodeId, SocketAddr> = if membership.voters.is_empty() {
+            // Joining: the membership arrives with the leader's first snapshot or entries.
+            known.clone()
+        } else {
+            let mut ids: Vec<NodeId> = membership.members().chain(committed.members()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter()
+                .filter_map(|id| {
+                    let recorded = membership
+                        .addresses
+                        .get(&id)
+                        .or_else(|| committed.addresses.get(&id));
+                    let address = match recorded {
+                        Some(address) => resolve(address),
+                        None => known.get(&id).copied(),
+                    };
+                    if address.is_none() {
+                        warn!(
+                            peer = id,
+                            "no usable address for a member; not linking to it"
+                        );
+                    }
+                    Some((id, address?))
+                })
+                .collect()
+        };
+        info!(
+            members = ?membership.members().collect::<Vec<_>>(),
+            retired = ?committed.retired,
+            "membership in force"
+        );
+        self.peers.set_peers(&peers, &committed.retired);
+        self.linked = Some((membership.clone(), committed.clone()));
     }
 
     fn on_peer_message(&mut self, Inbound { from, message }: Inbound) {
@@ -574,6 +636,15 @@ impl<S: LogStore> Driver<S> {
 }
 
 /// Every voter's client address as text, for the node's `NotLeader` hints.
+/// A member's address as the membership records it (`host:port`), resolved.
+pub fn resolve(address: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    address
+        .parse()
+        .ok()
+        .or_else(|| address.to_socket_addrs().ok()?.next())
+}
+
 pub fn addresses(voters: &BTreeMap<NodeId, SocketAddr>) -> BTreeMap<NodeId, String> {
     voters
         .iter()

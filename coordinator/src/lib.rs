@@ -6,10 +6,12 @@
 //! - [`driver`]: the one task that owns the core and carries out its outputs in order.
 //! - [`config`]: file → environment → flags.
 //! - [`node`]: `ordo serve`, wiring the above together; [`certs`]: `ordo certs`.
+//! - [`join`]: asking a running cluster for its members (`ordo serve --join`).
 
 pub mod certs;
 pub mod config;
 pub mod driver;
+pub mod join;
 pub mod node;
 pub mod snapshot_transfer;
 pub mod storage;

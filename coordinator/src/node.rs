@@ -1,16 +1,20 @@
 //! `ordo serve`: opens the log, starts the transport and runs the driver until SIGTERM or
 //! Ctrl-C, then stops gracefully.
 
-use ordo_common::ClusterId;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use ordo_common::{ClusterId, NodeId};
 use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered, recovered_tables};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{
-    DiskWatch, Driver, DriverError, DriverOptions, DriverParts, StoredBatches, addresses,
+    DiskWatch, Driver, DriverError, DriverOptions, DriverParts, StoredBatches, addresses, resolve,
     writer_channel,
 };
+use crate::join;
 use crate::snapshot_transfer;
 use crate::storage::space::Ballast;
 use crate::storage::{GroupCommitWriter, LogRead, RedbLogStore, RedbOptions, StorageError};
@@ -36,6 +40,9 @@ pub enum NodeError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// Joining a cluster failed, or this node must not start as it is.
+    #[error("{0}")]
+    Join(String),
 }
 
 /// The log file inside a data directory.
@@ -43,7 +50,12 @@ pub const LOG_FILE_NAME: &str = "ordo-log.redb";
 
 /// Runs a node until it is told to stop.
 pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
-    let voters = config.voters()?;
+    // A joining node bootstraps nothing: it learns the membership from the cluster.
+    let voters = if config.joining() {
+        BTreeMap::new()
+    } else {
+        config.voters()?
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -67,16 +79,20 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     if ballast.bytes > 0 {
         store.set_ballast(ballast.clone());
     }
-    // The first start of a fresh store names its cluster from the voters; a restored store
-    // carries the identity its restore gave it.
-    let cluster = match store.cluster_id()? {
-        Some(cluster) => cluster,
-        None => {
-            let cluster = ClusterId::initial(voters.keys().copied());
-            store.set_cluster_id(cluster)?;
-            cluster
-        }
+    // The first start of a fresh store names its cluster from the voters (or, joining, takes
+    // the identity of the cluster it joins); a restored store carries the identity its restore
+    // gave it.
+    let stored_cluster = store.cluster_id()?;
+    let (cluster, known_addresses) = if config.joining() {
+        join_cluster(&config, stored_cluster).await?
+    } else {
+        let cluster = stored_cluster.unwrap_or_else(|| ClusterId::initial(voters.keys().copied()));
+        (cluster, voters.clone())
     };
+    if stored_cluster.is_none() {
+        store.set_cluster_id(cluster)?;
+    }
+    let incarnation = store.incarnation_or_draw(|| draw_incarnation(config.id))?;
     let state = store.store_state()?;
     let applied = state.progress.applied.unwrap_or_default();
     snapshot_transfer::recover(&config.data_dir, applied.index).map_err(|source| {
@@ -115,6 +131,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let node_config = NodeLogicConfig {
         raft: config.core_config(&voters),
         addresses: addresses(&voters),
+        cluster,
         registry: config.registry_limits(),
         tick_ms: config.raft.tick_interval.0.as_millis().max(1) as u64,
         clock_skew_ms: config.raft.clock_skew_max.0.as_millis() as u64,
@@ -135,7 +152,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let batches = StoredBatches::new(writer.reader(), servable_rx, leaderless_rx);
     let (endpoint, peers) = transport::start(
         &config,
-        cluster,
+        (cluster, incarnation),
         &voters,
         inbound_tx,
         snapshots_tx,
@@ -162,6 +179,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
                 free_space_min: config.storage.free_space_min.0,
                 ballast: (ballast.bytes > 0).then_some(ballast),
             }),
+            known_addresses,
         },
     });
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -174,6 +192,73 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     endpoint.wait_idle().await;
     info!("stopped");
     Ok(result?)
+}
+
+/// Asks the cluster at `config.join` who its members are: its identity and the addresses to
+/// link to. A node removed from that cluster, or whose data belongs to another cluster, does
+/// not start. A node that already stored its cluster starts from what it stored when the
+/// cluster cannot be reached.
+async fn join_cluster(
+    config: &NodeConfig,
+    stored: Option<ClusterId>,
+) -> Result<(ClusterId, BTreeMap<NodeId, SocketAddr>), NodeError> {
+    let id = config.id;
+    let list = match join::ask_members(id, &config.tls_dir, &config.join).await {
+        Ok(list) => list,
+        Err(error) => match stored {
+            Some(stored) => {
+                warn!(%error, "cannot reach the cluster to join; starting from what this node stored");
+                return Ok((stored, BTreeMap::new()));
+            }
+            None => return Err(NodeError::Join(format!("cannot join: {error}"))),
+        },
+    };
+    if let Some(stored) = stored
+        && stored != list.cluster
+    {
+        return Err(NodeError::Join(format!(
+            "this data directory ({}) belongs to cluster {stored}, and the nodes at {:?} to \
+             cluster {}: a node never moves between clusters. Start it with an empty data \
+             directory to join that cluster",
+            config.data_dir.display(),
+            config.join,
+            list.cluster
+        )));
+    }
+    if list.retired.contains(&id) {
+        return Err(NodeError::Join(format!(
+            "node {id} was removed from cluster {}; ids are never reused. Add this machine under \
+             a new id: `ordo member add NEW_ID {}`, then start it with `--id NEW_ID --join ...` \
+             on an empty data directory",
+            list.cluster, config.listen
+        )));
+    }
+    if !list.members.iter().any(|member| member.id == id) {
+        info!(
+            id,
+            cluster = %list.cluster,
+            "not a member yet: waiting for `ordo member add {id} {}`",
+            config.listen
+        );
+    }
+    let addresses = list
+        .members
+        .iter()
+        .filter(|member| member.id != id)
+        .filter_map(|member| Some((member.id, resolve(&member.address)?)))
+        .collect();
+    info!(cluster = %list.cluster, leader = list.leader, "joining");
+    Ok((list.cluster, addresses))
+}
+
+/// A fresh incarnation: the clock's nanoseconds, the process id and the node id, mixed. Only
+/// its difference from the last one matters (see [`transport::PeerIncarnations`]).
+fn draw_incarnation(id: NodeId) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let mut rng = ordo_core::rng::Prng::new(nanos ^ u64::from(std::process::id()) << 32 ^ id);
+    rng.next_u64()
 }
 
 async fn wait_for_signal() {

@@ -14,9 +14,9 @@
 //! Every frame's length is checked against a named limit before anything is allocated; a bad
 //! frame closes that stream or link with a logged reason, and the node keeps serving the rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,9 @@ pub enum PeerFrame {
         to: NodeId,
         /// The cluster the dialling node belongs to; a node refuses peers of another one.
         cluster: ClusterId,
+        /// The dialling node's incarnation (drawn when its data directory was first used); a
+        /// node that lost its data comes back with another one and is refused.
+        incarnation: u64,
     },
     Welcome,
     Refused {
@@ -173,13 +176,58 @@ pub enum TransportError {
     },
     #[error("QUIC configuration: {0}")]
     Quic(String),
+    #[error("peer incarnations file {path}: {detail}")]
+    Incarnations { path: String, detail: String },
 }
 
 /// The sending side of the peer links: per peer, bounded queues for control messages, appends
-/// and one snapshot. Cheap to clone.
+/// and one snapshot. The set of peers follows the membership ([`PeerLinks::set_peers`]).
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct PeerLinks {
-    links: BTreeMap<NodeId, LinkQueues>,
+    links: Arc<std::sync::Mutex<BTreeMap<NodeId, (SocketAddr, LinkQueues)>>>,
+    dialer: Arc<Dialer>,
+    /// Ids removed from the cluster: the accept loop refuses them.
+    retired: Arc<std::sync::RwLock<BTreeSet<NodeId>>>,
+}
+
+/// What it takes to start a link to a new peer.
+struct Dialer {
+    id: NodeId,
+    cluster: ClusterId,
+    incarnation: u64,
+    endpoint: quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    handshake_timeout: Duration,
+    queue_messages_max: usize,
+}
+
+impl Dialer {
+    fn spawn(&self, peer: NodeId, address: SocketAddr) -> LinkQueues {
+        let (control_tx, control_rx) = mpsc::channel(self.queue_messages_max);
+        let (append_tx, append_rx) = mpsc::channel(self.queue_messages_max);
+        let (snapshot_tx, snapshot_rx) = mpsc::channel(1);
+        let link = PeerLink {
+            id: self.id,
+            cluster: self.cluster,
+            incarnation: self.incarnation,
+            peer,
+            address,
+            endpoint: self.endpoint.clone(),
+            client_config: self.client_config.clone(),
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            handshake_timeout: self.handshake_timeout,
+        };
+        tokio::spawn(link.run(control_rx, append_rx, snapshot_rx));
+        LinkQueues {
+            control: control_tx,
+            appends: append_tx,
+            snapshots: snapshot_tx,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -193,7 +241,8 @@ impl PeerLinks {
     /// Queues `message` for `to`. Raft tolerates loss, so a full queue drops the message (and
     /// counts it) rather than stall the driver.
     pub fn send(&self, to: NodeId, message: Message) {
-        let Some(queues) = self.links.get(&to) else {
+        let links = self.links.lock().expect("peer links lock");
+        let Some((_, queues)) = links.get(&to) else {
             return;
         };
         let queue = if matches!(message.body, Body::Append { .. }) {
@@ -209,7 +258,8 @@ impl PeerLinks {
     /// Queues a snapshot for `to`; one at a time (the core asks for one per follower until it
     /// is acknowledged or times out). If one is already queued, this one fails at once.
     pub fn send_snapshot(&self, to: NodeId, snapshot: OutgoingSnapshot) {
-        let Some(queues) = self.links.get(&to) else {
+        let links = self.links.lock().expect("peer links lock");
+        let Some((_, queues)) = links.get(&to) else {
             let _ = snapshot.done.send(false);
             return;
         };
@@ -221,12 +271,36 @@ impl PeerLinks {
             let _ = snapshot.done.send(false);
         }
     }
+
+    /// Links exactly to `peers` (this node excluded): a link starts for each new peer or new
+    /// address, and the link of a peer no longer listed ends (its queues close). Connections
+    /// from `retired` ids are refused from now on.
+    pub fn set_peers(&self, peers: &BTreeMap<NodeId, SocketAddr>, retired: &BTreeSet<NodeId>) {
+        *self.retired.write().expect("retired lock") = retired.clone();
+        let mut links = self.links.lock().expect("peer links lock");
+        links.retain(|peer, (address, _)| peers.get(peer) == Some(address));
+        for (&peer, &address) in peers {
+            if peer != self.dialer.id && !links.contains_key(&peer) {
+                info!(peer, %address, "linking to a peer");
+                links.insert(peer, (address, self.dialer.spawn(peer, address)));
+            }
+        }
+    }
+
+    /// The peers linked to now, with their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
+        let links = self.links.lock().expect("peer links lock");
+        links
+            .iter()
+            .map(|(peer, (address, _))| (*peer, *address))
+            .collect()
+    }
 }
 
 /// Starts the endpoint, the accept loop and one link per peer.
 pub fn start(
     config: &NodeConfig,
-    cluster: ClusterId,
+    (cluster, incarnation): (ClusterId, u64),
     voters: &BTreeMap<NodeId, SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
     snapshots: mpsc::Sender<ReceivedSnapshot>,
@@ -247,11 +321,13 @@ pub fn start(
             }
         })?;
     let id = config.id;
-    let peer_ids: Vec<NodeId> = voters.keys().copied().filter(|peer| *peer != id).collect();
+    let retired = Arc::new(std::sync::RwLock::new(BTreeSet::new()));
+    let incarnations = PeerIncarnations::load(&config.data_dir)?;
     let accepting = Accepting {
         id,
         cluster,
-        peers: peer_ids,
+        incarnations,
+        retired: retired.clone(),
         inbound,
         snapshots,
         receiving_snapshot: Arc::new(Semaphore::new(1)),
@@ -265,33 +341,24 @@ pub fn start(
         subscription_leaderless_max: 2 * config.raft.election_timeout.0,
     };
     tokio::spawn(accept_loop(endpoint.clone(), Arc::new(accepting)));
-    let client_config = peer_client_config(&config.tls_dir, config)?;
-    let mut links = BTreeMap::new();
-    for (&peer, &address) in voters.iter().filter(|(peer, _)| **peer != id) {
-        let queue = config.transport.peer_queue_messages_max as usize;
-        let (control_tx, control_rx) = mpsc::channel(queue);
-        let (append_tx, append_rx) = mpsc::channel(queue);
-        let (snapshot_tx, snapshot_rx) = mpsc::channel(1);
-        let queues = LinkQueues {
-            control: control_tx,
-            appends: append_tx,
-            snapshots: snapshot_tx,
-        };
-        links.insert(peer, queues);
-        let link = PeerLink {
-            id,
-            cluster,
-            peer,
-            address,
-            endpoint: endpoint.clone(),
-            client_config: client_config.clone(),
-            backoff_min: config.transport.reconnect_backoff_min.0,
-            backoff_max: config.transport.reconnect_backoff_max.0,
-            handshake_timeout: config.transport.handshake_timeout.0,
-        };
-        tokio::spawn(link.run(control_rx, append_rx, snapshot_rx));
-    }
-    Ok((endpoint, PeerLinks { links }))
+    let dialer = Dialer {
+        id,
+        cluster,
+        incarnation,
+        endpoint: endpoint.clone(),
+        client_config: peer_client_config(&config.tls_dir, config)?,
+        backoff_min: config.transport.reconnect_backoff_min.0,
+        backoff_max: config.transport.reconnect_backoff_max.0,
+        handshake_timeout: config.transport.handshake_timeout.0,
+        queue_messages_max: config.transport.peer_queue_messages_max as usize,
+    };
+    let links = PeerLinks {
+        links: Arc::default(),
+        dialer: Arc::new(dialer),
+        retired,
+    };
+    links.set_peers(voters, &BTreeSet::new());
+    Ok((endpoint, links))
 }
 
 /// Closes every connection (peers see a clean shutdown, not a timeout).
@@ -482,13 +549,108 @@ fn certificate_names_node(connection: &quinn::Connection, id: NodeId) -> Result<
         })
 }
 
+// ----- incarnations -----
+
+/// The file, in the data directory, where a node keeps its peers' incarnations.
+pub const PEER_INCARNATIONS_FILE: &str = "peer-incarnations";
+
+/// What each peer's incarnation was when this node first heard from it, kept durably: a peer
+/// that comes back with another one lost its data directory (or had it replaced). It forgot
+/// the votes it cast and the entries it acknowledged, so letting it vote again could elect two
+/// leaders in one term or lose an acknowledged batch: it is refused, and told how to replace
+/// it. The file holds one `id incarnation` line per peer.
+pub struct PeerIncarnations {
+    path: PathBuf,
+    known: std::sync::Mutex<BTreeMap<NodeId, u64>>,
+}
+
+impl PeerIncarnations {
+    /// Reads the file in `data_dir` (none yet: no peer heard from).
+    pub fn load(data_dir: &Path) -> Result<Self, TransportError> {
+        let path = data_dir.join(PEER_INCARNATIONS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(incarnations_error(&path, error.to_string())),
+        };
+        let mut known = BTreeMap::new();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let parsed = line
+                .split_once(' ')
+                .and_then(|(id, incarnation)| Some((id.parse().ok()?, incarnation.parse().ok()?)));
+            let (id, incarnation) = parsed.ok_or_else(|| {
+                incarnations_error(&path, format!("line {line:?} is not `id incarnation`"))
+            })?;
+            known.insert(id, incarnation);
+        }
+        Ok(Self {
+            path,
+            known: std::sync::Mutex::new(known),
+        })
+    }
+
+    /// Accepts `from` if it is heard from for the first time (its incarnation is recorded, on
+    /// disk, before the answer) or with the incarnation recorded; refuses it otherwise.
+    fn check(&self, from: NodeId, incarnation: u64) -> Result<(), String> {
+        let mut known = self.known.lock().expect("incarnations lock");
+        match known.get(&from) {
+            Some(recorded) if *recorded == incarnation => Ok(()),
+            Some(_) => Err(format!(
+                "node {from} lost its data: it comes back with an empty or replaced data \
+                 directory, so it forgot the votes it cast and the entries it acknowledged and \
+                 must never vote again. Replace it: `ordo member remove {from}`, then `ordo \
+                 member add NEW_ID ADDRESS` and start the new node with `ordo serve --id NEW_ID \
+                 --join ...` on an empty data directory"
+            )),
+            None => {
+                known.insert(from, incarnation);
+                let text: String = known
+                    .iter()
+                    .map(|(id, incarnation)| format!("{id} {incarnation}\n"))
+                    .collect();
+                write_durably(&self.path, text.as_bytes()).map_err(|error| {
+                    known.remove(&from);
+                    format!("cannot record node {from}'s incarnation: {error}")
+                })
+            }
+        }
+    }
+}
+
+fn incarnations_error(path: &Path, detail: String) -> TransportError {
+    TransportError::Incarnations {
+        path: path.display().to_string(),
+        detail,
+    }
+}
+
+/// Replaces `path` with `bytes`: written to a temporary file, synced, renamed over, and the
+/// directory synced, so a crash leaves the old file or the new one.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 // ----- accepting -----
 
 /// What the accept loop hands every connection.
 struct Accepting {
     id: NodeId,
     cluster: ClusterId,
-    peers: Vec<NodeId>,
+    /// Ids removed from the cluster (shared with [`PeerLinks::set_peers`]). Any other node of
+    /// this cluster's CA and identity may connect: a node added a moment ago is not in every
+    /// member's configuration yet, and Raft decides what its messages count for.
+    retired: Arc<std::sync::RwLock<BTreeSet<NodeId>>>,
+    /// Every peer's incarnation when this node first heard from it.
+    incarnations: PeerIncarnations,
     inbound: mpsc::Sender<Inbound>,
     /// Snapshots received whole, for the driver; one is received at a time.
     snapshots: mpsc::Sender<ReceivedSnapshot>,
@@ -548,8 +710,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
 }
 
 async fn serve_peer(connection: quinn::Connection, accepting: Arc<Accepting>) {
-    let (id, peers, handshake_timeout) =
-        (accepting.id, &accepting.peers, accepting.handshake_timeout);
+    let (id, handshake_timeout) = (accepting.id, accepting.handshake_timeout);
     let inbound = accepting.inbound.clone();
     let remote = connection.remote_address();
     let hello = tokio::time::timeout(handshake_timeout, async {
@@ -571,9 +732,17 @@ async fn serve_peer(connection: quinn::Connection, accepting: Arc<Accepting>) {
         }
     };
     let from = match hello {
-        Some(PeerFrame::Hello { from, to, cluster }) => {
+        Some(PeerFrame::Hello {
+            from,
+            to,
+            cluster,
+            incarnation,
+        }) => {
             let ours = accepting.cluster;
-            match check_hello(&connection, (id, ours), peers, (from, to, cluster)) {
+            let retired = accepting.retired.read().expect("retired lock").clone();
+            let checked = check_hello(&connection, (id, ours), &retired, (from, to, cluster))
+                .and_then(|()| accepting.incarnations.check(from, incarnation));
+            match checked {
                 Ok(()) => from,
                 Err(reason) => {
                     warn!(%remote, claimed = from, %reason, "refused peer");
@@ -632,7 +801,7 @@ fn refuse_quietly(connection: &quinn::Connection, remote: SocketAddr, reason: &s
 fn check_hello(
     connection: &quinn::Connection,
     (id, ours): (NodeId, ClusterId),
-    peers: &[NodeId],
+    retired: &BTreeSet<NodeId>,
     (from, to, cluster): (NodeId, NodeId, ClusterId),
 ) -> Result<(), String> {
     if to != id {
@@ -645,8 +814,14 @@ fn check_hello(
              from) never exchange messages"
         ));
     }
-    if !peers.contains(&from) {
-        return Err(format!("node {from} is not a peer of node {id}"));
+    if from == id {
+        return Err(format!("node {id} does not connect to itself"));
+    }
+    if retired.contains(&from) {
+        return Err(format!(
+            "node {from} was removed from this cluster; ids are never reused (add the machine \
+             back under a new id, on an empty data directory)"
+        ));
     }
     certificate_names_node(connection, from)
 }
@@ -990,6 +1165,7 @@ async fn call_node(request: ClientRequest, clients: &mpsc::Sender<ClientCall>) -
 struct PeerLink {
     id: NodeId,
     cluster: ClusterId,
+    incarnation: u64,
     peer: NodeId,
     address: SocketAddr,
     endpoint: quinn::Endpoint,
@@ -1059,6 +1235,7 @@ impl PeerLink {
             from: self.id,
             to: self.peer,
             cluster: self.cluster,
+            incarnation: self.incarnation,
         };
         write_frame(&mut send, &hello)
             .await

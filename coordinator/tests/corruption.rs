@@ -198,7 +198,8 @@ fn a_newer_format_version_is_refused_and_left_alone() {
 
 #[test]
 fn a_format_5_store_opens_and_is_upgraded_in_place() {
-    // Format 6 added configuration entries and the membership row; format 5 bytes are valid.
+    // Formats 6 and 7 added configuration entries, the membership row and the incarnation;
+    // format 5 bytes are valid.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
     write_marked_store(&path);

@@ -23,9 +23,11 @@ use ordo_common::batch::{
     Batch, BatchError, BatchId, CommittedBatch, Message, Outcome, Precondition, RejectReason,
 };
 use ordo_common::client::{
-    BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
+    BusyCode, ClientRequest, ClientResponse, MemberInfo, MemberList, NodeRole, NodeStatus,
+    RefusedCode,
 };
 use ordo_common::coord::{CoordRefusal, LeaderChange, MutexInfo, MutexKind, SessionId};
+use ordo_common::membership::{MembershipChange, MembershipError};
 use ordo_common::{Entry, EntryPayload, HardState, LogId, Membership, codec};
 use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
 use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, SnapshotState, layout};
@@ -78,6 +80,7 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         layout::LOG_TIME_KEY,
         layout::REGISTRY_FLOOR_KEY,
         layout::CLUSTER_ID_KEY,
+        layout::INCARNATION_KEY,
     ];
     samples.push(("raft keys".into(), keys.join(",").into_bytes()));
     for (number, entry) in entries().iter().enumerate() {
@@ -526,7 +529,7 @@ fn roles() -> Vec<NodeRole> {
 }
 
 fn client_requests() -> Vec<ClientRequest> {
-    let samples = vec![
+    let mut samples = vec![
         ClientRequest::Hello,
         ClientRequest::Status,
         ClientRequest::Propose {
@@ -573,8 +576,14 @@ fn client_requests() -> Vec<ClientRequest> {
             after_revision: 40,
         },
         ClientRequest::CoordList,
+        ClientRequest::MemberList,
     ];
-    covers(&samples, 15, |sample| match sample {
+    samples.extend(
+        membership_changes()
+            .into_iter()
+            .map(|change| ClientRequest::MemberChange { change }),
+    );
+    covers(&samples, 17, |sample| match sample {
         ClientRequest::Hello => 0,
         ClientRequest::Status => 1,
         ClientRequest::Propose { .. } => 2,
@@ -590,6 +599,76 @@ fn client_requests() -> Vec<ClientRequest> {
         ClientRequest::Proclaim { .. } => 12,
         ClientRequest::Observe { .. } => 13,
         ClientRequest::CoordList => 14,
+        ClientRequest::MemberList => 15,
+        ClientRequest::MemberChange { .. } => 16,
+    });
+    samples
+}
+
+fn membership_changes() -> Vec<MembershipChange> {
+    let samples = vec![
+        MembershipChange::AddLearner {
+            id: 6,
+            address: "n6:7001".into(),
+            promote: true,
+        },
+        MembershipChange::Promote { id: 6 },
+        MembershipChange::Remove { id: 3 },
+    ];
+    covers(&samples, 3, |sample| match sample {
+        MembershipChange::AddLearner { .. } => 0,
+        MembershipChange::Promote { .. } => 1,
+        MembershipChange::Remove { .. } => 2,
+    });
+    samples
+}
+
+fn membership_errors() -> Vec<MembershipError> {
+    let samples = vec![
+        MembershipError::NotLeader {
+            leader_hint: Some(2),
+        },
+        MembershipError::TransferInProgress,
+        MembershipError::TermNotStarted,
+        MembershipError::ChangeInProgress { index: 44 },
+        MembershipError::InvalidId,
+        MembershipError::Retired(3),
+        MembershipError::AlreadyMember(2),
+        MembershipError::NotAMember(9),
+        MembershipError::NotALearner(1),
+        MembershipError::LastVoter(1),
+        MembershipError::InvalidAddress {
+            bytes: 300,
+            limit: 256,
+        },
+        MembershipError::TooManyLearners { limit: 2 },
+        MembershipError::TooManyVoters { limit: 7 },
+        MembershipError::LearnerBehind {
+            id: 6,
+            match_index: 10,
+            last_index: 5000,
+        },
+        MembershipError::WouldLoseQuorum {
+            reachable: 1,
+            quorum: 2,
+        },
+    ];
+    covers(&samples, 15, |sample| match sample {
+        MembershipError::NotLeader { .. } => 0,
+        MembershipError::TransferInProgress => 1,
+        MembershipError::TermNotStarted => 2,
+        MembershipError::ChangeInProgress { .. } => 3,
+        MembershipError::InvalidId => 4,
+        MembershipError::Retired(_) => 5,
+        MembershipError::AlreadyMember(_) => 6,
+        MembershipError::NotAMember(_) => 7,
+        MembershipError::NotALearner(_) => 8,
+        MembershipError::LastVoter(_) => 9,
+        MembershipError::InvalidAddress { .. } => 10,
+        MembershipError::TooManyLearners { .. } => 11,
+        MembershipError::TooManyVoters { .. } => 12,
+        MembershipError::LearnerBehind { .. } => 13,
+        MembershipError::WouldLoseQuorum { .. } => 14,
     });
     samples
 }
@@ -716,7 +795,43 @@ fn client_responses() -> Vec<ClientResponse> {
         }],
     });
     samples.push(ClientResponse::Done);
-    covers(&samples, 23, |sample| match sample {
+    samples.push(ClientResponse::Members(MemberList {
+        cluster: ordo_common::ClusterId::initial([1, 2, 3]),
+        leader: 1,
+        term: 4,
+        last_index: 120,
+        membership_index: 100,
+        membership_committed: true,
+        members: vec![
+            MemberInfo {
+                id: 1,
+                address: "n1:7001".into(),
+                voter: true,
+                reachable: true,
+                match_index: 120,
+                promote_when_ready: false,
+            },
+            MemberInfo {
+                id: 5,
+                address: "n5:7001".into(),
+                voter: false,
+                reachable: false,
+                match_index: 7,
+                promote_when_ready: true,
+            },
+        ],
+        retired: vec![3],
+    }));
+    samples.push(ClientResponse::MembershipChanged {
+        index: 100,
+        membership: membership(),
+    });
+    samples.extend(
+        membership_errors()
+            .into_iter()
+            .map(ClientResponse::MembershipRefused),
+    );
+    covers(&samples, 26, |sample| match sample {
         ClientResponse::Welcome { .. } => 0,
         ClientResponse::Status(_) => 1,
         ClientResponse::Committed { .. } => 2,
@@ -740,6 +855,9 @@ fn client_responses() -> Vec<ClientResponse> {
         ClientResponse::LeaderChanges { .. } => 20,
         ClientResponse::CoordList { .. } => 21,
         ClientResponse::Done => 22,
+        ClientResponse::Members(_) => 23,
+        ClientResponse::MembershipChanged { .. } => 24,
+        ClientResponse::MembershipRefused(_) => 25,
     });
     samples
 }
@@ -797,6 +915,7 @@ fn peer_frames() -> Vec<PeerFrame> {
             from: 1,
             to: 2,
             cluster: ordo_common::ClusterId::initial([1, 2, 3]),
+            incarnation: 0x0123_4567_89AB_CDEF,
         },
         PeerFrame::Welcome,
         PeerFrame::Refused {

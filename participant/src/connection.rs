@@ -92,13 +92,7 @@ impl NodeConnection {
         tls: &ClientTls,
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
-        let local: SocketAddr = if address.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .expect("literal address");
+        let local = ordo_net::client_bind_address(address);
         let mut endpoint = quinn::Endpoint::client(local).map_err(ConnectError::Socket)?;
         endpoint.set_default_client_config(tls.config.clone());
         let connecting = endpoint

@@ -52,11 +52,14 @@
 //! - [`Applier`] commits the service's changes and its cursor in one redb transaction.
 //! - [`Session`], [`LockGuard`] and [`Leadership`]: sessions, locks with fencing tokens enforced
 //!   at commit, and leader election (see [`coord`]).
+//! - [`Client::member_list`] and [`Client::change_membership`]: coordinators added, promoted and
+//!   removed one at a time (see [`members`]).
 
 pub mod applier;
 pub mod client;
 pub mod connection;
 pub mod coord;
+pub mod members;
 
 pub use applier::{Applier, ApplierError, HandlerError};
 pub use client::{
@@ -65,7 +68,10 @@ pub use client::{
 };
 pub use connection::{ClientTls, ConnectError, NodeConnection};
 pub use coord::{CoordError, FenceCheck, Leadership, LockGuard, Observer, Session};
+pub use members::MemberError;
 pub use ordo_common::batch::{
     Batch, BatchError, BatchId, CommittedBatch, Message, Outcome, Precondition, RejectReason,
 };
+pub use ordo_common::client::{MemberInfo, MemberList};
 pub use ordo_common::coord::{LeaderChange, MutexInfo, MutexKind, SessionId, SessionInfo};
+pub use ordo_common::membership::{MembershipChange, MembershipError};

@@ -5,6 +5,7 @@ mod bench;
 mod coord;
 mod demo;
 mod dev;
+mod members;
 mod snapshot;
 mod status;
 
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ordo_coordinator::config::{NodeConfig, Overrides, default_config_text};
+use ordo_participant::MembershipChange;
 
 #[derive(Parser)]
 #[command(
@@ -149,6 +151,9 @@ enum Command {
     /// Sessions (leases), for operators.
     #[command(subcommand)]
     Lease(LeaseCommand),
+    /// The cluster's coordinators: list them, add, promote and remove them one at a time.
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Back up the replicated state, or seed a new cluster from a backup.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -172,6 +177,41 @@ enum Command {
         /// (`uncontended`), or all one (`contended`: every acquisition is a hand-off).
         #[arg(long, value_enum)]
         lock: Option<bench::LockLoad>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Every member as the leader sees it: id, address, voter or learner, reachable, how far
+    /// behind the leader's log.
+    List {
+        #[command(flatten)]
+        client: ClientArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add node ID, listening at ADDRESS, as a learner; it becomes a voter by itself once it
+    /// has caught up, unless `--learner`. Start it with `ordo serve --id ID --join ...`.
+    Add {
+        #[command(flatten)]
+        client: ClientArguments,
+        id: u64,
+        address: String,
+        /// Keep it a learner (promote it later with `ordo member promote`).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Make learner ID a voter (refused until it has caught up).
+    Promote {
+        #[command(flatten)]
+        client: ClientArguments,
+        id: u64,
+    },
+    /// Remove node ID (a voter, the leader included, or a learner). Its id is never reused.
+    Remove {
+        #[command(flatten)]
+        client: ClientArguments,
+        id: u64,
     },
 }
 
@@ -218,8 +258,12 @@ struct ServeArguments {
     #[arg(long)]
     listen: Option<String>,
     /// Every voter, this node included: 1=host:port,2=host:port,3=host:port
-    #[arg(long)]
+    #[arg(long, conflicts_with = "join")]
     peers: Option<String>,
+    /// Join a running cluster instead: addresses of some of its members, comma-separated.
+    /// The node learns the cluster from them and waits for `ordo member add`.
+    #[arg(long)]
+    join: Option<String>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[arg(long)]
@@ -268,16 +312,25 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
                 id: serve.id,
                 listen: serve.listen,
                 peers: serve.peers,
+                join: serve.join,
                 data_dir: serve.data_dir,
                 tls_dir: serve.tls_dir,
             };
             let config = NodeConfig::load(serve.config.as_deref(), std::env::vars(), &overrides)?;
             if serve.check_config {
-                println!(
-                    "configuration is valid: node {} of {} voters",
-                    config.id,
-                    config.peers.len()
-                );
+                if config.joining() {
+                    println!(
+                        "configuration is valid: node {} joining through {}",
+                        config.id,
+                        config.join.join(",")
+                    );
+                } else {
+                    println!(
+                        "configuration is valid: node {} of {} voters",
+                        config.id,
+                        config.peers.len()
+                    );
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             tokio::runtime::Builder::new_multi_thread()
@@ -333,6 +386,29 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             let value = value.ok_or("ordo elect needs --value V (or --observe)")?;
             let hold = coord::Hold { ttl, command };
             runtime()?.block_on(coord::elect(&client, &name, &value, hold))
+        }
+        Command::Member(command) => {
+            let (client, change) = match command {
+                MemberCommand::List { client, json } => {
+                    return runtime()?.block_on(members::list(&client, json));
+                }
+                MemberCommand::Add {
+                    client,
+                    id,
+                    address,
+                    learner,
+                } => (
+                    client,
+                    MembershipChange::AddLearner {
+                        id,
+                        address,
+                        promote: !learner,
+                    },
+                ),
+                MemberCommand::Promote { client, id } => (client, MembershipChange::Promote { id }),
+                MemberCommand::Remove { client, id } => (client, MembershipChange::Remove { id }),
+            };
+            runtime()?.block_on(members::change(&client, change))
         }
         Command::Lease(LeaseCommand::List { client, json }) => {
             runtime()?.block_on(coord::list_leases(&client, json))

@@ -28,6 +28,7 @@
 
 pub mod history;
 pub mod locks;
+pub mod members;
 pub mod netfault;
 pub mod raw;
 
@@ -182,6 +183,12 @@ struct Node {
     log_path: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// A node added to the running cluster starts with `--join` these addresses; the nodes
+    /// the cluster was bootstrapped with start with `--peers` (`None`).
+    join: Option<String>,
+    /// Removed from the cluster and left out of [`TestCluster::ids`] (see
+    /// [`TestCluster::forget`]).
+    forgotten: bool,
 }
 
 /// Real `ordo serve` processes on loopback. See the module documentation.
@@ -245,6 +252,8 @@ impl TestCluster {
                     log_path: dir.path().join(format!("node-{id}.log")),
                     child: None,
                     starts: 0,
+                    join: None,
+                    forgotten: false,
                 };
                 (id, node)
             })
@@ -260,6 +269,63 @@ impl TestCluster {
             client_tls,
             leaders_by_term: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Lays out one more node, with the next free id, a certificate from `ordo certs` run again
+    /// on the cluster's directory, an empty data directory, and a loopback address; it starts
+    /// (with [`Self::restart`]) with `--join` the addresses of the nodes running now. Add it to
+    /// the membership with `ordo member add`. Returns its id.
+    pub fn prepare_joining_node(&mut self) -> NodeId {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        run_ordo_checked(&[
+            "certs",
+            "--dir",
+            path_str(&self.tls_dir),
+            "--nodes",
+            &id.to_string(),
+            "--clients",
+            CLIENT_NAME,
+        ]);
+        let port = free_loopback_ports(1)[0];
+        let host = self
+            .nodes
+            .values()
+            .next()
+            .map_or([127, 0, 0, 1], |node| match node.address {
+                SocketAddr::V4(address) => {
+                    let [a, b, c, _] = address.ip().octets();
+                    let last = if self.options.distinct_hosts {
+                        id as u8
+                    } else {
+                        1
+                    };
+                    [a, b, c, last]
+                }
+                SocketAddr::V6(_) => [127, 0, 0, 1],
+            });
+        let join: Vec<String> = self
+            .running()
+            .iter()
+            .map(|id| self.address(*id).to_string())
+            .collect();
+        let node = Node {
+            address: SocketAddr::from((host, port)),
+            data_dir: self.dir().join(format!("node-{id}")),
+            log_path: self.dir().join(format!("node-{id}.log")),
+            child: None,
+            starts: 0,
+            join: Some(join.join(",")),
+            forgotten: false,
+        };
+        self.nodes.insert(id, node);
+        id
+    }
+
+    /// Forgets node `id` (stopped first, and removed from the membership): it is no longer
+    /// one of [`Self::ids`]; its data and log stay in the directory.
+    pub fn forget(&mut self, id: NodeId) {
+        assert!(!self.is_running(id), "stop node {id} before forgetting it");
+        self.nodes.get_mut(&id).expect("known node").forgotten = true;
     }
 
     /// From the next start on, the other nodes reach node `id` at `address` (say, a proxy in
@@ -287,7 +353,11 @@ impl TestCluster {
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
-        self.nodes.keys().copied().collect()
+        self.nodes
+            .iter()
+            .filter(|(_, node)| !node.forgotten)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn dir(&self) -> &Path {
@@ -308,7 +378,11 @@ impl TestCluster {
 
     /// Every node's address, comma-separated, as `--endpoints` takes them.
     pub fn endpoints(&self) -> String {
-        let addresses: Vec<String> = self.nodes.values().map(|n| n.address.to_string()).collect();
+        let addresses: Vec<String> = self
+            .ids()
+            .iter()
+            .map(|id| self.address(*id).to_string())
+            .collect();
         addresses.join(",")
     }
 
@@ -410,6 +484,7 @@ impl TestCluster {
         let peers: Vec<String> = self
             .nodes
             .iter()
+            .filter(|(_, node)| node.join.is_none())
             .map(|(peer, node)| {
                 let route = self.peer_routes.get(peer).filter(|_| *peer != id);
                 format!("{peer}={}", route.unwrap_or(&node.address))
@@ -431,10 +506,14 @@ impl TestCluster {
             .expect("write the node's log file");
         let mut command = Command::new(ORDO);
         remove_ordo_environment(&mut command);
+        let (members_flag, members) = match &node.join {
+            Some(join) => ("--join", join.clone()),
+            None => ("--peers", peers),
+        };
         command
             .args(["serve", "--id", &id.to_string()])
             .args(["--listen", &node.address.to_string()])
-            .args(["--peers", &peers])
+            .args([members_flag, &members])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .arg("--tls-dir")
@@ -677,6 +756,18 @@ impl TestCluster {
     }
 
     // ----- what the nodes stored -----
+
+    /// The incarnation node `node` recorded for `peer` when it first heard from it.
+    pub fn recorded_incarnation(&self, node: NodeId, peer: NodeId) -> Option<u64> {
+        let path = self
+            .data_dir(node)
+            .join(ordo_coordinator::transport::PEER_INCARNATIONS_FILE);
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(|line| {
+            let (id, incarnation) = line.split_once(' ')?;
+            (id.parse::<NodeId>().ok()? == peer).then(|| incarnation.parse().ok())?
+        })
+    }
 
     /// Opens a stopped node's log file and reads its state and every entry.
     pub fn read_stored_log(&self, id: NodeId) -> (StoreState, Vec<Entry>) {

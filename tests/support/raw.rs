@@ -104,19 +104,28 @@ pub async fn peer_hello(
 ) -> Result<(PeerFrame, PeerStreams), String> {
     // The identity of a fresh cluster; the test clusters here have three voters.
     let cluster = ordo_common::ClusterId::initial([1, 2, 3]);
-    peer_hello_as(connection, from, to, cluster).await
+    peer_hello_as(connection, from, to, cluster, 0).await
 }
 
-/// [`peer_hello`], claiming to belong to `cluster`.
+/// [`peer_hello`], claiming to belong to `cluster` with data of `incarnation` (a node refuses
+/// a peer whose incarnation differs from the one it recorded: see
+/// [`super::TestCluster::recorded_incarnation`]).
 pub async fn peer_hello_as(
     connection: &quinn::Connection,
     from: NodeId,
     to: NodeId,
     cluster: ordo_common::ClusterId,
+    incarnation: u64,
 ) -> Result<(PeerFrame, PeerStreams), String> {
     let exchange = async {
         let (mut send, mut receive) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &PeerFrame::Hello { from, to, cluster })
+        let hello = PeerFrame::Hello {
+            from,
+            to,
+            cluster,
+            incarnation,
+        };
+        write_frame(&mut send, &hello)
             .await
             .map_err(|e| e.to_string())?;
         let answer = read_frame::<PeerFrame, _>(&mut receive, PEER_FRAME_BYTES_MAX)

@@ -10,3 +10,14 @@
 
 pub mod tls;
 pub mod wire;
+
+/// The local address a client binds to reach `remote`: any port on the unspecified address of
+/// the same family.
+pub fn client_bind_address(remote: std::net::SocketAddr) -> std::net::SocketAddr {
+    let unspecified: std::net::IpAddr = if remote.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    std::net::SocketAddr::new(unspecified, 0)
+}

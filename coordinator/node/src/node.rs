@@ -7,10 +7,11 @@ use bytes::Bytes;
 use ordo_common::batch::{BatchId, CommittedBatch};
 use ordo_common::client::COORD_LIST_ROWS_MAX;
 use ordo_common::client::{
-    BusyCode, ClientRequest, ClientResponse, NodeRole, NodeStatus, RefusedCode,
+    BusyCode, ClientRequest, ClientResponse, MemberInfo, MemberList, NodeRole, NodeStatus,
+    RefusedCode,
 };
 use ordo_common::coord::{CoordRefusal, MutexKind, SESSION_TTL_MS_MAX, SessionId};
-use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+use ordo_common::{ClusterId, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 use ordo_core::state::{
     BatchState, Command, CoordAnswer, CoordOp, IdStatus, Registered, RegistryLimits, StateTables,
     Verdict, content_hash,
@@ -38,8 +39,11 @@ pub struct WriteId(pub u64);
 pub struct NodeConfig {
     /// The consensus core's configuration (this node's id and the voters among it).
     pub raft: ordo_core::Config,
-    /// Every voter's client address, for `NotLeader` hints and status.
+    /// Every bootstrap voter's address, for `NotLeader` hints and status (the membership's
+    /// addresses take precedence once one is in force).
     pub addresses: BTreeMap<NodeId, String>,
+    /// The cluster this node belongs to (reported in member listings).
+    pub cluster: ClusterId,
     /// What bounds the idempotency registry (see `ordo_core::state`).
     pub registry: RegistryLimits,
     /// Milliseconds between two ticks: how a leader turns session TTLs into ticks.
@@ -471,6 +475,10 @@ impl Node {
                 return self.read(request, ReadQuery::Observe { name, after });
             }
             ClientRequest::CoordList => return self.read(request, ReadQuery::CoordList),
+            ClientRequest::MemberList => self.member_list(),
+            ClientRequest::MemberChange { change } => {
+                return self.member_change(request, change);
+            }
             ClientRequest::Subscribe { .. } | ClientRequest::SnapshotSave => {
                 ClientResponse::Refused {
                     code: RefusedCode::Unsupported,
@@ -755,6 +763,70 @@ impl Node {
         }
     }
 
+    /// The members as this node, the leader, sees them.
+    fn member_list(&self) -> ClientResponse {
+        if self.raft.role() != Role::Leader {
+            return self.not_leader(self.raft.leader());
+        }
+        let membership = self.raft.membership();
+        let last_index = self.raft.last_log_id().index;
+        let members = membership
+            .members()
+            .map(|id| {
+                let own = id == self.id();
+                let heard = self.last_heard.get(&id);
+                let recent = u64::from(self.config.raft.election_timeout_ticks);
+                MemberInfo {
+                    id,
+                    address: self.address(id).unwrap_or_default(),
+                    voter: membership.voters.contains(&id),
+                    reachable: own || heard.is_some_and(|tick| self.ticks - tick < recent),
+                    match_index: if own {
+                        last_index
+                    } else {
+                        self.raft
+                            .replication(id)
+                            .map_or(0, |(_, matched, _)| matched)
+                    },
+                    promote_when_ready: membership.promote_when_ready.contains(&id),
+                }
+            })
+            .collect();
+        ClientResponse::Members(MemberList {
+            cluster: self.config.cluster,
+            leader: self.id(),
+            term: self.raft.term(),
+            last_index,
+            membership_index: self.raft.membership_index(),
+            membership_committed: self.raft.membership_index() <= self.raft.commit_index(),
+            members,
+            retired: membership.retired.iter().copied().collect(),
+        })
+    }
+
+    /// Proposes a membership change for a client; answered when its entry applies.
+    fn member_change(&mut self, request: RequestId, change: MembershipChange) {
+        if self.stopping_ticks.is_some() {
+            let response = busy(
+                BusyCode::Stopping,
+                "node is stopping; retry at the new leader",
+            );
+            return self.reply(request, response);
+        }
+        let id = ProposalId(self.next_proposal);
+        self.next_proposal += 1;
+        match self.raft.propose_membership(id, change) {
+            Ok(_) => {
+                self.proposals.insert(id, request);
+            }
+            Err(MembershipError::NotLeader { leader_hint }) => {
+                let response = self.not_leader(leader_hint);
+                self.reply(request, response);
+            }
+            Err(error) => self.reply(request, ClientResponse::MembershipRefused(error)),
+        }
+    }
+
     fn read(&mut self, request: RequestId, query: ReadQuery) {
         let id = ReadId(self.next_read);
         self.next_read += 1;
@@ -784,8 +856,14 @@ impl Node {
         }
     }
 
+    /// A member's address: from the membership in force, else from the configuration.
     fn address(&self, id: NodeId) -> Option<String> {
-        self.config.addresses.get(&id).cloned()
+        let membership = self.raft.membership();
+        membership
+            .addresses
+            .get(&id)
+            .or_else(|| self.config.addresses.get(&id))
+            .cloned()
     }
 
     fn reply(&mut self, request: RequestId, response: ClientResponse) {
@@ -926,6 +1004,11 @@ impl Node {
         for entry in &entries {
             if let EntryPayload::Config(membership) = &entry.payload {
                 self.state.apply_membership(membership.clone());
+                let changed = ClientResponse::MembershipChanged {
+                    index: entry.index,
+                    membership: membership.clone(),
+                };
+                self.recent_answers.insert(entry.index, changed);
                 continue;
             }
             let command = match decode(entry) {

@@ -15,7 +15,7 @@
 //! | apply ≤ commit, apply ≤ durable | [`Checker::observe`] |
 //! | acknowledged proposals applied once, at their index, in real-time order | [`Oracle`] |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 use ordo_core::state::Command;
@@ -116,6 +116,9 @@ pub struct Checker {
     /// The entry applied at each index, first node to apply it wins.
     applied: Vec<u64>,
     applied_by_node: BTreeMap<NodeId, LogIndex>,
+    /// Nodes that lost their disk: their peers refuse them (as `ordo serve` refuses a peer
+    /// whose incarnation changed), so what they send counts for nothing.
+    wiped: BTreeSet<NodeId>,
 }
 
 impl Checker {
@@ -134,7 +137,18 @@ impl Checker {
             commit_terms: BTreeMap::new(),
             applied: Vec::new(),
             applied_by_node: voters.iter().map(|id| (*id, 0)).collect(),
+            wiped: BTreeSet::new(),
         }
+    }
+
+    /// Node `id` lost its disk and restarts empty, under the same id, as a new incarnation:
+    /// its term, vote and log start over, and nothing it sends is heard.
+    pub fn on_wipe(&mut self, id: NodeId) {
+        self.shadows.insert(id, Shadow::default());
+        self.hard_states.insert(id, HardState::default());
+        self.applied_by_node.insert(id, 0);
+        self.leader_marks.remove(&id);
+        self.wiped.insert(id);
     }
 
     /// Node `id` joins the cluster (it was added as a learner): it starts with nothing.
@@ -190,6 +204,9 @@ impl Checker {
         to: NodeId,
         message: &Message,
     ) -> Result<(), Violation> {
+        if self.wiped.contains(&from) {
+            return Ok(()); // refused by every peer: it votes for no one
+        }
         if let Body::VoteResponse {
             pre_vote: false,
             granted: true,

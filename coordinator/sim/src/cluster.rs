@@ -195,6 +195,27 @@ pub struct Cluster {
     pub trace: u64,
     next_request: u64,
     violation: Option<Violation>,
+    /// Nodes whose disk died: they restart empty, and every peer refuses what they send (see
+    /// [`Cluster::wipe`]).
+    wiped: std::collections::BTreeSet<NodeId>,
+    /// What a wiped node's disk held when it died: the entries it acknowledged count toward
+    /// the majorities that committed them (its new disk counts for nothing: it is refused).
+    lost_disks: BTreeMap<NodeId, Vec<LogId>>,
+}
+
+/// Every node's durable log as the commit checks count it: a wiped node's lost disk instead of
+/// its new one.
+fn quorum_disks<'a>(
+    nodes: &'a BTreeMap<NodeId, SimNode>,
+    lost: &'a BTreeMap<NodeId, Vec<LogId>>,
+) -> BTreeMap<NodeId, &'a [LogId]> {
+    nodes
+        .iter()
+        .map(|(id, node)| {
+            let log = lost.get(id).unwrap_or(&node.disk.durable_ids);
+            (*id, log.as_slice())
+        })
+        .collect()
 }
 
 impl Cluster {
@@ -222,6 +243,7 @@ impl Cluster {
             let config = NodeConfig {
                 raft,
                 addresses: addresses.clone(),
+                cluster: ordo_common::ClusterId::initial(ids.iter().copied()),
                 registry: options.registry,
                 tick_ms: TICK_MS,
                 clock_skew_ms: 2 * options.clock_skew_ms_max,
@@ -280,6 +302,8 @@ impl Cluster {
             trace: 0,
             next_request: 1,
             violation: None,
+            wiped: std::collections::BTreeSet::new(),
+            lost_disks: BTreeMap::new(),
         };
         for id in cluster.ids.clone() {
             cluster.restart(id);
@@ -408,8 +432,9 @@ impl Cluster {
                 None => lines.push(format!("[{id}: down]")),
                 Some(node) => {
                     let status = node.raft().status();
+                    let membership = node.raft().membership();
                     lines.push(format!(
-                        "[{id}: {:?} term={} vote={:?} leader={:?} last={} durable={} commit={} applied={} servable={}]",
+                        "[{id}: {:?} term={} vote={:?} leader={:?} last={} durable={} commit={} applied={} servable={} voters={:?} learners={:?}{}]",
                         status.role,
                         status.term,
                         status.vote,
@@ -419,6 +444,9 @@ impl Cluster {
                         status.commit_index,
                         status.applied_index,
                         node.servable_seq(),
+                        membership.voters,
+                        membership.learners,
+                        if self.wiped.contains(id) { " wiped" } else { "" },
                     ));
                 }
             }
@@ -508,6 +536,29 @@ impl Cluster {
 
     // ----- faults and control -----
 
+    /// Node `id`'s disk dies: it crashes and will restart (with [`Cluster::restart`]) on an
+    /// empty disk, under the same id. It forgot its votes and what it acknowledged, so it must
+    /// never count again: as `ordo serve` nodes do with a peer whose incarnation changed, every
+    /// peer refuses what it sends from now on. The operator's way out is to remove it and add
+    /// a new node.
+    pub fn wipe(&mut self, id: NodeId) {
+        self.crash(id);
+        let sim = self.nodes.get_mut(&id).expect("known node");
+        let replacement = sim.disk.replacement();
+        let lost = std::mem::replace(&mut sim.disk, replacement);
+        self.lost_disks.insert(id, lost.durable_ids);
+        sim.servable = 0;
+        sim.applied = 0;
+        self.wiped.insert(id);
+        self.checker.on_wipe(id);
+        self.trace = mix(self.trace, 0x3E ^ id);
+    }
+
+    /// Nodes whose disk died (see [`Cluster::wipe`]).
+    pub fn wiped(&self) -> &std::collections::BTreeSet<NodeId> {
+        &self.wiped
+    }
+
     /// Crashes a node: its memory is gone, writes in progress may or may not have landed, and
     /// its clients hear nothing more.
     pub fn crash(&mut self, id: NodeId) {
@@ -559,11 +610,7 @@ impl Cluster {
         if self.rng.chance_percent(self.restart_crash_percent) {
             sim.crash_in_steps = Some(self.rng.range_inclusive(0, 6));
         }
-        let disks: BTreeMap<NodeId, &[LogId]> = self
-            .nodes
-            .iter()
-            .map(|(id, node)| (*id, node.disk.durable_ids.as_slice()))
-            .collect();
+        let disks = quorum_disks(&self.nodes, &self.lost_disks);
         let result = self
             .checker
             .on_restart(id, node.raft(), applied, &entries, &disks);
@@ -813,6 +860,9 @@ impl Cluster {
             let mut progressed = false;
             while let Some((from, to, message)) = self.network.next_due(self.now) {
                 progressed = true;
+                if self.wiped.contains(&from) {
+                    continue; // refused: it lost its data
+                }
                 let Some(node) = self.nodes.get_mut(&to).and_then(|n| n.node.as_mut()) else {
                     continue;
                 };
@@ -875,7 +925,9 @@ impl Cluster {
         self.transfers = later;
         let progressed = !due.is_empty();
         for transfer in due {
-            let arrived = !transfer.lost && !self.network.is_cut(transfer.from, transfer.to);
+            let arrived = !transfer.lost
+                && !self.network.is_cut(transfer.from, transfer.to)
+                && !self.wiped.contains(&transfer.from);
             if arrived
                 && let Some(node) = self
                     .nodes
@@ -1072,11 +1124,7 @@ impl Cluster {
                 let sim = self.nodes.get_mut(&id).expect("known");
                 let report = sim.disk.write(now, write, batch, sync, &mut self.rng)?;
                 if let Some((last, keep_suffix)) = install {
-                    let disks: BTreeMap<NodeId, &[LogId]> = self
-                        .nodes
-                        .iter()
-                        .map(|(id, node)| (*id, node.disk.durable_ids.as_slice()))
-                        .collect();
+                    let disks = quorum_disks(&self.nodes, &self.lost_disks);
                     let quorum = self.nodes[&id]
                         .node
                         .as_ref()
@@ -1310,11 +1358,7 @@ impl Cluster {
         let Some(node) = self.nodes[&id].node.as_ref() else {
             return Ok(());
         };
-        let disks: BTreeMap<NodeId, &[LogId]> = self
-            .nodes
-            .iter()
-            .map(|(id, node)| (*id, node.disk.durable_ids.as_slice()))
-            .collect();
+        let disks = quorum_disks(&self.nodes, &self.lost_disks);
         let durable_hard_state = self.nodes[&id].disk.hard_state();
         self.checker
             .observe(id, node.raft(), durable_hard_state, &disks)?;

@@ -58,6 +58,11 @@ impl Disk {
         }
     }
 
+    /// A new, empty disk with this one's timing: what a node restarts on after its disk died.
+    pub fn replacement(&self) -> Self {
+        Self::new(self.latency_ticks_max, self.report_delay_ticks_max)
+    }
+
     /// Opens the store after a (re)start and reads what the node recovers from: the state
     /// as of the applied entry, and the entries after it.
     pub fn open(&mut self, retention: Retention) -> Result<Recovered, Violation> {

@@ -77,6 +77,9 @@ pub struct SeedOptions {
     /// Membership churn: the chance per tick that the leader is asked to add a learner,
     /// promote one, or remove a voter (the leader included) or a learner.
     pub membership_per_mille: u64,
+    /// In a churning seed: the tick at which a voter's disk dies (it restarts empty, under
+    /// the same id; the swarm then removes it, as an operator would).
+    pub wipe_at: Option<u64>,
 }
 
 /// Ids a churning seed may add (ids are never reused, so this bounds the adds).
@@ -147,7 +150,15 @@ impl SeedOptions {
             } else {
                 0
             },
+            wipe_at: rng
+                .chance_percent(50)
+                .then(|| rng.range_inclusive(100, SAFETY_TICKS / 2)),
         }
+    }
+
+    /// When a voter's disk dies: only in churning seeds, which can replace it.
+    pub fn wipe_at(&self) -> Option<u64> {
+        self.wipe_at.filter(|_| self.membership_per_mille > 0)
     }
 
     /// The command that replays this seed.
@@ -168,7 +179,7 @@ impl std::fmt::Display for SeedOptions {
              tick_skip={}% horizon={}ms registry_bytes<={} future_skew={}ms clock_skew<={}ms \
              retain_entries<={:?} retain_bytes<={:?} retain_age={:?}ms trailing={} window<={} \
              install_crash={}% partition_every={} propose={}% read={}% append_entries_max={} \
-             inflight_max={} lockers={} lock={}% pause={}% membership={}‰",
+             inflight_max={} lockers={} lock={}% pause={}% membership={}‰ wipe_at={:?}",
             self.seed,
             self.nodes,
             self.network.drop_percent,
@@ -202,6 +213,7 @@ impl std::fmt::Display for SeedOptions {
             self.lock_percent,
             self.pause_percent,
             self.membership_per_mille,
+            self.wipe_at(),
         )
     }
 }
@@ -348,6 +360,21 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         if rng.below(1000) < options.membership_per_mille {
             membership_action(&mut cluster, &mut rng);
         }
+        if options.wipe_at() == Some(now)
+            && let Some(leader) = cluster.leader()
+        {
+            let voters = cluster
+                .node(leader)
+                .expect("leader is up")
+                .membership()
+                .voters
+                .clone();
+            let voters: Vec<u64> = voters.into_iter().collect();
+            let victim = voters[rng.below(voters.len() as u64) as usize];
+            cluster.wipe(victim);
+            down_until[victim as usize] = now + rng.range_inclusive(1, 80);
+        }
+        remove_wiped(&mut cluster);
         cluster.tick();
         if let Some(violation) = cluster.violation() {
             failure = Some(violation.to_string());
@@ -374,7 +401,18 @@ fn run_phases(options: &SeedOptions) -> RunReport {
             (2 + options.disk_latency_ticks_max) * backlog / options.append_entries_max as u64;
         let ticks_max =
             LIVENESS_TICKS_MAX + round_trip_ticks * backlog / per_round_trip + read_back_ticks;
-        let converged = cluster.run_until(ticks_max, Cluster::converged);
+        // A node that lost its disk stays out until the operator removes it: asked every tick
+        // until the cluster converges without it (one more liveness bound for the change).
+        let ticks_max = ticks_max + LIVENESS_TICKS_MAX * cluster.wiped().len() as u64;
+        let mut converged = false;
+        for _ in 0..ticks_max {
+            remove_wiped(&mut cluster);
+            converged = cluster.converged();
+            if converged || cluster.violation().is_some() {
+                break;
+            }
+            cluster.tick();
+        }
         let batches = if converged {
             cluster.check_batches_converged().err()
         } else {
@@ -414,6 +452,21 @@ fn run_phases(options: &SeedOptions) -> RunReport {
         batches_acknowledged: cluster.batches.acknowledged_committed,
         batches_rejected: cluster.batches.acknowledged_rejected,
         trace: cluster.trace,
+    }
+}
+
+/// Asks the leader to remove every node that lost its disk and is still a member, as the
+/// operator does on the node's refusal message (the change may be refused for now: it is asked
+/// again next tick).
+fn remove_wiped(cluster: &mut Cluster) {
+    let Some(leader) = cluster.leader() else {
+        return;
+    };
+    let wiped: Vec<u64> = cluster.wiped().iter().copied().collect();
+    for id in wiped {
+        if id != leader && cluster.is_member(id) {
+            let _ = cluster.change_membership(leader, MembershipChange::Remove { id });
+        }
     }
 }
 

@@ -70,11 +70,14 @@ pub mod layout {
     pub const REGISTRY_FLOOR_KEY: &str = "registry_floor_ms";
     /// The cluster this store belongs to (set once, at the first start or by a restore).
     pub const CLUSTER_ID_KEY: &str = "cluster_id";
+    /// This store's incarnation: drawn once, when the store first starts a node. A node that
+    /// lost its data comes back with another one, and its peers refuse it.
+    pub const INCARNATION_KEY: &str = "incarnation";
 }
 
 use layout::{
-    APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, LAST_SEQ_KEY,
-    LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY,
+    APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, INCARNATION_KEY,
+    LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY,
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
@@ -262,14 +265,36 @@ impl RedbLogStore {
             }
             None => {}
         }
+        self.put_raft_record(CLUSTER_ID_KEY, &cluster)
+    }
+
+    /// This store's incarnation, if one was drawn (see [`layout::INCARNATION_KEY`]).
+    pub fn incarnation(&self) -> StoreResult<Option<u64>> {
+        Ok(self
+            .reader
+            .read(|txn| raft_record(&txn.open_table(RAFT)?, INCARNATION_KEY))?)
+    }
+
+    /// This store's incarnation, drawn from `draw` and stored durably the first time.
+    pub fn incarnation_or_draw(&mut self, draw: impl FnOnce() -> u64) -> StoreResult<u64> {
+        if let Some(incarnation) = self.incarnation()? {
+            return Ok(incarnation);
+        }
+        let incarnation = draw();
+        self.put_raft_record(INCARNATION_KEY, &incarnation)?;
+        Ok(incarnation)
+    }
+
+    /// Writes one record of the raft table, durably, in a transaction of its own.
+    fn put_raft_record<T: serde::Serialize>(&mut self, key: &str, value: &T) -> StoreResult<()> {
         Ok(shielded(|| {
             let db = read_slot(&self.slot);
             let mut txn = db.get()?.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
             {
                 let mut raft = txn.open_table(RAFT)?;
-                let record = encode_value(CLUSTER_ID_KEY.as_bytes(), &cluster);
-                raft.insert(CLUSTER_ID_KEY, record.as_slice())?;
+                let record = encode_value(key.as_bytes(), value);
+                raft.insert(key, record.as_slice())?;
             }
             txn.commit()?;
             Ok(())
@@ -743,9 +768,10 @@ fn prepare_tables(db: &Database) -> Result<()> {
         let found = meta.get(FORMAT_KEY)?.map(|value| value.value());
         found.ok_or_else(|| StorageError::corrupt_state("format version", "missing"))?
     };
-    // Format 4 lacks only the coordination table, created below, and format 5 only
-    // configuration entries and the membership row, which it never needed: upgrade in place.
-    let found = if found == 4 || found == 5 {
+    // Format 4 lacks only the coordination table, created below; format 5 also configuration
+    // entries and the membership row, which it never needed; format 6 also the incarnation,
+    // drawn at the next start: upgrade in place.
+    let found = if (4..=6).contains(&found) {
         txn.open_table(META)?
             .insert(FORMAT_KEY, STORAGE_FORMAT_VERSION)?;
         STORAGE_FORMAT_VERSION

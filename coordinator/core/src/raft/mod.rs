@@ -15,10 +15,10 @@ use bytes::Bytes;
 use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Term};
 
 pub use config::{Config, ConfigError};
-pub use membership::{
+pub use message::{AppendResponse, Body, ConflictHint, Message, RejectHint};
+pub use ordo_common::membership::{
     LEARNERS_MAX, MEMBER_ADDRESS_BYTES_MAX, MembershipChange, MembershipError, VOTERS_MAX,
 };
-pub use message::{AppendResponse, Body, ConflictHint, Message, RejectHint};
 pub use progress::ReplicationMode;
 
 use crate::rng::Prng;
@@ -500,6 +500,12 @@ impl Raft {
         self.configs.effective()
     }
 
+    /// The latest membership at or below the commit index (known committed here): its
+    /// removals are final.
+    pub fn committed_membership(&self) -> &Membership {
+        self.configs.committed()
+    }
+
     /// The index of the configuration entry in force (the applied index it was restored at,
     /// or 0, for a membership that came from a snapshot or the bootstrap voters).
     pub fn membership_index(&self) -> LogIndex {
@@ -834,7 +840,9 @@ impl Raft {
         if from == self.config.id {
             return Err(InvalidMessage::FromSelf);
         }
-        if self.membership().retired.contains(&from) {
+        // Only a committed removal is final: an uncommitted one may still be truncated by the
+        // very node it removes, which must then be heard.
+        if self.committed_membership().retired.contains(&from) {
             return Err(InvalidMessage::RetiredSender(from));
         }
         if let Some(field) = out_of_range_field(message) {
@@ -971,14 +979,14 @@ impl Raft {
         if pre_vote && !leader_transfer && self.in_leader_lease() {
             return;
         }
-        // A candidate this node does not know as a voter (removed, or promoted in an entry this
-        // node lacks) gets no vote: refusing is always safe, and a removed node that never
-        // learned of its removal cannot win anyone over.
-        let known_voter = self.membership().voters.contains(&from);
-        let can_vote = known_voter
-            && (self.vote == Some(from)
-                || (self.vote.is_none() && self.leader.is_none())
-                || (pre_vote && term > self.term));
+        // Votes go to any candidate, whatever this node's membership says (thesis §4.1): a node
+        // whose log lags may not know yet that the candidate was promoted, or that it is a
+        // voter itself, and refusing would leave the new majority unable to elect. A removed
+        // node cannot disrupt: pre-vote and the leader lease keep it from raising the term, and
+        // once its removal is known its messages are refused outright.
+        let can_vote = self.vote == Some(from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (pre_vote && term > self.term);
         let own_last = self.log.last_log_id();
         let up_to_date =
             (candidate_last.term, candidate_last.index) >= (own_last.term, own_last.index);

@@ -34,11 +34,12 @@ use ordo_common::{Entry, HardState, LogId, LogIndex, Term};
 pub use mem::{MemDisk, MemLogStore, missing};
 
 /// The storage format this build writes. A store written with any other version is refused with
-/// [`StorageError::IncompatibleFormat`], except formats 4 and 5, upgraded in place: format 4
-/// lacks only the table of sessions, locks and elections, and format 5 only configuration
-/// entries and the membership row (its bytes are valid format 6). Bump it whenever a table or
-/// record layout changes, with a migration from the formats users have.
-pub const STORAGE_FORMAT_VERSION: u64 = 6;
+/// [`StorageError::IncompatibleFormat`], except formats 4 to 6, upgraded in place: format 4
+/// lacks only the table of sessions, locks and elections, format 5 also configuration entries
+/// and the membership row, and format 6 also the incarnation record (drawn at the next start).
+/// Bump it whenever a table or record layout changes, with a migration from the formats users
+/// have.
+pub const STORAGE_FORMAT_VERSION: u64 = 7;
 
 pub use ordo_common::limits::{OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 
