@@ -47,6 +47,9 @@ pub enum DriverError {
     WriterGone,
     #[error("the node stopped itself: {0}")]
     Halted(#[from] Fault),
+    /// A peer refused this node because it lost its data; it must not take part.
+    #[error("a peer refused this node: {0}")]
+    LostData(String),
 }
 
 /// Whether a snapshot reached the named peer, from the task that streamed it.
@@ -278,6 +281,10 @@ impl<S: LogStore> Driver<S> {
             }
             self.carry_out().await?;
             self.link_members();
+            if let Some(reason) = self.peers.refused_for_lost_data() {
+                error!(%reason, "stopping: this node lost its data and must not take part");
+                return Err(DriverError::LostData(reason));
+            }
             if self.node.is_stopped() {
                 info!(
                     handed_over = self.node.raft().role() != Role::Leader,

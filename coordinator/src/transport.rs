@@ -196,6 +196,8 @@ struct Dialer {
     id: NodeId,
     cluster: ClusterId,
     incarnation: u64,
+    /// Why this node must stop, once a peer said it lost its data.
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
     endpoint: quinn::Endpoint,
     client_config: quinn::ClientConfig,
     backoff_min: Duration,
@@ -213,6 +215,7 @@ impl Dialer {
             id: self.id,
             cluster: self.cluster,
             incarnation: self.incarnation,
+            fatal: self.fatal.clone(),
             peer,
             address,
             endpoint: self.endpoint.clone(),
@@ -287,6 +290,12 @@ impl PeerLinks {
         }
     }
 
+    /// Why this node must stop: a peer refused it because it lost its data (see
+    /// [`PeerIncarnations`]). The node must not run on as if it remembered.
+    pub fn refused_for_lost_data(&self) -> Option<String> {
+        self.dialer.fatal.lock().expect("fatal lock").clone()
+    }
+
     /// The peers linked to now, with their addresses.
     pub fn peers(&self) -> BTreeMap<NodeId, SocketAddr> {
         let links = self.links.lock().expect("peer links lock");
@@ -345,6 +354,7 @@ pub fn start(
         id,
         cluster,
         incarnation,
+        fatal: Arc::default(),
         endpoint: endpoint.clone(),
         client_config: peer_client_config(&config.tls_dir, config)?,
         backoff_min: config.transport.reconnect_backoff_min.0,
@@ -551,6 +561,10 @@ fn certificate_names_node(connection: &quinn::Connection, id: NodeId) -> Result<
 
 // ----- incarnations -----
 
+/// The words every refusal of a node that lost its data contains (the refused node stops on
+/// them).
+pub const LOST_DATA_REFUSAL: &str = "lost its data";
+
 /// The file, in the data directory, where a node keeps its peers' incarnations.
 pub const PEER_INCARNATIONS_FILE: &str = "peer-incarnations";
 
@@ -596,7 +610,7 @@ impl PeerIncarnations {
         match known.get(&from) {
             Some(recorded) if *recorded == incarnation => Ok(()),
             Some(_) => Err(format!(
-                "node {from} lost its data: it comes back with an empty or replaced data \
+                "node {from} {LOST_DATA_REFUSAL}: it comes back with an empty or replaced data \
                  directory, so it forgot the votes it cast and the entries it acknowledged and \
                  must never vote again. Replace it: `ordo member remove {from}`, then `ordo \
                  member add NEW_ID ADDRESS` and start the new node with `ordo serve --id NEW_ID \
@@ -1166,6 +1180,7 @@ struct PeerLink {
     id: NodeId,
     cluster: ClusterId,
     incarnation: u64,
+    fatal: Arc<std::sync::Mutex<Option<String>>>,
     peer: NodeId,
     address: SocketAddr,
     endpoint: quinn::Endpoint,
@@ -1242,7 +1257,14 @@ impl PeerLink {
             .map_err(LinkError::Stream)?;
         match read_frame::<PeerFrame, _>(&mut receive, PEER_FRAME_BYTES_MAX).await {
             Ok(Some(PeerFrame::Welcome)) => Ok((connection, send)),
-            Ok(Some(PeerFrame::Refused { reason })) => Err(LinkError::Refused(reason)),
+            Ok(Some(PeerFrame::Refused { reason })) => {
+                if reason.contains(LOST_DATA_REFUSAL) {
+                    // This node lost its data: it must not take part at all. The driver stops.
+                    let mut fatal = self.fatal.lock().expect("fatal lock");
+                    fatal.get_or_insert_with(|| reason.clone());
+                }
+                Err(LinkError::Refused(reason))
+            }
             Ok(_) => Err(LinkError::NoWelcome),
             Err(error) => Err(LinkError::Stream(error)),
         }
