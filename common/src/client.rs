@@ -171,12 +171,12 @@ pub enum ClientResponse {
     },
     /// The close committed, or the proclaim.
     Done,
-    /// The members, as the leader sees them.
-    Members(MemberList),
+    /// The members, as the leader sees them (boxed: larger than every other answer).
+    Members(Box<MemberList>),
     /// A membership change committed at `index`: the membership from then on.
     MembershipChanged {
         index: LogIndex,
-        membership: Membership,
+        membership: Box<Membership>,
     },
     /// A membership change refused as it stands (the variant is the stable reason).
     MembershipRefused(MembershipError),

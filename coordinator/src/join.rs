@@ -67,7 +67,7 @@ pub async fn ask_members(
                 break;
             };
             match tokio::time::timeout(ASK_TIMEOUT, ask_one(socket, &client)).await {
-                Ok(Ok(ClientResponse::Members(list))) => return Ok(list),
+                Ok(Ok(ClientResponse::Members(list))) => return Ok(*list),
                 Ok(Ok(ClientResponse::NotLeader {
                     leader_address: Some(leader),
                     ..

@@ -795,7 +795,7 @@ fn client_responses() -> Vec<ClientResponse> {
         }],
     });
     samples.push(ClientResponse::Done);
-    samples.push(ClientResponse::Members(MemberList {
+    samples.push(ClientResponse::Members(Box::new(MemberList {
         cluster: ordo_common::ClusterId::initial([1, 2, 3]),
         leader: 1,
         term: 4,
@@ -821,10 +821,10 @@ fn client_responses() -> Vec<ClientResponse> {
             },
         ],
         retired: vec![3],
-    }));
+    })));
     samples.push(ClientResponse::MembershipChanged {
         index: 100,
-        membership: membership(),
+        membership: Box::new(membership()),
     });
     samples.extend(
         membership_errors()

@@ -32,7 +32,7 @@ impl Client {
             .leader_call(&ClientRequest::MemberList, deadline, Patience::Normal)
             .await?
         {
-            ClientResponse::Members(list) => Ok(list),
+            ClientResponse::Members(list) => Ok(*list),
             other => Err(MemberError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -49,7 +49,7 @@ impl Client {
             .leader_call(&request, deadline, Patience::Normal)
             .await?
         {
-            ClientResponse::MembershipChanged { index, membership } => Ok((index, membership)),
+            ClientResponse::MembershipChanged { index, membership } => Ok((index, *membership)),
             ClientResponse::MembershipRefused(error) => Err(MemberError::Refused(error)),
             other => Err(MemberError::Unexpected(format!("{other:?}"))),
         }

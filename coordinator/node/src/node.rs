@@ -792,7 +792,7 @@ impl Node {
                 }
             })
             .collect();
-        ClientResponse::Members(MemberList {
+        ClientResponse::Members(Box::new(MemberList {
             cluster: self.config.cluster,
             leader: self.id(),
             term: self.raft.term(),
@@ -801,7 +801,7 @@ impl Node {
             membership_committed: self.raft.membership_index() <= self.raft.commit_index(),
             members,
             retired: membership.retired.iter().copied().collect(),
-        })
+        }))
     }
 
     /// Proposes a membership change for a client; answered when its entry applies.
@@ -1006,7 +1006,7 @@ impl Node {
                 self.state.apply_membership(membership.clone());
                 let changed = ClientResponse::MembershipChanged {
                     index: entry.index,
-                    membership: membership.clone(),
+                    membership: Box::new(membership.clone()),
                 };
                 self.recent_answers.insert(entry.index, changed);
                 continue;
