@@ -12,7 +12,7 @@ use ordo_common::NodeId;
 use ordo_common::client::NodeRole;
 use support::history::{self, Workload, WorkloadOptions};
 use support::members::{
-    MEMBERSHIP_TIMEOUT as TIMEOUT, add_node, change, leader_of, member, member_list,
+    MEMBERSHIP_TIMEOUT as TIMEOUT, add_node, change, leader_of, member, member_list, voters,
     wait_for_voters,
 };
 use support::{ClusterOptions, TestCluster, wait_until};
@@ -255,4 +255,40 @@ async fn a_node_that_lost_its_data_is_refused_and_replaced_under_a_new_id() {
     let all: Vec<_> = acks.into_iter().chain(more).collect();
     cluster.stop_all(TIMEOUT).await;
     cluster.assert_acknowledged_writes_stored(&all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_added_with_learner_stays_one_until_promoted_by_hand() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(TIMEOUT).await.id;
+    cluster.propose_many(leader, "before", 20).await;
+    let id = cluster.prepare_joining_node();
+    cluster.restart(id);
+    let address = cluster.address(id).to_string();
+    let (code, stdout, stderr) = member(&cluster, &["add", &id.to_string(), &address, "--learner"]);
+    assert_eq!(code, 0, "{stderr}");
+    let added: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(added["learners"], serde_json::json!([id]), "{stdout}");
+    // Caught up, it stays a learner: nobody promotes it but the operator.
+    wait_until(TIMEOUT, "the learner to catch up", async || {
+        let list = member_list(&cluster)?;
+        let learner = list
+            .iter()
+            .find(|member| member["id"].as_u64() == Some(id))
+            .ok_or("not listed")?;
+        let caught_up = learner["role"] == "learner"
+            && learner["reachable"] == true
+            && learner["behind"].as_u64() == Some(0);
+        if caught_up {
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(cluster.election_timeout() * 2).await;
+    let list = member_list(&cluster).expect("member list");
+    assert_eq!(voters(&list), [1, 2, 3], "{list:?}");
+    change(&cluster, &["promote", &id.to_string()]);
+    wait_for_voters(&cluster, &[1, 2, 3, id]).await;
 }
