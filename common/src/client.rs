@@ -87,7 +87,7 @@ pub enum ClientResponse {
     Welcome {
         node: NodeId,
     },
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     Committed {
         index: LogIndex,
         term: Term,
@@ -232,6 +232,9 @@ pub struct NodeStatus {
     /// The node's disk is below its free-space watermark (or full): it refuses new proposals
     /// with [`BusyCode::StorageFull`] and goes on serving reads.
     pub storage_full: bool,
+    /// The longest wait between two ticks of this node's consensus clock over the last 10-20
+    /// seconds, in microseconds: client floods must never delay elections and heartbeats.
+    pub tick_gap_max_us: u64,
 }
 
 /// Why a node answered [`ClientResponse::Busy`]. The names ([`BusyCode::as_str`]) are stable:
@@ -261,6 +264,10 @@ pub enum BusyCode {
     /// the cluster has no quorum): it has nothing new to serve, so a subscription moves to
     /// another node rather than wait here while the log is compacted behind it.
     NoLeader,
+    /// A budget this node keeps per client identity, connection or node (connections,
+    /// request bytes, subscriptions, uncommitted bytes, topics) is used up; the reason names the
+    /// limit's configuration key. Nothing was appended: retry later, or with less at once.
+    Quota,
 }
 
 impl BusyCode {
@@ -276,6 +283,7 @@ impl BusyCode {
             Self::OutcomeUnknown => "outcome_unknown",
             Self::StorageFull => "storage_full",
             Self::NoLeader => "no_leader",
+            Self::Quota => "quota",
         }
     }
 
@@ -309,6 +317,9 @@ pub enum RefusedCode {
     /// The batch id is older than the registry answers for (or too far in the future): it may
     /// have committed once, and will never commit again. Submit new work with a fresh id.
     BeyondHorizon,
+    /// The caller's certificate identity is not allowed this request by the node's `[auth]`
+    /// configuration; the reason names the identity and the rule that refused it.
+    Forbidden,
 }
 
 impl RefusedCode {
@@ -321,6 +332,7 @@ impl RefusedCode {
             Self::StorageFailed => "storage_failed",
             Self::IdConflict => "id_conflict",
             Self::BeyondHorizon => "beyond_horizon",
+            Self::Forbidden => "forbidden",
         }
     }
 }

@@ -141,6 +141,9 @@ pub struct NodeConfig {
     pub registry: RegistrySection,
     pub transport: TransportSection,
     pub runtime: RuntimeSection,
+    /// Who may do what; absent: every client certificate of the CA may do everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthSection>,
 }
 
 /// How the node's process runs its work.
@@ -232,8 +235,38 @@ pub struct RegistrySection {
 #[serde(deny_unknown_fields)]
 pub struct TransportSection {
     pub peer_queue_messages_max: u64,
+    /// Client connections open at once (peers have slots of their own).
     pub connections_max: u64,
+    /// Connections from node certificates open at once.
+    pub peer_connections_max: u64,
+    /// Handshakes in progress at once; beyond half of it, unvalidated source addresses are
+    /// asked to prove they are real (QUIC Retry) first.
+    pub handshakes_max: u64,
+    pub connections_per_identity_max: u64,
+    pub connections_per_address_max: u64,
     pub client_streams_max: u64,
+    /// Request bytes a connection may have being read and decoded at once.
+    pub connection_request_bytes_max: HumanBytes,
+    /// Request bytes the node may have being read and decoded at once, all clients together.
+    pub request_bytes_max: HumanBytes,
+    /// Unread bytes a client connection may have in flight (QUIC flow control).
+    pub client_receive_window: HumanBytes,
+    pub request_read_timeout: HumanDuration,
+    /// A client connection with no open stream for this long is closed.
+    pub client_idle_timeout: HumanDuration,
+    /// A client connection older than this is closed (its client reconnects and presents its
+    /// certificate again).
+    pub connection_age_max: HumanDuration,
+    pub subscriptions_per_connection_max: u64,
+    pub subscriptions_max: u64,
+    /// Subscriptions reading history (more than a window behind the newest batch) at once.
+    pub catchups_max: u64,
+    pub subscription_topics_max: u64,
+    /// Submitted bytes one identity may have waiting for their outcome on this node.
+    pub identity_uncommitted_bytes_max: HumanBytes,
+    /// PEM files of certificate revocation lists checked for every client and peer
+    /// certificate (reloaded with the certificates on SIGHUP).
+    pub crl_files: Vec<PathBuf>,
     pub handshake_timeout: HumanDuration,
     pub idle_timeout: HumanDuration,
     pub reconnect_backoff_min: HumanDuration,
@@ -290,13 +323,30 @@ impl Default for NodeConfig {
             transport: TransportSection {
                 peer_queue_messages_max: 4096,
                 connections_max: 4096,
+                peer_connections_max: 32,
+                handshakes_max: 256,
+                connections_per_identity_max: 256,
+                connections_per_address_max: 1024,
                 client_streams_max: 1024,
+                connection_request_bytes_max: mib(96),
+                request_bytes_max: mib(512),
+                client_receive_window: mib(16),
+                request_read_timeout: ms(30_000),
+                client_idle_timeout: ms(300_000),
+                connection_age_max: HumanDuration(Duration::from_secs(24 * 3600)),
+                subscriptions_per_connection_max: 64,
+                subscriptions_max: 4096,
+                catchups_max: 16,
+                subscription_topics_max: 1024,
+                identity_uncommitted_bytes_max: mib(128),
+                crl_files: Vec::new(),
                 handshake_timeout: ms(5000),
                 idle_timeout: ms(10_000),
                 reconnect_backoff_min: ms(50),
                 reconnect_backoff_max: ms(2000),
             },
             runtime: RuntimeSection { worker_threads: 0 },
+            auth: None,
         }
     }
 }
@@ -453,12 +503,99 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "transport",
         "connections_max",
-        "count; open connections (peers and clients) before refusing",
+        "count; open client connections before refusing more (code quota)",
+    ),
+    (
+        "transport",
+        "peer_connections_max",
+        "count; open connections from node certificates (kept apart from clients' slots, so \
+         clients can never keep a peer from reconnecting)",
+    ),
+    (
+        "transport",
+        "handshakes_max",
+        "count; handshakes in progress; beyond half of it new addresses must answer a QUIC \
+         Retry first, beyond it connections are refused",
+    ),
+    (
+        "transport",
+        "connections_per_identity_max",
+        "count; open client connections per certificate identity",
+    ),
+    (
+        "transport",
+        "connections_per_address_max",
+        "count; open client connections per source IP address",
     ),
     (
         "transport",
         "client_streams_max",
-        "count; concurrent request streams per client",
+        "count; concurrent request streams per client connection",
+    ),
+    (
+        "transport",
+        "connection_request_bytes_max",
+        "size; request bytes one client connection may have being read at once (at least one \
+         largest frame)",
+    ),
+    (
+        "transport",
+        "request_bytes_max",
+        "size; request bytes all clients together may have being read at once",
+    ),
+    (
+        "transport",
+        "client_receive_window",
+        "size; unread bytes a client connection may have in flight (QUIC flow control)",
+    ),
+    (
+        "transport",
+        "request_read_timeout",
+        "duration; a request frame not read whole within it is refused (slow senders)",
+    ),
+    (
+        "transport",
+        "client_idle_timeout",
+        "duration; a client connection with no open stream for this long is closed",
+    ),
+    (
+        "transport",
+        "connection_age_max",
+        "duration; client connections older than this are closed, so a rotated or revoked \
+         certificate stops working",
+    ),
+    (
+        "transport",
+        "subscriptions_per_connection_max",
+        "count; open subscriptions per client connection",
+    ),
+    (
+        "transport",
+        "subscriptions_max",
+        "count; open subscriptions on this node",
+    ),
+    (
+        "transport",
+        "catchups_max",
+        "count; subscriptions reading history (rather than following the newest batches) at \
+         once; others wait their turn",
+    ),
+    (
+        "transport",
+        "subscription_topics_max",
+        "count; topics in one subscription's filter",
+    ),
+    (
+        "transport",
+        "identity_uncommitted_bytes_max",
+        "size; submitted bytes one identity may have waiting for their outcome on this node \
+         (its share of raft.uncommitted_bytes_max)",
+    ),
+    (
+        "transport",
+        "crl_files",
+        "paths of PEM certificate revocation lists, checked for every certificate (reloaded \
+         on SIGHUP)",
     ),
     (
         "transport",
@@ -515,8 +652,25 @@ pub fn default_config_text() -> String {
         };
         text.push_str(&format!("# {doc}\n{key} = {}\n", table[*key]));
     }
+    text.push_str(AUTH_EXAMPLE);
     text
 }
+
+/// The `[auth]` section, shown commented out: without it every client certificate the CA
+/// signed may do everything.
+const AUTH_EXAMPLE: &str = "
+# Who may do what, by client certificate identity (the NAME of `ordo certs --clients NAME`).
+# Without this section every client certificate the cluster's CA signed may do everything;
+# with it, each identity may do only what its rule grants, and admins everything. Node
+# certificates never act as clients. Patterns are exact names or prefixes ending in '*'.
+# [auth]
+# admins = [\"ops\"]                  # membership, snapshots, raw proposals, everything
+# [[auth.acl]]
+# identity = \"orders-svc\"
+# write = [\"orders\", \"audit.*\"]     # topics it may submit to (and test the offset of)
+# read = [\"orders\", \"payments.*\"]   # topics it may subscribe to (\"*\": all, unfiltered)
+# locks = [\"orders.*\"]              # lock and election names it may use
+";
 
 /// Command-line overrides, the last layer.
 #[derive(Clone, Debug, Default)]
@@ -624,15 +778,67 @@ impl NodeConfig {
                 "transport.reconnect_backoff_min exceeds reconnect_backoff_max".into(),
             ));
         }
-        if transport.peer_queue_messages_max == 0
-            || transport.client_streams_max == 0
-            || transport.connections_max < voters.len() as u64
+        let counts = [
+            ("peer_queue_messages_max", transport.peer_queue_messages_max),
+            ("connections_max", transport.connections_max),
+            ("peer_connections_max", transport.peer_connections_max),
+            ("handshakes_max", transport.handshakes_max),
+            (
+                "connections_per_identity_max",
+                transport.connections_per_identity_max,
+            ),
+            (
+                "connections_per_address_max",
+                transport.connections_per_address_max,
+            ),
+            ("client_streams_max", transport.client_streams_max),
+            (
+                "subscriptions_per_connection_max",
+                transport.subscriptions_per_connection_max,
+            ),
+            ("subscriptions_max", transport.subscriptions_max),
+            ("catchups_max", transport.catchups_max),
+            ("subscription_topics_max", transport.subscription_topics_max),
+        ];
+        if let Some((key, _)) = counts.iter().find(|(_, count)| *count == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "transport.{key} must be positive"
+            )));
+        }
+        let frame = ordo_common::client::CLIENT_REQUEST_BYTES_MAX;
+        if transport.connection_request_bytes_max.0 < frame
+            || transport.request_bytes_max.0 < transport.connection_request_bytes_max.0
         {
+            return Err(ConfigError::Invalid(format!(
+                "transport.connection_request_bytes_max must hold the largest request frame \
+                 ({frame} bytes), and transport.request_bytes_max at least that"
+            )));
+        }
+        if transport.identity_uncommitted_bytes_max.0 < self.raft.proposal_bytes_max.0 {
             return Err(ConfigError::Invalid(
-                "transport queue limits must be positive, and connections_max must leave room for every peer"
+                "transport.identity_uncommitted_bytes_max must hold the largest proposal \
+                 (raft.proposal_bytes_max)"
                     .into(),
             ));
         }
+        if transport.client_receive_window.0 < 64 << 10
+            || transport.client_receive_window.0 > (1 << 30)
+        {
+            return Err(ConfigError::Invalid(
+                "transport.client_receive_window must be between 64KiB and 1GiB".into(),
+            ));
+        }
+        let durations = [
+            ("request_read_timeout", transport.request_read_timeout),
+            ("client_idle_timeout", transport.client_idle_timeout),
+            ("connection_age_max", transport.connection_age_max),
+        ];
+        if let Some((key, _)) = durations.iter().find(|(_, value)| value.0.is_zero()) {
+            return Err(ConfigError::Invalid(format!(
+                "transport.{key} must be positive"
+            )));
+        }
+        crate::auth::Policy::new(self.auth.as_ref()).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -760,8 +966,22 @@ fn environment_table(
             "id" | "listen" | "data_dir" | "tls_dir" => {
                 table.insert(key, scalar(&value));
             }
-            "join" => {
-                table.insert(key, join_list(&value));
+            "join" | "transport_crl_files" => {
+                let list = join_list(&value);
+                match key.strip_prefix("transport_") {
+                    Some(field) => {
+                        let entry = table
+                            .entry("transport")
+                            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                        entry
+                            .as_table_mut()
+                            .expect("section")
+                            .insert(field.to_string(), list);
+                    }
+                    None => {
+                        table.insert(key, list);
+                    }
+                }
             }
             _ => {
                 let section = SECTIONS

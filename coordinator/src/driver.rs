@@ -26,13 +26,49 @@ use crate::storage::{
     self, GroupCommitWriter, LogRead, LogStore, StorageError, TrySubmitError, WriteBatch,
     WriterEvent,
 };
-use crate::transport::{BatchSource, ClientCall, Inbound, PeerLinks};
+use crate::transport::{Admission, BatchSource, ClientCall, Inbound, PeerLinks};
 
 /// Inputs drained in one round before outputs are carried out: proposals that arrive together
 /// share one append message and one fsync.
 pub const INPUTS_PER_ROUND_MAX: usize = 1024;
 /// Writer reports waiting for the driver.
 pub const WRITER_EVENTS_QUEUE_MAX: usize = 1024;
+
+/// Most time one round spends taking client requests before the driver looks at its clock,
+/// its peers and its writer again.
+pub const CLIENT_ROUND_TIME_MAX: Duration = Duration::from_millis(2);
+
+/// How long the window is over which [`NodeStatus::tick_gap_max_us`] is the longest tick gap.
+///
+/// [`NodeStatus::tick_gap_max_us`]: ordo_common::client::NodeStatus::tick_gap_max_us
+pub const TICK_GAP_WINDOW: Duration = Duration::from_secs(10);
+
+/// The longest gap between ticks over the current and the previous [`TICK_GAP_WINDOW`].
+#[derive(Debug, Default)]
+struct TickGaps {
+    last: Option<Instant>,
+    window_start: Option<Instant>,
+    current: Duration,
+    previous: Duration,
+}
+
+impl TickGaps {
+    /// Records a tick at `now`; returns the longest gap of the two windows.
+    fn tick(&mut self, now: Instant) -> Duration {
+        if let Some(last) = self.last {
+            self.current = self.current.max(now - last);
+        }
+        self.last = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        if now - start >= TICK_GAP_WINDOW {
+            self.previous = std::mem::take(&mut self.current);
+            self.window_start = Some(now);
+        }
+        metrics::gauge!("ordo_tick_gap_max_seconds")
+            .set(self.current.max(self.previous).as_secs_f64());
+        self.current.max(self.previous)
+    }
+}
 
 /// Why the driver stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +202,8 @@ pub struct DriverParts<S: LogStore> {
     pub servable_seq: watch::Sender<u64>,
     /// Since when this node has known no leader (`None` while it knows one).
     pub leaderless_since: watch::Sender<Option<Instant>>,
+    /// What the transport answers proposals with before queueing them (see [`Admission`]).
+    pub admission: watch::Sender<Admission>,
     pub options: DriverOptions,
 }
 
@@ -179,7 +217,10 @@ pub struct Driver<S: LogStore> {
     snapshots: mpsc::Receiver<ReceivedSnapshot>,
     servable_seq: watch::Sender<u64>,
     leaderless_since: watch::Sender<Option<Instant>>,
+    admission: watch::Sender<Admission>,
     options: DriverOptions,
+    /// The longest gaps between ticks: in the current window, and in the one before.
+    tick_gaps: TickGaps,
     /// Reads back from storage and snapshot transfers, done in the background.
     reads: (mpsc::Sender<ReadResult>, mpsc::Receiver<ReadResult>),
     snapshot_reports: (mpsc::Sender<SnapshotReport>, mpsc::Receiver<SnapshotReport>),
@@ -212,7 +253,9 @@ impl<S: LogStore> Driver<S> {
             snapshots: parts.snapshots,
             servable_seq: parts.servable_seq,
             leaderless_since: parts.leaderless_since,
+            admission: parts.admission,
             options: parts.options,
+            tick_gaps: TickGaps::default(),
             reads: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
             snapshot_reports: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
             waiting: HashMap::new(),
@@ -238,6 +281,12 @@ impl<S: LogStore> Driver<S> {
         loop {
             tokio::select! {
                 biased;
+                // First: a round of client work must never hold back elections and heartbeats.
+                _ = ticks.tick() => {
+                    let gap = self.tick_gaps.tick(Instant::now());
+                    self.node.set_tick_gap_max_us(gap.as_micros() as u64);
+                    self.node.tick(wall_clock_ms());
+                }
                 _ = &mut shutdown, if !stopping => {
                     stopping = true;
                     match self.node.stop() {
@@ -260,8 +309,12 @@ impl<S: LogStore> Driver<S> {
                 }
                 call = self.clients.recv() => {
                     if let Some(call) = call {
+                        let started = Instant::now();
                         self.on_client(call);
                         for _ in 0..INPUTS_PER_ROUND_MAX {
+                            if started.elapsed() >= CLIENT_ROUND_TIME_MAX {
+                                break;
+                            }
                             let Ok(call) = self.clients.try_recv() else { break };
                             self.on_client(call);
                         }
@@ -276,7 +329,6 @@ impl<S: LogStore> Driver<S> {
                 Some(snapshot) = self.snapshots.recv() => {
                     self.node.handle_snapshot(snapshot.from, snapshot.term, snapshot.state);
                 }
-                _ = ticks.tick() => self.node.tick(wall_clock_ms()),
                 _ = disk_checks.tick(), if self.options.disk.is_some() => self.check_disk(),
             }
             self.carry_out().await?;
@@ -523,6 +575,9 @@ impl<S: LogStore> Driver<S> {
                     metrics::gauge!("ordo_raft_term").set(term as f64);
                     let leading = if role == Role::Leader { 1.0 } else { 0.0 };
                     metrics::gauge!("ordo_is_leader").set(leading);
+                    let answer = (role != Role::Leader).then(|| self.node.not_leader(leader));
+                    self.admission
+                        .send_replace(Admission { not_leader: answer });
                     self.leaderless_since.send_if_modified(|since| {
                         match (leader.is_some(), since.is_some()) {
                             (true, true) => *since = None,

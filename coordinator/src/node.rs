@@ -147,6 +147,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_MESSAGES_MAX);
     let (snapshots_tx, snapshots_rx) = mpsc::channel(1);
     let (clients_tx, clients_rx) = mpsc::channel(CLIENT_QUEUE_REQUESTS_MAX);
+    let (admission_tx, admission_rx) = watch::channel(transport::Admission::default());
     // A node starts knowing no leader; it learns one from the first heartbeat or election.
     let (leaderless_tx, leaderless_rx) = watch::channel(Some(std::time::Instant::now()));
     let batches = StoredBatches::new(writer.reader(), servable_rx, leaderless_rx);
@@ -156,7 +157,10 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         &voters,
         inbound_tx,
         snapshots_tx,
-        clients_tx,
+        transport::ClientQueue {
+            calls: clients_tx,
+            admission: admission_rx,
+        },
         batches,
     )?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
@@ -171,6 +175,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         snapshots: snapshots_rx,
         servable_seq: servable_tx,
         leaderless_since: leaderless_tx,
+        admission: admission_tx,
         options: DriverOptions {
             tick_interval: config.raft.tick_interval.0,
             append_bytes_max: config.raft.append_bytes_max.0,

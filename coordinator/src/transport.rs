@@ -21,10 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ordo_common::batch::CommittedBatch;
-use ordo_common::client::{
-    BusyCode, CLIENT_REQUEST_BYTES_MAX, ClientRequest, ClientResponse, RefusedCode,
-    SNAPSHOT_CHUNK_BYTES_MAX,
-};
+use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_common::limits::FRAME_BYTES_MAX;
 use ordo_common::{ClusterId, LogId, NodeId, Term};
 use ordo_core::{Body, Message};
@@ -37,13 +34,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use crate::auth::{Caller, Policy};
+use crate::clients::{self, ClientBudgets};
+pub use crate::clients::{Admission, ClientQueue};
 use crate::config::NodeConfig;
 use crate::snapshot_transfer::{self, OutgoingSnapshot, ReceivedSnapshot};
 use crate::storage::StorageError;
 
 /// Largest peer frame: one append at the message budget, or one entry at the payload limit.
 pub const PEER_FRAME_BYTES_MAX: u64 = FRAME_BYTES_MAX;
-/// Messages received from peers waiting for the driver.
+/// Largest hello frame: a few ids, read before the link is trusted.
+pub const HELLO_FRAME_BYTES_MAX: u64 = 256;
+/// Messages from peers queued for the driver.
 pub const INBOUND_QUEUE_MESSAGES_MAX: usize = 4096;
 /// Client requests waiting for the driver.
 pub const CLIENT_QUEUE_REQUESTS_MAX: usize = 4096;
@@ -178,6 +180,8 @@ pub enum TransportError {
     Quic(String),
     #[error("peer incarnations file {path}: {detail}")]
     Incarnations { path: String, detail: String },
+    #[error("invalid [auth] section: {0}")]
+    Auth(String),
 }
 
 /// The sending side of the peer links: per peer, bounded queues for control messages, appends
@@ -313,9 +317,16 @@ pub fn start(
     voters: &BTreeMap<NodeId, SocketAddr>,
     inbound: mpsc::Sender<Inbound>,
     snapshots: mpsc::Sender<ReceivedSnapshot>,
-    clients: mpsc::Sender<ClientCall>,
+    clients: ClientQueue,
     batches: Arc<dyn BatchSource>,
 ) -> Result<(quinn::Endpoint, PeerLinks), TransportError> {
+    let policy = Policy::new(config.auth.as_ref()).map_err(TransportError::Auth)?;
+    if policy.is_open() {
+        warn!(
+            "no [auth] section: every client certificate the cluster's CA signed may do \
+             everything (see `ordo serve --print-default-config` for the ACL format)"
+        );
+    }
     let server = server_config(&config.tls_dir, config)?;
     let socket = bind_socket(config.listen)?;
     let runtime = Arc::new(quinn::TokioRuntime);
@@ -345,8 +356,12 @@ pub fn start(
         clients,
         batches,
         handshake_timeout: config.transport.handshake_timeout.0,
-        connections: Arc::new(Semaphore::new(config.transport.connections_max as usize)),
-        connections_max: config.transport.connections_max,
+        handshakes: Arc::new(Semaphore::new(config.transport.handshakes_max as usize)),
+        peer_connections: Arc::new(Semaphore::new(
+            config.transport.peer_connections_max as usize,
+        )),
+        budgets: ClientBudgets::new(&config.transport),
+        policy,
         subscription_leaderless_max: 2 * config.raft.election_timeout.0,
     };
     tokio::spawn(accept_loop(endpoint.clone(), Arc::new(accepting)));
@@ -656,8 +671,8 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 // ----- accepting -----
 
 /// What the accept loop hands every connection.
-struct Accepting {
-    id: NodeId,
+pub(crate) struct Accepting {
+    pub(crate) id: NodeId,
     cluster: ClusterId,
     /// Ids removed from the cluster (shared with [`PeerLinks::set_peers`]). Any other node of
     /// this cluster's CA and identity may connect: a node added a moment ago is not in every
@@ -670,35 +685,47 @@ struct Accepting {
     snapshots: mpsc::Sender<ReceivedSnapshot>,
     receiving_snapshot: Arc<Semaphore>,
     /// See [`SNAPSHOT_SAVES_MAX`].
-    snapshot_saves: Arc<Semaphore>,
+    pub(crate) snapshot_saves: Arc<Semaphore>,
     data_dir: std::path::PathBuf,
-    clients: mpsc::Sender<ClientCall>,
-    batches: Arc<dyn BatchSource>,
+    pub(crate) clients: ClientQueue,
+    pub(crate) batches: Arc<dyn BatchSource>,
     handshake_timeout: Duration,
-    /// One permit per open connection (`transport.connections_max`); beyond it new
-    /// connections are refused before the handshake.
-    connections: Arc<Semaphore>,
-    connections_max: u64,
+    /// One permit per handshake in progress (`transport.handshakes_max`).
+    handshakes: Arc<Semaphore>,
+    /// One permit per connection from a node certificate (`transport.peer_connections_max`):
+    /// clients never take these, so they can never keep a peer from reconnecting.
+    peer_connections: Arc<Semaphore>,
+    pub(crate) budgets: ClientBudgets,
+    pub(crate) policy: Policy,
     /// How long a node may know no leader before it ends its subscriptions with
     /// [`BusyCode::NoLeader`]: two election timeouts, a full randomized election round.
-    subscription_leaderless_max: Duration,
+    pub(crate) subscription_leaderless_max: Duration,
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
+    let handshakes_max = accepting.handshakes_max();
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
-        let Ok(permit) = accepting.connections.clone().try_acquire_owned() else {
-            warn!(%remote, limit = accepting.connections_max, "refused connection: connection limit reached (transport.connections_max)");
-            metrics::counter!("ordo_connections_refused_total").increment(1);
+        // Under load, an address must prove it is real (it receives our packets) before it
+        // may hold a handshake slot: spoofed Initial packets then cost nothing.
+        let in_progress = handshakes_max - accepting.handshakes.available_permits() as u64;
+        if !incoming.remote_address_validated() && 2 * in_progress >= handshakes_max {
+            metrics::counter!("ordo_handshake_retries_total").increment(1);
+            if let Err(error) = incoming.retry() {
+                error.into_incoming().ignore();
+            }
+            continue;
+        }
+        let Ok(permit) = accepting.handshakes.clone().try_acquire_owned() else {
+            accepting.budgets_refused_handshake(remote);
             incoming.refuse();
             continue;
         };
         let accepting = accepting.clone();
         tokio::spawn(async move {
-            // Held until this connection has been served to its end.
-            let _permit = permit;
-            let connection = match tokio::time::timeout(accepting.handshake_timeout, incoming).await
-            {
+            let handshake = tokio::time::timeout(accepting.handshake_timeout, incoming).await;
+            drop(permit);
+            let connection = match handshake {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(error)) => {
                     warn!(%remote, reason = %error, "refused connection: TLS handshake failed");
@@ -714,12 +741,59 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
                 .handshake_data()
                 .and_then(|data| data.downcast::<HandshakeData>().ok())
                 .and_then(|data| data.protocol);
+            let leaf = clients::leaf_certificate(&connection);
+            let caller = leaf
+                .as_ref()
+                .map_or(Caller::Client(None), Caller::from_certificate);
             match protocol.as_deref() {
-                Some(PEER_ALPN) => serve_peer(connection, accepting).await,
-                Some(CLIENT_ALPN) => serve_client(connection, accepting).await,
+                Some(PEER_ALPN) => {
+                    // Only a node's certificate may take a peer slot, or be read a hello from.
+                    if !matches!(caller, Caller::Node(_)) {
+                        return refuse_quietly(
+                            &connection,
+                            remote,
+                            "the certificate names no node (node-N.ordo)",
+                        );
+                    }
+                    let Ok(_slot) = accepting.peer_connections.clone().try_acquire_owned() else {
+                        warn!(%remote, "refused peer: transport.peer_connections_max reached");
+                        metrics::counter!("ordo_connections_refused_total").increment(1);
+                        let reason = b"transport.peer_connections_max reached";
+                        connection.close(quinn::VarInt::from_u32(clients::CLOSE_QUOTA), reason);
+                        return;
+                    };
+                    serve_peer(connection, accepting).await
+                }
+                Some(CLIENT_ALPN) => {
+                    let key = clients::budget_key(&caller, leaf.as_ref());
+                    let slots =
+                        clients::take_connection_slots(&accepting.budgets, &key, remote.ip());
+                    match slots {
+                        Ok(slots) => {
+                            clients::serve(connection, accepting, caller, key, slots).await
+                        }
+                        Err(reason) => {
+                            metrics::counter!("ordo_connections_refused_total").increment(1);
+                            let code = quinn::VarInt::from_u32(clients::CLOSE_QUOTA);
+                            connection.close(code, reason.as_bytes());
+                        }
+                    }
+                }
                 _ => connection.close(quinn::VarInt::from_u32(CLOSE_REFUSED), b"unknown protocol"),
             }
         });
+    }
+}
+
+impl Accepting {
+    fn handshakes_max(&self) -> u64 {
+        self.budgets.limits.handshakes_max
+    }
+
+    fn budgets_refused_handshake(&self, remote: SocketAddr) {
+        debug!(%remote, "refused connection: transport.handshakes_max handshakes in progress");
+        metrics::counter!("ordo_connections_refused_total").increment(1);
+        metrics::counter!("ordo_client_refusals_total", "limit" => "handshakes_max").increment(1);
     }
 }
 
@@ -732,7 +806,7 @@ async fn serve_peer(connection: quinn::Connection, accepting: Arc<Accepting>) {
             .accept_bi()
             .await
             .map_err(|error| error.to_string())?;
-        let hello: Option<PeerFrame> = read_frame(&mut receive, PEER_FRAME_BYTES_MAX)
+        let hello: Option<PeerFrame> = read_frame(&mut receive, HELLO_FRAME_BYTES_MAX)
             .await
             .map_err(|error| error.to_string())?;
         Ok::<_, String>((hello, send, receive))
@@ -925,253 +999,6 @@ async fn relay(
             }
         }
     }
-}
-
-/// The identity a client's sessions are recorded under: a digest of its certificate.
-fn client_identity(connection: &quinn::Connection) -> String {
-    connection
-        .peer_identity()
-        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| {
-            chain
-                .first()
-                .map(|leaf| ordo_common::certificate_identity(leaf))
-        })
-        .unwrap_or_else(|| "anonymous".to_string())
-}
-
-async fn serve_client(connection: quinn::Connection, accepting: Arc<Accepting>) {
-    let remote = connection.remote_address();
-    let identity: Arc<str> = client_identity(&connection).into();
-    debug!(%remote, %identity, "client connected");
-    loop {
-        let (mut send, mut receive) = match connection.accept_bi().await {
-            Ok(streams) => streams,
-            Err(error) => {
-                debug!(%remote, %error, "client disconnected");
-                return;
-            }
-        };
-        let accepting = accepting.clone();
-        let identity = identity.clone();
-        tokio::spawn(async move {
-            let mut request =
-                read_frame::<ClientRequest, _>(&mut receive, CLIENT_REQUEST_BYTES_MAX).await;
-            // A session belongs to the certificate that opened it, whatever the client says.
-            if let Ok(Some(ClientRequest::OpenSession { owner, .. })) = &mut request {
-                *owner = identity.to_string();
-            }
-            let response = match request {
-                Ok(Some(ClientRequest::Subscribe { from_seq, topics })) => {
-                    let source = accepting.batches.clone();
-                    let leaderless_max = accepting.subscription_leaderless_max;
-                    let streamed =
-                        stream_batches(&mut send, source, from_seq, topics, leaderless_max).await;
-                    if let Err(error) = streamed {
-                        debug!(%remote, %error, "subscription ended");
-                    }
-                    return;
-                }
-                Ok(Some(ClientRequest::SnapshotSave)) => {
-                    let saves = accepting.snapshot_saves.clone();
-                    let Ok(_permit) = saves.try_acquire_owned() else {
-                        let busy = ClientResponse::Busy {
-                            code: BusyCode::Backpressure,
-                            reason: "another snapshot save is streaming from this node; retry \
-                                     when it is done"
-                                .into(),
-                        };
-                        let _ = write_frame(&mut send, &busy).await;
-                        let _ = send.finish();
-                        return;
-                    };
-                    let source = accepting.batches.clone();
-                    match stream_backup(&mut send, source).await {
-                        Ok(bytes) => info!(%remote, bytes, "streamed a snapshot save"),
-                        Err(error) => warn!(%remote, %error, "a snapshot save failed"),
-                    }
-                    let _ = send.finish();
-                    return;
-                }
-                Ok(Some(ClientRequest::Hello)) => ClientResponse::Welcome { node: accepting.id },
-                Ok(Some(request)) => call_node(request, &accepting.clients).await,
-                Ok(None) => return,
-                Err(error) => {
-                    warn!(%remote, %error, "refused a client request: bad frame");
-                    metrics::counter!("ordo_bad_frames_total").increment(1);
-                    let _ = receive.stop(quinn::VarInt::from_u32(CLOSE_BAD_FRAME));
-                    ClientResponse::Refused {
-                        code: RefusedCode::BadFrame,
-                        reason: format!("bad request frame: {error}"),
-                    }
-                }
-            };
-            let _ = write_frame(&mut send, &response).await;
-            let _ = send.finish();
-        });
-    }
-}
-
-/// Streams committed batches in seq order, waiting for new ones, until the client goes away.
-/// Writes wait for QUIC flow control, so a slow subscriber slows its own stream and holds no
-/// unbounded buffer here.
-async fn stream_batches(
-    send: &mut quinn::SendStream,
-    source: Arc<dyn BatchSource>,
-    from_seq: u64,
-    topics: Vec<String>,
-    leaderless_max: Duration,
-) -> Result<(), SubscriptionEnd> {
-    let mut next = from_seq.max(1);
-    let first = source.first_seq();
-    if next < first {
-        let _ = write_frame(send, &ClientResponse::Compacted { first_seq: first }).await;
-        let _ = send.finish();
-        return Ok(());
-    }
-    let mut servable = source.servable_seq();
-    let mut leaderless = source.leaderless_since();
-    loop {
-        // A node cut off from the leader has nothing new to serve, and the rest of the cluster
-        // goes on committing and compacting: the subscriber is better served elsewhere.
-        let leaderless_since = *leaderless.borrow_and_update();
-        if let Some(since) = leaderless_since
-            && since.elapsed() >= leaderless_max
-        {
-            let busy = ClientResponse::Busy {
-                code: BusyCode::NoLeader,
-                reason: format!(
-                    "this node has known no leader for {:.1}s; subscribe through another node",
-                    since.elapsed().as_secs_f64()
-                ),
-            };
-            let _ = write_frame(send, &busy).await;
-            let _ = send.finish();
-            return Ok(());
-        }
-        let last = *servable.borrow_and_update();
-        while next <= last {
-            let read = tokio::task::block_in_place(|| source.committed(next));
-            let batch = match read {
-                Ok(Some(batch)) => batch,
-                Ok(None) => {
-                    let first_seq = source.first_seq();
-                    let _ = write_frame(send, &ClientResponse::Compacted { first_seq }).await;
-                    return Ok(());
-                }
-                Err(error) => {
-                    let refused = ClientResponse::Refused {
-                        code: RefusedCode::StorageFailed,
-                        reason: format!("this node cannot read seq {next}: {error}"),
-                    };
-                    let _ = write_frame(send, &refused).await;
-                    return Err(SubscriptionEnd::Storage(error));
-                }
-            };
-            next += 1;
-            if let Some(batch) = filter_topics(batch, &topics) {
-                let frame = ClientResponse::Batch(batch);
-                write_frame(send, &frame)
-                    .await
-                    .map_err(SubscriptionEnd::Write)?;
-            }
-        }
-        let deadline =
-            leaderless_since.map(|since| tokio::time::Instant::from_std(since + leaderless_max));
-        tokio::select! {
-            changed = servable.changed() => changed.map_err(|_| SubscriptionEnd::Stopping)?,
-            changed = leaderless.changed() => changed.map_err(|_| SubscriptionEnd::Stopping)?,
-            _ = sleep_until_some(deadline) => {}
-            _ = send.stopped() => return Err(SubscriptionEnd::Left),
-        }
-    }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Streams a snapshot of the applied state in chunks, then its end frame. Returns its size.
-async fn stream_backup(
-    send: &mut quinn::SendStream,
-    source: Arc<dyn BatchSource>,
-) -> Result<u64, String> {
-    let read = tokio::task::spawn_blocking(move || source.backup())
-        .await
-        .map_err(|error| error.to_string())?;
-    let (applied, bytes) = match read {
-        Ok(read) => read,
-        Err(error) => {
-            let refused = ClientResponse::Refused {
-                code: RefusedCode::StorageFailed,
-                reason: format!("this node cannot read its state for a snapshot: {error}"),
-            };
-            let _ = write_frame(send, &refused).await;
-            return Err(error.to_string());
-        }
-    };
-    for chunk in bytes.chunks(SNAPSHOT_CHUNK_BYTES_MAX) {
-        let frame = ClientResponse::SnapshotChunk {
-            data: bytes::Bytes::copy_from_slice(chunk),
-        };
-        write_frame(send, &frame)
-            .await
-            .map_err(|error| error.to_string())?;
-    }
-    let end = ClientResponse::SnapshotEnd {
-        applied_index: applied.index,
-        applied_term: applied.term,
-        bytes: bytes.len() as u64,
-    };
-    write_frame(send, &end)
-        .await
-        .map_err(|error| error.to_string())?;
-    Ok(bytes.len() as u64)
-}
-
-/// Why a subscription stream ended.
-#[derive(Debug, thiserror::Error)]
-enum SubscriptionEnd {
-    #[error("the subscriber left")]
-    Left,
-    #[error("this node is stopping")]
-    Stopping,
-    #[error("writing to the subscriber failed: {0}")]
-    Write(FrameError),
-    #[error("reading the batch failed: {0}")]
-    Storage(StorageError),
-}
-
-/// Keeps only the messages of `topics` (all when empty); `None` when nothing is left.
-fn filter_topics(mut batch: CommittedBatch, topics: &[String]) -> Option<CommittedBatch> {
-    if topics.is_empty() {
-        return Some(batch);
-    }
-    batch
-        .messages
-        .retain(|message| topics.contains(&message.topic));
-    (!batch.messages.is_empty()).then_some(batch)
-}
-
-/// Hands `request` to the node and waits for its reply.
-async fn call_node(request: ClientRequest, clients: &mpsc::Sender<ClientCall>) -> ClientResponse {
-    let (reply, answer) = oneshot::channel();
-    if clients.send(ClientCall { request, reply }).await.is_err() {
-        return ClientResponse::Busy {
-            code: BusyCode::Stopping,
-            reason: "node is shutting down; retry at another node".into(),
-        };
-    }
-    answer.await.unwrap_or_else(|_| ClientResponse::Busy {
-        // The node took the request and stopped before answering: a submit may have been
-        // appended.
-        code: BusyCode::OutcomeUnknown,
-        reason: "node stopped before answering; check the outcome with status".into(),
-    })
 }
 
 // ----- dialling -----

@@ -477,8 +477,9 @@ fn busy_codes() -> Vec<BusyCode> {
         BusyCode::OutcomeUnknown,
         BusyCode::StorageFull,
         BusyCode::NoLeader,
+        BusyCode::Quota,
     ];
-    covers(&samples, 9, |sample| match sample {
+    covers(&samples, 10, |sample| match sample {
         BusyCode::Backpressure => 0,
         BusyCode::TransferInProgress => 1,
         BusyCode::Stopping => 2,
@@ -488,6 +489,7 @@ fn busy_codes() -> Vec<BusyCode> {
         BusyCode::OutcomeUnknown => 6,
         BusyCode::StorageFull => 7,
         BusyCode::NoLeader => 8,
+        BusyCode::Quota => 9,
     });
     samples
 }
@@ -500,14 +502,16 @@ fn refused_codes() -> Vec<RefusedCode> {
         RefusedCode::StorageFailed,
         RefusedCode::IdConflict,
         RefusedCode::BeyondHorizon,
+        RefusedCode::Forbidden,
     ];
-    covers(&samples, 6, |sample| match sample {
+    covers(&samples, 7, |sample| match sample {
         RefusedCode::BadFrame => 0,
         RefusedCode::TooLarge => 1,
         RefusedCode::Unsupported => 2,
         RefusedCode::StorageFailed => 3,
         RefusedCode::IdConflict => 4,
         RefusedCode::BeyondHorizon => 5,
+        RefusedCode::Forbidden => 6,
     });
     samples
 }
@@ -676,7 +680,7 @@ fn membership_errors() -> Vec<MembershipError> {
 fn client_responses() -> Vec<ClientResponse> {
     let mut samples = vec![ClientResponse::Welcome { node: 2 }];
     samples.extend(roles().into_iter().map(|role| {
-        ClientResponse::Status(NodeStatus {
+        ClientResponse::Status(Box::new(NodeStatus {
             id: 1,
             address: "127.0.0.1:7001".into(),
             role,
@@ -688,7 +692,8 @@ fn client_responses() -> Vec<ClientResponse> {
             durable_index: 9,
             reachable_peers: vec![2, 3],
             storage_full: false,
-        })
+            tick_gap_max_us: 1250,
+        }))
     }));
     samples.push(ClientResponse::Committed { index: 9, term: 3 });
     samples.push(ClientResponse::NotLeader {

@@ -113,6 +113,8 @@ enum Fed {
     Done,
     /// That node no longer holds `next_seq`.
     Compacted { first_seq: u64 },
+    /// The subscription was refused as it stands (say, an identity may not read a topic).
+    Refused { code: RefusedCode, reason: String },
 }
 
 /// Why a status query or a subscription failed.
@@ -349,6 +351,11 @@ impl Client {
                 Ok(ClientResponse::Busy { code, reason }) => {
                     last_problem = format!("{address} is busy ({code}): {reason}");
                 }
+                // Every node applies the same rules: asking another would not help.
+                Ok(ClientResponse::Refused {
+                    code: code @ RefusedCode::Forbidden,
+                    reason,
+                }) => return Err(QueryError::Refused { code, reason }),
                 Ok(response) => {
                     self.answered_as_leader(address);
                     return Ok((response, sent));
@@ -430,6 +437,9 @@ impl Client {
                         Ok(Some(ClientResponse::Compacted { first_seq })) => {
                             return Ok(Fed::Compacted { first_seq });
                         }
+                        Ok(Some(ClientResponse::Refused { code, reason })) => {
+                            return Ok(Fed::Refused { code, reason });
+                        }
                         // Cut off from the leader: avoid it a while, resume elsewhere.
                         Ok(Some(ClientResponse::Busy { code, reason })) => {
                             return Err(format!("{}: {reason}", code.as_str()));
@@ -448,6 +458,10 @@ impl Client {
             }
             match result {
                 Ok(Fed::Done) => return,
+                Ok(Fed::Refused { code, reason }) => {
+                    let _ = sender.send(Err(QueryError::Refused { code, reason })).await;
+                    return;
+                }
                 Ok(Fed::Compacted { first_seq }) => {
                     let (lowest, _) = compacted.get_or_insert_with(|| (first_seq, vec![address]));
                     *lowest = (*lowest).min(first_seq);

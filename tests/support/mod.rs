@@ -33,6 +33,7 @@ pub mod netfault;
 pub mod raw;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
@@ -71,6 +72,9 @@ pub struct ClusterOptions {
     /// Give each node its own loopback address (127.A.B.id, with A.B unique to the cluster), so
     /// that firewall rules can cut the links between two nodes and nothing else.
     pub distinct_hosts: bool,
+    /// A TOML configuration file every node is started with (`ordo serve --config`); the
+    /// harness's flags and environment still override it.
+    pub config_file: Option<String>,
 }
 
 impl ClusterOptions {
@@ -84,6 +88,7 @@ impl ClusterOptions {
             environment: Vec::new(),
             log_filter: "info".into(),
             distinct_hosts: false,
+            config_file: None,
         }
     }
 
@@ -495,6 +500,11 @@ impl TestCluster {
         let log_filter =
             std::env::var("ORDO_TEST_RUST_LOG").unwrap_or_else(|_| self.options.log_filter.clone());
         let tls_dir = self.tls_dir.clone();
+        let config_file = self.options.config_file.as_ref().map(|text| {
+            let path = self.dir().join("node-config.toml");
+            std::fs::write(&path, text).expect("write the nodes' configuration file");
+            path
+        });
         let node = self.nodes.get_mut(&id).expect("known node");
         node.starts += 1;
         let mut log = OpenOptions::new()
@@ -518,6 +528,11 @@ impl TestCluster {
             .arg(&node.data_dir)
             .arg("--tls-dir")
             .arg(&tls_dir)
+            .args(
+                config_file
+                    .iter()
+                    .flat_map(|path| [OsStr::new("--config"), path.as_os_str()]),
+            )
             .env("RUST_LOG", log_filter)
             .envs(environment)
             .stdin(Stdio::null())
@@ -541,7 +556,7 @@ impl TestCluster {
         match connection.request(&ClientRequest::Status).await {
             Ok(ClientResponse::Status(status)) => {
                 self.observe(&status);
-                Ok(status)
+                Ok(*status)
             }
             Ok(other) => Err(format!("node {id} answered status with {other:?}")),
             Err(error) => Err(error.to_string()),

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ordo_common::codec::{self, DecodeError};
 
 /// The wire format version this build speaks.
-pub const WIRE_VERSION: u8 = 9;
+pub const WIRE_VERSION: u8 = 10;
 
 /// ALPN of the coordinator-to-coordinator protocol. Only node certificates may speak it.
 pub const PEER_ALPN: &[u8] = b"ordo-peer/1";
@@ -59,6 +59,20 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     reader: &mut R,
     limit: u64,
 ) -> Result<Option<T>, FrameError> {
+    let Some(length) = read_frame_length(reader, limit).await? else {
+        return Ok(None);
+    };
+    let body = read_frame_body(reader, length).await?;
+    decode_frame_body(&body, limit).map(Some)
+}
+
+/// Reads a frame's header: the length of what follows, checked against `limit` before anything
+/// is allocated. `Ok(None)` means the stream ended cleanly between frames. A caller that
+/// budgets memory reserves the length, then reads the body with [`read_frame_body`].
+pub async fn read_frame_length<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    limit: u64,
+) -> Result<Option<u64>, FrameError> {
     let mut header = [0u8; 4];
     let mut filled = 0;
     while filled < header.len() {
@@ -79,6 +93,14 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     if length == 0 {
         return Err(FrameError::Empty);
     }
+    Ok(Some(length))
+}
+
+/// Reads the `length` bytes of a frame's body (version byte included).
+pub async fn read_frame_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    length: u64,
+) -> Result<Vec<u8>, FrameError> {
     let mut body = vec![0u8; length as usize];
     reader
         .read_exact(&mut body)
@@ -87,10 +109,16 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
             std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
             _ => FrameError::Io(error),
         })?;
-    if body[0] != WIRE_VERSION {
-        return Err(FrameError::Version { found: body[0] });
+    Ok(body)
+}
+
+/// Checks a body's version byte and decodes the rest.
+pub fn decode_frame_body<T: DeserializeOwned>(body: &[u8], limit: u64) -> Result<T, FrameError> {
+    let (&version, rest) = body.split_first().ok_or(FrameError::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(FrameError::Version { found: version });
     }
-    Ok(Some(codec::decode(&body[1..], limit)?))
+    Ok(codec::decode(rest, limit)?)
 }
 
 #[cfg(test)]

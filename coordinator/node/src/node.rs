@@ -181,6 +181,8 @@ pub struct Node {
     halted: bool,
     /// See [`Node::set_storage_full`].
     storage_full: bool,
+    /// See [`Node::set_tick_gap_max_us`].
+    tick_gap_max_us: u64,
     /// A snapshot handed to the core, kept until the core decides to install it.
     received_snapshot: Option<(LogId, SnapshotState, BatchState)>,
     /// Sessions, locks and elections: the leader's TTL clock and the clients waiting.
@@ -243,6 +245,7 @@ impl Node {
             last_heard: BTreeMap::new(),
             stopping_ticks: None,
             storage_full: false,
+            tick_gap_max_us: 0,
             halted: false,
             received_snapshot: None,
             sessions: Sessions::default(),
@@ -300,7 +303,13 @@ impl Node {
                 .map(|(id, _)| *id)
                 .collect(),
             storage_full: self.storage_full,
+            tick_gap_max_us: self.tick_gap_max_us,
         }
+    }
+
+    /// The longest recent gap between ticks, as the runtime measured it (status reports it).
+    pub fn set_tick_gap_max_us(&mut self, gap_us: u64) {
+        self.tick_gap_max_us = gap_us;
     }
 
     /// Whether this node's disk is below its free-space watermark (or a write found it full).
@@ -370,7 +379,7 @@ impl Node {
     pub fn handle_request(&mut self, request: RequestId, body: ClientRequest) {
         let response = match body {
             ClientRequest::Hello => ClientResponse::Welcome { node: self.id() },
-            ClientRequest::Status => ClientResponse::Status(self.status()),
+            ClientRequest::Status => ClientResponse::Status(Box::new(self.status())),
             ClientRequest::Propose { payload } => {
                 return self.propose(request, Command::Raw(payload));
             }
@@ -849,7 +858,8 @@ impl Node {
         }
     }
 
-    fn not_leader(&self, leader: Option<NodeId>) -> ClientResponse {
+    /// The answer to a proposal made at a node that does not lead: the leader it knows of.
+    pub fn not_leader(&self, leader: Option<NodeId>) -> ClientResponse {
         ClientResponse::NotLeader {
             leader,
             leader_address: leader.and_then(|id| self.address(id)),
