@@ -14,6 +14,7 @@ use ordo_participant::{
     Batch, Client, ClientConfig, ClientTls, MemberError, MembershipChange, Message, NodeConnection,
     QueryError, SubmitError, new_batch_id,
 };
+use support::floods::{self, Flooder, RssPeak};
 use support::{ClusterOptions, REQUEST_TIMEOUT, TestCluster, path_str};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -254,4 +255,264 @@ async fn a_non_admin_cannot_change_membership_take_a_snapshot_or_propose_raw_byt
     let admin = client_as(&cluster, "cli").await;
     let members = admin.member_list().await.expect("member list");
     assert_eq!(members.members.len(), 3, "{members:?}");
+}
+
+// ----- budgets -----
+
+/// Wait for a node to show it is back: the leader hears it, and it applied what committed
+/// after it restarted.
+async fn wait_until_rejoined(cluster: &TestCluster, leader: u64, follower: u64, timeout: Duration) {
+    let marker = cluster.propose_many(leader, "after-restart", 1).await;
+    let index = support::highest_index(&marker);
+    support::wait_until(timeout, "the restarted follower to rejoin", async || {
+        let leader_view = cluster.status(leader).await?;
+        let follower_view = cluster.status(follower).await?;
+        if leader_view.reachable_peers.contains(&follower)
+            && follower_view.applied_index >= index
+            && follower_view.leader == Some(leader)
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "leader: {leader_view:?}; follower: {follower_view:?}"
+            ))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_connections_from_one_identity_do_not_keep_a_restarted_follower_out() {
+    let mut cluster = TestCluster::start(3);
+    issue_client(&cluster, "flood");
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let follower = cluster.others(leader)[0];
+    let flooder = std::sync::Arc::new(Flooder::new(cluster.tls_dir(), "flood"));
+    let (held, refused) = flooder.hold(cluster.address(leader), 5000, 64).await;
+    eprintln!(
+        "the leader kept {} of 5000 connections from one identity, refused {refused}",
+        held.len()
+    );
+    let per_identity = 256;
+    assert!(
+        held.len() <= per_identity,
+        "transport.connections_per_identity_max ({per_identity}) held {}",
+        held.len()
+    );
+    assert!(
+        !held.is_empty(),
+        "the identity got its share of connections"
+    );
+    let mark = cluster.log_mark(leader);
+    cluster.kill9(follower);
+    cluster.restart(follower);
+    wait_until_rejoined(&cluster, leader, follower, Duration::from_secs(30)).await;
+    assert!(
+        !cluster
+            .log_since(leader, mark)
+            .contains("peer_connections_max"),
+        "the follower's link took a peer slot"
+    );
+    // Still held: the flood did not end before the follower rejoined.
+    assert!(
+        held.iter()
+            .all(|connection| connection.close_reason().is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_uni_streams_and_stalled_request_bodies_stay_within_the_budgets() {
+    // Budgets small enough that the flood would exceed them many times over.
+    let budget = 96u64 << 20;
+    let window = 1u64 << 20;
+    let options = ClusterOptions {
+        environment: vec![
+            (
+                "ORDO_TRANSPORT_REQUEST_BYTES_MAX".into(),
+                format!("{budget}"),
+            ),
+            (
+                "ORDO_TRANSPORT_CLIENT_RECEIVE_WINDOW".into(),
+                format!("{window}"),
+            ),
+            ("ORDO_TRANSPORT_REQUEST_READ_TIMEOUT".into(), "60s".into()),
+        ],
+        ..ClusterOptions::fast(3)
+    };
+    let cluster = TestCluster::start_with(options);
+    issue_client(&cluster, "flood");
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let target = cluster.others(leader)[0];
+    let pid = cluster.pid(target).expect("running");
+    let before = floods::rss_bytes(pid);
+    let flooder = std::sync::Arc::new(Flooder::new(cluster.tls_dir(), "flood"));
+    let (connections, _) = flooder.hold(cluster.address(target), 16, 16).await;
+    assert_eq!(connections.len(), 16);
+    let peak = RssPeak::watch(pid);
+    // 16 connections x 8 unread streams x 32 MiB, and 16 x 4 request bodies that declare 64 MiB,
+    // send 40 MiB and then a byte a second: 6.5 GiB offered in all.
+    let uni = floods::unread_uni_streams(&connections, 8, 32 << 20);
+    let slow = floods::stalled_bodies(&connections, 4, 64 << 20, 40 << 20);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The node serves a well-behaved client meanwhile.
+    let client = client_as(&cluster, "cli").await;
+    let latencies = floods::commit_latencies(&client, 20)
+        .await
+        .expect("commits during the flood");
+    let peak = peak.finish().await;
+    drop((uni, slow));
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "node {target}: RSS {} MiB before, peak {} MiB during the flood (+{} MiB); commit p50 \
+         {:.1} ms, p99 {:.1} ms",
+        before >> 20,
+        peak >> 20,
+        grown >> 20,
+        floods::quantile_ms(&latencies, 0.5),
+        floods::quantile_ms(&latencies, 0.99)
+    );
+    // What the budgets allow: the node's request bytes, each connection's window, and room
+    // for the node's own work.
+    let allowed = budget + 16 * window + (128 << 20);
+    assert!(
+        grown <= allowed,
+        "RSS grew by {} MiB, above the {} MiB the budgets allow",
+        grown >> 20,
+        allowed >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_64_mib_submits_to_the_followers_does_not_stop_an_election() {
+    // The shipped timing: a 1 s election timeout, 100 ms heartbeats.
+    let mut cluster = TestCluster::start_with(ClusterOptions::shipped_defaults(3));
+    issue_client(&cluster, "flood");
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let followers = cluster.others(leader);
+    let flooder = std::sync::Arc::new(Flooder::new(cluster.tls_dir(), "flood"));
+    let mut connections = Vec::new();
+    for follower in &followers {
+        let (held, _) = flooder.hold(cluster.address(*follower), 2, 2).await;
+        connections.extend(held);
+    }
+    let frame = floods::large_submit_frame(ordo_common::limits::BATCH_BYTES_MAX as usize - 4096);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flood, answered) = floods::repeat_requests(&connections, 4, frame, stop.clone());
+    // Let the flood reach its stride before the leader dies.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed_at = std::time::Instant::now();
+    cluster.kill9(leader);
+    let elected = support::poll_until(Duration::from_secs(20), async || {
+        for follower in &followers {
+            let status = cluster.status(*follower).await?;
+            if status.leader.is_some_and(|new| new != leader)
+                && status.role == ordo_common::client::NodeRole::Leader
+            {
+                return Ok(status);
+            }
+        }
+        Err("no new leader yet".to_string())
+    })
+    .await;
+    let took = killed_at.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let served = answered.load(std::sync::atomic::Ordering::Relaxed);
+    drop(flood);
+    let new_leader = elected.unwrap_or_else(|last| {
+        panic!("no new leader within 20 s of the leader's death under the flood: {last}")
+    });
+    eprintln!(
+        "node {} was elected {took:?} after the leader's death, while 64 MiB submits flooded \
+         the followers ({served} answered); its longest tick gap lately: {} ms",
+        new_leader.id,
+        new_leader.tick_gap_max_us / 1000
+    );
+    // A few election timeouts: the randomized timeout (1-2 s) and a pre-vote round, with room
+    // for a machine whose two cores the flood keeps busy.
+    assert!(
+        took < Duration::from_secs(8),
+        "a new leader took {took:?} under the flood"
+    );
+    assert!(
+        served > 0,
+        "the flood was answered (NotLeader) while it ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscriptions_matching_nothing_do_not_stall_commits() {
+    let cluster = TestCluster::start(3);
+    issue_client(&cluster, "flood");
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let client = client_as(&cluster, "cli").await;
+    // History for every subscription to scan: 20,000 batches.
+    let history = 20_000;
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..64 {
+        let client = client.clone();
+        writers.spawn(async move {
+            for i in (writer..history).step_by(64) {
+                let payload = format!("history-{i}");
+                let batch = Batch {
+                    id: new_batch_id(),
+                    messages: vec![Message::new("history", payload.into_bytes())],
+                    preconditions: Vec::new(),
+                };
+                client.submit(batch).await.expect("history");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("a writer");
+    }
+    let quiet = floods::commit_latencies(&client, 100).await.expect("probe");
+    let flooder = std::sync::Arc::new(Flooder::new(cluster.tls_dir(), "flood"));
+    let (connections, _) = flooder.hold(cluster.address(leader), 20, 20).await;
+    assert_eq!(connections.len(), 20);
+    let subscribe = ordo_net::wire::encode_frame(&ClientRequest::Subscribe {
+        from_seq: 1,
+        topics: vec!["matches-nothing".into()],
+    });
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut subscriptions = tokio::task::JoinSet::new();
+    for connection in &connections {
+        for _ in 0..50 {
+            let (connection, subscribe) = (connection.clone(), subscribe.clone());
+            let answered = answered.clone();
+            subscriptions.spawn(async move {
+                let (mut send, mut receive) = connection.open_bi().await.expect("a stream");
+                send.write_all(&subscribe).await.expect("subscribe");
+                let frame = ordo_net::wire::read_frame::<ClientResponse, _>(
+                    &mut receive,
+                    ordo_common::client::CLIENT_RESPONSE_BYTES_MAX,
+                )
+                .await;
+                eprintln!("a subscription was answered: {frame:?}");
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let flooded = floods::commit_latencies(&client, 100)
+        .await
+        .expect("commits while 1,000 subscriptions scan");
+    eprintln!(
+        "commit latency without subscriptions: p50 {:.1} ms, p99 {:.1} ms; with 1,000 scanning: \
+         p50 {:.1} ms, p99 {:.1} ms",
+        floods::quantile_ms(&quiet, 0.5),
+        floods::quantile_ms(&quiet, 0.99),
+        floods::quantile_ms(&flooded, 0.5),
+        floods::quantile_ms(&flooded, 0.99)
+    );
+    assert_eq!(
+        answered.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "every subscription was accepted and matched nothing"
+    );
+    let status = cluster.status(leader).await.expect("status");
+    assert!(
+        status.role == ordo_common::client::NodeRole::Leader,
+        "{status:?}"
+    );
+    subscriptions.abort_all();
 }

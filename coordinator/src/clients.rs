@@ -8,8 +8,9 @@
 //! - connection slots: per node (`connections_max`), per identity and per source address, taken
 //!   after the handshake (peers have slots of their own, see [`crate::transport`]);
 //! - no unidirectional streams (they would be buffered and never read);
-//! - request bytes: a connection's budget for the whole frame, and the node's budget as the
-//!   body grows, so a slow sender holds only what it sent, within `request_read_timeout`;
+//! - request bytes: a connection's budget and the node's, each taken for the whole frame
+//!   before its body is read (or the request is refused at once), with the body's buffer
+//!   growing as it arrives, all within `request_read_timeout`;
 //! - subscriptions per connection and per node, catch-ups reading history at once, and topics
 //!   per filter;
 //! - submitted bytes per identity waiting for their outcome, so one identity cannot take the
@@ -297,11 +298,9 @@ pub(crate) async fn serve(
     let _slots = slots;
     let remote = connection.remote_address();
     let limits = &accepting.budgets.limits;
-    // Clients never need unidirectional streams, nor the large window appends between peers do.
+    // Clients never need unidirectional streams (the connection's receive window is already
+    // the client's, see `transport_config`).
     connection.set_max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
-    connection.set_receive_window(
-        quinn::VarInt::from_u64(limits.client_receive_window.0).unwrap_or(quinn::VarInt::MAX),
-    );
     let leaf = leaf_certificate(&connection);
     let client = Arc::new(ClientConnection {
         owner: certificate_digest(leaf.as_ref()),
@@ -372,7 +371,7 @@ pub(crate) async fn serve(
 /// The bytes a request holds of its connection's and the node's budgets, until it is answered.
 struct RequestBytes {
     _connection: OwnedSemaphorePermit,
-    _node: Option<OwnedSemaphorePermit>,
+    _node: OwnedSemaphorePermit,
     length: u64,
 }
 
@@ -417,51 +416,40 @@ async fn read_request(
         Ok(Ok(None)) => return Ok(None),
         Ok(Ok(Some(length))) => length,
     };
-    // The connection's budget holds the whole frame; its own streams wait for each other.
-    let connection = client
+    // Both budgets are taken for the whole frame at once, or the request is refused at once:
+    // a stream that waited for room without reading would hold its part of the connection's
+    // flow-control window, and its neighbours' bodies (the ones holding the room) could then
+    // never arrive.
+    let Ok(connection) = client
         .request_bytes
         .clone()
-        .acquire_many_owned(length as u32);
-    let connection = match tokio::time::timeout_at(deadline, connection).await {
-        Ok(Ok(permit)) => permit,
-        Ok(Err(_)) => return Err(late()),
-        Err(_) => {
-            budgets.refused("connection_request_bytes_max", &client.key);
-            return Err(quota(format!(
-                "this connection's requests hold transport.connection_request_bytes_max ({} \
-                 bytes); a request of {length} bytes waited for room until \
-                 transport.request_read_timeout",
-                limits.connection_request_bytes_max.0
-            )));
-        }
+        .try_acquire_many_owned(length as u32)
+    else {
+        budgets.refused("connection_request_bytes_max", &client.key);
+        return Err(quota(format!(
+            "this connection's requests being read hold transport.connection_request_bytes_max \
+             ({} bytes); a request of {length} bytes does not fit: retry when they are answered",
+            limits.connection_request_bytes_max.0
+        )));
     };
-    // The node's budget is taken as the body's buffer grows: a slow sender holds what it sent.
-    let mut node: Option<OwnedSemaphorePermit> = None;
+    let Ok(node) = budgets
+        .request_bytes
+        .clone()
+        .try_acquire_many_owned(length as u32)
+    else {
+        budgets.refused("request_bytes_max", &client.key);
+        return Err(quota(format!(
+            "this node's requests being read hold transport.request_bytes_max ({} bytes); a \
+             request of {length} bytes does not fit: retry",
+            limits.request_bytes_max.0
+        )));
+    };
+    // The buffer grows as the body arrives (doubling): a slow sender's memory is what it sent.
     let mut body: Vec<u8> = Vec::new();
     while (body.len() as u64) < length {
         if body.len() == body.capacity() {
             let capacity = body.capacity() as u64;
             let grow = capacity.max(REQUEST_CHUNK_BYTES).min(length - capacity);
-            let permit = budgets
-                .request_bytes
-                .clone()
-                .acquire_many_owned(grow as u32);
-            let permit = match tokio::time::timeout_at(deadline, permit).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(late()),
-                Err(_) => {
-                    budgets.refused("request_bytes_max", &client.key);
-                    return Err(quota(format!(
-                        "this node's requests in flight hold transport.request_bytes_max ({} \
-                         bytes); retry",
-                        limits.request_bytes_max.0
-                    )));
-                }
-            };
-            match node.as_mut() {
-                Some(held) => held.merge(permit),
-                None => node = Some(permit),
-            }
             body.reserve_exact(grow as usize);
         }
         let room = (body.capacity() - body.len()) as u64;

@@ -396,7 +396,17 @@ pub fn close(endpoint: &quinn::Endpoint) {
 
 // ----- TLS and QUIC configuration -----
 
-fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, TransportError> {
+/// Unread bytes a peer connection may have in flight: room for a full append window.
+pub const PEER_RECEIVE_WINDOW_BYTES: u32 = 256 << 20;
+
+/// QUIC settings. A connection accepted here starts with a client's receive window (the
+/// handshake's transport parameters grant it before the certificate says who is calling, and
+/// credit once granted cannot be taken back); a peer's is raised after its certificate is
+/// checked.
+fn transport_config(
+    config: &NodeConfig,
+    receive_window: u64,
+) -> Result<quinn::TransportConfig, TransportError> {
     let mut transport = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(config.transport.idle_timeout.0)
         .map_err(|error| TransportError::Quic(format!("idle_timeout: {error}")))?;
@@ -408,7 +418,10 @@ fn transport_config(config: &NodeConfig) -> Result<quinn::TransportConfig, Trans
     transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(8));
     // Room for a full append window in flight on one link.
     transport.stream_receive_window(quinn::VarInt::from_u32(64 << 20));
-    transport.receive_window(quinn::VarInt::from_u32(256 << 20));
+    transport.receive_window(
+        quinn::VarInt::from_u64(receive_window)
+            .map_err(|error| TransportError::Quic(format!("receive window: {error}")))?,
+    );
     transport.send_window(256 << 20);
     Ok(transport)
 }
@@ -427,7 +440,8 @@ fn server_config(dir: &Path, config: &NodeConfig) -> Result<quinn::ServerConfig,
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(config)?));
+    let window = config.transport.client_receive_window.0;
+    server.transport_config(Arc::new(transport_config(config, window)?));
     Ok(server)
 }
 
@@ -440,7 +454,8 @@ fn peer_client_config(
     let crypto =
         QuicClientConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(transport_config(config)?));
+    let window = u64::from(PEER_RECEIVE_WINDOW_BYTES);
+    client.transport_config(Arc::new(transport_config(config, window)?));
     Ok(client)
 }
 
@@ -762,6 +777,8 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
                         connection.close(quinn::VarInt::from_u32(clients::CLOSE_QUOTA), reason);
                         return;
                     };
+                    let window = quinn::VarInt::from_u32(PEER_RECEIVE_WINDOW_BYTES);
+                    connection.set_receive_window(window);
                     serve_peer(connection, accepting).await
                 }
                 Some(CLIENT_ALPN) => {

@@ -26,6 +26,7 @@
 // Each test crate uses part of the harness.
 #![allow(dead_code)]
 
+pub mod floods;
 pub mod history;
 pub mod locks;
 pub mod members;
