@@ -516,3 +516,145 @@ async fn a_thousand_subscriptions_matching_nothing_do_not_stall_commits() {
     );
     subscriptions.abort_all();
 }
+
+// ----- certificates -----
+
+/// The certificate a node presents to a new connection.
+async fn served_certificate(cluster: &TestCluster, id: u64) -> Vec<u8> {
+    let tls = support::raw::tls_config(
+        cluster.tls_dir(),
+        Some(Identity::load(cluster.tls_dir(), "client-cli").expect("cli")),
+        ordo_net::wire::CLIENT_ALPN,
+    );
+    let raw = support::raw::connect(cluster.address(id), tls, "ordo")
+        .await
+        .expect("connect");
+    let chain = raw
+        .connection
+        .peer_identity()
+        .and_then(|identity| {
+            identity
+                .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .expect("the node's chain");
+    chain[0].to_vec()
+}
+
+fn file_certificate(cluster: &TestCluster, stem: &str) -> Vec<u8> {
+    let chain = ordo_net::tls::load_certificates(&cluster.tls_dir().join(format!("{stem}.pem")))
+        .expect("certificate");
+    chain[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_used_after_sighup_and_the_old_one_is_refused_after_the_age_limit()
+{
+    let age_max = Duration::from_secs(5);
+    let mut cluster = TestCluster::prepare(ClusterOptions::fast(3));
+    issue_client(&cluster, "orders-svc");
+    let crl = cluster.tls_dir().join("crl.pem");
+    assert!(crl.exists(), "ordo certs keeps a revocation list");
+    cluster.options_mut().environment.extend([
+        (
+            "ORDO_TRANSPORT_CRL_FILES".to_string(),
+            path_str(&crl).to_string(),
+        ),
+        (
+            "ORDO_TRANSPORT_CONNECTION_AGE_MAX".to_string(),
+            format!("{}ms", age_max.as_millis()),
+        ),
+    ]);
+    for id in cluster.ids() {
+        cluster.restart(id);
+    }
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let old_tls = ClientTls::load(cluster.tls_dir(), Some("orders-svc")).expect("old identity");
+    let old_connection =
+        NodeConnection::connect(cluster.address(leader), &old_tls, REQUEST_TIMEOUT)
+            .await
+            .expect("the current certificate is served");
+    let old_node_certificate = served_certificate(&cluster, 1).await;
+    assert_eq!(old_node_certificate, file_certificate(&cluster, "node-1"));
+
+    // Rotation: new pairs for the client and node 1, the old certificates revoked, a SIGHUP.
+    support::run_ordo_checked(&[
+        "certs",
+        "--dir",
+        path_str(cluster.tls_dir()),
+        "--renew",
+        "client-orders-svc,node-1",
+    ]);
+    let marks: Vec<_> = cluster
+        .ids()
+        .iter()
+        .map(|id| (*id, cluster.log_mark(*id)))
+        .collect();
+    for id in cluster.ids() {
+        cluster.sighup(id);
+    }
+    for (id, mark) in marks {
+        cluster
+            .wait_for_log(
+                id,
+                mark,
+                &["reloaded certificates"],
+                Duration::from_secs(10),
+            )
+            .await;
+    }
+    let reloaded_at = std::time::Instant::now();
+    // Open connections go on: a reload drops nothing.
+    let answer = old_connection.request(&ClientRequest::Status).await;
+    assert!(
+        matches!(answer, Ok(ClientResponse::Status(_))),
+        "an open connection survived the reload: {answer:?}"
+    );
+    // New connections: node 1 presents its new certificate, the new client one is accepted,
+    // the old one refused.
+    let rotated = served_certificate(&cluster, 1).await;
+    assert_ne!(
+        rotated, old_node_certificate,
+        "node 1 serves its new certificate"
+    );
+    assert_eq!(rotated, file_certificate(&cluster, "node-1"));
+    let new_tls = ClientTls::load(cluster.tls_dir(), Some("orders-svc")).expect("new identity");
+    let fresh = NodeConnection::connect(cluster.address(leader), &new_tls, REQUEST_TIMEOUT)
+        .await
+        .expect("the renewed certificate is accepted");
+    assert!(matches!(
+        fresh.request(&ClientRequest::Status).await,
+        Ok(ClientResponse::Status(_))
+    ));
+    let refused = async {
+        let connection =
+            NodeConnection::connect(cluster.address(leader), &old_tls, REQUEST_TIMEOUT).await?;
+        connection.request(&ClientRequest::Status).await
+    }
+    .await;
+    assert!(
+        refused.is_err(),
+        "the revoked certificate was served: {refused:?}"
+    );
+    // Peers dial node 1 and node 1 dials them with the new certificates: the cluster commits.
+    let acks = cluster.propose_many(leader, "after-rotation", 5).await;
+    assert_eq!(acks.len(), 5);
+    cluster
+        .wait_for_commit_everywhere(Duration::from_secs(20))
+        .await;
+
+    // The connection made with the old certificate ends at the age limit.
+    let ended = support::poll_until(age_max * 3, async || {
+        match old_connection.request(&ClientRequest::Status).await {
+            Ok(answer) => Err(format!("still served: {answer:?}")),
+            Err(error) => Ok(error.to_string()),
+        }
+    })
+    .await
+    .expect("the old connection ends at transport.connection_age_max");
+    eprintln!(
+        "the old certificate's connection ended {:?} after the reload: {ended}",
+        reloaded_at.elapsed()
+    );
+    assert!(ended.contains("connection_age_max"), "{ended}");
+}

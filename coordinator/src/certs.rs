@@ -33,7 +33,19 @@ pub enum CertsError {
     Generate(#[from] rcgen::Error),
     #[error("client name {0:?} must be 1-64 characters of a-z, 0-9 and '-'")]
     BadClientName(String),
+    #[error("{0:?} is not a certificate of this directory (node-N or client-NAME, issued already)")]
+    UnknownLeaf(String),
+    #[error("cannot read {path}: {detail}")]
+    Unreadable { path: String, detail: String },
 }
+
+/// The revocation list `ordo certs` keeps in a TLS directory, for `transport.crl_files`.
+pub const CRL_FILE: &str = "crl.pem";
+/// The serials the list revokes, one per line (`hex-serial unix-seconds stem`), from which
+/// [`CRL_FILE`] is rebuilt.
+pub const REVOKED_FILE: &str = "revoked.txt";
+/// How long a revocation list is valid; `ordo certs` rewrites it at every change.
+pub const CRL_VALIDITY_DAYS: i64 = 825;
 
 /// Validity of generated certificates.
 pub const CERTIFICATE_VALIDITY_DAYS: i64 = 825;
@@ -57,31 +69,196 @@ pub fn generate(dir: &Path, nodes: u64, clients: &[String]) -> Result<Vec<String
     for id in 1..=nodes {
         let stem = format!("node-{id}");
         if !leaf_exists(dir, &stem)? {
-            let names = vec![
-                node_name(id),
-                CLUSTER_SERVER_NAME.into(),
-                "localhost".into(),
-            ];
-            let mut params = leaf_params(&stem, names)?;
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress([127, 0, 0, 1].into()));
-            params.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            write_leaf(dir, &stem, &params, &issuer, &mut written)?;
+            write_leaf(dir, &stem, &node_params(id)?, &issuer, &mut written)?;
         }
     }
     for name in clients {
         let stem = format!("client-{name}");
         if !leaf_exists(dir, &stem)? {
-            let mut params = leaf_params(&stem, vec![format!("{stem}.ordo")])?;
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            write_leaf(dir, &stem, &params, &issuer, &mut written)?;
+            write_leaf(dir, &stem, &client_params(name)?, &issuer, &mut written)?;
         }
     }
+    if !dir.join(CRL_FILE).exists() {
+        write_crl(dir, &issuer, &mut written)?;
+    }
     Ok(written)
+}
+
+/// Replaces `stem`'s key and certificate (`node-N` or `client-NAME`) with a new pair, and
+/// revokes the old certificate in [`CRL_FILE`]. Nodes pick both up on SIGHUP.
+pub fn renew(dir: &Path, stem: &str) -> Result<Vec<String>, CertsError> {
+    let mut written = Vec::new();
+    let issuer = load_or_create_ca(dir, &mut written)?;
+    let params = if let Some(id) = stem.strip_prefix("node-").and_then(|id| id.parse().ok()) {
+        node_params(id)?
+    } else if let Some(name) = stem.strip_prefix("client-") {
+        client_params(name)?
+    } else {
+        return Err(CertsError::UnknownLeaf(stem.to_string()));
+    };
+    if !leaf_exists(dir, stem)? {
+        return Err(CertsError::UnknownLeaf(stem.to_string()));
+    }
+    let (cert_path, key_path) = leaf_paths(dir, stem);
+    let old_serial = certificate_serial(&cert_path)?;
+    let key = KeyPair::generate()?;
+    let certificate = params.signed_by(&key, &issuer)?;
+    // The key first: a certificate never sits beside a key it does not match for longer than
+    // the two renames.
+    replace_file(&key_path, key.serialize_pem().as_bytes(), &mut written)?;
+    replace_file(&cert_path, certificate.pem().as_bytes(), &mut written)?;
+    add_revoked(dir, &old_serial, stem)?;
+    write_crl(dir, &issuer, &mut written)?;
+    Ok(written)
+}
+
+/// Revokes `stem`'s current certificate in [`CRL_FILE`] (its files stay).
+pub fn revoke(dir: &Path, stem: &str) -> Result<Vec<String>, CertsError> {
+    let mut written = Vec::new();
+    let issuer = load_or_create_ca(dir, &mut written)?;
+    if !leaf_exists(dir, stem)? {
+        return Err(CertsError::UnknownLeaf(stem.to_string()));
+    }
+    let serial = certificate_serial(&leaf_paths(dir, stem).0)?;
+    add_revoked(dir, &serial, stem)?;
+    write_crl(dir, &issuer, &mut written)?;
+    Ok(written)
+}
+
+fn node_params(id: u64) -> Result<CertificateParams, CertsError> {
+    let names = vec![
+        node_name(id),
+        CLUSTER_SERVER_NAME.into(),
+        "localhost".into(),
+    ];
+    let mut params = leaf_params(&format!("node-{id}"), names)?;
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok(params)
+}
+
+fn client_params(name: &str) -> Result<CertificateParams, CertsError> {
+    let stem = format!("client-{name}");
+    let mut params = leaf_params(&stem, vec![format!("{stem}.ordo")])?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+/// The serial number of the certificate in `path`, as hex.
+fn certificate_serial(path: &Path) -> Result<String, CertsError> {
+    let unreadable = |detail: String| CertsError::Unreadable {
+        path: path.display().to_string(),
+        detail,
+    };
+    let pem = std::fs::read(path).map_err(|error| unreadable(error.to_string()))?;
+    let (_, pem) =
+        x509_parser::pem::parse_x509_pem(&pem).map_err(|error| unreadable(error.to_string()))?;
+    let certificate = pem
+        .parse_x509()
+        .map_err(|error| unreadable(error.to_string()))?;
+    let serial = certificate.tbs_certificate.raw_serial();
+    Ok(serial.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn add_revoked(dir: &Path, serial: &str, stem: &str) -> Result<(), CertsError> {
+    use std::io::Write;
+    let path = dir.join(REVOKED_FILE);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| {
+            writeln!(file, "{serial} {now} {stem}")?;
+            file.sync_all()
+        })
+        .map_err(|source| write_error(&path, source))
+}
+
+/// Rebuilds [`CRL_FILE`] from [`REVOKED_FILE`], signed by the CA.
+fn write_crl(
+    dir: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    written: &mut Vec<String>,
+) -> Result<(), CertsError> {
+    let revoked_path = dir.join(REVOKED_FILE);
+    let text = match std::fs::read_to_string(&revoked_path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => return Err(write_error(&revoked_path, error)),
+    };
+    let mut revoked_certs = Vec::new();
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let mut fields = line.split_whitespace();
+        let parsed = (|| {
+            let serial = fields.next()?;
+            let bytes = (0..serial.len())
+                .step_by(2)
+                .map(|at| u8::from_str_radix(serial.get(at..at + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            let when = fields.next()?.parse::<i64>().ok()?;
+            let when = time::OffsetDateTime::from_unix_timestamp(when).ok()?;
+            Some((bytes, when))
+        })();
+        let Some((serial, revocation_time)) = parsed else {
+            return Err(CertsError::Unreadable {
+                path: revoked_path.display().to_string(),
+                detail: format!("bad line {line:?}"),
+            });
+        };
+        revoked_certs.push(rcgen::RevokedCertParams {
+            serial_number: serial.into(),
+            revocation_time,
+            reason_code: Some(rcgen::RevocationReason::Superseded),
+            invalidity_date: None,
+        });
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(CRL_VALIDITY_DAYS),
+        crl_number: rcgen::SerialNumber::from(now.unix_timestamp() as u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(issuer)?;
+    let path = dir.join(CRL_FILE);
+    replace_file(&path, crl.pem()?.as_bytes(), written)
+}
+
+/// Replaces `path` with `bytes` atomically (a synced temporary file renamed over it).
+fn replace_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<(), CertsError> {
+    use std::io::Write;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let _ = std::fs::remove_file(&partial);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if path.extension().is_some_and(|ext| ext == "key") {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(&partial)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|source| {
+            let _ = std::fs::remove_file(&partial);
+            write_error(path, source)
+        })?;
+    written.push(path.display().to_string());
+    Ok(())
 }
 
 /// Issues one leaf with explicit validity, for tests that need an expired certificate or a

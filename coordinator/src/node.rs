@@ -165,6 +165,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     )?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
 
+    let reload_links = peers.clone();
     let driver = Driver::new(DriverParts {
         node,
         writer,
@@ -187,6 +188,12 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
             known_addresses,
         },
     });
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(
+        endpoint.clone(),
+        reload_links,
+        config.clone(),
+    ));
     let (stop_tx, stop_rx) = oneshot::channel();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -264,6 +271,33 @@ fn draw_incarnation(id: NodeId) -> u64 {
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);
     let mut rng = ordo_core::rng::Prng::new(nanos ^ u64::from(std::process::id()) << 32 ^ id);
     rng.next_u64()
+}
+
+/// Reloads the certificates, the CA and the revocation lists on every SIGHUP. A failed reload
+/// keeps the ones in use, and says why.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    endpoint: quinn::Endpoint,
+    links: transport::PeerLinks,
+    config: NodeConfig,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot install a SIGHUP handler: certificates reload only on restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match transport::reload(&endpoint, &links, &config) {
+            Ok(()) => {
+                info!(tls_dir = %config.tls_dir.display(), "reloaded certificates (SIGHUP)");
+                metrics::counter!("ordo_certificate_reloads_total").increment(1);
+            }
+            Err(error) => {
+                warn!(%error, "SIGHUP: kept the certificates in use; reloading them failed");
+                metrics::counter!("ordo_certificate_reload_failures_total").increment(1);
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -28,6 +28,7 @@ use ordo_core::{Body, Message};
 use ordo_net::tls::{self, Identity, TlsError, node_name};
 use ordo_net::wire::{CLIENT_ALPN, FrameError, PEER_ALPN, read_frame, write_frame};
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use rustls::client::WebPkiServerVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
@@ -182,6 +183,8 @@ pub enum TransportError {
     Incarnations { path: String, detail: String },
     #[error("invalid [auth] section: {0}")]
     Auth(String),
+    #[error("certificate revocation list {path}: {detail}")]
+    Crl { path: String, detail: String },
 }
 
 /// The sending side of the peer links: per peer, bounded queues for control messages, appends
@@ -203,12 +206,15 @@ struct Dialer {
     /// Why this node must stop, once a peer said it lost its data.
     fatal: Arc<std::sync::Mutex<Option<String>>>,
     endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    /// Replaced when the certificates are reloaded (SIGHUP); each dial reads the current one.
+    client_config: SharedClientConfig,
     backoff_min: Duration,
     backoff_max: Duration,
     handshake_timeout: Duration,
     queue_messages_max: usize,
 }
+
+type SharedClientConfig = Arc<std::sync::RwLock<quinn::ClientConfig>>;
 
 impl Dialer {
     fn spawn(&self, peer: NodeId, address: SocketAddr) -> LinkQueues {
@@ -327,7 +333,7 @@ pub fn start(
              everything (see `ordo serve --print-default-config` for the ACL format)"
         );
     }
-    let server = server_config(&config.tls_dir, config)?;
+    let server = server_config(config)?;
     let socket = bind_socket(config.listen)?;
     let runtime = Arc::new(quinn::TokioRuntime);
     let reset_key = StatelessResetKey::derive(&config.tls_dir, config.id)?;
@@ -371,7 +377,7 @@ pub fn start(
         incarnation,
         fatal: Arc::default(),
         endpoint: endpoint.clone(),
-        client_config: peer_client_config(&config.tls_dir, config)?,
+        client_config: Arc::new(std::sync::RwLock::new(peer_client_config(config)?)),
         backoff_min: config.transport.reconnect_backoff_min.0,
         backoff_max: config.transport.reconnect_backoff_max.0,
         handshake_timeout: config.transport.handshake_timeout.0,
@@ -426,9 +432,13 @@ fn transport_config(
     Ok(transport)
 }
 
-fn server_config(dir: &Path, config: &NodeConfig) -> Result<quinn::ServerConfig, TransportError> {
+fn server_config(config: &NodeConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let dir = &config.tls_dir;
     let roots = Arc::new(tls::root_store(dir)?);
+    let crls = load_crls(&config.transport.crl_files)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, tls::provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
         .build()
         .map_err(|error| TransportError::Quic(format!("client verifier: {error}")))?;
     let identity = Identity::load(dir, &format!("node-{}", config.id))?;
@@ -445,18 +455,71 @@ fn server_config(dir: &Path, config: &NodeConfig) -> Result<quinn::ServerConfig,
     Ok(server)
 }
 
-fn peer_client_config(
-    dir: &Path,
-    config: &NodeConfig,
-) -> Result<quinn::ClientConfig, TransportError> {
+/// How this node dials its peers: as `node-ID`, checking their certificates against the CA and
+/// the revocation lists.
+fn peer_client_config(config: &NodeConfig) -> Result<quinn::ClientConfig, TransportError> {
+    let dir = &config.tls_dir;
     let identity = Identity::load(dir, &format!("node-{}", config.id))?;
-    let tls = tls::client_config(tls::root_store(dir)?, identity, PEER_ALPN)?;
+    let roots = Arc::new(tls::root_store(dir)?);
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots, tls::provider())
+        .with_crls(load_crls(&config.transport.crl_files)?)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|error| TransportError::Quic(format!("server verifier: {error}")))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![PEER_ALPN.to_vec()];
     let crypto =
         QuicClientConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let window = u64::from(PEER_RECEIVE_WINDOW_BYTES);
     client.transport_config(Arc::new(transport_config(config, window)?));
     Ok(client)
+}
+
+/// The certificate revocation lists in `paths` (PEM).
+fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<rustls_pki_types::CertificateRevocationListDer<'static>>, TransportError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut crls = Vec::new();
+    for path in paths {
+        let read = rustls_pki_types::CertificateRevocationListDer::pem_file_iter(path)
+            .and_then(|crls| crls.collect::<Result<Vec<_>, _>>());
+        let found = read.map_err(|error| TransportError::Crl {
+            path: path.display().to_string(),
+            detail: error.to_string(),
+        })?;
+        if found.is_empty() {
+            return Err(TransportError::Crl {
+                path: path.display().to_string(),
+                detail: "no CRL in it".into(),
+            });
+        }
+        crls.extend(found);
+    }
+    Ok(crls)
+}
+
+/// Loads the certificates, the CA and the revocation lists again (SIGHUP): new connections,
+/// accepted and dialled, use them; open connections go on (client connections end at
+/// `transport.connection_age_max`, then reconnect under the new ones).
+pub fn reload(
+    endpoint: &quinn::Endpoint,
+    links: &PeerLinks,
+    config: &NodeConfig,
+) -> Result<(), TransportError> {
+    let server = server_config(config)?;
+    let client = peer_client_config(config)?;
+    endpoint.set_server_config(Some(server));
+    *links
+        .dialer
+        .client_config
+        .write()
+        .expect("client config lock") = client;
+    Ok(())
 }
 
 /// The endpoint's key for QUIC stateless-reset tokens (RFC 9000 §10.3), derived from this node's
@@ -1028,7 +1091,7 @@ struct PeerLink {
     peer: NodeId,
     address: SocketAddr,
     endpoint: quinn::Endpoint,
-    client_config: quinn::ClientConfig,
+    client_config: SharedClientConfig,
     backoff_min: Duration,
     backoff_max: Duration,
     handshake_timeout: Duration,
@@ -1083,11 +1146,14 @@ impl PeerLink {
     }
 
     async fn establish(&self) -> Result<(quinn::Connection, quinn::SendStream), LinkError> {
-        let connecting = self.endpoint.connect_with(
-            self.client_config.clone(),
-            self.address,
-            &node_name(self.peer),
-        )?;
+        let client_config = self
+            .client_config
+            .read()
+            .expect("client config lock")
+            .clone();
+        let connecting =
+            self.endpoint
+                .connect_with(client_config, self.address, &node_name(self.peer))?;
         let connection = connecting.await?;
         let (mut send, mut receive) = connection.open_bi().await?;
         let hello = PeerFrame::Hello {

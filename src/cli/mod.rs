@@ -52,6 +52,13 @@ enum Command {
         /// Client names, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "cli")]
         clients: Vec<String>,
+        /// Replace these pairs (node-N, client-NAME; comma-separated) with new keys and
+        /// certificates, and revoke the old certificates in crl.pem; nodes load both on SIGHUP.
+        #[arg(long, value_delimiter = ',')]
+        renew: Vec<String>,
+        /// Revoke these certificates (node-N, client-NAME; comma-separated) in crl.pem.
+        #[arg(long, value_delimiter = ',')]
+        revoke: Vec<String>,
     },
     /// Run a coordinator node.
     Serve(ServeArguments),
@@ -293,8 +300,19 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             dir,
             nodes,
             clients,
+            renew,
+            revoke,
         } => {
-            let written = ordo_coordinator::certs::generate(&dir, nodes, &clients)?;
+            let mut written = Vec::new();
+            if renew.is_empty() && revoke.is_empty() {
+                written = ordo_coordinator::certs::generate(&dir, nodes, &clients)?;
+            }
+            for stem in &renew {
+                written.extend(ordo_coordinator::certs::renew(&dir, stem)?);
+            }
+            for stem in &revoke {
+                written.extend(ordo_coordinator::certs::revoke(&dir, stem)?);
+            }
             for path in &written {
                 println!("wrote {path}");
             }

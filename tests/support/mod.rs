@@ -481,6 +481,17 @@ impl TestCluster {
         signal(self.child(id), libc::SIGCONT);
     }
 
+    /// SIGHUP: the node reloads its certificates and revocation lists.
+    pub fn sighup(&self, id: NodeId) {
+        signal(self.child(id), libc::SIGHUP);
+    }
+
+    /// Changes the options for nodes started from now on (say, environment that names a file
+    /// in the cluster's directory, known only once it is laid out).
+    pub fn options_mut(&mut self) -> &mut ClusterOptions {
+        &mut self.options
+    }
+
     fn child(&self, id: NodeId) -> &Child {
         let child = self.node(id).child.as_ref();
         child.unwrap_or_else(|| panic!("node {id} is not running"))
