@@ -400,6 +400,7 @@ async fn read_request(
     };
     let bad = |error: FrameError| {
         metrics::counter!("ordo_bad_frames_total").increment(1);
+        warn!(identity = %client.key, %error, "refused a client request: bad frame");
         ClientResponse::Refused {
             code: RefusedCode::BadFrame,
             reason: format!("bad request frame: {error}"),

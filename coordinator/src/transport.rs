@@ -824,15 +824,21 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepting: Arc<Accepting>) {
                 .as_ref()
                 .map_or(Caller::Client(None), Caller::from_certificate);
             match protocol.as_deref() {
-                Some(PEER_ALPN) => {
-                    // Only a node's certificate may take a peer slot, or be read a hello from.
-                    if !matches!(caller, Caller::Node(_)) {
-                        return refuse_quietly(
-                            &connection,
-                            remote,
-                            "the certificate names no node (node-N.ordo)",
-                        );
+                Some(PEER_ALPN) if !matches!(caller, Caller::Node(_)) => {
+                    // Not a node: it is refused at its hello (read with a small limit) with the
+                    // reason, holding a client's slots meanwhile, never a peer's.
+                    let key = clients::budget_key(&caller, leaf.as_ref());
+                    let slots =
+                        clients::take_connection_slots(&accepting.budgets, &key, remote.ip());
+                    match slots {
+                        Ok(_slots) => serve_peer(connection, accepting).await,
+                        Err(reason) => {
+                            let code = quinn::VarInt::from_u32(clients::CLOSE_QUOTA);
+                            connection.close(code, reason.as_bytes());
+                        }
                     }
+                }
+                Some(PEER_ALPN) => {
                     let Ok(_slot) = accepting.peer_connections.clone().try_acquire_owned() else {
                         warn!(%remote, "refused peer: transport.peer_connections_max reached");
                         metrics::counter!("ordo_connections_refused_total").increment(1);
