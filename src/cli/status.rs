@@ -98,6 +98,7 @@ fn status_json(status: &ordo_common::client::NodeStatus) -> serde_json::Value {
         "durable_index": status.durable_index,
         "reachable_peers": status.reachable_peers,
         "storage_full": status.storage_full,
+        "tick_gap_max_us": status.tick_gap_max_us,
     })
 }
 

@@ -18,6 +18,10 @@ use tokio::task::JoinSet;
 
 use super::raw;
 
+/// How long a node's reported longest tick gap remembers a gap (two windows of 10 s): wait this
+/// long after one flood before measuring the next.
+pub const TICK_GAP_SETTLE: Duration = Duration::from_secs(21);
+
 /// One client endpoint (one UDP socket) that opens connections as identity `client-NAME`.
 pub struct Flooder {
     endpoint: quinn::Endpoint,
