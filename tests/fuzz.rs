@@ -1168,6 +1168,7 @@ fn refused_code(r: &mut Rng) -> RefusedCode {
         RefusedCode::IdConflict,
         RefusedCode::BeyondHorizon,
         RefusedCode::Forbidden,
+        RefusedCode::LimitExceeded,
     ])
 }
 

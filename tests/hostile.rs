@@ -658,3 +658,52 @@ async fn a_rotated_certificate_is_used_after_sighup_and_the_old_one_is_refused_a
     );
     assert!(ended.contains("connection_age_max"), "{ended}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_cannot_create_topics_beyond_its_quota() {
+    let mut options = with_config(3, ORDERS_ACL);
+    options
+        .environment
+        .push(("ORDO_TRANSPORT_TOPICS_PER_IDENTITY_MAX".into(), "4".into()));
+    let cluster = TestCluster::start_with(options);
+    issue_client(&cluster, "orders-svc");
+    cluster.wait_for_leader(STARTUP).await;
+    let orders = client_as(&cluster, "orders-svc").await;
+    for topic in ["orders", "audit.1", "audit.2", "audit.3"] {
+        orders
+            .submit(batch(topic, "x"))
+            .await
+            .expect("within quota");
+    }
+    let refused = orders.submit(batch("audit.4", "x")).await.unwrap_err();
+    match &refused {
+        SubmitError::Refused { code, reason } => {
+            assert_eq!(*code, RefusedCode::LimitExceeded, "{reason}");
+            assert!(reason.contains("topics_per_identity_max"), "{reason}");
+            assert!(reason.contains("\"audit.4\""), "{reason}");
+        }
+        other => panic!("a fifth topic was answered {other:?}"),
+    }
+    // Topics that exist take more messages; an admin is not limited.
+    orders
+        .submit(batch("audit.2", "y"))
+        .await
+        .expect("an existing topic");
+    let admin = client_as(&cluster, "cli").await;
+    admin
+        .submit(batch("audit.4", "z"))
+        .await
+        .expect("the admin");
+    // Now that it exists, orders-svc may write it, but still create nothing new.
+    orders
+        .submit(batch("audit.4", "w"))
+        .await
+        .expect("it exists now");
+    assert!(matches!(
+        orders.submit(batch("audit.5", "x")).await,
+        Err(SubmitError::Refused {
+            code: RefusedCode::LimitExceeded,
+            ..
+        })
+    ));
+}

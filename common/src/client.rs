@@ -320,6 +320,9 @@ pub enum RefusedCode {
     /// The caller's certificate identity is not allowed this request by the node's `[auth]`
     /// configuration; the reason names the identity and the rule that refused it.
     Forbidden,
+    /// A limit that does not free up by itself would be exceeded (say, the topics an identity
+    /// may create); the reason names its configuration key.
+    LimitExceeded,
 }
 
 impl RefusedCode {
@@ -333,6 +336,7 @@ impl RefusedCode {
             Self::IdConflict => "id_conflict",
             Self::BeyondHorizon => "beyond_horizon",
             Self::Forbidden => "forbidden",
+            Self::LimitExceeded => "limit_exceeded",
         }
     }
 }

@@ -203,6 +203,28 @@ impl Policy {
         self.rules.is_none()
     }
 
+    /// The topic patterns `caller`'s new topics count against (see
+    /// `transport.topics_per_identity_max`): its write patterns, `*` for everyone without an
+    /// `[auth]` section, `None` for an admin (not limited).
+    pub fn write_patterns(&self, caller: &Caller) -> Option<Vec<String>> {
+        let Some(rules) = &self.rules else {
+            return Some(vec!["*".to_string()]);
+        };
+        let Caller::Client(Some(name)) = caller else {
+            return Some(Vec::new());
+        };
+        if rules.admins.iter().any(|admin| admin == name) {
+            return None;
+        }
+        Some(
+            rules
+                .acl
+                .get(name)
+                .map(|(_, rule)| rule.write.clone())
+                .unwrap_or_default(),
+        )
+    }
+
     /// Whether `caller` may make `request`.
     pub fn check(&self, caller: &Caller, request: &ClientRequest) -> Result<(), Denied> {
         let name = match caller {

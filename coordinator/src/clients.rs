@@ -13,6 +13,10 @@
 //!   growing as it arrives, all within `request_read_timeout`;
 //! - subscriptions per connection and per node, catch-ups reading history at once, and topics
 //!   per filter;
+//! - topics: the topics an identity's write patterns cover (all of them without `[auth]`) may
+//!   number at most `topics_per_identity_max` before its submits may create more
+//!   (`Refused{limit_exceeded}`; admins are not limited), so one client cannot fill every
+//!   node's state with names;
 //! - submitted bytes per identity waiting for their outcome, so one identity cannot take the
 //!   whole `raft.uncommitted_bytes_max`; a proposal at a node that does not lead is answered
 //!   at once, without queueing it for the driver;
@@ -598,8 +602,18 @@ async fn serve_request(
                 not_leader
             } else {
                 let max = limits.identity_uncommitted_bytes_max.0;
+                let topic_quota = accepting
+                    .policy
+                    .write_patterns(&client.caller)
+                    .map(|patterns| ordo_node::TopicQuota {
+                        identity: client.key.to_string(),
+                        patterns,
+                        max: limits.topics_per_identity_max,
+                    });
                 match budgets.uncommitted.take(&client.key, bytes.length, max) {
-                    Some(_share) => call_node(request, &accepting.clients.calls).await,
+                    Some(_share) => {
+                        call_node_within(request, topic_quota, &accepting.clients.calls).await
+                    }
                     None => {
                         budgets.refused("identity_uncommitted_bytes_max", &client.key);
                         quota(format!(
@@ -619,8 +633,22 @@ async fn serve_request(
 
 /// Hands `request` to the node and waits for its reply.
 async fn call_node(request: ClientRequest, clients: &mpsc::Sender<ClientCall>) -> ClientResponse {
+    call_node_within(request, None, clients).await
+}
+
+/// [`call_node`] for a submit whose new topics count against `topic_quota`.
+async fn call_node_within(
+    request: ClientRequest,
+    topic_quota: Option<ordo_node::TopicQuota>,
+    clients: &mpsc::Sender<ClientCall>,
+) -> ClientResponse {
     let (reply, answer) = oneshot::channel();
-    if clients.send(ClientCall { request, reply }).await.is_err() {
+    let call = ClientCall {
+        request,
+        reply,
+        topic_quota,
+    };
+    if clients.send(call).await.is_err() {
         return ClientResponse::Busy {
             code: BusyCode::Stopping,
             reason: "node is shutting down; retry at another node".into(),

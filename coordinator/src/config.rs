@@ -264,6 +264,8 @@ pub struct TransportSection {
     pub subscription_topics_max: u64,
     /// Submitted bytes one identity may have waiting for their outcome on this node.
     pub identity_uncommitted_bytes_max: HumanBytes,
+    /// Topics an identity's write patterns may cover before its submits may create more.
+    pub topics_per_identity_max: u64,
     /// PEM files of certificate revocation lists checked for every client and peer
     /// certificate (reloaded with the certificates on SIGHUP).
     pub crl_files: Vec<PathBuf>,
@@ -339,6 +341,7 @@ impl Default for NodeConfig {
                 catchups_max: 16,
                 subscription_topics_max: 1024,
                 identity_uncommitted_bytes_max: mib(128),
+                topics_per_identity_max: 100_000,
                 crl_files: Vec::new(),
                 handshake_timeout: ms(5000),
                 idle_timeout: ms(10_000),
@@ -593,6 +596,12 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "transport",
+        "topics_per_identity_max",
+        "count; topics an identity's write patterns cover (every topic without [auth]) before \
+         its submits may create more (code quota); admins are not limited",
+    ),
+    (
+        "transport",
         "crl_files",
         "paths of PEM certificate revocation lists, checked for every certificate (reloaded \
          on SIGHUP)",
@@ -799,6 +808,7 @@ impl NodeConfig {
             ("subscriptions_max", transport.subscriptions_max),
             ("catchups_max", transport.catchups_max),
             ("subscription_topics_max", transport.subscription_topics_max),
+            ("topics_per_identity_max", transport.topics_per_identity_max),
         ];
         if let Some((key, _)) = counts.iter().find(|(_, count)| *count == 0) {
             return Err(ConfigError::Invalid(format!(

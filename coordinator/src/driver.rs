@@ -431,11 +431,19 @@ impl<S: LogStore> Driver<S> {
         }
     }
 
-    fn on_client(&mut self, ClientCall { request, reply }: ClientCall) {
+    fn on_client(
+        &mut self,
+        ClientCall {
+            request,
+            reply,
+            topic_quota,
+        }: ClientCall,
+    ) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.waiting.insert(id, reply);
-        self.node.handle_request(id, request);
+        self.node
+            .handle_request_within(id, request, topic_quota.as_ref());
     }
 
     /// Measures free space, refuses or resumes proposals, and makes the ballast when there is

@@ -99,6 +99,8 @@ pub struct Inbound {
 pub struct ClientCall {
     pub request: ClientRequest,
     pub reply: oneshot::Sender<ClientResponse>,
+    /// Within what the caller's submits may create topics (`None`: an admin, no limit).
+    pub topic_quota: Option<ordo_node::TopicQuota>,
 }
 
 /// Where subscriptions read committed batches: durable storage, up to the seq the node last

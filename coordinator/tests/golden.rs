@@ -503,8 +503,9 @@ fn refused_codes() -> Vec<RefusedCode> {
         RefusedCode::IdConflict,
         RefusedCode::BeyondHorizon,
         RefusedCode::Forbidden,
+        RefusedCode::LimitExceeded,
     ];
-    covers(&samples, 7, |sample| match sample {
+    covers(&samples, 8, |sample| match sample {
         RefusedCode::BadFrame => 0,
         RefusedCode::TooLarge => 1,
         RefusedCode::Unsupported => 2,
@@ -512,6 +513,7 @@ fn refused_codes() -> Vec<RefusedCode> {
         RefusedCode::IdConflict => 4,
         RefusedCode::BeyondHorizon => 5,
         RefusedCode::Forbidden => 6,
+        RefusedCode::LimitExceeded => 7,
     });
     samples
 }

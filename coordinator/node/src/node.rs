@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
-use ordo_common::batch::{BatchId, CommittedBatch};
+use ordo_common::batch::{Batch, BatchId, CommittedBatch};
 use ordo_common::client::COORD_LIST_ROWS_MAX;
 use ordo_common::client::{
     BusyCode, ClientRequest, ClientResponse, MemberInfo, MemberList, NodeRole, NodeStatus,
@@ -377,6 +377,22 @@ impl Node {
     /// A client's request. Every request gets exactly one [`Output::Reply`], now or later
     /// (at the latest from [`Node::abandon`]).
     pub fn handle_request(&mut self, request: RequestId, body: ClientRequest) {
+        self.handle_request_within(request, body, None)
+    }
+
+    /// [`Node::handle_request`] for a caller whose submits may create new topics only within
+    /// `quota`.
+    pub fn handle_request_within(
+        &mut self,
+        request: RequestId,
+        body: ClientRequest,
+        quota: Option<&TopicQuota>,
+    ) {
+        if let (ClientRequest::Submit { batch }, Some(quota)) = (&body, quota)
+            && let Some(refusal) = self.topic_quota_refusal(batch, quota)
+        {
+            return self.reply(request, refusal);
+        }
         let response = match body {
             ClientRequest::Hello => ClientResponse::Welcome { node: self.id() },
             ClientRequest::Status => ClientResponse::Status(Box::new(self.status())),
@@ -858,6 +874,46 @@ impl Node {
         }
     }
 
+    /// `Refused{limit_exceeded}` when `batch` would create topics beyond what `quota` allows: the topics
+    /// its patterns cover may number at most `max`, counting those the batch creates.
+    fn topic_quota_refusal(&self, batch: &Batch, quota: &TopicQuota) -> Option<ClientResponse> {
+        let offsets = self.state.offsets();
+        let mut new: Vec<&str> = batch
+            .messages
+            .iter()
+            .map(|message| message.topic.as_str())
+            .filter(|topic| !offsets.contains_key(*topic))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() {
+            return None;
+        }
+        let covered = |topic: &str| {
+            quota
+                .patterns
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => topic.starts_with(prefix),
+                    None => pattern == topic,
+                })
+        };
+        let existing = if quota.patterns.iter().any(|pattern| pattern == "*") {
+            offsets.len() as u64
+        } else {
+            offsets.keys().filter(|topic| covered(topic)).count() as u64
+        };
+        let total = existing + new.len() as u64;
+        (total > quota.max).then(|| ClientResponse::Refused {
+            code: RefusedCode::LimitExceeded,
+            reason: format!(
+                "identity {} may not create topic {:?}: the topics its write patterns {:?} \
+                     cover would number {total}, over transport.topics_per_identity_max ({})",
+                quota.identity, new[0], quota.patterns, quota.max
+            ),
+        })
+    }
+
     /// The answer to a proposal made at a node that does not lead: the leader it knows of.
     pub fn not_leader(&self, leader: Option<NodeId>) -> ClientResponse {
         ClientResponse::NotLeader {
@@ -1286,6 +1342,16 @@ fn beyond_horizon(floor_ms: u64) -> ClientResponse {
              work with a fresh id, or ask for status"
         ),
     }
+}
+
+/// How many topics a caller's submits may bring into existence: the topics its write
+/// `patterns` (names, or prefixes ending in `*`) cover may number at most `max`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicQuota {
+    /// How refusals name the caller.
+    pub identity: String,
+    pub patterns: Vec<String>,
+    pub max: u64,
 }
 
 fn busy(code: BusyCode, reason: impl ToString) -> ClientResponse {
