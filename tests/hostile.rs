@@ -707,3 +707,29 @@ async fn an_identity_cannot_create_topics_beyond_its_quota() {
         })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_that_never_finish_do_not_lock_out_a_real_client() {
+    // Eight handshake slots; unanswered Initial packets from 200 addresses.
+    let mut options = ClusterOptions::fast(3);
+    options
+        .environment
+        .push(("ORDO_TRANSPORT_HANDSHAKES_MAX".into(), "8".into()));
+    let cluster = TestCluster::start_with(options);
+    issue_client(&cluster, "flood");
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let initials = floods::captured_initials(cluster.tls_dir(), 200).await;
+    let _held = floods::replay_initials(cluster.address(leader), &initials).await;
+    // The slots would stay taken for the 5 s handshake timeout; a real client comes now.
+    let connection = NodeConnection::connect(
+        cluster.address(leader),
+        &cluster.client_tls(),
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .expect("a client that answers the Retry is served while the flood holds no slot");
+    assert!(matches!(
+        connection.request(&ClientRequest::Status).await,
+        Ok(ClientResponse::Status(_))
+    ));
+}

@@ -290,3 +290,60 @@ pub fn quantile_ms(latencies: &[Duration], q: f64) -> f64 {
     let at = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[at].as_secs_f64() * 1000.0
 }
+
+/// `count` QUIC Initial packets, each opening a handshake with its own connection id, as a
+/// client of `tls_dir`'s CA would send them; captured on a socket that never answers.
+pub async fn captured_initials(tls_dir: &Path, count: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("sink");
+    let sink_address = sink.local_addr().expect("sink address");
+    let flooder = Flooder::new(tls_dir, "flood");
+    let mut pending = Vec::new();
+    for _ in 0..count {
+        let connecting = flooder
+            .endpoint
+            .connect(sink_address, CLUSTER_SERVER_NAME)
+            .expect("connect");
+        pending.push(tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(3), connecting).await;
+        }));
+    }
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut buffer = vec![0u8; 2048];
+    while packets.len() < count {
+        let (length, _) = sink.recv_from(&mut buffer).await.expect("an Initial");
+        let packet = buffer[..length].to_vec();
+        // A long header: flags, version (4), then the destination connection id.
+        let dcid = |packet: &[u8]| {
+            packet
+                .get(6..6 + *packet.get(5)? as usize)
+                .map(<[u8]>::to_vec)
+        };
+        if !packets.iter().any(|seen| dcid(seen) == dcid(&packet)) {
+            packets.push(packet);
+        }
+    }
+    for task in pending {
+        task.abort();
+    }
+    packets
+}
+
+/// Sends each packet from a socket of its own (a distinct source address) that never reads
+/// an answer: handshakes that a node would hold open until they time out, unless it asks the
+/// address to prove itself first (QUIC Retry).
+pub async fn replay_initials(
+    target: SocketAddr,
+    packets: &[Vec<u8>],
+) -> Vec<tokio::net::UdpSocket> {
+    let mut sockets = Vec::new();
+    for packet in packets {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("socket");
+        let _ = socket.send_to(packet, target).await;
+        sockets.push(socket);
+    }
+    sockets
+}
