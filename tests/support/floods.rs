@@ -291,8 +291,8 @@ pub fn quantile_ms(latencies: &[Duration], q: f64) -> f64 {
     sorted[at].as_secs_f64() * 1000.0
 }
 
-/// `count` QUIC Initial packets, each opening a handshake with its own connection id, as a
-/// client of `tls_dir`'s CA would send them; captured on a socket that never answers.
+/// Up to `count` QUIC Initial packets, each opening a handshake with its own connection id, as
+/// a client of `tls_dir`'s CA would send them; captured on a socket that never answers.
 pub async fn captured_initials(tls_dir: &Path, count: usize) -> Vec<Vec<u8>> {
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -309,10 +309,16 @@ pub async fn captured_initials(tls_dir: &Path, count: usize) -> Vec<Vec<u8>> {
             let _ = tokio::time::timeout(Duration::from_secs(3), connecting).await;
         }));
     }
+    // Some datagrams may overflow the sink's buffer; their retransmissions come within the
+    // connection attempts' 3 s, and the capture ends then whatever it holds.
     let mut packets: Vec<Vec<u8>> = Vec::new();
     let mut buffer = vec![0u8; 2048];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     while packets.len() < count {
-        let (length, _) = sink.recv_from(&mut buffer).await.expect("an Initial");
+        let received = tokio::time::timeout_at(deadline, sink.recv_from(&mut buffer)).await;
+        let Ok(Ok((length, _))) = received else {
+            break;
+        };
         let packet = buffer[..length].to_vec();
         // A long header: flags, version (4), then the destination connection id.
         let dcid = |packet: &[u8]| {
