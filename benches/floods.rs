@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ordo_common::client::{ClientRequest, NodeStatus};
-use ordo_participant::{Batch, Client, ClientConfig, Message, new_batch_id};
+use ordo_common::client::NodeStatus;
+use ordo_participant::{Client, ClientConfig};
 use support::floods::{self, Flooder, RssPeak};
-use support::{ClusterOptions, TestCluster, count_from_env, machine_description, path_str};
+use support::{ClusterOptions, TestCluster, count_from_env, machine_description};
 
 const STARTUP: Duration = Duration::from_secs(30);
 
@@ -94,15 +94,7 @@ async fn measure(
 
 async fn run(probes: usize) -> Vec<Row> {
     let cluster = TestCluster::start_with(ClusterOptions::shipped_defaults(3));
-    support::run_ordo_checked(&[
-        "certs",
-        "--dir",
-        path_str(cluster.tls_dir()),
-        "--nodes",
-        "0",
-        "--clients",
-        "flood",
-    ]);
+    floods::issue_client(&cluster, "flood");
     let leader = cluster.wait_for_leader(STARTUP).await.id;
     let followers = cluster.others(leader);
     let endpoints = cluster
@@ -175,42 +167,9 @@ async fn run(probes: usize) -> Vec<Row> {
     drop(connections);
     tokio::time::sleep(floods::TICK_GAP_SETTLE).await;
 
-    let history = 20_000u64;
-    let mut writers = tokio::task::JoinSet::new();
-    for writer in 0..64 {
-        let client = client.clone();
-        writers.spawn(async move {
-            for i in (writer..history).step_by(64) {
-                let batch = Batch {
-                    id: new_batch_id(),
-                    messages: vec![Message::new("history", format!("h-{i}").into_bytes())],
-                    preconditions: Vec::new(),
-                };
-                client.submit(batch).await.expect("history");
-            }
-        });
-    }
-    while let Some(done) = writers.join_next().await {
-        done.expect("a writer");
-    }
+    floods::write_history(&client, 20_000).await;
     let (connections, _) = flooder.hold(cluster.address(leader), 20, 20).await;
-    let subscribe = ordo_net::wire::encode_frame(&ClientRequest::Subscribe {
-        from_seq: 1,
-        topics: vec!["matches-nothing".into()],
-    });
-    let mut subscriptions = tokio::task::JoinSet::new();
-    for connection in &connections {
-        for _ in 0..50 {
-            let (connection, subscribe) = (connection.clone(), subscribe.clone());
-            subscriptions.spawn(async move {
-                let Ok((mut send, _receive)) = connection.open_bi().await else {
-                    return;
-                };
-                let _ = send.write_all(&subscribe).await;
-                std::future::pending::<()>().await;
-            });
-        }
-    }
+    let (mut subscriptions, _) = floods::idle_subscriptions(&connections, 50);
     tokio::time::sleep(Duration::from_secs(1)).await;
     rows.push(
         measure(

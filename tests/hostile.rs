@@ -14,7 +14,7 @@ use ordo_participant::{
     Batch, Client, ClientConfig, ClientTls, MemberError, MembershipChange, Message, NodeConnection,
     QueryError, SubmitError, new_batch_id,
 };
-use support::floods::{self, Flooder, RssPeak};
+use support::floods::{self, Flooder, RssPeak, issue_client};
 use support::{ClusterOptions, REQUEST_TIMEOUT, TestCluster, path_str};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -37,19 +37,6 @@ fn with_config(nodes: u64, config: &str) -> ClusterOptions {
         config_file: Some(config.to_string()),
         ..ClusterOptions::fast(nodes)
     }
-}
-
-/// Issues a client certificate `name` in the cluster's TLS directory.
-fn issue_client(cluster: &TestCluster, name: &str) {
-    support::run_ordo_checked(&[
-        "certs",
-        "--dir",
-        path_str(cluster.tls_dir()),
-        "--nodes",
-        "0",
-        "--clients",
-        name,
-    ]);
 }
 
 async fn client_as(cluster: &TestCluster, name: &str) -> Client {
@@ -448,52 +435,12 @@ async fn a_thousand_subscriptions_matching_nothing_do_not_stall_commits() {
     let leader = cluster.wait_for_leader(STARTUP).await.id;
     let client = client_as(&cluster, "cli").await;
     // History for every subscription to scan: 20,000 batches.
-    let history = 20_000;
-    let mut writers = tokio::task::JoinSet::new();
-    for writer in 0..64 {
-        let client = client.clone();
-        writers.spawn(async move {
-            for i in (writer..history).step_by(64) {
-                let payload = format!("history-{i}");
-                let batch = Batch {
-                    id: new_batch_id(),
-                    messages: vec![Message::new("history", payload.into_bytes())],
-                    preconditions: Vec::new(),
-                };
-                client.submit(batch).await.expect("history");
-            }
-        });
-    }
-    while let Some(done) = writers.join_next().await {
-        done.expect("a writer");
-    }
+    floods::write_history(&client, 20_000).await;
     let quiet = floods::commit_latencies(&client, 100).await.expect("probe");
     let flooder = std::sync::Arc::new(Flooder::new(cluster.tls_dir(), "flood"));
     let (connections, _) = flooder.hold(cluster.address(leader), 20, 20).await;
     assert_eq!(connections.len(), 20);
-    let subscribe = ordo_net::wire::encode_frame(&ClientRequest::Subscribe {
-        from_seq: 1,
-        topics: vec!["matches-nothing".into()],
-    });
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut subscriptions = tokio::task::JoinSet::new();
-    for connection in &connections {
-        for _ in 0..50 {
-            let (connection, subscribe) = (connection.clone(), subscribe.clone());
-            let answered = answered.clone();
-            subscriptions.spawn(async move {
-                let (mut send, mut receive) = connection.open_bi().await.expect("a stream");
-                send.write_all(&subscribe).await.expect("subscribe");
-                let frame = ordo_net::wire::read_frame::<ClientResponse, _>(
-                    &mut receive,
-                    ordo_common::client::CLIENT_RESPONSE_BYTES_MAX,
-                )
-                .await;
-                eprintln!("a subscription was answered: {frame:?}");
-                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
-    }
+    let (mut subscriptions, answered) = floods::idle_subscriptions(&connections, 50);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let flooded = floods::commit_latencies(&client, 100)
         .await

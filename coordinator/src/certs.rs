@@ -232,33 +232,9 @@ fn write_crl(
     replace_file(&path, crl.pem()?.as_bytes(), written)
 }
 
-/// Replaces `path` with `bytes` atomically (a synced temporary file renamed over it).
+/// Replaces `path` with `bytes` atomically: [`write_file`], renamed over what was there.
 fn replace_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<(), CertsError> {
-    use std::io::Write;
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
-    let _ = std::fs::remove_file(&partial);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    if path.extension().is_some_and(|ext| ext == "key") {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options
-        .open(&partial)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|source| {
-            let _ = std::fs::remove_file(&partial);
-            write_error(path, source)
-        })?;
-    written.push(path.display().to_string());
-    Ok(())
+    put_file(path, bytes, written, Placing::Replace)
 }
 
 /// Issues one leaf with explicit validity, for tests that need an expired certificate or a
@@ -394,11 +370,29 @@ fn write_leaf(
 /// interrupted write never leaves a truncated file under the real name (which a later run would
 /// keep).
 fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<(), CertsError> {
+    put_file(path, bytes, written, Placing::Create)
+}
+
+/// How [`put_file`] moves the synced `.partial` file into place.
+#[derive(Clone, Copy)]
+enum Placing {
+    /// A hard link: fails if `path` exists.
+    Create,
+    /// A rename over whatever `path` holds.
+    Replace,
+}
+
+fn put_file(
+    path: &Path,
+    bytes: &[u8],
+    written: &mut Vec<String>,
+    placing: Placing,
+) -> Result<(), CertsError> {
     use std::io::Write;
     let mut partial = path.as_os_str().to_owned();
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
-    // A leftover from an interrupted run is ours to replace: it was never linked into place.
+    // A leftover from an interrupted run is ours to replace: it was never moved into place.
     let _ = std::fs::remove_file(&partial);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -413,7 +407,10 @@ fn write_file(path: &Path, bytes: &[u8], written: &mut Vec<String>) -> Result<()
             file.write_all(bytes)?;
             file.sync_all()
         })
-        .and_then(|()| std::fs::hard_link(&partial, path));
+        .and_then(|()| match placing {
+            Placing::Create => std::fs::hard_link(&partial, path),
+            Placing::Replace => std::fs::rename(&partial, path),
+        });
     let _ = std::fs::remove_file(&partial);
     result.map_err(|source| write_error(path, source))?;
     written.push(path.display().to_string());

@@ -353,3 +353,72 @@ pub async fn replay_initials(
     }
     sockets
 }
+
+/// Issues a client certificate `name` in the cluster's TLS directory (`ordo certs`).
+pub fn issue_client(cluster: &super::TestCluster, name: &str) {
+    super::run_ordo_checked(&[
+        "certs",
+        "--dir",
+        super::path_str(cluster.tls_dir()),
+        "--nodes",
+        "0",
+        "--clients",
+        name,
+    ]);
+}
+
+/// Commits `count` one-message batches on topic `history`, 64 submitters at a time: a log for
+/// subscriptions to scan.
+pub async fn write_history(client: &Client, count: u64) {
+    let mut writers = JoinSet::new();
+    for writer in 0..64 {
+        let client = client.clone();
+        writers.spawn(async move {
+            for i in (writer..count).step_by(64) {
+                let batch = Batch {
+                    id: new_batch_id(),
+                    messages: vec![Message::new("history", format!("history-{i}").into_bytes())],
+                    preconditions: Vec::new(),
+                };
+                client.submit(batch).await.expect("history");
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("a writer");
+    }
+}
+
+/// Opens `per_connection` subscriptions from seq 1 on each connection whose filter matches no
+/// topic, and holds them open; the counter says how many were answered at all (a refusal, or
+/// the end of the stream).
+pub fn idle_subscriptions(
+    connections: &[quinn::Connection],
+    per_connection: usize,
+) -> (JoinSet<()>, Arc<AtomicU64>) {
+    let subscribe = encode_frame(&ClientRequest::Subscribe {
+        from_seq: 1,
+        topics: vec!["matches-nothing".into()],
+    });
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut subscriptions = JoinSet::new();
+    for connection in connections {
+        for _ in 0..per_connection {
+            let (connection, subscribe) = (connection.clone(), subscribe.clone());
+            let answered = answered.clone();
+            subscriptions.spawn(async move {
+                let Ok((mut send, mut receive)) = connection.open_bi().await else {
+                    return;
+                };
+                if send.write_all(&subscribe).await.is_err() {
+                    return;
+                }
+                let frame =
+                    read_frame::<ClientResponse, _>(&mut receive, CLIENT_RESPONSE_BYTES_MAX).await;
+                eprintln!("a subscription was answered: {frame:?}");
+                answered.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    }
+    (subscriptions, answered)
+}
