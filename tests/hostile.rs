@@ -47,6 +47,22 @@ fn with_config(nodes: u64, config: &str) -> ClusterOptions {
     }
 }
 
+/// Starts a cluster whose configuration has an `[auth]` section, and checks that every node
+/// loaded it: a node that read no `[auth]` would serve everyone, and the refusals tested below
+/// would come only from the nodes that did.
+async fn start_with_auth(options: ClusterOptions) -> TestCluster {
+    let cluster = TestCluster::start_with(options);
+    cluster.wait_for_leader(STARTUP).await;
+    for id in cluster.ids() {
+        let log = std::fs::read_to_string(cluster.log_path(id)).unwrap_or_default();
+        assert!(
+            !log.contains("no [auth] section"),
+            "node {id} started without the [auth] section of its configuration file"
+        );
+    }
+    cluster
+}
+
 async fn client_as(cluster: &TestCluster, name: &str) -> Client {
     let endpoints = cluster
         .ids()
@@ -79,7 +95,7 @@ fn assert_forbidden(error: &impl std::fmt::Display, code: Option<RefusedCode>, n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_a_write_acl_for_orders_cannot_submit_to_accounts_nor_subscribe_to_it() {
-    let cluster = TestCluster::start_with(with_config(3, ORDERS_ACL));
+    let cluster = start_with_auth(with_config(3, ORDERS_ACL)).await;
     issue_client(&cluster, "orders-svc");
     cluster.wait_for_leader(STARTUP).await;
     let orders = client_as(&cluster, "orders-svc").await;
@@ -200,7 +216,7 @@ async fn a_node_certificate_cannot_act_as_a_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_admin_cannot_change_membership_take_a_snapshot_or_propose_raw_bytes() {
-    let cluster = TestCluster::start_with(with_config(3, ORDERS_ACL));
+    let cluster = start_with_auth(with_config(3, ORDERS_ACL)).await;
     issue_client(&cluster, "orders-svc");
     let leader = cluster.wait_for_leader(STARTUP).await.id;
     let orders = client_as(&cluster, "orders-svc").await;
@@ -621,9 +637,8 @@ async fn an_identity_cannot_create_topics_beyond_its_quota() {
     options
         .environment
         .push(("ORDO_TRANSPORT_TOPICS_PER_IDENTITY_MAX".into(), "4".into()));
-    let cluster = TestCluster::start_with(options);
+    let cluster = start_with_auth(options).await;
     issue_client(&cluster, "orders-svc");
-    cluster.wait_for_leader(STARTUP).await;
     let orders = client_as(&cluster, "orders-svc").await;
     for topic in ["orders", "audit.1", "audit.2", "audit.3"] {
         orders

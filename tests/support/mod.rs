@@ -512,9 +512,16 @@ impl TestCluster {
         let log_filter =
             std::env::var("ORDO_TEST_RUST_LOG").unwrap_or_else(|_| self.options.log_filter.clone());
         let tls_dir = self.tls_dir.clone();
+        // One file for every node, replaced whole (a rename), and only when its text changes:
+        // rewriting it in place would let a node started a moment earlier read it half
+        // written, and start without its `[auth]` section.
         let config_file = self.options.config_file.as_ref().map(|text| {
             let path = self.dir().join("node-config.toml");
-            std::fs::write(&path, text).expect("write the nodes' configuration file");
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                let staged = self.dir().join(format!("node-config.toml.{id}.new"));
+                std::fs::write(&staged, text).expect("write the nodes' configuration file");
+                std::fs::rename(&staged, &path).expect("replace the nodes' configuration file");
+            }
             path
         });
         let node = self.nodes.get_mut(&id).expect("known node");
