@@ -18,19 +18,29 @@
 //!     first: its last renewal was at most a third of the TTL before the kill, so about
 //!     2/3 TTL to one TTL, plus the commit of the expiry and the grant.
 //!
-//! `ORDO_BENCH_ELECTIONS` (default 20), `ORDO_BENCH_CONNECTS` (default 200) and
-//! `ORDO_BENCH_FAILOVERS` (default 10) set the counts.
+//! (d) **Failover as a client sees it**: one SDK client with its default settings submits one
+//!     batch after another to a cluster with the shipped timing; the leader is killed with
+//!     SIGKILL, and the time from the kill to the acknowledgement of the submit the dead leader
+//!     left unanswered is measured (retried by the SDK at the next leader; an answer already
+//!     on its way back at the kill does not count). Each run
+//!     restarts the killed node and waits for the steady state of (a).
+//!
+//! `ORDO_BENCH_ELECTIONS` (default 20), `ORDO_BENCH_CONNECTS` (default 200),
+//! `ORDO_BENCH_FAILOVERS` (default 10) and `ORDO_BENCH_CLIENT_FAILOVERS` (default 20) set the
+//! counts; `ORDO_BENCH_ONLY=d` (or any of a–d) runs one part.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ordo_common::client::{ClientRequest, ClientResponse};
-use ordo_participant::NodeConnection;
+use ordo_participant::{Batch, Client, Message, NodeConnection, new_batch_id};
 use support::{
     ClusterOptions, REQUEST_TIMEOUT, TestCluster, count_from_env, machine_description, wait_until,
 };
@@ -47,14 +57,29 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    let client_failovers = count_from_env("ORDO_BENCH_CLIENT_FAILOVERS", 20) as usize;
+    let only = std::env::var("ORDO_BENCH_ONLY").unwrap_or_default();
+    let runs = |part: &str| only.is_empty() || only == part;
     runtime.block_on(async {
-        for options in [ClusterOptions::shipped_defaults(3), ClusterOptions::fast(3)] {
-            election_after_kill(options, elections).await;
+        if runs("a") {
+            for options in [ClusterOptions::shipped_defaults(3), ClusterOptions::fast(3)] {
+                election_after_kill(options, elections).await;
+            }
         }
-        handshakes(connects).await;
-        service_failover(failovers).await;
+        if runs("b") {
+            handshakes(connects).await;
+        }
+        if runs("c") {
+            service_failover(failovers).await;
+        }
+        if runs("d") {
+            client_failover(client_failovers).await;
+        }
     });
 }
+
+/// In (d), an acknowledgement this soon after the kill was answered by the dead leader.
+const ANSWER_IN_FLIGHT: Duration = Duration::from_millis(50);
 
 /// The session TTL of the campaigners in (c).
 const CAMPAIGN_TTL: Duration = Duration::from_secs(3);
@@ -135,6 +160,83 @@ async fn service_failover(runs: usize) {
         second.kill();
     }
     report("failover", &mut times);
+}
+
+async fn client_failover(runs: usize) {
+    println!(
+        "\n(d) failover as a client sees it: kill -9 of the leader until the acknowledgement of \
+         the submit it left unanswered, from one SDK client submitting one batch after another \
+         (default settings); shipped timing, {runs} runs"
+    );
+    let mut cluster = TestCluster::start_with(ClusterOptions::shipped_defaults(3));
+    cluster.wait_for_leader(SETTLE).await;
+    let client = Client::connect(cluster.client_config())
+        .await
+        .expect("connect");
+    // Each acknowledgement: (when its submit was sent, when it was acknowledged).
+    let (acked, mut latest) = tokio::sync::watch::channel((Instant::now(), Instant::now()));
+    let errors = Arc::new(AtomicU64::new(0));
+    // Paused between runs, while the cluster settles (its log must stop moving for that).
+    let paused = Arc::new(AtomicBool::new(true));
+    let submitter = tokio::spawn({
+        let (errors, paused) = (errors.clone(), paused.clone());
+        async move {
+            for n in 0u64.. {
+                while paused.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let batch = Batch {
+                    id: new_batch_id(),
+                    messages: vec![Message::new("failover", n.to_le_bytes().to_vec())],
+                    preconditions: Vec::new(),
+                };
+                let sent = Instant::now();
+                match client.submit(batch).await {
+                    Ok(_) => {
+                        acked.send_replace((sent, Instant::now()));
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    });
+    let mut times = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        paused.store(true, Ordering::Relaxed);
+        let old = steady_leader(&cluster).await;
+        paused.store(false, Ordering::Relaxed);
+        // Let the client find the leader again, and land the kill anywhere in a submit.
+        tokio::time::sleep(Duration::from_millis(500 + 37 * run as u64 % 200)).await;
+        let killed_at = Instant::now();
+        cluster.kill9(old.id);
+        // The submit the dead leader left unanswered: the first acknowledged after the kill
+        // that was not already on its way back (an answer sent just before the kill arrives
+        // within a round trip of it).
+        let answered_late = |(sent, at): &(Instant, Instant)| {
+            *at > killed_at && at.duration_since(*sent.max(&killed_at)) > ANSWER_IN_FLIGHT
+        };
+        let (_, at) = *tokio::time::timeout(SETTLE, latest.wait_for(answered_late))
+            .await
+            .expect("an acknowledgement after the kill")
+            .expect("the submitter runs");
+        let elapsed = at.duration_since(killed_at);
+        println!(
+            "  run {run:>2}: node {} killed, the waiting submit acknowledged {} later",
+            old.id,
+            millis(elapsed)
+        );
+        times.push(elapsed);
+        cluster.restart(old.id);
+    }
+    submitter.abort();
+    report("client failover", &mut times);
+    println!(
+        "  submits that failed along the way: {}",
+        errors.load(Ordering::Relaxed)
+    );
+    cluster.stop_all(SETTLE).await;
 }
 
 async fn election_after_kill(options: ClusterOptions, runs: usize) {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ordo_common::client::NodeStatus;
-use ordo_participant::{Client, ClientConfig};
+use ordo_participant::Client;
 use support::floods::{self, Flooder, RssPeak};
 use support::{ClusterOptions, TestCluster, count_from_env, machine_description};
 
@@ -97,12 +97,7 @@ async fn run(probes: usize) -> Vec<Row> {
     floods::issue_client(&cluster, "flood");
     let leader = cluster.wait_for_leader(STARTUP).await.id;
     let followers = cluster.others(leader);
-    let endpoints = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.address(*id))
-        .collect();
-    let mut config = ClientConfig::new(endpoints, cluster.tls_dir());
+    let mut config = cluster.client_config();
     config.client_name = Some("cli".into());
     let client = Client::connect(config).await.expect("client");
     let flooder = Arc::new(Flooder::new(cluster.tls_dir(), "flood"));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ordo_common::NodeId;
 use ordo_common::client::{NodeRole, NodeStatus};
+use ordo_participant::{Batch, Client, Message, new_batch_id};
 use support::{
     Ack, ClusterOptions, Proposer, TestCluster, highest_index, path_str, run_ordo_checked,
     wait_until,
@@ -20,6 +21,8 @@ use support::{
 const STARTUP: Duration = Duration::from_secs(30);
 /// Time for a node to stop, or for proposals to commit, on a busy machine.
 const SETTLE: Duration = Duration::from_secs(30);
+/// The frozen-leader test's request and idle timeouts: a wait that only they could end fails it.
+const PATIENT: Duration = Duration::from_secs(60);
 /// Time for a restarted node to be following and caught up: its peers must notice that it
 /// restarted (their connections to its previous process are dead), reconnect, and send it what
 /// it missed. Well under the QUIC idle timeout (10 s), which is how long a peer that does not
@@ -136,6 +139,69 @@ async fn a_killed_leader_is_replaced_within_a_few_election_timeouts_and_rejoins_
         "the new leader took {election_time:?}, over 5 election timeouts of {election_timeout:?}"
     );
     rejoin_and_check(&mut cluster, proposer, acks, old.id, &new).await;
+}
+
+/// A submit sent to a leader that then freezes (SIGSTOP: it neither answers nor closes, as if
+/// cut off) is acknowledged by the next leader, long before the client's request timeout or
+/// QUIC's idle timeout would have ended its wait (all a minute here), and commits once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_waiting_on_a_frozen_leader_is_acknowledged_once_by_the_next_leader() {
+    // The nodes' QUIC idle timeout too: a connection's is the shorter of its two ends'.
+    let mut options = ClusterOptions::fast(3);
+    options.environment.push((
+        "ORDO_TRANSPORT_IDLE_TIMEOUT".into(),
+        format!("{}s", PATIENT.as_secs()),
+    ));
+    let cluster = TestCluster::start_with(options);
+    let old = cluster.wait_for_leader(STARTUP).await;
+    let mut config = cluster.client_config();
+    config.request_timeout = PATIENT;
+    config.idle_timeout = PATIENT;
+    config.retry_timeout = PATIENT * 2;
+    let client = Client::connect(config).await.expect("connect");
+    let batch = |payload: &str| Batch {
+        id: new_batch_id(),
+        messages: vec![Message::new("frozen", payload.as_bytes().to_vec())],
+        preconditions: Vec::new(),
+    };
+    // The client learns who leads.
+    client.submit(batch("first")).await.expect("first");
+
+    cluster.sigstop(old.id);
+    let waiting = batch("waiting");
+    let id = waiting.id;
+    let sent = Instant::now();
+    let committed = tokio::time::timeout(PATIENT / 2, client.submit(waiting))
+        .await
+        .expect("acknowledged before the request timeout, by the next leader")
+        .expect("committed");
+    eprintln!(
+        "a submit sent to the frozen leader {} was acknowledged {:?} later (seq {})",
+        old.id,
+        sent.elapsed(),
+        committed.seq
+    );
+    // The old leader wakes up: whatever it held of the request, the batch is in the order once.
+    cluster.sigcont(old.id);
+    let last = client.submit(batch("last")).await.expect("last");
+    let mut subscription = client.subscribe(1, vec!["frozen".to_string()]);
+    let mut seen = Vec::new();
+    while let Some(delivered) = tokio::time::timeout(SETTLE, subscription.next())
+        .await
+        .expect("the subscription delivers")
+    {
+        let delivered = delivered.expect("a committed batch");
+        seen.push(delivered.id);
+        if delivered.seq == last.seq {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.iter().filter(|seen| **seen == id).count(),
+        1,
+        "the waiting batch commits exactly once: {seen:?}"
+    );
+    assert_eq!(seen.len(), 3, "first, waiting, last: {seen:?}");
 }
 
 #[tokio::test]

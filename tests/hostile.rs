@@ -11,8 +11,8 @@ use bytes::Bytes;
 use ordo_common::client::{ClientRequest, ClientResponse, RefusedCode};
 use ordo_net::tls::Identity;
 use ordo_participant::{
-    Batch, Client, ClientConfig, ClientTls, MemberError, MembershipChange, Message, NodeConnection,
-    QueryError, SubmitError, new_batch_id,
+    Batch, Client, ClientTls, MemberError, MembershipChange, Message, NodeConnection, QueryError,
+    SubmitError, new_batch_id,
 };
 use support::floods::{self, Flooder, RssPeak, issue_client};
 use support::{ClusterOptions, REQUEST_TIMEOUT, TestCluster, path_str};
@@ -64,12 +64,7 @@ async fn start_with_auth(options: ClusterOptions) -> TestCluster {
 }
 
 async fn client_as(cluster: &TestCluster, name: &str) -> Client {
-    let endpoints = cluster
-        .ids()
-        .iter()
-        .map(|id| cluster.address(*id))
-        .collect();
-    let mut config = ClientConfig::new(endpoints, cluster.tls_dir());
+    let mut config = cluster.client_config();
     config.client_name = Some(name.to_string());
     config.request_timeout = Duration::from_secs(2);
     config.retry_timeout = Duration::from_secs(20);

@@ -11,11 +11,20 @@ use ordo_common::batch::{Batch, BatchError, BatchId, CommittedBatch, Outcome, Re
 use ordo_common::client::{ClientRequest, ClientResponse, RefusedCode};
 use tokio::sync::mpsc;
 
-use crate::connection::{ClientTls, ConnectError, NodeConnection};
+use crate::connection::{CLIENT_IDLE_TIMEOUT, ClientTls, ConnectError, NodeConnection};
 
 /// Committed batches a subscription buffers before the consumer takes them; beyond it the
 /// server's stream waits (QUIC flow control), so nothing grows without bound.
 pub const SUBSCRIPTION_BUFFER_BATCHES: usize = 64;
+
+/// A submit unanswered for this long starts asking the other nodes who leads (see
+/// [`Client::request_watching_leader`]). Far above a loaded cluster's p99 commit latency, so
+/// the probes are for failures, not for slow commits.
+pub const LEADER_PROBE_AFTER: Duration = Duration::from_millis(500);
+/// How often the waiting submit asks again, one node per turn.
+pub const LEADER_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one such question may take (a dead node is skipped after this).
+pub const LEADER_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How a client reaches the cluster.
 #[derive(Clone, Debug)]
@@ -29,6 +38,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// How long `submit` and `status` keep retrying before giving up.
     pub retry_timeout: Duration,
+    /// A connection that hears nothing from its node for this long is closed (QUIC's idle
+    /// timeout, with keep-alives four times as often); default [`CLIENT_IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -39,6 +51,7 @@ impl ClientConfig {
             client_name: None,
             request_timeout: Duration::from_secs(5),
             retry_timeout: Duration::from_secs(30),
+            idle_timeout: CLIENT_IDLE_TIMEOUT,
         }
     }
 }
@@ -154,7 +167,8 @@ pub const FAILED_ENDPOINT_AVOID: Duration = Duration::from_secs(3);
 impl Client {
     /// Loads the TLS files and checks that at least one endpoint answers.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
-        let tls = ClientTls::load(&config.tls_dir, config.client_name.as_deref())?;
+        let tls = ClientTls::load(&config.tls_dir, config.client_name.as_deref())?
+            .with_idle_timeout(config.idle_timeout)?;
         let client = Client {
             inner: Arc::new(Inner {
                 config,
@@ -198,7 +212,7 @@ impl Client {
             attempt += 1;
             let address = self.target(attempt);
             let response = match self.connection(address).await {
-                Ok(connection) => connection.request(&request).await,
+                Ok(connection) => self.request_watching_leader(&connection, &request).await,
                 Err(error) => Err(error),
             };
             match response {
@@ -241,10 +255,16 @@ impl Client {
                     // The request may have reached the leader before the connection failed.
                     may_have_reached_log |= matches!(
                         error,
-                        ConnectError::Timeout { .. } | ConnectError::Connection { .. }
+                        ConnectError::Timeout { .. }
+                            | ConnectError::Connection { .. }
+                            | ConnectError::LeaderMoved { .. }
                     );
                     self.forget(address);
                     last_problem = error.to_string();
+                    if matches!(error, ConnectError::LeaderMoved { .. }) {
+                        // Straight to the new leader: the others already elected it.
+                        continue;
+                    }
                 }
             }
             tokio::time::sleep(backoff(attempt)).await;
@@ -484,6 +504,72 @@ impl Client {
                 return;
             }
             tokio::time::sleep(backoff(attempt.min(8))).await;
+        }
+    }
+
+    /// Sends `request` to `connection`'s node and waits for its answer, as
+    /// [`NodeConnection::request`] does. But while the answer is late (after
+    /// [`LEADER_PROBE_AFTER`]), it asks the other nodes in turn who leads: once one names
+    /// another leader, or is the leader itself, the wait ends with an error and the caller
+    /// retries there at once. A leader killed, frozen or cut off mid-request answers nothing,
+    /// and QUIC hears nothing from it either: without this, a waiting submit would sit out its
+    /// request timeout or the idle timeout, long after the others elected a new leader.
+    ///
+    /// The request may still have reached the old leader's log; the retry carries the same
+    /// batch id, which commits at most once.
+    async fn request_watching_leader(
+        &self,
+        connection: &NodeConnection,
+        request: &ClientRequest,
+    ) -> Result<ClientResponse, ConnectError> {
+        tokio::select! {
+            biased;
+            answer = connection.request(request) => answer,
+            moved = self.leader_moved_from(connection) => Err(moved),
+        }
+    }
+
+    /// Returns once another node than `waiting_on`'s leads, as far as another node knows;
+    /// never if none does.
+    async fn leader_moved_from(&self, waiting_on: &NodeConnection) -> ConnectError {
+        let others: Vec<SocketAddr> = (self.inner.config.endpoints.iter())
+            .filter(|address| **address != waiting_on.address())
+            .copied()
+            .collect();
+        tokio::time::sleep(LEADER_PROBE_AFTER).await;
+        if others.is_empty() {
+            return std::future::pending().await;
+        }
+        let mut turn = 0usize;
+        loop {
+            let address = others[turn % others.len()];
+            turn += 1;
+            let probe = async {
+                let connection = self.connection(address).await.ok()?;
+                match connection.request(&ClientRequest::Status).await {
+                    Ok(ClientResponse::Status(status)) => Some(status),
+                    _ => None,
+                }
+            };
+            let status = tokio::time::timeout(LEADER_PROBE_TIMEOUT, probe).await;
+            if let Ok(Some(status)) = status
+                && let Some(leader) = status.leader
+                && leader != waiting_on.node()
+            {
+                if leader == status.id {
+                    self.answered_as_leader(address);
+                } else {
+                    self.follow_hint(None);
+                }
+                return ConnectError::LeaderMoved {
+                    address: waiting_on.address(),
+                    detail: format!(
+                        "node {} says node {leader} now leads (term {})",
+                        status.id, status.term
+                    ),
+                };
+            }
+            tokio::time::sleep(LEADER_PROBE_INTERVAL).await;
         }
     }
 

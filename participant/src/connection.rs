@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ordo_common::NodeId;
 use ordo_common::client::{CLIENT_RESPONSE_BYTES_MAX, ClientRequest, ClientResponse};
 use ordo_net::tls::{self, CLUSTER_SERVER_NAME, Identity, TlsError};
 use ordo_net::wire::{CLIENT_ALPN, FrameError, read_frame, write_frame};
@@ -35,6 +36,10 @@ pub enum ConnectError {
     },
     #[error("connection to {address} failed: {detail}")]
     Connection { address: SocketAddr, detail: String },
+    /// A request to `address` went unanswered while another node was elected leader: the
+    /// request may or may not have reached the old leader's log.
+    #[error("{address} did not answer, and leadership moved: {detail}")]
+    LeaderMoved { address: SocketAddr, detail: String },
     #[error("bad response from {address}: {source}")]
     Frame {
         address: SocketAddr,
@@ -64,14 +69,22 @@ impl ClientTls {
         let tls = tls::client_config(tls::root_store(dir)?, identity, CLIENT_ALPN)?;
         let crypto = QuicClientConfig::try_from(tls)
             .map_err(|error| ConnectError::Tls(TlsError::Config(error.to_string())))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let tls = Self {
+            config: quinn::ClientConfig::new(Arc::new(crypto)),
+        };
+        tls.with_idle_timeout(CLIENT_IDLE_TIMEOUT)
+    }
+
+    /// The same identity, for connections closed after `idle` without a packet from the node
+    /// (keep-alives go four times as often, at most every [`CLIENT_KEEP_ALIVE_INTERVAL`]).
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Result<Self, ConnectError> {
         let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE_INTERVAL));
-        let idle = quinn::IdleTimeout::try_from(CLIENT_IDLE_TIMEOUT)
+        transport.keep_alive_interval(Some(CLIENT_KEEP_ALIVE_INTERVAL.min(idle / 4)));
+        let idle = quinn::IdleTimeout::try_from(idle)
             .map_err(|error| ConnectError::Tls(TlsError::Config(error.to_string())))?;
         transport.max_idle_timeout(Some(idle));
-        config.transport_config(Arc::new(transport));
-        Ok(Self { config })
+        self.config.transport_config(Arc::new(transport));
+        Ok(self)
     }
 }
 
@@ -79,6 +92,8 @@ impl ClientTls {
 #[derive(Clone)]
 pub struct NodeConnection {
     address: SocketAddr,
+    /// The node's id, from its hello answer.
+    node: NodeId,
     connection: quinn::Connection,
     // Keeps the local endpoint alive as long as the connection.
     _endpoint: quinn::Endpoint,
@@ -108,14 +123,18 @@ impl NodeConnection {
                 address,
                 detail: error.to_string(),
             })?;
-        let node = Self {
+        let mut node = Self {
             address,
+            node: 0,
             connection,
             _endpoint: endpoint,
             timeout,
         };
         match node.request(&ClientRequest::Hello).await? {
-            ClientResponse::Welcome { .. } => Ok(node),
+            ClientResponse::Welcome { node: id } => {
+                node.node = id;
+                Ok(node)
+            }
             other => Err(ConnectError::Connection {
                 address,
                 detail: format!("unexpected hello answer {other:?}"),
@@ -125,6 +144,11 @@ impl NodeConnection {
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The id of the node at the other end.
+    pub fn node(&self) -> NodeId {
+        self.node
     }
 
     /// Sends one request on its own stream and waits for the response.

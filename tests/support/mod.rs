@@ -48,7 +48,7 @@ use bytes::Bytes;
 use ordo_common::client::{ClientRequest, ClientResponse, NodeRole, NodeStatus};
 use ordo_common::{Entry, EntryPayload, LogIndex, NodeId, Term};
 use ordo_coordinator::storage::{LogRead, RedbLogStore, RedbOptions, StoreState};
-use ordo_participant::{ClientTls, ConnectError, NodeConnection};
+use ordo_participant::{ClientConfig, ClientTls, ConnectError, NodeConnection};
 
 /// The `ordo` binary under test.
 pub const ORDO: &str = env!("CARGO_BIN_EXE_ordo");
@@ -383,6 +383,12 @@ impl TestCluster {
     }
 
     /// Every node's address, comma-separated, as `--endpoints` takes them.
+    /// An SDK configuration for every node of the cluster, with the SDK's defaults.
+    pub fn client_config(&self) -> ClientConfig {
+        let endpoints = self.ids().iter().map(|id| self.address(*id)).collect();
+        ClientConfig::new(endpoints, self.tls_dir())
+    }
+
     pub fn endpoints(&self) -> String {
         let addresses: Vec<String> = self
             .ids()
