@@ -180,15 +180,37 @@ all_alive() {
 # A JSON number field from one line of `--json` output.
 field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
 
+# What the servers have used so far, summed over them: "CPU_SECONDS BYTES_WRITTEN" (user +
+# system time from /proc/PID/stat, bytes sent to the storage layer from /proc/PID/io).
+server_usage() {
+    local pid ticks=0 written=0 stat
+    for pid in "${pids[@]}"; do
+        stat=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+        ticks=$((ticks + ${stat% *} + ${stat#* }))
+        written=$((written + $(sed -n 's/^write_bytes: //p' "/proc/$pid/io" 2>/dev/null || echo 0)))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v w="$written" 'BEGIN { printf "%.3f %d", t / hz, w }'
+}
+
 run_pair() { # SYSTEM K C COMMAND... (K is a batch size, or lock for the lock runs)
-    local system=$1 k=$2 c=$3 line unit=batches
+    local system=$1 k=$2 c=$3 line unit=batches before after per_message
     shift 3
     if [[ $k == lock ]]; then unit=acquisitions; fi
+    before=$(server_usage)
     if line=$("$@" 2>>"$work/logs/$system-load.log" | grep '^{' | tail -n 1) && [[ -n $line ]]; then
+        after=$(server_usage)
+        # Per message (per acquisition for locks): the servers' CPU in µs and bytes written.
+        per_message=$(awk -v b="$before" -v a="$after" -v rate="$(field "$line" "${unit/batches/messages}_per_second")" \
+            -v seconds="$(field "$line" seconds)" 'BEGIN {
+                split(b, x, " "); split(a, y, " "); n = rate * seconds
+                if (n > 0) printf "\"server_cpu_us_per_message\":%.2f,\"disk_bytes_per_message\":%.1f", (y[1] - x[1]) * 1e6 / n, (y[2] - x[2]) / n
+            }')
+        if [[ -n $per_message ]]; then line="${line%\}},$per_message}"; fi
         echo "$line" >"$work/results/$system-$k-$c.json"
-        log "$(printf '%-4s K=%-4s C=%-3s %8.0f %s/s  p50 %6.2f ms  p99 %6.2f ms  errors %s' \
+        log "$(printf '%-4s K=%-4s C=%-3s %8.0f %s/s  p50 %6.2f ms  p99 %6.2f ms  errors %s  CPU %s µs/msg  disk %s B/msg' \
             "$system" "$k" "$c" "$(field "$line" "${unit}_per_second")" "$unit" \
-            "$(field "$line" latency_ms_p50)" "$(field "$line" latency_ms_p99)" "$(field "$line" errors)")"
+            "$(field "$line" latency_ms_p50)" "$(field "$line" latency_ms_p99)" "$(field "$line" errors)" \
+            "$(field "$line" server_cpu_us_per_message)" "$(field "$line" disk_bytes_per_message)")"
     else
         log "$system K=$k C=$c: the load generator failed (see $system-load.log)"
     fi
@@ -314,6 +336,16 @@ table=$(
     for k in $batches; do
         for c in $clients; do
             echo "| $k | $c | $(cell etcd "$k" "$c" batches_per_second %.0f) | $(cell etcd "$k" "$c" messages_per_second %.0f) | $(cell etcd "$k" "$c" latency_ms_p50 %.2f) | $(cell etcd "$k" "$c" latency_ms_p99 %.2f) | $(cell ordo "$k" "$c" batches_per_second %.0f) | $(cell ordo "$k" "$c" messages_per_second %.0f) | $(cell ordo "$k" "$c" latency_ms_p50 %.2f) | $(cell ordo "$k" "$c" latency_ms_p99 %.2f) | $(ratio "$k" "$c") | $(cell etcd "$k" "$c" errors %d)/$(cell ordo "$k" "$c" errors %d) |"
+        done
+    done
+    echo
+    echo "Cost per message, all three servers together (the load generator not counted): CPU time (user + system) and bytes they wrote to storage (\`/proc/PID/io\` write_bytes, which counts what reaches the page cache for writing: the WAL or log, the B-trees, their free-page churn)."
+    echo
+    echo "| K | C | etcd CPU µs/msg | Ordo CPU µs/msg | etcd disk B/msg | Ordo disk B/msg |"
+    echo "|---|---|---|---|---|---|"
+    for k in $batches; do
+        for c in $clients; do
+            echo "| $k | $c | $(cell etcd "$k" "$c" server_cpu_us_per_message %.1f) | $(cell ordo "$k" "$c" server_cpu_us_per_message %.1f) | $(cell etcd "$k" "$c" disk_bytes_per_message %.0f) | $(cell ordo "$k" "$c" disk_bytes_per_message %.0f) |"
         done
     done
     if [[ -n $lock_clients ]]; then
