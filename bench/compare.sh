@@ -189,7 +189,7 @@ server_usage() {
         ticks=$((ticks + ${stat% *} + ${stat#* }))
         written=$((written + $(sed -n 's/^write_bytes: //p' "/proc/$pid/io" 2>/dev/null || echo 0)))
     done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v w="$written" 'BEGIN { printf "%.3f %d", t / hz, w }'
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v w="$written" 'BEGIN { printf "%.3f %.0f", t / hz, w }'
 }
 
 run_pair() { # SYSTEM K C COMMAND... (K is a batch size, or lock for the lock runs)
