@@ -292,3 +292,44 @@ async fn a_learner_added_with_learner_stays_one_until_promoted_by_hand() {
     change(&cluster, &["promote", &id.to_string()]);
     wait_for_voters(&cluster, &[1, 2, 3, id]).await;
 }
+
+/// A node started with `--join` while the cluster has no leader (its leader and one follower
+/// frozen: the node left answers `NotLeader` without a hint) keeps asking instead of giving up,
+/// and joins once a leader is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_while_the_cluster_has_no_leader_waits_for_one() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(TIMEOUT).await.id;
+    let frozen = [leader, cluster.others(leader)[0]];
+    let awake = cluster.others(leader)[1];
+    let id = cluster.prepare_joining_node();
+    for node in frozen {
+        cluster.sigstop(node);
+    }
+    wait_until(TIMEOUT, "the awake node to know no leader", async || {
+        let status = cluster.status(awake).await?;
+        match status.leader {
+            None => Ok(()),
+            Some(leader) => Err(format!("still follows {leader}")),
+        }
+    })
+    .await;
+    let mark = cluster.log_mark(id);
+    cluster.restart(id);
+    // A whole round over the three addresses failed, and the node asks again.
+    cluster
+        .wait_for_log(id, mark, &["no member list yet"], TIMEOUT)
+        .await;
+    for node in frozen {
+        cluster.sigcont(node);
+    }
+    let address = cluster.address(id).to_string();
+    wait_until(TIMEOUT, "the leader to add the joined node", async || {
+        let (code, _, stderr) = member(&cluster, &["add", &id.to_string(), &address]);
+        (code == 0).then_some(()).ok_or(stderr)
+    })
+    .await;
+    wait_for_voters(&cluster, &[1, 2, 3, id]).await;
+    let log = cluster.log_since(id, mark);
+    assert!(!log.contains("cannot join"), "{log}");
+}

@@ -15,6 +15,7 @@ use ordo_common::client::{CLIENT_RESPONSE_BYTES_MAX, ClientRequest, ClientRespon
 use ordo_net::tls::{self, CLUSTER_SERVER_NAME, Identity};
 use ordo_net::wire::{CLIENT_ALPN, read_frame, write_frame};
 use quinn::crypto::rustls::QuicClientConfig;
+use tracing::warn;
 
 use crate::driver::resolve;
 
@@ -23,6 +24,14 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Most `NotLeader` hints followed before giving up on one address.
 const REDIRECTS_MAX: usize = 4;
+
+/// How long a node with nothing stored keeps asking before it gives up: it cannot start
+/// without an answer, and a cluster electing a leader (a member just died or restarted)
+/// answers only `NotLeader` with no hint until the election ends.
+pub const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The pause between two rounds over the addresses.
+const ROUND_PAUSE: Duration = Duration::from_millis(250);
 
 /// Why the cluster could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +49,13 @@ pub enum JoinError {
 }
 
 /// Asks the nodes at `addresses` (the first that answers, following leader hints) for the
-/// member list, as node `id` with the certificate in `tls_dir`.
+/// member list, as node `id` with the certificate in `tls_dir`; asks them again, round after
+/// round, for up to `patience` (zero: one round).
 pub async fn ask_members(
     id: NodeId,
     tls_dir: &Path,
     addresses: &[String],
+    patience: Duration,
 ) -> Result<MemberList, JoinError> {
     let tls_error = |detail: String| JoinError::Tls {
         dir: tls_dir.display().to_string(),
@@ -58,6 +69,29 @@ pub async fn ask_members(
     let crypto =
         QuicClientConfig::try_from(crypto).map_err(|error| tls_error(error.to_string()))?;
     let client = quinn::ClientConfig::new(Arc::new(crypto));
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match ask_round(&client, addresses).await {
+            Ok(list) => return Ok(list),
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                return Err(JoinError::Unreachable {
+                    addresses: addresses.to_vec(),
+                    last,
+                });
+            }
+            Err(last) => {
+                warn!(%last, "no member list yet (the cluster may be electing a leader); asking again");
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// One round over `addresses`; the last problem when none answered with the list.
+async fn ask_round(
+    client: &quinn::ClientConfig,
+    addresses: &[String],
+) -> Result<MemberList, String> {
     let mut last = String::from("no address given");
     for address in addresses {
         let mut target = resolve(address);
@@ -66,7 +100,7 @@ pub async fn ask_members(
                 last = format!("{address} does not resolve");
                 break;
             };
-            match tokio::time::timeout(ASK_TIMEOUT, ask_one(socket, &client)).await {
+            match tokio::time::timeout(ASK_TIMEOUT, ask_one(socket, client)).await {
                 Ok(Ok(ClientResponse::Members(list))) => return Ok(*list),
                 Ok(Ok(ClientResponse::NotLeader {
                     leader_address: Some(leader),
@@ -87,10 +121,7 @@ pub async fn ask_members(
             }
         }
     }
-    Err(JoinError::Unreachable {
-        addresses: addresses.to_vec(),
-        last,
-    })
+    Err(last)
 }
 
 async fn ask_one(

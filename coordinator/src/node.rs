@@ -215,7 +215,13 @@ async fn join_cluster(
     stored: Option<ClusterId>,
 ) -> Result<(ClusterId, BTreeMap<NodeId, SocketAddr>), NodeError> {
     let id = config.id;
-    let list = match join::ask_members(id, &config.tls_dir, &config.join).await {
+    // A node with a stored cluster can start from it when nobody answers (a whole cluster
+    // restarting at once); one with nothing stored waits for an answer.
+    let patience = match stored {
+        Some(_) => std::time::Duration::ZERO,
+        None => join::JOIN_PATIENCE,
+    };
+    let list = match join::ask_members(id, &config.tls_dir, &config.join, patience).await {
         Ok(list) => list,
         Err(error) => match stored {
             Some(stored) => {
