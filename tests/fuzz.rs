@@ -413,9 +413,13 @@ impl Bound {
     }
 }
 
-/// What the codec and frame decoders may claim: `DECODE_CLAIM_BYTES_MAX` (private in
-/// `common/src/codec.rs`) is `FRAME_BYTES_MAX`, and a frame's body is allocated up to the
-/// caller's limit, which is `FRAME_BYTES_MAX` for every frame kind.
+/// What a frame reader may claim: its body buffer grows with the bytes that arrive
+/// (`ordo_net::wire::read_frame_body`), so what a declared length may make it hold is what the
+/// codec lets an input of that size claim, whatever the header says.
+const FRAME_BOUND: Bound = Bound::Claim { snapshot: false };
+
+/// What the codec may claim at most: `DECODE_CLAIM_BYTES_MAX` (private in
+/// `common/src/codec.rs`) is `FRAME_BYTES_MAX`.
 const CODEC_BOUND: Bound = Bound::Declared {
     bytes: FRAME_BYTES_MAX,
     name: "FRAME_BYTES_MAX (frame limit, codec claim limit)",
@@ -1729,7 +1733,7 @@ fn frames_client_request() {
     fuzz(
         "frames_client_request",
         2_000_000,
-        CODEC_BOUND,
+        FRAME_BOUND,
         |r| frame_input(r, client_request),
         |input| read_frames::<ClientRequest>(&runtime, input, CLIENT_REQUEST_BYTES_MAX),
     );
@@ -1741,7 +1745,7 @@ fn frames_client_response() {
     fuzz(
         "frames_client_response",
         1_800_000,
-        CODEC_BOUND,
+        FRAME_BOUND,
         |r| frame_input(r, client_response),
         |input| read_frames::<ClientResponse>(&runtime, input, CLIENT_RESPONSE_BYTES_MAX),
     );
@@ -1753,7 +1757,7 @@ fn frames_peer() {
     fuzz(
         "frames_peer",
         1_600_000,
-        CODEC_BOUND,
+        FRAME_BOUND,
         |r| frame_input(r, peer_frame),
         |input| read_frames::<PeerFrame>(&runtime, input, PEER_FRAME_BYTES_MAX),
     );

@@ -96,19 +96,25 @@ pub async fn read_frame_length<R: AsyncRead + Unpin>(
     Ok(Some(length))
 }
 
-/// Reads the `length` bytes of a frame's body (version byte included).
+/// What a frame's body buffer starts with; it grows as bytes arrive, never ahead of them.
+pub const FRAME_BODY_INITIAL_BYTES: u64 = 64 << 10;
+
+/// Reads the `length` bytes of a frame's body (version byte included). The buffer grows with
+/// what arrives, not with what the header declares: a sender that declares a large frame and
+/// then stalls or stops makes the reader hold only what it sent.
 pub async fn read_frame_body<R: AsyncRead + Unpin>(
     reader: &mut R,
     length: u64,
 ) -> Result<Vec<u8>, FrameError> {
-    let mut body = vec![0u8; length as usize];
-    reader
-        .read_exact(&mut body)
+    let mut body = Vec::with_capacity(length.min(FRAME_BODY_INITIAL_BYTES) as usize);
+    let read = reader
+        .take(length)
+        .read_to_end(&mut body)
         .await
-        .map_err(|error| match error.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(error),
-        })?;
+        .map_err(FrameError::Io)?;
+    if (read as u64) < length {
+        return Err(FrameError::Truncated);
+    }
     Ok(body)
 }
 
