@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ordo_common::NodeId;
 use ordo_common::client::{NodeRole, NodeStatus};
-use ordo_participant::{Batch, Client, Message, new_batch_id};
+use ordo_participant::{Batch, BatchStatus, Client, Message, new_batch_id};
 use support::{
     Ack, ClusterOptions, Proposer, TestCluster, highest_index, path_str, run_ordo_checked,
     wait_until,
@@ -183,6 +183,18 @@ async fn a_submit_waiting_on_a_frozen_leader_is_acknowledged_once_by_the_next_le
     );
     // The old leader wakes up: whatever it held of the request, the batch is in the order once.
     cluster.sigcont(old.id);
+    // A status query waiting on a frozen leader moves on the same way.
+    let second = cluster.wait_for_leader(STARTUP).await;
+    cluster.sigstop(second.id);
+    let status = tokio::time::timeout(PATIENT / 2, client.status(id))
+        .await
+        .expect("answered before the request timeout, by the leader after")
+        .expect("a status");
+    assert!(
+        matches!(status, BatchStatus::Committed { seq, .. } if seq == committed.seq),
+        "{status:?}"
+    );
+    cluster.sigcont(second.id);
     let last = client.submit(batch("last")).await.expect("last");
     let mut subscription = client.subscribe(1, vec!["frozen".to_string()]);
     let mut seen = Vec::new();

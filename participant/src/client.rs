@@ -355,7 +355,7 @@ impl Client {
                     Patience::Wait(timeout) | Patience::Short(timeout) => {
                         connection.request_within(request, timeout).await
                     }
-                    Patience::Normal => connection.request(request).await,
+                    Patience::Normal => self.request_watching_leader(&connection, request).await,
                 },
                 Err(error) => Err(error),
             };
@@ -388,6 +388,9 @@ impl Client {
                 Err(error) => {
                     self.forget(address);
                     last_problem = error.to_string();
+                    if matches!(error, ConnectError::LeaderMoved { .. }) {
+                        continue;
+                    }
                 }
             }
             tokio::time::sleep(backoff(attempt)).await;
@@ -508,7 +511,8 @@ impl Client {
     }
 
     /// Sends `request` to `connection`'s node and waits for its answer, as
-    /// [`NodeConnection::request`] does. But while the answer is late (after
+    /// [`NodeConnection::request`] does (for submits, and for the calls that go to the leader
+    /// with the normal request timeout). But while the answer is late (after
     /// [`LEADER_PROBE_AFTER`]), it asks the other nodes in turn who leads: once one names
     /// another leader, or is the leader itself, the wait ends with an error and the caller
     /// retries there at once. A leader killed, frozen or cut off mid-request answers nothing,
