@@ -92,7 +92,6 @@ fn assert_forbidden(error: &impl std::fmt::Display, code: Option<RefusedCode>, n
 async fn a_client_with_a_write_acl_for_orders_cannot_submit_to_accounts_nor_subscribe_to_it() {
     let cluster = start_with_auth(with_config(3, ORDERS_ACL)).await;
     issue_client(&cluster, "orders-svc");
-    cluster.wait_for_leader(STARTUP).await;
     let orders = client_as(&cluster, "orders-svc").await;
 
     let committed = orders.submit(batch("orders", "o-1")).await.expect("orders");

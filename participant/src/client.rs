@@ -536,11 +536,13 @@ impl Client {
     /// Returns once another node than `waiting_on`'s leads, as far as another node knows;
     /// never if none does.
     async fn leader_moved_from(&self, waiting_on: &NodeConnection) -> ConnectError {
+        // Nothing is done before the wait: most requests are answered within it, and this
+        // runs beside every one of them.
+        tokio::time::sleep(LEADER_PROBE_AFTER).await;
         let others: Vec<SocketAddr> = (self.inner.config.endpoints.iter())
             .filter(|address| **address != waiting_on.address())
             .copied()
             .collect();
-        tokio::time::sleep(LEADER_PROBE_AFTER).await;
         if others.is_empty() {
             return std::future::pending().await;
         }
