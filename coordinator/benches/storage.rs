@@ -10,6 +10,13 @@
 //! 2. Many concurrent appenders through the [`GroupCommitWriter`], 128 B entries: each appender
 //!    submits one entry, waits until it is reported durable, and repeats. This is the design
 //!    target: at least 100,000 durable entries/s on a 2-core machine.
+//! 3. Node-shaped writes: each transaction appends a group of batch entries and saves what the
+//!    previous group's apply changed (seqs, registry records, topic offsets, commit index), as a
+//!    busy node's group commit does: batches/s, CPU per write and per batch, disk bytes per batch.
+//!
+//! `ORDO_BENCH_ONLY=direct,appenders,node` runs only the sections named;
+//! `ORDO_BENCH_NODE_WITHOUT=entries,state,seqs,registry,offsets` leaves those parts out of the
+//! node-shaped writes, to see what each costs.
 //!
 //! The files live under the target directory (`ORDO_BENCH_DIR` overrides it), which must be on
 //! a real disk, not tmpfs, for the fsync figures to mean anything. `ORDO_BENCH_SECONDS` sets the
@@ -22,13 +29,19 @@ use std::time::{Duration, Instant};
 
 use ordo_common::{Entry, EntryPayload, HardState, LogId};
 use ordo_coordinator::storage::{
-    GroupCommitWriter, LogStore, RedbLogStore, RedbOptions, WriteBatch, WriterEvent,
+    GroupCommitWriter, LogStore, RedbLogStore, RedbOptions, StateUpdate, WriteBatch, WriterEvent,
 };
 
 const GROUP_ENTRIES: [u64; 4] = [1, 10, 100, 1000];
 const PAYLOAD_BYTES: [usize; 2] = [128, 4096];
 const APPENDERS: [usize; 3] = [64, 256, 1024];
 const TERM: u64 = 1;
+/// Node-shaped writes: batches per write (one group commit), payload bytes of each batch.
+const NODE_SHAPES: [(u64, usize); 3] = [(1, 160), (40, 1_400), (40, 14_000)];
+/// Topics a node-shaped write moves the offsets of.
+const NODE_TOPICS: usize = 10;
+/// Registry records kept by the node-shaped writes before the oldest is evicted.
+const NODE_REGISTRY_RECORDS: u64 = 100_000;
 
 fn main() {
     let seconds: f64 = std::env::var("ORDO_BENCH_SECONDS")
@@ -41,7 +54,21 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
     std::fs::create_dir_all(&base).expect("create the bench directory");
     print_environment(&base);
+    let only = std::env::var("ORDO_BENCH_ONLY").unwrap_or_default();
+    let runs = |section: &str| only.is_empty() || only.split(',').any(|name| name == section);
 
+    if runs("direct") {
+        direct_section(&base, duration);
+    }
+    if runs("appenders") {
+        appenders_section(&base, duration);
+    }
+    if runs("node") {
+        node_section(&base, duration);
+    }
+}
+
+fn direct_section(base: &Path, duration: Duration) {
     println!();
     println!("direct writes to RedbLogStore (one transaction and one fsync per write)");
     println!(
@@ -51,7 +78,7 @@ fn main() {
     println!("{:>8} {:>9}", "", "commit");
     for payload_bytes in PAYLOAD_BYTES {
         for group_entries in GROUP_ENTRIES {
-            let dir = tempfile::tempdir_in(&base).expect("bench dir");
+            let dir = tempfile::tempdir_in(base).expect("bench dir");
             let result = direct_writes(
                 &dir.path().join("log.redb"),
                 payload_bytes,
@@ -71,7 +98,9 @@ fn main() {
             );
         }
     }
+}
 
+fn appenders_section(base: &Path, duration: Duration) {
     println!();
     println!(
         "concurrent appenders through GroupCommitWriter, 128 B entries, one entry per request"
@@ -88,7 +117,7 @@ fn main() {
         "disk B/entry"
     );
     for appenders in APPENDERS {
-        let dir = tempfile::tempdir_in(&base).expect("bench dir");
+        let dir = tempfile::tempdir_in(base).expect("bench dir");
         let result = concurrent_appenders(&dir.path().join("log.redb"), appenders, 128, duration);
         println!(
             "{:>9} {:>12.0} {:>9.1} {:>10.0} {:>13.1} {:>10.3} {:>10.3} {:>12.0}",
@@ -102,6 +131,133 @@ fn main() {
             result.disk_bytes_per_entry
         );
     }
+}
+
+fn node_section(base: &Path, duration: Duration) {
+    println!();
+    println!(
+        "node-shaped writes: each appends a group of batches and saves the apply of the previous \
+         group (seqs, registry records with time-ordered ids, {NODE_TOPICS} topic offsets, commit \
+         index); {NODE_REGISTRY_RECORDS} registry records kept"
+    );
+    println!(
+        "{:>8} {:>9} {:>12} {:>10} {:>12} {:>10} {:>12}",
+        "batches/", "batch B", "batches/s", "p50 ms", "CPU µs/", "CPU µs/", "disk B/"
+    );
+    println!(
+        "{:>8} {:>9} {:>12} {:>10} {:>12} {:>10} {:>12}",
+        "write", "", "", "", "write", "batch", "batch"
+    );
+    for (group, batch_bytes) in NODE_SHAPES {
+        let dir = tempfile::tempdir_in(base).expect("bench dir");
+        let result = node_shaped_writes(&dir.path().join("log.redb"), group, batch_bytes, duration);
+        println!(
+            "{:>8} {:>9} {:>12.0} {:>10.3} {:>12.0} {:>10.1} {:>12.0}",
+            group,
+            batch_bytes,
+            result.batches_per_second,
+            result.latency_p50_ms,
+            result.cpu_micros_per_write,
+            result.cpu_micros_per_write / group as f64,
+            result.disk_bytes_per_batch
+        );
+    }
+}
+
+struct NodeFigures {
+    batches_per_second: f64,
+    latency_p50_ms: f64,
+    cpu_micros_per_write: f64,
+    disk_bytes_per_batch: f64,
+}
+
+/// Writes shaped like a busy node's group commits: `group` batch entries appended, and the
+/// state the previous group's apply changed, in one transaction.
+fn node_shaped_writes(
+    path: &Path,
+    group: u64,
+    batch_bytes: usize,
+    duration: Duration,
+) -> NodeFigures {
+    let without = std::env::var("ORDO_BENCH_NODE_WITHOUT").unwrap_or_default();
+    let keeps = |part: &str| !without.split(',').any(|name| name == part);
+    let mut store = open(path);
+    let mut next = 1;
+    let mut seq = 0;
+    let mut registered = std::collections::VecDeque::new();
+    let mut latencies = Vec::new();
+    let written_before = process_write_bytes();
+    let cpu_before = process_cpu_micros();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let entries: Vec<Entry> = (next..next + group)
+            .map(|index| Entry {
+                term: TERM,
+                index,
+                payload: payload(index, batch_bytes),
+            })
+            .collect();
+        let mut batch = WriteBatch::entries(if keeps("entries") { entries } else { vec![] });
+        if next > 1 && keeps("state") {
+            let applied = next - 1;
+            let mut state = StateUpdate::applied(LogId::new(TERM, applied));
+            for index in applied + 1 - group..=applied {
+                seq += 1;
+                if keeps("seqs") {
+                    state.seqs.push((seq, index));
+                }
+                if !keeps("registry") {
+                    continue;
+                }
+                // A time-ordered id, as clients draw them: the time first, then randomness.
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&index.to_be_bytes());
+                id[8..].copy_from_slice(&index.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+                state.registry.push((id, vec![7u8; 48]));
+                registered.push_back(id);
+                if registered.len() as u64 > NODE_REGISTRY_RECORDS {
+                    state.registry_evicted.extend(registered.pop_front());
+                }
+            }
+            state.offsets = (0..if keeps("offsets") { NODE_TOPICS } else { 0 })
+                .map(|topic| (format!("topic-{topic}"), seq))
+                .collect();
+            state.log_time_ms = next;
+            batch.committed = Some(applied);
+            batch.state = Some(state);
+        }
+        let commit_started = Instant::now();
+        store.write(&batch).expect("write");
+        latencies.push(commit_started.elapsed());
+        next += group;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = process_cpu_micros().saturating_sub(cpu_before) as f64;
+    let written = process_write_bytes().saturating_sub(written_before);
+    let batches = (next - 1) as f64;
+    latencies.sort();
+    NodeFigures {
+        batches_per_second: batches / elapsed,
+        latency_p50_ms: percentile_ms(&latencies, 50),
+        cpu_micros_per_write: cpu / latencies.len() as f64,
+        disk_bytes_per_batch: written as f64 / batches,
+    }
+}
+
+/// CPU time (user and system) this process has used so far, in microseconds.
+fn process_cpu_micros() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| fields.get(field).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let total = ticks(11).unwrap_or(0) + ticks(12).unwrap_or(0);
+    // Clock ticks are 100 per second on every Linux this runs on (USER_HZ).
+    total * 10_000
 }
 
 struct Figures {
