@@ -736,6 +736,74 @@ fn byte_retention_keeps_within_the_limit<H: Harness>(harness: &mut H) {
     );
 }
 
+/// Big entries in one write, so that a store keeping several entries per record splits them
+/// over records: a conflict and a compaction that fall inside a record keep exactly the entries
+/// they must, and seqs forgotten by a compaction are the ones below it.
+fn truncation_and_compaction_inside_a_write<H: Harness>(harness: &mut H) {
+    let retention = Retention {
+        entries_max: NonZeroU64::new(8),
+        bytes_max: None,
+        ..Retention::default()
+    };
+    let big = |lo: u64, hi: u64, term: u64| -> Vec<Entry> {
+        (lo..hi).map(|index| entry(index, term, 23_000)).collect()
+    };
+    let mut store = harness.open(retention);
+    write(&mut store, WriteBatch::hard_state(hard_state(1, Some(1))));
+    write(&mut store, WriteBatch::entries(big(1, 41, 1)));
+    assert_eq!(store.entries(1, 41, ALL).unwrap(), big(1, 41, 1));
+    // A new leader's entries replace the suffix from 17 on.
+    write(&mut store, WriteBatch::hard_state(hard_state(2, Some(2))));
+    write(&mut store, WriteBatch::entries(big(17, 21, 2)));
+    let mut expected = big(1, 17, 1);
+    expected.extend(big(17, 21, 2));
+    assert_eq!(store.entries(1, 21, ALL).unwrap(), expected);
+    assert_eq!(store.term_at(16).unwrap(), 1);
+    assert_eq!(store.term_at(17).unwrap(), 2);
+    assert_eq!(
+        store.store_state().unwrap().log.last_log_id,
+        Some(LogId::new(2, 20))
+    );
+    assert!(matches!(
+        store.entries(1, 22, ALL),
+        Err(StorageError::OutOfRange { .. })
+    ));
+    // Everything applied, every entry a batch: the limit of 8 compacts through 13.
+    let mut state = StateUpdate::applied(LogId::new(2, 20));
+    state.seqs = (1..=20).map(|index| (index, index)).collect();
+    write(
+        &mut store,
+        WriteBatch {
+            committed: Some(20),
+            state: Some(state),
+            ..WriteBatch::default()
+        },
+    );
+    let check = |store: &H::Store| {
+        let state = store.store_state().unwrap();
+        assert_eq!(state.log.first_index, 14);
+        assert_eq!(state.log.purged, Some(LogId::new(1, 13)));
+        assert_eq!(store.entries(14, 21, ALL).unwrap(), expected[13..].to_vec());
+        assert_eq!(store.term_at(13).unwrap(), 1);
+        assert!(matches!(
+            store.entries(13, 15, ALL),
+            Err(StorageError::Compacted { first_index: 14 })
+        ));
+        assert_eq!(store.first_seq().unwrap(), 14);
+        assert_eq!(store.batch_index(13).unwrap(), None);
+        assert_eq!(store.batch_index(14).unwrap(), Some(14));
+        assert_eq!(store.batch_index(20).unwrap(), Some(20));
+        assert_eq!(store.batch_index(21).unwrap(), None);
+    };
+    check(&store);
+    drop(store);
+    let mut store = harness.open(retention);
+    check(&store);
+    // The log goes on after the split record.
+    write(&mut store, WriteBatch::entries(big(21, 24, 2)));
+    assert_eq!(store.entries(20, 24, ALL).unwrap()[1..], big(21, 24, 2)[..]);
+}
+
 macro_rules! conformance_suite {
     ($($case:ident),* $(,)?) => {
         mod mem {
@@ -777,4 +845,5 @@ conformance_suite!(
     compacted_reads_say_so,
     byte_retention_can_empty_the_log,
     byte_retention_keeps_within_the_limit,
+    truncation_and_compaction_inside_a_write,
 );

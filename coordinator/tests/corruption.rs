@@ -196,33 +196,89 @@ fn a_newer_format_version_is_refused_and_left_alone() {
     assert_eq!(found.map(|v| v.value()), Some(STORAGE_FORMAT_VERSION + 98));
 }
 
-#[test]
-fn a_format_5_store_opens_and_is_upgraded_in_place() {
-    // Formats 6 and 7 added configuration entries, the membership row and the incarnation;
-    // format 5 bytes are valid.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.redb");
-    write_marked_store(&path);
+/// A store in the layout of formats 4 to 7, written with redb directly: one record per log
+/// entry and per seq, the marked entries in term 1, and seqs 1..=`seqs` carried by entries
+/// 1..=`seqs`, applied and committed.
+fn write_per_entry_store(path: &Path, version: u64, seqs: u64) {
+    use ordo_coordinator::storage::record::{encode_entry, encode_value};
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
     let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("ordo_meta");
-    let set_version = |version: u64| {
+    let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ordo_log");
+    let raft: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("ordo_raft");
+    let batches: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ordo_batches");
+    txn.open_table(meta)
+        .unwrap()
+        .insert("format_version", version)
+        .unwrap();
+    {
+        let mut log = txn.open_table(log).unwrap();
+        for entry in marked_entries() {
+            log.insert(entry.index, encode_entry(&entry).as_slice())
+                .unwrap();
+        }
+        let mut batches = txn.open_table(batches).unwrap();
+        for seq in 1..=seqs {
+            batches
+                .insert(seq, encode_value(&seq.to_be_bytes(), &seq).as_slice())
+                .unwrap();
+        }
+        let mut raft = txn.open_table(raft).unwrap();
+        let mut put = |key: &str, record: Vec<u8>| {
+            raft.insert(key, record.as_slice()).unwrap();
+        };
+        put(
+            "hard_state",
+            encode_value(b"hard_state", &hard_state(1, Some(1))),
+        );
+        put("committed", encode_value(b"committed", &seqs));
+        put("applied", encode_value(b"applied", &LogId::new(1, seqs)));
+        put("last_seq", encode_value(b"last_seq", &seqs));
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn per_entry_stores_of_formats_5_and_7_open_and_are_regrouped_in_place() {
+    // Formats 6 and 7 added configuration entries, the membership row and the incarnation, and
+    // format 8 stores the log and the seq index in groups: older files are upgraded in place.
+    for version in [5, 7] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        // More seqs than one seq group holds, and entries enough for several log groups.
+        let seqs = ENTRIES.min(1_500);
+        write_per_entry_store(&path, version, seqs);
+        let entries = marked_entries();
+        let (first, last) = (entries[0].index, entries.last().unwrap().index);
+        for _reopen in 0..2 {
+            let store = RedbLogStore::open(&path, options(VerifyOnOpen::All))
+                .unwrap_or_else(|error| panic!("format {version} opens: {error}"));
+            assert_eq!(store.entries(first, last + 1, u64::MAX).unwrap(), entries);
+            assert_eq!(store.term_at(last).unwrap(), 1);
+            assert_eq!(store.store_state().unwrap().log.last_index(), last);
+            for seq in [1, 2, seqs / 2, seqs] {
+                assert_eq!(store.batch_index(seq).unwrap(), Some(seq), "seq {seq}");
+            }
+            assert_eq!(store.batch_index(seqs + 1).unwrap(), None);
+            assert_eq!(store.first_seq().unwrap(), 1);
+        }
         let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(meta)
-            .unwrap()
-            .insert("format_version", version)
-            .unwrap();
-        txn.commit().unwrap();
-    };
-    set_version(5);
-    let store = RedbLogStore::open(&path, RedbOptions::default()).expect("format 5 opens");
-    let entries = marked_entries();
-    let (first, last) = (entries[0].index, entries.last().unwrap().index);
-    assert_eq!(store.entries(first, last + 1, u64::MAX).unwrap(), entries);
-    drop(store);
-    let db = redb::Database::open(&path).unwrap();
-    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let found = txn.open_table(meta).unwrap().get("format_version").unwrap();
-    assert_eq!(found.map(|v| v.value()), Some(STORAGE_FORMAT_VERSION));
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("ordo_meta");
+        let found = txn.open_table(meta).unwrap().get("format_version").unwrap();
+        assert_eq!(found.map(|v| v.value()), Some(STORAGE_FORMAT_VERSION));
+        // Regrouped: far fewer records than entries and seqs.
+        let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ordo_log");
+        let batches: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ordo_batches");
+        let log_records = redb::ReadableTableMetadata::len(&txn.open_table(log).unwrap()).unwrap();
+        let seq_records =
+            redb::ReadableTableMetadata::len(&txn.open_table(batches).unwrap()).unwrap();
+        assert!(log_records < ENTRIES / 10, "{log_records} log records");
+        assert!(
+            seq_records <= seqs.div_ceil(1024),
+            "{seq_records} seq records"
+        );
+    }
 }
 
 #[test]

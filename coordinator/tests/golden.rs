@@ -86,6 +86,11 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
     for (number, entry) in entries().iter().enumerate() {
         samples.push((format!("entry record #{number}"), encode_entry(entry)));
     }
+    for (first, value) in layout::log_group_records(&entries()) {
+        samples.push((format!("log group at {first}"), value));
+    }
+    let (first_seq, value) = layout::seq_group_record(&[(11, 40), (12, 41), (13, 45)]);
+    samples.push((format!("seq group at {first_seq}"), value));
     let hard_state = HardState {
         term: 7,
         vote: Some(3),

@@ -21,6 +21,6 @@ pub use group_commit::{
 };
 pub use ordo_node::storage::*;
 pub use redb_store::{
-    CACHE_BYTES_DEFAULT, RedbLogReader, RedbLogStore, RedbOptions, VERIFY_TAIL_ENTRIES_DEFAULT,
-    VerifyOnOpen, layout,
+    CACHE_BYTES_DEFAULT, LOG_GROUP_BYTES_MAX, RedbLogReader, RedbLogStore, RedbOptions,
+    SEQ_GROUP_ITEMS_MAX, VERIFY_TAIL_ENTRIES_DEFAULT, VerifyOnOpen, layout,
 };

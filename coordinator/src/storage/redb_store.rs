@@ -5,12 +5,15 @@
 //! | table                | key                 | value (a checked record, see `record.rs`) |
 //! |----------------------|---------------------|-------------------------------------------|
 //! | `ordo_meta`          | `"format_version"`  | `u64`, unchecked; its type never changes   |
-//! | `ordo_log`           | index               | term + payload                            |
+//! | `ordo_log`           | first index of a group | the group's entry records (term + payload each) |
 //! | `ordo_raft`          | `"hard_state"`, `"committed"`, `"applied"`, `"last_seq"`, `"purged"` | the value |
-//! | `ordo_batches`       | seq                 | log index of the entry carrying the batch |
+//! | `ordo_batches`       | first seq of a group | log indexes of the entries carrying the batches |
 //! | `ordo_registry`      | batch id (16 bytes) | outcome bytes                             |
 //! | `ordo_coord`         | `s` + session id, `l`/`e` + name | a session, lock or election  |
 //! | `ordo_topic_offsets` | topic name          | offset                                    |
+//!
+//! The log and the seq index keep one record per group of consecutive items (see [`groups`]):
+//! a group commit of many entries costs one insert in each, not one per entry.
 //!
 //! Every write is one redb write transaction with `Durability::Immediate`: redb writes the
 //! changed pages, then fsyncs once, and the commit is visible to readers only after that.
@@ -32,9 +35,11 @@ use redb::{
 
 use super::space::{Ballast, is_no_space};
 
+mod groups;
+pub use groups::{LOG_GROUP_BYTES_MAX, SEQ_GROUP_ITEMS_MAX};
+
 use ordo_node::storage::record::{
-    decode_bytes, decode_entry, decode_value, encode_bytes, encode_entry, encode_value,
-    entry_facts, entry_term,
+    decode_bytes, decode_entry, decode_value, encode_bytes, encode_value, entry_facts, entry_term,
 };
 use ordo_node::storage::rules::{AgeCheck, Extent, plan_compaction, plan_write};
 use ordo_node::storage::{
@@ -50,11 +55,11 @@ pub mod layout {
     /// read the version of any file.
     pub const META_TABLE: &str = "ordo_meta";
     pub const FORMAT_KEY: &str = "format_version";
-    /// Log index → entry record.
+    /// First log index of a group → the group's entry records.
     pub const LOG_TABLE: &str = "ordo_log";
     /// Named records: hard state, commit and apply progress, last seq, last purged entry.
     pub const RAFT_TABLE: &str = "ordo_raft";
-    /// Seq → log index of the entry that carried the batch.
+    /// First seq of a group → log indexes of the entries that carried its batches.
     pub const BATCHES_TABLE: &str = "ordo_batches";
     /// Batch id → encoded outcome.
     pub const REGISTRY_TABLE: &str = "ordo_registry";
@@ -73,6 +78,19 @@ pub mod layout {
     /// This store's incarnation: drawn once, when the store first starts a node. A node that
     /// lost its data comes back with another one, and its peers refuse it.
     pub const INCARNATION_KEY: &str = "incarnation";
+
+    /// The records consecutive entries are stored as in the log table: `(key, value)` each.
+    pub fn log_group_records(entries: &[ordo_common::Entry]) -> Vec<(u64, Vec<u8>)> {
+        super::groups::encode_log_groups(entries)
+            .into_iter()
+            .map(|(first, value, _)| (first, value))
+            .collect()
+    }
+
+    /// The record consecutive seqs `(seq, log index)` are stored as in the seq table.
+    pub fn seq_group_record(seqs: &[(u64, ordo_common::LogIndex)]) -> (u64, Vec<u8>) {
+        super::groups::encode_seq_group(seqs)
+    }
 }
 
 use layout::{
@@ -354,10 +372,8 @@ impl RedbLogStore {
             let check_age = age_check.due(retention, after.log_time_ms);
             self.age_check.set(age_check);
             let log = txn.open_table(LOG)?;
-            let mut facts = log.range(after.log.first_index..)?.map(|item| {
-                let (key, value) = item.map_err(Fault::from)?;
-                entry_facts(key.value(), value.value())
-            });
+            let mut facts = groups::records_from(&log, after.log.first_index, entry_facts)?
+                .map(|facts| facts.map_err(StorageError::from));
             plan_compaction(&after, retained_bytes, retention, check_age, &mut facts)?
         };
         if let Some(compaction) = compaction {
@@ -384,18 +400,13 @@ fn install_snapshot(
     {
         let mut log = txn.open_table(LOG)?;
         if install.keep_suffix {
-            log.retain_in(..=last.index, |_, _| false)?;
+            groups::drop_below(&mut log, last.index + 1)?;
         } else {
             log.retain(|_, _| false)?;
         }
     }
     let retained_bytes = match retained_bytes {
-        Some(_) => Some(
-            txn.open_table(LOG)?
-                .iter()?
-                .map(|item| Ok(item?.1.value().len() as u64))
-                .sum::<Result<u64>>()?,
-        ),
+        Some(_) => Some(record_bytes(&txn.open_table(LOG)?)?),
         None => None,
     };
     txn.open_table(BATCHES)?.retain(|_, _| false)?;
@@ -547,7 +558,11 @@ fn open_db(opener: &Opener, options: RedbOptions) -> Result<Database> {
 fn load_checked(db: &Database, options: RedbOptions) -> Result<(StoreState, Option<u64>)> {
     let txn = db.begin_read()?;
     let state = load_state(&txn)?;
-    verify(&txn, &state, options.verify_on_open)?;
+    // A read the state says must work but that reports the log shorter or compacted is damage.
+    verify(&txn, &state, options.verify_on_open).map_err(|Fault(error)| match error {
+        error if error.is_fatal() => Fault(error),
+        error => Fault(StorageError::corrupt_state("log extent", error.to_string())),
+    })?;
     let retained_bytes = match options.retention.bytes_max {
         Some(_) => Some(count_log_bytes(&txn)?),
         None => None,
@@ -615,19 +630,25 @@ impl LogRead for RedbLogReader {
             let mut entries = Vec::new();
             let mut bytes = 0;
             let mut expected = lo;
-            for item in log.range(lo..hi)? {
-                let (key, value) = item?;
-                let index = key.value();
-                if index != expected {
-                    return Err(missing(expected).into());
+            if lo < hi {
+                for item in groups::records_from(&log, lo, |index, record| {
+                    Ok((index, record.len() as u64, decode_entry(index, record)))
+                })? {
+                    let (index, _, entry) = item?;
+                    if index != expected {
+                        return Err(missing(expected).into());
+                    }
+                    let entry = entry?;
+                    bytes += entry.payload_bytes();
+                    if bytes > bytes_max && !entries.is_empty() {
+                        return Ok(entries);
+                    }
+                    entries.push(entry);
+                    expected += 1;
+                    if expected == hi {
+                        break;
+                    }
                 }
-                let entry = decode_entry(index, value.value())?;
-                bytes += entry.payload_bytes();
-                if bytes > bytes_max && !entries.is_empty() {
-                    return Ok(entries);
-                }
-                entries.push(entry);
-                expected += 1;
             }
             if expected != hi {
                 return Err(missing(expected).into());
@@ -644,16 +665,7 @@ impl LogRead for RedbLogReader {
     }
 
     fn batch_index(&self, seq: u64) -> StoreResult<Option<LogIndex>> {
-        Ok(self.read(|txn| {
-            let batches = txn.open_table(BATCHES)?;
-            let key = seq.to_be_bytes();
-            match batches.get(seq)? {
-                Some(value) => Ok(decode_value(&key, value.value())
-                    .map(Some)
-                    .map_err(|detail| StorageError::corrupt_state(format!("seq {seq}"), detail))?),
-                None => Ok(None),
-            }
-        })?)
+        Ok(self.read(|txn| groups::seq_index(&txn.open_table(BATCHES)?, seq))?)
     }
 
     fn outcome(&self, batch_id: &[u8; 16]) -> StoreResult<Option<Vec<u8>>> {
@@ -699,13 +711,12 @@ impl LogRead for RedbLogReader {
     }
 
     fn first_seq(&self) -> StoreResult<u64> {
-        Ok(self.read(|txn| {
-            let batches = txn.open_table(BATCHES)?;
-            match batches.first()? {
-                Some((seq, _)) => Ok(seq.value()),
+        Ok(
+            self.read(|txn| match groups::first_seq(&txn.open_table(BATCHES)?)? {
+                Some(seq) => Ok(seq),
                 None => Ok(load_state(txn)?.last_seq + 1),
-            }
-        })?)
+            })?,
+        )
     }
 
     fn tables(&self) -> StoreResult<StoredTables> {
@@ -770,8 +781,11 @@ fn prepare_tables(db: &Database) -> Result<()> {
     };
     // Format 4 lacks only the coordination table, created below; format 5 also configuration
     // entries and the membership row, which it never needed; format 6 also the incarnation,
-    // drawn at the next start: upgrade in place.
-    let found = if (4..=6).contains(&found) {
+    // drawn at the next start; format 7 stored one log entry and one seq per record, regrouped
+    // here: upgrade in place, in this one transaction.
+    let found = if (4..=7).contains(&found) {
+        groups::regroup_log(&mut txn.open_table(LOG)?)?;
+        groups::regroup_seqs(&mut txn.open_table(BATCHES)?)?;
         txn.open_table(META)?
             .insert(FORMAT_KEY, STORAGE_FORMAT_VERSION)?;
         STORAGE_FORMAT_VERSION
@@ -815,8 +829,8 @@ fn load_extent(
 ) -> Result<Extent> {
     let raft = txn.open_table(RAFT)?;
     let purged: Option<LogId> = raft_record(&raft, PURGED_KEY)?;
-    let first = log.first()?.map(|(key, _)| key.value());
-    let last = log.last()?.map(|(key, _)| key.value());
+    let first = groups::first_index(log)?;
+    let last = groups::last_index(log)?;
     Ok(match (first, last) {
         (Some(first_index), Some(last_index)) => Extent {
             first_index,
@@ -835,11 +849,8 @@ fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
     let log = txn.open_table(LOG)?;
     let raft = txn.open_table(RAFT)?;
     let extent = load_extent(txn, &log)?;
-    let last_log_id = match log.last()? {
-        Some((key, value)) => Some(LogId::new(
-            entry_term(key.value(), value.value())?,
-            key.value(),
-        )),
+    let last_log_id = match groups::last_entry(&log)? {
+        Some(last) => Some(last),
         None => extent.purged,
     };
     let hard_state: HardState = raft_record(&raft, HARD_STATE_KEY)?.unwrap_or_default();
@@ -868,8 +879,8 @@ fn term_in(
     if let Some(answer) = extent.term_without_entry(index) {
         return Ok(answer?);
     }
-    match log.get(index)? {
-        Some(value) => Ok(entry_term(index, value.value())?),
+    match groups::with_record(log, index, |record| entry_term(index, record))? {
+        Some(term) => Ok(term),
         None => Err(missing(index).into()),
     }
 }
@@ -880,23 +891,17 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
     let log = txn.open_table(LOG)?;
     let first = state.log.first_index;
     let last = state.log.last_index();
-    let stored = log.len()?;
-    if last >= first && stored != last - first + 1 {
-        let mut expected = first;
-        for item in log.iter()? {
-            if item?.0.value() != expected {
-                break;
-            }
-            expected += 1;
-        }
-        return Err(missing(expected).into());
-    }
-    if let (Some(purged), true) = (state.log.purged, stored > 0)
-        && first != purged.index + 1
-    {
+    let stored = !log.is_empty()?;
+    // Only compaction and snapshots remove a prefix, and both record the purged entry.
+    let expected_first = state.log.purged.map_or(1, |purged| purged.index + 1);
+    if stored && first != expected_first {
+        let after = match state.log.purged {
+            Some(purged) => format!("after the purged entry {purged}"),
+            None => "at 1, as nothing was purged".into(),
+        };
         return Err(StorageError::corrupt_state(
             PURGED_KEY,
-            format!("the log starts at {first}, not after the purged entry {purged}"),
+            format!("the log starts at {first}, not {after}"),
         )
         .into());
     }
@@ -935,10 +940,16 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
         VerifyOnOpen::All => first,
         VerifyOnOpen::Tail { entries } => first.max((last + 1).saturating_sub(entries)),
     };
+    // The walk from `from` checks that the groups follow each other; with `All`, that covers the
+    // whole log. Entries before `from` are checked when read.
     let mut term_floor = 0;
-    for item in log.range(from..)? {
-        let (key, value) = item?;
-        let entry = decode_entry(key.value(), value.value())?;
+    let mut expected = from;
+    for entry in groups::records_from(&log, from, decode_entry)? {
+        let entry = entry?;
+        if entry.index != expected {
+            return Err(missing(expected).into());
+        }
+        expected += 1;
         if entry.term < term_floor {
             return Err(StorageError::Corrupt {
                 index: entry.index,
@@ -951,14 +962,21 @@ fn verify(txn: &ReadTransaction, state: &StoreState, verify: VerifyOnOpen) -> Re
         }
         term_floor = entry.term;
     }
+    if last >= from && expected != last + 1 {
+        return Err(missing(expected).into());
+    }
     Ok(())
 }
 
 fn count_log_bytes(txn: &ReadTransaction) -> Result<u64> {
-    let log = txn.open_table(LOG)?;
+    record_bytes(&txn.open_table(LOG)?)
+}
+
+/// The bytes of every entry record in the log (what retention counts).
+fn record_bytes(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64> {
     let mut bytes = 0;
-    for item in log.iter()? {
-        bytes += item?.1.value().len() as u64;
+    for size in groups::records_from(log, 0, |_, record| Ok(record.len() as u64))? {
+        bytes += size?;
     }
     Ok(bytes)
 }
@@ -975,20 +993,14 @@ fn write_entries(
     };
     let mut log = txn.open_table(LOG)?;
     if start <= last_index {
-        let mut removed = log.extract_from_if(start.., |_, _| true)?;
-        for item in removed.by_ref() {
-            let (_, value) = item?;
-            if let Some(bytes) = retained_bytes.as_mut() {
-                *bytes -= value.value().len() as u64;
-            }
+        let removed = groups::truncate_from(&mut log, start)?;
+        if let Some(bytes) = retained_bytes.as_mut() {
+            *bytes -= removed;
         }
     }
-    for entry in &batch.entries {
-        let record = encode_entry(entry);
-        if let Some(bytes) = retained_bytes.as_mut() {
-            *bytes += record.len() as u64;
-        }
-        log.insert(entry.index, record.as_slice())?;
+    let added = groups::append(&mut log, &batch.entries)?;
+    if let Some(bytes) = retained_bytes.as_mut() {
+        *bytes += added;
     }
     Ok(())
 }
@@ -1034,11 +1046,7 @@ fn write_tables(txn: &WriteTransaction, batch: &WriteBatch) -> Result<()> {
         return Ok(());
     };
     if !state.seqs.is_empty() {
-        let mut batches = txn.open_table(BATCHES)?;
-        for &(seq, index) in &state.seqs {
-            let record = encode_value(&seq.to_be_bytes(), &index);
-            batches.insert(seq, record.as_slice())?;
-        }
+        groups::put_seqs(&mut txn.open_table(BATCHES)?, &state.seqs)?;
     }
     if !state.registry.is_empty() || !state.registry_evicted.is_empty() {
         let mut registry = txn.open_table(REGISTRY)?;
@@ -1077,33 +1085,12 @@ fn write_tables(txn: &WriteTransaction, batch: &WriteBatch) -> Result<()> {
 /// Deletes entries `[first, new_first)` and the seqs of batches they carried, records the last
 /// deleted entry as purged, and returns its id.
 fn compact(txn: &WriteTransaction, first: LogIndex, new_first: LogIndex) -> Result<LogId> {
-    let mut log = txn.open_table(LOG)?;
-    let purged_index = new_first - 1;
-    let term = match log.get(purged_index)? {
-        Some(value) => entry_term(purged_index, value.value())?,
-        None => return Err(missing(purged_index).into()),
-    };
-    log.retain_in(first..new_first, |_, _| false)?;
-    let purged = LogId::new(term, purged_index);
+    debug_assert!(first < new_first);
+    let purged = groups::remove_before(&mut txn.open_table(LOG)?, new_first)?;
     let record = encode_value(PURGED_KEY.as_bytes(), &purged);
     txn.open_table(RAFT)?
         .insert(PURGED_KEY, record.as_slice())?;
-
-    let mut batches = txn.open_table(BATCHES)?;
-    let mut forgotten = Vec::new();
-    for item in batches.iter()? {
-        let (key, value) = item?;
-        let seq = key.value();
-        let index: LogIndex = decode_value(&seq.to_be_bytes(), value.value())
-            .map_err(|detail| StorageError::corrupt_state(format!("seq {seq}"), detail))?;
-        if index >= new_first {
-            break;
-        }
-        forgotten.push(seq);
-    }
-    for seq in forgotten {
-        batches.remove(seq)?;
-    }
+    groups::forget_seqs_before(&mut txn.open_table(BATCHES)?, new_first)?;
     Ok(purged)
 }
 

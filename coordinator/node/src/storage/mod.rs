@@ -34,12 +34,13 @@ use ordo_common::{Entry, HardState, LogId, LogIndex, Term};
 pub use mem::{MemDisk, MemLogStore, missing};
 
 /// The storage format this build writes. A store written with any other version is refused with
-/// [`StorageError::IncompatibleFormat`], except formats 4 to 6, upgraded in place: format 4
+/// [`StorageError::IncompatibleFormat`], except formats 4 to 7, upgraded in place: format 4
 /// lacks only the table of sessions, locks and elections, format 5 also configuration entries
-/// and the membership row, and format 6 also the incarnation record (drawn at the next start).
+/// and the membership row, format 6 also the incarnation record (drawn at the next start), and
+/// format 7 stored one log entry and one seq per record where format 8 stores groups.
 /// Bump it whenever a table or record layout changes, with a migration from the formats users
 /// have.
-pub const STORAGE_FORMAT_VERSION: u64 = 7;
+pub const STORAGE_FORMAT_VERSION: u64 = 8;
 
 pub use ordo_common::limits::{OUTCOME_BYTES_MAX, TOPIC_NAME_BYTES_MAX};
 
