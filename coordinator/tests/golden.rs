@@ -30,7 +30,9 @@ use ordo_common::coord::{CoordRefusal, LeaderChange, MutexInfo, MutexKind, Sessi
 use ordo_common::membership::{MembershipChange, MembershipError};
 use ordo_common::{Entry, EntryPayload, HardState, LogId, Membership, codec};
 use ordo_coordinator::storage::record::{encode_bytes, encode_entry, encode_value};
-use ordo_coordinator::storage::{STORAGE_FORMAT_VERSION, SnapshotState, layout};
+use ordo_coordinator::storage::{
+    STORAGE_FORMAT_VERSION, SnapshotState, StateUpdate, WriteBatch, layout,
+};
 use ordo_coordinator::transport::PeerFrame;
 use ordo_core::state::{Command, CoordOp, CoordState, Registered};
 use ordo_core::{AppendResponse, Body, ConflictHint, Message as RaftMessage, RejectHint};
@@ -81,6 +83,8 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         layout::REGISTRY_FLOOR_KEY,
         layout::CLUSTER_ID_KEY,
         layout::INCARNATION_KEY,
+        layout::WAL_STORE_KEY,
+        layout::WAL_GENERATION_KEY,
     ];
     samples.push(("raft keys".into(), keys.join(",").into_bytes()));
     for (number, entry) in entries().iter().enumerate() {
@@ -91,6 +95,35 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
     }
     let (first_seq, value) = layout::seq_group_record(&[(11, 40), (12, 41), (13, 45)]);
     samples.push((format!("seq group at {first_seq}"), value));
+    samples.push((
+        "write-ahead header".into(),
+        layout::wal_header(0x0123_4567_89ab_cdef, 3),
+    ));
+    let mut update = StateUpdate::applied(LogId::new(3, 9));
+    update.seqs = vec![(5, 9)];
+    update.registry = vec![([4; 16], vec![1, 2, 3])];
+    update.registry_evicted = vec![[2; 16]];
+    update.offsets = vec![("orders".into(), 12)];
+    update.log_time_ms = 1_700_000_000_456;
+    update.registry_floor_ms = 1_699_999_000_000;
+    update.coord = vec![
+        (b"lmain".to_vec(), Some(vec![9])),
+        (b"sgone".to_vec(), None),
+    ];
+    let wal_batch = WriteBatch {
+        hard_state: Some(HardState {
+            term: 3,
+            vote: Some(2),
+        }),
+        entries: entries()[..2].to_vec(),
+        committed: Some(9),
+        state: Some(update),
+        install: None,
+    };
+    samples.push((
+        "write-ahead record".into(),
+        layout::wal_record(3, &wal_batch),
+    ));
     let hard_state = HardState {
         term: 7,
         vote: Some(3),

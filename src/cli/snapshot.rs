@@ -190,6 +190,7 @@ pub fn restore(file: &Path, data_dir: &Path, cluster_token: &str) -> CliResult {
     if let Err(error) = seeded {
         // Leave no half-restored store behind for a node to start on.
         let _ = std::fs::remove_file(&log_path);
+        let _ = std::fs::remove_file(RedbLogStore::wal_path(&log_path));
         return Err(error);
     }
     println!(

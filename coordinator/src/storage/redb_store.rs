@@ -15,9 +15,14 @@
 //! The log and the seq index keep one record per group of consecutive items (see [`groups`]):
 //! a group commit of many entries costs one insert in each, not one per entry.
 //!
-//! Every write is one redb write transaction with `Durability::Immediate`: redb writes the
-//! changed pages, then fsyncs once, and the commit is visible to readers only after that.
-//! Records are written only when they change, so a pure append touches the log table alone.
+//! Every write is one redb write transaction. A small one (up to [`WAL_RECORD_BYTES_MAX`]) is
+//! committed without an fsync and then appended, as one record, to the write-ahead file beside
+//! the redb file, which is fsynced: one sequential page or so instead of a dozen scattered ones
+//! (see [`wal`] for the layout and the checkpoint protocol). A larger write, a snapshot install,
+//! and every [`WAL_CHECKPOINT_BYTES`] of the write-ahead file, commit redb with
+//! `Durability::Immediate`. Either way the write is durable when `write` returns. Stores opened
+//! on a test backend have no write-ahead file and commit every write durably. Records are
+//! written only when they change, so a pure append touches the log table alone.
 //!
 //! redb checks its own page checksums only when it recovers from a crash; the record checksums
 //! are what catch a damaged value afterwards. redb may panic on a damaged page structure, so
@@ -36,7 +41,19 @@ use redb::{
 use super::space::{Ballast, is_no_space};
 
 mod groups;
+mod wal;
 pub use groups::{LOG_GROUP_BYTES_MAX, SEQ_GROUP_ITEMS_MAX};
+use wal::Wal;
+
+/// A write whose entries and state hold more than this many bytes skips the write-ahead file and
+/// is made durable by redb itself (a checkpoint, if the file holds records): a write this big
+/// costs about as much to fsync either way, and appending it to the file would write it twice.
+pub const WAL_RECORD_BYTES_MAX: u64 = 256 * 1024;
+
+/// Once the write-ahead file holds this many bytes, the next write checkpoints: redb is made
+/// durable and the file starts again. It bounds the file, the replay at the next open, and the
+/// pages redb keeps from reuse until its next durable commit.
+pub const WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 
 use ordo_node::storage::record::{
     decode_bytes, decode_entry, decode_value, encode_bytes, encode_value, entry_facts, entry_term,
@@ -78,6 +95,10 @@ pub mod layout {
     /// This store's incarnation: drawn once, when the store first starts a node. A node that
     /// lost its data comes back with another one, and its peers refuse it.
     pub const INCARNATION_KEY: &str = "incarnation";
+    /// In the format table: the id that ties the write-ahead file to this redb file.
+    pub const WAL_STORE_KEY: &str = "wal_store_id";
+    /// In the format table: the write-ahead generation whose records redb does not yet hold.
+    pub const WAL_GENERATION_KEY: &str = "wal_generation";
 
     /// The records consecutive entries are stored as in the log table: `(key, value)` each.
     pub fn log_group_records(entries: &[ordo_common::Entry]) -> Vec<(u64, Vec<u8>)> {
@@ -91,11 +112,21 @@ pub mod layout {
     pub fn seq_group_record(seqs: &[(u64, ordo_common::LogIndex)]) -> (u64, Vec<u8>) {
         super::groups::encode_seq_group(seqs)
     }
+
+    /// The header of a write-ahead file.
+    pub fn wal_header(store_id: u64, generation: u64) -> Vec<u8> {
+        super::wal::header(store_id, generation)
+    }
+
+    /// A write-ahead record of `batch` in a file of `generation`.
+    pub fn wal_record(generation: u64, batch: &super::WriteBatch) -> Vec<u8> {
+        super::wal::record(generation, &super::encode_wal_batch(batch))
+    }
 }
 
 use layout::{
     APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, INCARNATION_KEY,
-    LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY,
+    LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY, WAL_GENERATION_KEY, WAL_STORE_KEY,
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
@@ -167,6 +198,9 @@ pub struct RedbLogStore {
     halted: Option<Halt>,
     /// Released when a write finds the disk full.
     ballast: Option<Ballast>,
+    /// The write-ahead file (stores opened on a file; one on a test backend has none and makes
+    /// every write durable in redb).
+    wal: Option<Wal>,
 }
 
 /// Why a store stopped taking writes.
@@ -305,18 +339,181 @@ impl RedbLogStore {
 
     /// Writes one record of the raft table, durably, in a transaction of its own.
     fn put_raft_record<T: serde::Serialize>(&mut self, key: &str, value: &T) -> StoreResult<()> {
-        Ok(shielded(|| {
+        self.refuse_if_halted()?;
+        let record = encode_value(key.as_bytes(), value);
+        self.durable_commit(|txn| {
+            txn.open_table(RAFT)?.insert(key, record.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn refuse_if_halted(&self) -> StoreResult<()> {
+        match &self.halted {
+            Some(halt) => Err(StorageError::Halted {
+                reason: halt.reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits what `f` writes durably. A durable commit also makes durable every write redb
+    /// holds without an fsync, so it is a checkpoint: it moves redb's write-ahead generation on
+    /// and then starts the write-ahead file again.
+    fn durable_commit(
+        &mut self,
+        f: impl FnOnce(&WriteTransaction) -> Result<()>,
+    ) -> StoreResult<()> {
+        let generation = self.next_wal_generation();
+        let committed = shielded(|| {
             let db = read_slot(&self.slot);
             let mut txn = db.get()?.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
-            {
-                let mut raft = txn.open_table(RAFT)?;
-                let record = encode_value(key.as_bytes(), value);
-                raft.insert(key, record.as_slice())?;
+            f(&txn)?;
+            if let Some(generation) = generation {
+                txn.open_table(META)?
+                    .insert(WAL_GENERATION_KEY, generation)?;
             }
             txn.commit()?;
             Ok(())
-        })?)
+        });
+        if let Err(Fault(error)) = committed {
+            return Err(self.halt(error));
+        }
+        self.restart_wal(generation)
+    }
+
+    /// The generation a durable commit moves redb to: the next one if the write-ahead file
+    /// holds records (which the commit makes durable in redb), none if it holds nothing.
+    fn next_wal_generation(&self) -> Option<u64> {
+        self.wal
+            .as_ref()
+            .filter(|wal| wal.len() > wal::HEADER_BYTES)
+            .map(|wal| wal.generation() + 1)
+    }
+
+    /// Starts the write-ahead file again after a durable commit that moved its generation.
+    fn restart_wal(&mut self, moved: Option<u64>) -> StoreResult<()> {
+        let (Some(wal), Some(_)) = (self.wal.as_mut(), moved) else {
+            return Ok(());
+        };
+        if let Err(error) = wal.restart() {
+            return Err(self.halt(error));
+        }
+        Ok(())
+    }
+
+    /// Stops writes after `error` and returns it. A failed commit or append leaves the durable
+    /// state unknown: only a reopen, which recovers and checks it, may write again.
+    fn halt(&mut self, error: StorageError) -> StorageError {
+        self.halted = Some(Halt {
+            reason: error.to_string(),
+            no_space: matches!(error, StorageError::NoSpace { .. }),
+        });
+        error
+    }
+
+    /// Makes everything redb holds durable and starts the write-ahead file again.
+    fn checkpoint(&mut self) -> StoreResult<()> {
+        self.durable_commit(|_| Ok(()))
+    }
+
+    /// Opens the write-ahead file that belongs to the redb file at `path` (making one for a
+    /// store that has none yet) and replays its records into redb, then checkpoints if there
+    /// were any.
+    fn attach_wal(&mut self, path: &Path) -> StoreResult<()> {
+        let wal_path = wal::path_for(path);
+        let (store_id, generation) = self.reader.read(|txn| {
+            let meta = txn.open_table(META)?;
+            let store_id = meta.get(WAL_STORE_KEY)?.map(|value| value.value());
+            let generation = meta.get(WAL_GENERATION_KEY)?.map(|value| value.value());
+            Ok((store_id, generation))
+        })?;
+        let refuse = |detail: String| StorageError::CorruptFile {
+            detail: format!("{detail} ({})", wal_path.display()),
+        };
+        let (wal, records) = match (Wal::open(&wal_path)?, store_id, generation) {
+            (None, None, _) => {
+                let store_id = draw_store_id(path);
+                shielded(|| {
+                    let db = read_slot(&self.slot);
+                    let mut txn = db.get()?.begin_write()?;
+                    txn.set_durability(Durability::Immediate)?;
+                    let mut meta = txn.open_table(META)?;
+                    meta.insert(WAL_STORE_KEY, store_id)?;
+                    meta.insert(WAL_GENERATION_KEY, 1)?;
+                    drop(meta);
+                    txn.commit()?;
+                    Ok(())
+                })?;
+                (Wal::create(&wal_path, store_id, 1)?, Vec::new())
+            }
+            (None, Some(_), _) => {
+                return Err(refuse(
+                    "the write-ahead file of this store is missing: writes acknowledged since                      its last checkpoint may be lost; restore the node's data from a peer"
+                        .into(),
+                ));
+            }
+            (Some(_), None, _) => {
+                return Err(refuse(
+                    "a write-ahead file lies beside a store that never had one: it belongs to                      another store; move it away"
+                        .into(),
+                ));
+            }
+            (Some(opened), Some(store_id), generation) => {
+                let generation = generation.unwrap_or(1);
+                if opened.wal.store_id() != store_id {
+                    return Err(refuse(format!(
+                        "the write-ahead file belongs to store {:016x}, not to this store                          {store_id:016x}",
+                        opened.wal.store_id()
+                    )));
+                }
+                if opened.wal.generation() == generation {
+                    (opened.wal, opened.records)
+                } else if opened.wal.generation() + 1 == generation {
+                    // A checkpoint made redb durable and stopped before it started the file
+                    // again: redb holds every record of it.
+                    (Wal::create(&wal_path, store_id, generation)?, Vec::new())
+                } else {
+                    return Err(refuse(format!(
+                        "the write-ahead file is of generation {}, the store expects {generation}",
+                        opened.wal.generation()
+                    )));
+                }
+            }
+        };
+        self.wal = Some(wal);
+        if records.is_empty() {
+            return Ok(());
+        }
+        for (number, record) in records.iter().enumerate() {
+            let batch = decode_wal_batch(record).map_err(|detail| {
+                refuse(format!("record {number} of the write-ahead file: {detail}"))
+            })?;
+            self.apply(&batch, false).map_err(|error| {
+                refuse(format!(
+                    "record {number} of the write-ahead file does not apply: {error}"
+                ))
+            })?;
+        }
+        tracing::info!(
+            records = records.len(),
+            "replayed the write-ahead file into the store"
+        );
+        self.checkpoint()
+    }
+
+    /// Checks `batch` against the state and commits it, durably or not; updates the state.
+    fn apply(&mut self, batch: &WriteBatch, durable: bool) -> StoreResult<()> {
+        let reader = &self.reader;
+        let after = plan_write(&self.state, batch, &mut |index| reader.term_at(index))?;
+        match shielded(|| self.commit(batch, after, durable)) {
+            Ok((state, retained_bytes)) => {
+                self.state = state;
+                self.retained_bytes = retained_bytes;
+                Ok(())
+            }
+            Err(Fault(error)) => Err(self.halt(error)),
+        }
     }
 
     /// The ballast this store releases when a write finds the disk full.
@@ -328,7 +525,7 @@ impl RedbLogStore {
         let db = open_db(&opener, options)?;
         let (state, retained_bytes) = load_checked(&db, options)?;
         let slot = Arc::new(RwLock::new(Db(Some(db))));
-        Ok(Self {
+        let mut store = Self {
             reader: RedbLogReader { slot: slot.clone() },
             slot,
             opener,
@@ -338,18 +535,39 @@ impl RedbLogStore {
             age_check: std::cell::Cell::new(AgeCheck::default()),
             halted: None,
             ballast: None,
-        })
+            wal: None,
+        };
+        if let Opener::Path(path) = &store.opener {
+            let path = path.clone();
+            store.attach_wal(&path)?;
+        }
+        Ok(store)
     }
 
-    /// Writes `batch` in one transaction and returns the state after it.
+    /// The write-ahead file that goes with the redb file at `path`.
+    pub fn wal_path(path: &Path) -> PathBuf {
+        wal::path_for(path)
+    }
+
+    /// Writes `batch` in one transaction and returns the state after it. A durable commit also
+    /// moves the write-ahead generation on (the caller then starts the file again).
     fn commit(
         &self,
         batch: &WriteBatch,
         mut after: StoreState,
+        durable: bool,
     ) -> Result<(StoreState, Option<u64>)> {
         let db = read_slot(&self.slot);
         let mut txn = db.get()?.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        if durable {
+            txn.set_durability(Durability::Immediate)?;
+            if let Some(generation) = self.next_wal_generation() {
+                txn.open_table(META)?
+                    .insert(WAL_GENERATION_KEY, generation)?;
+            }
+        } else {
+            txn.set_durability(Durability::None)?;
+        }
         if let Some(install) = &batch.install {
             let retained_bytes = install_snapshot(&txn, install, &after, self.retained_bytes)?;
             txn.commit()?;
@@ -464,29 +682,40 @@ impl LogStore for RedbLogStore {
     type Reader = RedbLogReader;
 
     fn write(&mut self, batch: &WriteBatch) -> StoreResult<LogState> {
-        if let Some(halt) = &self.halted {
-            return Err(StorageError::Halted {
-                reason: halt.reason.clone(),
-            });
+        self.refuse_if_halted()?;
+        let ahead = self.wal.is_some()
+            && batch.install.is_none()
+            && batch.queued_bytes() <= WAL_RECORD_BYTES_MAX;
+        if !ahead {
+            let moved = self.next_wal_generation();
+            self.apply(batch, true)?;
+            self.restart_wal(moved)?;
+            return Ok(self.state.log);
         }
-        let reader = &self.reader;
-        let after = plan_write(&self.state, batch, &mut |index| reader.term_at(index))?;
-        match shielded(|| self.commit(batch, after)) {
-            Ok((state, retained_bytes)) => {
-                self.state = state;
-                self.retained_bytes = retained_bytes;
-                Ok(self.state.log)
-            }
-            Err(Fault(error)) => {
-                // The transaction was aborted, but a failed commit leaves the file's durable
-                // state unknown: only a reopen, which recovers and checks it, may write again.
-                self.halted = Some(Halt {
-                    reason: error.to_string(),
-                    no_space: matches!(error, StorageError::NoSpace { .. }),
-                });
-                Err(error)
-            }
+        // redb first, without an fsync: a batch it refuses never reaches the file, so the file
+        // holds only batches that apply. Then the record, fsynced: from here the batch is
+        // durable. (Readers in this process see the batch a moment early; a failed append
+        // halts the store, and the reopen that recovers it forgets what redb did not make
+        // durable.)
+        let before = self.state.clone();
+        self.apply(batch, false)?;
+        let record = encode_wal_batch(batch);
+        let appended = match self.wal.as_mut() {
+            Some(wal) => wal.append(&record),
+            None => Ok(()),
+        };
+        if let Err(error) = appended {
+            self.state = before;
+            return Err(self.halt(error));
         }
+        if self
+            .wal
+            .as_ref()
+            .is_some_and(|wal| wal.len() >= WAL_CHECKPOINT_BYTES)
+        {
+            self.checkpoint()?;
+        }
+        Ok(self.state.log)
     }
 
     fn reader(&self) -> RedbLogReader {
@@ -512,20 +741,35 @@ impl LogStore for RedbLogStore {
                 "the disk is full: released the emergency ballast to finish accepted writes"
             );
         }
-        let mut db = self
-            .slot
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        db.close();
-        let (reopened, state, retained_bytes) = shielded(|| {
-            let reopened = open_db(&self.opener, self.options)?;
-            let (state, retained_bytes) = load_checked(&reopened, self.options)?;
-            Ok((reopened, state, retained_bytes))
-        })?;
-        if state != self.state {
-            // The failed commit reached the disk after all (the error came after its header
-            // was written): the caller's idea of what is durable is wrong. Only a restart,
-            // which starts from what is on disk, is safe.
+        let expected = self.state.clone();
+        {
+            let mut db = self
+                .slot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            db.close();
+            let (reopened, state, retained_bytes) = shielded(|| {
+                let reopened = open_db(&self.opener, self.options)?;
+                let (state, retained_bytes) = load_checked(&reopened, self.options)?;
+                Ok((reopened, state, retained_bytes))
+            })?;
+            *db = Db(Some(reopened));
+            self.state = state;
+            self.retained_bytes = retained_bytes;
+        }
+        // What redb did not make durable comes back from the write-ahead file.
+        if let Opener::Path(path) = &self.opener {
+            let path = path.clone();
+            self.wal = None;
+            self.halted = None;
+            if let Err(error) = self.attach_wal(&path) {
+                return Err(self.halt(error));
+            }
+        }
+        if !same_writes(&self.state, &expected) {
+            // The failed write reached the disk after all (the error came after its commit
+            // or record was written): the caller's idea of what is durable is wrong. Only a
+            // restart, which starts from what is on disk, is safe.
             self.halted = Some(Halt {
                 reason: "a write reported as failed turned out to be durable".into(),
                 no_space: false,
@@ -535,11 +779,84 @@ impl LogStore for RedbLogStore {
                     .into(),
             });
         }
-        *db = Db(Some(reopened));
-        self.retained_bytes = retained_bytes;
         self.halted = None;
         Ok(())
     }
+}
+
+/// Whether two states hold the same writes. Where the log starts may differ: a write replayed
+/// from the write-ahead file may compact at another point than it did the first time.
+fn same_writes(a: &StoreState, b: &StoreState) -> bool {
+    a.log.last_log_id == b.log.last_log_id
+        && a.hard_state == b.hard_state
+        && a.progress == b.progress
+        && a.last_seq == b.last_seq
+        && a.log_time_ms == b.log_time_ms
+        && a.registry_floor_ms == b.registry_floor_ms
+}
+
+impl Drop for RedbLogStore {
+    fn drop(&mut self) {
+        // A store closed in good order leaves everything in redb and an empty write-ahead file,
+        // so that the redb file alone shows every write.
+        let pending = self
+            .wal
+            .as_ref()
+            .is_some_and(|wal| wal.len() > wal::HEADER_BYTES);
+        if pending
+            && self.halted.is_none()
+            && let Err(error) = self.checkpoint()
+        {
+            tracing::warn!(%error, "could not checkpoint the store as it closed");
+        }
+    }
+}
+
+/// An id for a new store's write-ahead file: only needs to differ between stores.
+fn draw_store_id(path: &Path) -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((path, nanos, std::process::id()))
+}
+
+/// A write as the write-ahead file keeps it (never an install: those go to redb directly).
+#[derive(serde::Serialize)]
+struct WalBatchRef<'a> {
+    hard_state: &'a Option<HardState>,
+    entries: &'a [Entry],
+    committed: &'a Option<LogIndex>,
+    state: &'a Option<ordo_node::storage::StateUpdate>,
+}
+
+#[derive(serde::Deserialize)]
+struct WalBatch {
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    committed: Option<LogIndex>,
+    state: Option<ordo_node::storage::StateUpdate>,
+}
+
+fn encode_wal_batch(batch: &WriteBatch) -> Vec<u8> {
+    ordo_common::codec::encode(&WalBatchRef {
+        hard_state: &batch.hard_state,
+        entries: &batch.entries,
+        committed: &batch.committed,
+        state: &batch.state,
+    })
+}
+
+fn decode_wal_batch(record: &[u8]) -> std::result::Result<WriteBatch, String> {
+    let batch: WalBatch = ordo_common::codec::decode(record, record.len() as u64)
+        .map_err(|error| error.to_string())?;
+    Ok(WriteBatch {
+        hard_state: batch.hard_state,
+        entries: batch.entries,
+        committed: batch.committed,
+        state: batch.state,
+        install: None,
+    })
 }
 
 /// Opens the database and checks or sets its format.

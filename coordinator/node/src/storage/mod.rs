@@ -152,7 +152,7 @@ impl WriteBatch {
 ///
 /// The contents are bytes and plain numbers on purpose: the batch and outcome types belong to the
 /// consensus core, and storage only has to keep them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StateUpdate {
     /// The last entry applied. Never decreases, never passes the commit index.
     pub applied: LogId,

@@ -1,0 +1,175 @@
+//! The write-ahead file in front of the redb file: what a crash leaves (the redb file as of its
+//! last durable commit, and the write-ahead file) opens to every write reported durable, once;
+//! files that do not belong together are refused.
+//!
+//! A crash is made by copying both files while the store is open: the copy of the redb file
+//! holds what redb made durable (its header on disk moves only at a durable commit), the copy of
+//! the write-ahead file holds the records written since.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{entries, hard_state};
+use ordo_common::LogId;
+use ordo_coordinator::storage::{
+    LogRead, LogStore, RedbLogStore, RedbOptions, StateUpdate, StorageError, StoreState, WriteBatch,
+};
+
+fn open(path: &Path) -> RedbLogStore {
+    RedbLogStore::open(path, RedbOptions::default()).expect("open")
+}
+
+fn wal_len(path: &Path) -> u64 {
+    std::fs::metadata(RedbLogStore::wal_path(path))
+        .expect("the write-ahead file exists")
+        .len()
+}
+
+/// Copies the store's two files into `dir`, as a crash would leave them.
+fn crash_copy(path: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let copy = dir.join("log.redb");
+    std::fs::copy(path, &copy).unwrap();
+    std::fs::copy(RedbLogStore::wal_path(path), RedbLogStore::wal_path(&copy)).unwrap();
+    copy
+}
+
+/// Term 1, entries 1..=30 in three writes, the first 20 committed and applied as seqs 1..=20.
+fn small_writes(store: &mut RedbLogStore) -> StoreState {
+    store
+        .write(&WriteBatch::hard_state(hard_state(1, Some(1))))
+        .unwrap();
+    for lo in [1, 11, 21] {
+        store
+            .write(&WriteBatch::entries(entries(lo, lo + 10, 1)))
+            .unwrap();
+    }
+    let mut state = StateUpdate::applied(LogId::new(1, 20));
+    state.seqs = (1..=20).map(|seq| (seq, seq)).collect();
+    state.registry = vec![([5; 16], b"outcome".to_vec())];
+    state.offsets = vec![("orders".into(), 20)];
+    store
+        .write(&WriteBatch {
+            committed: Some(20),
+            state: Some(state),
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    store.store_state().unwrap()
+}
+
+fn assert_holds_the_small_writes(store: &RedbLogStore, expected: &StoreState) {
+    assert_eq!(&store.store_state().unwrap(), expected);
+    assert_eq!(store.entries(1, 31, u64::MAX).unwrap(), entries(1, 31, 1));
+    assert_eq!(store.batch_index(20).unwrap(), Some(20));
+    assert_eq!(store.outcome(&[5; 16]).unwrap(), Some(b"outcome".to_vec()));
+    assert_eq!(store.topic_offset("orders").unwrap(), 20);
+}
+
+#[test]
+fn writes_after_the_last_durable_commit_come_back_from_the_write_ahead_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("log.redb");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut store = open(&path);
+    let empty_wal = wal_len(&path);
+    let expected = small_writes(&mut store);
+    assert!(
+        wal_len(&path) > empty_wal,
+        "small writes go to the write-ahead file"
+    );
+    let copy = crash_copy(&path, &dir.path().join("b"));
+    drop(store);
+
+    let reopened = open(&copy);
+    assert_holds_the_small_writes(&reopened, &expected);
+    // The replay was checkpointed: redb holds it all, the file starts again.
+    assert_eq!(wal_len(&copy), empty_wal);
+    drop(reopened);
+    assert_holds_the_small_writes(&open(&copy), &expected);
+
+    // Without its write-ahead file the redb copy would have lost them: it alone is behind.
+    let without = dir.path().join("c");
+    std::fs::create_dir_all(&without).unwrap();
+    let redb_only = crash_copy(&path, &without);
+    std::fs::remove_file(RedbLogStore::wal_path(&redb_only)).unwrap();
+    let error = RedbLogStore::open(&redb_only, RedbOptions::default())
+        .err()
+        .expect("a store without its write-ahead file must not open");
+    assert!(error.is_fatal());
+    assert!(error.to_string().contains("missing"), "{error}");
+}
+
+#[test]
+fn a_torn_record_at_the_end_is_cut_and_the_rest_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("log.redb");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut store = open(&path);
+    let expected = small_writes(&mut store);
+    let copy = crash_copy(&path, &dir.path().join("b"));
+    drop(store);
+    // The start of a record the crash interrupted.
+    let wal = RedbLogStore::wal_path(&copy);
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.extend_from_slice(&[0, 0, 1, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
+    std::fs::write(&wal, bytes).unwrap();
+    let mut reopened = open(&copy);
+    assert_holds_the_small_writes(&reopened, &expected);
+    reopened
+        .write(&WriteBatch::entries(entries(31, 33, 1)))
+        .unwrap();
+    let copy_again = crash_copy(&copy, &dir.path().join("c"));
+    drop(reopened);
+    assert_eq!(
+        open(&copy_again).entries(1, 33, u64::MAX).unwrap(),
+        entries(1, 33, 1)
+    );
+}
+
+#[test]
+fn a_crash_inside_a_checkpoint_replays_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let mut store = open(&path);
+    let expected = small_writes(&mut store);
+    // The file before the checkpoint that closing makes: its records are then in redb, and the
+    // crash came before the file was started again.
+    let wal = RedbLogStore::wal_path(&path);
+    let before = std::fs::read(&wal).unwrap();
+    drop(store);
+    std::fs::write(&wal, &before).unwrap();
+    let reopened = open(&path);
+    assert_holds_the_small_writes(&reopened, &expected);
+    assert!(
+        wal_len(&path) < before.len() as u64,
+        "the old file was replaced"
+    );
+}
+
+#[test]
+fn a_write_ahead_file_of_another_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.redb");
+    let second = dir.path().join("second.redb");
+    small_writes(&mut open(&first));
+    small_writes(&mut open(&second));
+    std::fs::copy(
+        RedbLogStore::wal_path(&first),
+        RedbLogStore::wal_path(&second),
+    )
+    .unwrap();
+    let error = RedbLogStore::open(&second, RedbOptions::default())
+        .err()
+        .expect("another store's write-ahead file must not be used");
+    assert!(matches!(error, StorageError::CorruptFile { .. }), "{error}");
+    assert!(error.to_string().contains("belongs to store"), "{error}");
+
+    // And one lying beside a store that never had one (its redb file was replaced).
+    std::fs::remove_file(&first).unwrap();
+    let error = RedbLogStore::open(&first, RedbOptions::default())
+        .err()
+        .expect("a stray write-ahead file must not be replayed into a new store");
+    assert!(error.to_string().contains("never had one"), "{error}");
+}
