@@ -85,6 +85,7 @@ fn storage_encodings_are_pinned_by_storage_format_version() {
         layout::INCARNATION_KEY,
         layout::WAL_STORE_KEY,
         layout::WAL_GENERATION_KEY,
+        layout::WAL_RECORDS_KEY,
     ];
     samples.push(("raft keys".into(), keys.join(",").into_bytes()));
     for (number, entry) in entries().iter().enumerate() {

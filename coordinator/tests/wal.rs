@@ -173,3 +173,155 @@ fn a_write_ahead_file_of_another_store_is_refused() {
         .expect("a stray write-ahead file must not be replayed into a new store");
     assert!(error.to_string().contains("never had one"), "{error}");
 }
+
+#[test]
+fn compaction_done_after_the_last_durable_commit_is_done_again_by_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("log.redb");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let options = RedbOptions {
+        retention: ordo_coordinator::storage::Retention {
+            entries_max: std::num::NonZeroU64::new(16),
+            ..Default::default()
+        },
+        ..RedbOptions::default()
+    };
+    let mut store = RedbLogStore::open(&path, options).unwrap();
+    store
+        .write(&WriteBatch::hard_state(hard_state(1, Some(1))))
+        .unwrap();
+    store
+        .write(&WriteBatch::entries(entries(1, 41, 1)))
+        .unwrap();
+    let mut state = StateUpdate::applied(LogId::new(1, 30));
+    state.seqs = vec![(1, 3), (2, 12), (3, 20), (4, 29), (5, 30)];
+    store
+        .write(&WriteBatch {
+            committed: Some(30),
+            state: Some(state),
+            ..WriteBatch::default()
+        })
+        .unwrap();
+    let expected = store.store_state().unwrap();
+    // 16 entries at most: the log is compacted to 27, and seqs 1 to 3 go with it.
+    assert_eq!(expected.log.first_index, 27);
+    assert_eq!(store.first_seq().unwrap(), 4);
+    let copy = crash_copy(&path, &dir.path().join("b"));
+    drop(store);
+    let reopened = RedbLogStore::open(&copy, options).unwrap();
+    assert_eq!(reopened.store_state().unwrap(), expected);
+    assert_eq!(reopened.first_seq().unwrap(), 4);
+    assert_eq!(reopened.batch_index(3).unwrap(), None);
+    assert_eq!(reopened.batch_index(4).unwrap(), Some(29));
+}
+
+/// Environment variable that makes a machine without tmpfs mounts a failure instead of a skip
+/// (CI sets it).
+const REQUIRE_MOUNT: &str = "ORDO_TEST_REQUIRE_MOUNT";
+
+/// A tmpfs of `bytes` at `path`, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path, bytes: u64) -> Result<Self, String> {
+        std::fs::create_dir_all(path).map_err(|error| error.to_string())?;
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "ordo-test"])
+            .arg(path)
+            .output()
+            .map_err(|error| format!("cannot run mount: {error}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        Ok(Self(path.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_a_write_whole_and_the_store_recovers_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    let _disk = match SmallDisk::mount(&small, 8 << 20) {
+        Ok(disk) => disk,
+        Err(reason) if std::env::var_os(REQUIRE_MOUNT).is_none() => {
+            eprintln!("SKIPPED: no small file system here: {reason}");
+            return;
+        }
+        Err(reason) => panic!("{REQUIRE_MOUNT} is set, but mount failed: {reason}"),
+    };
+    let path = small.join("log.redb");
+    let mut store = open(&path);
+    // A term, then a vote in it: replaying the first over the second would be refused, so a
+    // recovery that replays what redb already holds fails here.
+    store
+        .write(&WriteBatch::hard_state(hard_state(1, None)))
+        .unwrap();
+    store
+        .write(&WriteBatch::hard_state(hard_state(1, Some(1))))
+        .unwrap();
+    // Fill the file system but for a little room, then write until a write finds it full.
+    let filler = small.join("filler");
+    let free = {
+        let mut bytes = 0u64;
+        let mut chunk = vec![7u8; 64 << 10];
+        let mut file = std::fs::File::create(&filler).unwrap();
+        use std::io::Write;
+        while file.write_all(&chunk).is_ok() {
+            bytes += chunk.len() as u64;
+        }
+        chunk.clear();
+        bytes
+    };
+    std::fs::File::options()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(free.saturating_sub(512 << 10))
+        .unwrap();
+    let mut next = 1;
+    let failed = loop {
+        let batch = WriteBatch::entries(entries(next, next + 20, 1));
+        match store.write(&batch) {
+            Ok(_) => next += 20,
+            Err(error) => break (batch, error),
+        }
+        assert!(next < 1_000_000, "the disk never filled");
+    };
+    let (batch, error) = failed;
+    assert!(
+        matches!(error, StorageError::NoSpace { .. }),
+        "expected NoSpace, got {error}"
+    );
+    let acknowledged = next - 1;
+    assert!(acknowledged > 0);
+    // Still full: recovering says so, and loses nothing.
+    if let Err(error) = store.recover() {
+        assert!(matches!(error, StorageError::NoSpace { .. }), "{error}");
+        std::fs::remove_file(&filler).unwrap();
+        store.recover().expect("recovers once there is room");
+    } else {
+        std::fs::remove_file(&filler).unwrap();
+    }
+    assert_eq!(store.store_state().unwrap().log.last_index(), acknowledged);
+    // The failed write goes through now, and the log goes on.
+    store.write(&batch).unwrap();
+    store
+        .write(&WriteBatch::entries(entries(next + 20, next + 40, 1)))
+        .unwrap();
+    drop(store);
+    let reopened = open(&path);
+    assert_eq!(
+        reopened.entries(1, next + 40, u64::MAX).unwrap(),
+        entries(1, next + 40, 1)
+    );
+    println!("full after {acknowledged} entries: {error}");
+}

@@ -99,6 +99,9 @@ pub mod layout {
     pub const WAL_STORE_KEY: &str = "wal_store_id";
     /// In the format table: the write-ahead generation whose records redb does not yet hold.
     pub const WAL_GENERATION_KEY: &str = "wal_generation";
+    /// In the format table: how many records of that generation redb holds (without an fsync:
+    /// what a close or a crash inside a checkpoint made durable).
+    pub const WAL_RECORDS_KEY: &str = "wal_records";
 
     /// The records consecutive entries are stored as in the log table: `(key, value)` each.
     pub fn log_group_records(entries: &[ordo_common::Entry]) -> Vec<(u64, Vec<u8>)> {
@@ -126,7 +129,8 @@ pub mod layout {
 
 use layout::{
     APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, INCARNATION_KEY,
-    LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY, WAL_GENERATION_KEY, WAL_STORE_KEY,
+    LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY, WAL_GENERATION_KEY,
+    WAL_RECORDS_KEY, WAL_STORE_KEY,
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
@@ -370,8 +374,9 @@ impl RedbLogStore {
             txn.set_durability(Durability::Immediate)?;
             f(&txn)?;
             if let Some(generation) = generation {
-                txn.open_table(META)?
-                    .insert(WAL_GENERATION_KEY, generation)?;
+                let mut meta = txn.open_table(META)?;
+                meta.insert(WAL_GENERATION_KEY, generation)?;
+                meta.insert(WAL_RECORDS_KEY, 0)?;
             }
             txn.commit()?;
             Ok(())
@@ -410,6 +415,33 @@ impl RedbLogStore {
             no_space: matches!(error, StorageError::NoSpace { .. }),
         });
         error
+    }
+
+    /// Whether writing `batch` might let retention delete entries: then it is committed
+    /// durably, where retention runs. Cheap and on the safe side: it reads no record.
+    fn retention_may_apply(&self, batch: &WriteBatch, after: &StoreState) -> bool {
+        let retention = &self.options.retention;
+        if *retention == Retention::default() {
+            return false;
+        }
+        let Some(applied) = after.progress.applied else {
+            return false;
+        };
+        let (first, last) = (after.log.first_index, after.log.last_index());
+        let first_max = (applied.index.min(last) + 1).saturating_sub(retention.trailing_entries);
+        if last < first || first_max <= first {
+            return false;
+        }
+        let over_count = retention
+            .entries_max
+            .is_some_and(|max| last + 1 - first > u64::from(max));
+        let added: u64 = batch.entries.iter().map(|e| e.payload_bytes() + 64).sum();
+        let over_bytes = match (retention.bytes_max, self.retained_bytes) {
+            (Some(max), Some(retained)) => retained + added > u64::from(max),
+            _ => false,
+        };
+        let age_due = self.age_check.get().due(retention, after.log_time_ms);
+        over_count || over_bytes || age_due
     }
 
     /// Makes everything redb holds durable and starts the write-ahead file again.
@@ -481,32 +513,64 @@ impl RedbLogStore {
                 }
             }
         };
+        // Records redb already holds: a close (which redb makes durable) or a checkpoint that
+        // stopped before it started the file again.
+        let held = self.reader.read(|txn| {
+            Ok(txn
+                .open_table(META)?
+                .get(WAL_RECORDS_KEY)?
+                .map_or(0, |value| value.value()))
+        })?;
+        if held > records.len() as u64 {
+            return Err(refuse(format!(
+                "the store holds {held} records of the write-ahead file, which has {}",
+                records.len()
+            )));
+        }
         self.wal = Some(wal);
-        if records.is_empty() {
+        if records.len() as u64 == held {
             return Ok(());
         }
-        for (number, record) in records.iter().enumerate() {
+        for (number, record) in records.iter().enumerate().skip(held as usize) {
             let batch = decode_wal_batch(record).map_err(|detail| {
                 refuse(format!("record {number} of the write-ahead file: {detail}"))
             })?;
-            self.apply(&batch, false).map_err(|error| {
-                refuse(format!(
-                    "record {number} of the write-ahead file does not apply: {error}"
-                ))
-            })?;
+            let records = number as u64 + 1;
+            self.apply(&batch, Commit::Behind { records })
+                .map_err(|error| {
+                    refuse(format!(
+                        "record {number} of the write-ahead file does not apply: {error}"
+                    ))
+                })?;
         }
         tracing::info!(
-            records = records.len(),
+            replayed = records.len() as u64 - held,
+            already_held = held,
             "replayed the write-ahead file into the store"
         );
         self.checkpoint()
     }
 
-    /// Checks `batch` against the state and commits it, durably or not; updates the state.
-    fn apply(&mut self, batch: &WriteBatch, durable: bool) -> StoreResult<()> {
+    /// Checks `batch` against the state and commits it; updates the state.
+    fn apply(&mut self, batch: &WriteBatch, mode: Commit) -> StoreResult<()> {
+        let after = self.plan(batch)?;
+        self.commit_planned(batch, after, mode)
+    }
+
+    /// The state after `batch`, if the rules allow it.
+    fn plan(&self, batch: &WriteBatch) -> StoreResult<StoreState> {
         let reader = &self.reader;
-        let after = plan_write(&self.state, batch, &mut |index| reader.term_at(index))?;
-        match shielded(|| self.commit(batch, after, durable)) {
+        plan_write(&self.state, batch, &mut |index| reader.term_at(index))
+    }
+
+    /// Commits a planned `batch`; updates the state, or halts on a failure.
+    fn commit_planned(
+        &mut self,
+        batch: &WriteBatch,
+        after: StoreState,
+        mode: Commit,
+    ) -> StoreResult<()> {
+        match shielded(|| self.commit(batch, after, mode)) {
             Ok((state, retained_bytes)) => {
                 self.state = state;
                 self.retained_bytes = retained_bytes;
@@ -550,23 +614,30 @@ impl RedbLogStore {
     }
 
     /// Writes `batch` in one transaction and returns the state after it. A durable commit also
-    /// moves the write-ahead generation on (the caller then starts the file again).
+    /// moves the write-ahead generation on (the caller then starts the file again) and applies
+    /// retention; a commit behind a write-ahead record counts the record, so that a replay
+    /// skips what redb already holds.
     fn commit(
         &self,
         batch: &WriteBatch,
         mut after: StoreState,
-        durable: bool,
+        mode: Commit,
     ) -> Result<(StoreState, Option<u64>)> {
         let db = read_slot(&self.slot);
         let mut txn = db.get()?.begin_write()?;
-        if durable {
-            txn.set_durability(Durability::Immediate)?;
-            if let Some(generation) = self.next_wal_generation() {
-                txn.open_table(META)?
-                    .insert(WAL_GENERATION_KEY, generation)?;
+        match mode {
+            Commit::Durable => {
+                txn.set_durability(Durability::Immediate)?;
+                if let Some(generation) = self.next_wal_generation() {
+                    let mut meta = txn.open_table(META)?;
+                    meta.insert(WAL_GENERATION_KEY, generation)?;
+                    meta.insert(WAL_RECORDS_KEY, 0)?;
+                }
             }
-        } else {
-            txn.set_durability(Durability::None)?;
+            Commit::Behind { records } => {
+                txn.set_durability(Durability::None)?;
+                txn.open_table(META)?.insert(WAL_RECORDS_KEY, records)?;
+            }
         }
         if let Some(install) = &batch.install {
             let retained_bytes = install_snapshot(&txn, install, &after, self.retained_bytes)?;
@@ -583,7 +654,7 @@ impl RedbLogStore {
         write_raft_state(&txn, batch, &self.state)?;
         write_tables(&txn, batch)?;
         let retention = &self.options.retention;
-        let compaction = if *retention == Retention::default() {
+        let compaction = if *retention == Retention::default() || mode != Commit::Durable {
             None
         } else {
             let mut age_check = self.age_check.get();
@@ -603,6 +674,17 @@ impl RedbLogStore {
         txn.commit()?;
         Ok((after, retained_bytes))
     }
+}
+
+/// How [`RedbLogStore::commit`] commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    /// With an fsync; retention applies.
+    Durable,
+    /// Without one, behind the write-ahead record that makes it durable: the `records`-th of the
+    /// file's generation. Retention waits for a durable commit, so that a replay redoes exactly
+    /// what the record says.
+    Behind { records: u64 },
 }
 
 /// Makes a snapshot the store's state in `txn`: the log through it goes (all of it unless the
@@ -683,30 +765,41 @@ impl LogStore for RedbLogStore {
 
     fn write(&mut self, batch: &WriteBatch) -> StoreResult<LogState> {
         self.refuse_if_halted()?;
+        let after = self.plan(batch)?;
         let ahead = self.wal.is_some()
             && batch.install.is_none()
-            && batch.queued_bytes() <= WAL_RECORD_BYTES_MAX;
-        if !ahead {
+            && batch.queued_bytes() <= WAL_RECORD_BYTES_MAX
+            && !self.retention_may_apply(batch, &after);
+        let Some(wal) = self.wal.as_mut().filter(|_| ahead) else {
             let moved = self.next_wal_generation();
-            self.apply(batch, true)?;
+            self.commit_planned(batch, after, Commit::Durable)?;
             self.restart_wal(moved)?;
             return Ok(self.state.log);
-        }
-        // redb first, without an fsync: a batch it refuses never reaches the file, so the file
-        // holds only batches that apply. Then the record, fsynced: from here the batch is
-        // durable. (Readers in this process see the batch a moment early; a failed append
-        // halts the store, and the reopen that recovers it forgets what redb did not make
-        // durable.)
-        let before = self.state.clone();
-        self.apply(batch, false)?;
-        let record = encode_wal_batch(batch);
-        let appended = match self.wal.as_mut() {
-            Some(wal) => wal.append(&record),
-            None => Ok(()),
         };
-        if let Err(error) = appended {
-            self.state = before;
+        // The record first, fsynced: from here the batch is durable. Then redb, without an
+        // fsync, counting the record. If redb fails, the record is cut off again, so that a
+        // write reported as failed is never replayed.
+        let (length, records) = (wal.len(), wal.records());
+        if let Err(error) = wal.append(&encode_wal_batch(batch)) {
             return Err(self.halt(error));
+        }
+        let committed = self.commit_planned(
+            batch,
+            after,
+            Commit::Behind {
+                records: records + 1,
+            },
+        );
+        if let Err(error) = committed {
+            if let Some(Err(cut)) = self.wal.as_mut().map(|wal| wal.cut(length, records)) {
+                self.halted = Some(Halt {
+                    reason: format!(
+                        "{error}; then could not take its write-ahead record back: {cut}"
+                    ),
+                    no_space: false,
+                });
+            }
+            return Err(error);
         }
         if self
             .wal

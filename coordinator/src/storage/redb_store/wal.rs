@@ -3,10 +3,13 @@
 //! A durable redb commit writes a dozen or more scattered pages (the B-trees' copied paths, the
 //! free-page records, the header) and then fsyncs them: on the development VM about 0.3 ms for a
 //! lone batch. Appending one record to a file and fsyncing it costs about 0.1 ms. So an ordinary
-//! write goes to redb *without* an fsync (`Durability::None`: readers in this process see it,
-//! the file's durable header does not move) and is then appended to this file, which is fsynced
-//! before the write is reported durable. Every so often a *checkpoint* makes redb durable and
-//! starts the file afresh.
+//! write is first appended to this file and fsynced (from then on it is durable), and then
+//! committed to redb *without* an fsync (`Durability::None`: readers in this process see it, the
+//! file's durable header does not move), in a transaction that also counts the records redb
+//! holds ([`WAL_RECORDS_KEY`](super::layout::WAL_RECORDS_KEY)). If that commit fails, the record
+//! is cut off again, so a write reported as failed is never replayed. Every so often a
+//! *checkpoint* makes redb durable and starts the file afresh. Retention runs only in durable
+//! commits, so a replay redoes exactly what each record says.
 //!
 //! # Layout
 //!
@@ -22,7 +25,8 @@
 //! commits redb durably with that number moved to `g + 1` and only then replaces this file with
 //! an empty one of generation `g + 1` (written aside, fsynced, renamed over). On open:
 //!
-//! - the file's generation equals redb's: its records are replayed into redb;
+//! - the file's generation equals redb's: its records are replayed into redb, but for the
+//!   first ones redb already counts (a clean close of redb makes its commits durable);
 //! - it is one less: the crash fell between the two steps of a checkpoint, redb holds every
 //!   record already, and the file is replaced;
 //! - anything else, another store's id, or a missing file where redb expects one, is refused:
@@ -49,6 +53,8 @@ pub(super) struct Wal {
     generation: u64,
     /// Where the next record goes: the end of the valid records.
     len: u64,
+    /// Valid records in the file.
+    records: u64,
 }
 
 /// What [`Wal::open`] found.
@@ -144,6 +150,7 @@ impl Wal {
             store_id,
             generation,
             len: HEADER_BYTES,
+            records: 0,
         })
     }
 
@@ -199,6 +206,7 @@ impl Wal {
                 store_id,
                 generation,
                 len: offset as u64,
+                records: records.len() as u64,
             },
             records,
         }))
@@ -217,6 +225,22 @@ impl Wal {
         self.len
     }
 
+    /// Records in the file.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Takes the records after the first `records` (which end at `len`) back, durably.
+    pub fn cut(&mut self, len: u64, records: u64) -> Result<(), StorageError> {
+        self.file
+            .set_len(len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|error| io_error(&self.path, "cannot cut", error))?;
+        self.len = len;
+        self.records = records;
+        Ok(())
+    }
+
     /// Appends one record and fsyncs it. On an error the record may be partly written; the
     /// caller stops writing, and the next open cuts it off.
     pub fn append(&mut self, body: &[u8]) -> Result<(), StorageError> {
@@ -226,11 +250,22 @@ impl Wal {
             ));
         }
         let record = record(self.generation, body);
-        self.file
+        let written = self
+            .file
             .write_all_at(&record, self.len)
-            .and_then(|()| self.file.sync_data())
-            .map_err(|error| io_error(&self.path, "cannot append to", error))?;
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = written {
+            // What was written of it goes again, if it can; if not, the next open cuts a torn
+            // record (a whole one whose fsync failed would be replayed, and the reopen finds
+            // the write durable after all).
+            let _ = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            return Err(io_error(&self.path, "cannot append to", error));
+        }
         self.len += record.len() as u64;
+        self.records += 1;
         Ok(())
     }
 
