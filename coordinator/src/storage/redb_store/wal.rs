@@ -344,6 +344,38 @@ mod tests {
         assert_eq!((wal.generation(), records.len()), (2, 0));
     }
 
+    proptest::proptest! {
+        /// Any damage, anywhere, and any truncation: opening never panics, and what it reads
+        /// back is a prefix of what was written (or it refuses the file).
+        #[test]
+        fn damage_never_panics_and_yields_a_prefix(
+            bodies in proptest::collection::vec(proptest::collection::vec(0u8.., 0..300), 0..12),
+            flips in proptest::collection::vec((0usize..5_000, 0u8..8), 0..6),
+            cut in proptest::option::of(0usize..5_000),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.redb.wal");
+            let mut wal = Wal::create(&path, 9, 4).unwrap();
+            for body in &bodies {
+                wal.append(body).unwrap();
+            }
+            drop(wal);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let len = bytes.len();
+            for (at, bit) in flips {
+                bytes[at % len] ^= 1 << bit;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.min(bytes.len()));
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            if let Ok(Some(opened)) = Wal::open(&path) {
+                proptest::prop_assert!(opened.records.len() <= bodies.len());
+                proptest::prop_assert_eq!(&opened.records[..], &bodies[..opened.records.len()]);
+            }
+        }
+    }
+
     #[test]
     fn a_damaged_header_or_a_foreign_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
