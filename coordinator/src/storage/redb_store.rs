@@ -481,13 +481,15 @@ impl RedbLogStore {
             }
             (None, Some(_), _) => {
                 return Err(refuse(
-                    "the write-ahead file of this store is missing: writes acknowledged since                      its last checkpoint may be lost; restore the node's data from a peer"
+                    "the write-ahead file of this store is missing: writes acknowledged since \
+                     its last checkpoint may be lost; restore the node's data from a peer"
                         .into(),
                 ));
             }
             (Some(_), None, _) => {
                 return Err(refuse(
-                    "a write-ahead file lies beside a store that never had one: it belongs to                      another store; move it away"
+                    "a write-ahead file lies beside a store that never had one: it belongs to \
+                     another store; move it away"
                         .into(),
                 ));
             }
@@ -495,7 +497,8 @@ impl RedbLogStore {
                 let generation = generation.unwrap_or(1);
                 if opened.wal.store_id() != store_id {
                     return Err(refuse(format!(
-                        "the write-ahead file belongs to store {:016x}, not to this store                          {store_id:016x}",
+                        "the write-ahead file belongs to store {:016x}, not to this store \
+                         {store_id:016x}",
                         opened.wal.store_id()
                     )));
                 }
