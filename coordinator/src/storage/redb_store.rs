@@ -15,12 +15,13 @@
 //! The log and the seq index keep one record per group of consecutive items (see [`groups`]):
 //! a group commit of many entries costs one insert in each, not one per entry.
 //!
-//! Every write is one redb write transaction. A small one (up to [`WAL_RECORD_BYTES_MAX`]) is
-//! committed without an fsync and then appended, as one record, to the write-ahead file beside
-//! the redb file, which is fsynced: one sequential page or so instead of a dozen scattered ones
-//! (see [`wal`] for the layout and the checkpoint protocol). A larger write, a snapshot install,
-//! and every [`WAL_CHECKPOINT_BYTES`] of the write-ahead file, commit redb with
-//! `Durability::Immediate`. Either way the write is durable when `write` returns. Stores opened
+//! Every write is one redb write transaction. A small one (a write-ahead record of up to
+//! [`WAL_RECORD_BYTES_MAX`]) is first appended, as one record, to the write-ahead file beside the
+//! redb file, which is fsynced: one sequential page or so instead of a dozen scattered ones. Then
+//! redb commits it without an fsync (see [`wal`] for the layout and the checkpoint protocol). A
+//! larger write, a snapshot install, a write that may let retention delete entries, and every
+//! [`WAL_CHECKPOINT_BYTES`] of the write-ahead file, commit redb with `Durability::Immediate`.
+//! Either way the write is durable when `write` returns. Stores opened
 //! on a test backend have no write-ahead file and commit every write durably. Records are
 //! written only when they change, so a pure append touches the log table alone.
 //!
@@ -54,6 +55,11 @@ pub const WAL_RECORD_BYTES_MAX: u64 = 256 * 1024;
 /// durable and the file starts again. It bounds the file, the replay at the next open, and the
 /// pages redb keeps from reuse until its next durable commit.
 pub const WAL_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The largest write-ahead file a store writes: records up to the checkpoint size, then one more
+/// of at most [`WAL_RECORD_BYTES_MAX`]. Open refuses a larger file rather than read it whole.
+pub const WAL_FILE_BYTES_MAX: u64 =
+    wal::HEADER_BYTES + WAL_CHECKPOINT_BYTES + wal::RECORD_HEADER_BYTES + WAL_RECORD_BYTES_MAX;
 
 use ordo_node::storage::record::{
     decode_bytes, decode_entry, decode_value, encode_bytes, encode_value, entry_facts, entry_term,
@@ -463,18 +469,17 @@ impl RedbLogStore {
         let refuse = |detail: String| StorageError::CorruptFile {
             detail: format!("{detail} ({})", wal_path.display()),
         };
-        let (wal, records) = match (Wal::open(&wal_path)?, store_id, generation) {
+        let (wal, records) = match (
+            Wal::open(&wal_path, WAL_FILE_BYTES_MAX)?,
+            store_id,
+            generation,
+        ) {
             (None, None, _) => {
                 let store_id = draw_store_id(path);
-                shielded(|| {
-                    let db = read_slot(&self.slot);
-                    let mut txn = db.get()?.begin_write()?;
-                    txn.set_durability(Durability::Immediate)?;
+                self.durable_commit(|txn| {
                     let mut meta = txn.open_table(META)?;
                     meta.insert(WAL_STORE_KEY, store_id)?;
                     meta.insert(WAL_GENERATION_KEY, 1)?;
-                    drop(meta);
-                    txn.commit()?;
                     Ok(())
                 })?;
                 (Wal::create(&wal_path, store_id, 1)?, Vec::new())
@@ -769,11 +774,15 @@ impl LogStore for RedbLogStore {
     fn write(&mut self, batch: &WriteBatch) -> StoreResult<LogState> {
         self.refuse_if_halted()?;
         let after = self.plan(batch)?;
-        let ahead = self.wal.is_some()
+        // The estimate spares encoding a write that is surely too big; the record's own length
+        // decides, so that the file never passes `WAL_FILE_BYTES_MAX`.
+        let record = (self.wal.is_some()
             && batch.install.is_none()
             && batch.queued_bytes() <= WAL_RECORD_BYTES_MAX
-            && !self.retention_may_apply(batch, &after);
-        let Some(wal) = self.wal.as_mut().filter(|_| ahead) else {
+            && !self.retention_may_apply(batch, &after))
+        .then(|| encode_wal_batch(batch))
+        .filter(|record| record.len() as u64 <= WAL_RECORD_BYTES_MAX);
+        let (Some(wal), Some(record)) = (self.wal.as_mut(), record) else {
             let moved = self.next_wal_generation();
             self.commit_planned(batch, after, Commit::Durable)?;
             self.restart_wal(moved)?;
@@ -783,7 +792,7 @@ impl LogStore for RedbLogStore {
         // fsync, counting the record. If redb fails, the record is cut off again, so that a
         // write reported as failed is never replayed.
         let (length, records) = (wal.len(), wal.records());
-        if let Err(error) = wal.append(&encode_wal_batch(batch)) {
+        if let Err(error) = wal.append(&record) {
             return Err(self.halt(error));
         }
         let committed = self.commit_planned(
@@ -862,7 +871,7 @@ impl LogStore for RedbLogStore {
                 return Err(self.halt(error));
             }
         }
-        if !same_writes(&self.state, &expected) {
+        if self.state != expected {
             // The failed write reached the disk after all (the error came after its commit
             // or record was written): the caller's idea of what is durable is wrong. Only a
             // restart, which starts from what is on disk, is safe.
@@ -878,17 +887,6 @@ impl LogStore for RedbLogStore {
         self.halted = None;
         Ok(())
     }
-}
-
-/// Whether two states hold the same writes. Where the log starts may differ: a write replayed
-/// from the write-ahead file may compact at another point than it did the first time.
-fn same_writes(a: &StoreState, b: &StoreState) -> bool {
-    a.log.last_log_id == b.log.last_log_id
-        && a.hard_state == b.hard_state
-        && a.progress == b.progress
-        && a.last_seq == b.last_seq
-        && a.log_time_ms == b.log_time_ms
-        && a.registry_floor_ms == b.registry_floor_ms
 }
 
 impl Drop for RedbLogStore {
@@ -1044,14 +1042,11 @@ impl LogRead for RedbLogReader {
             let mut bytes = 0;
             let mut expected = lo;
             if lo < hi {
-                for item in groups::records_from(&log, lo, |index, record| {
-                    Ok((index, record.len() as u64, decode_entry(index, record)))
-                })? {
-                    let (index, _, entry) = item?;
-                    if index != expected {
+                for entry in groups::records_from(&log, lo, decode_entry)? {
+                    let entry = entry?;
+                    if entry.index != expected {
                         return Err(missing(expected).into());
                     }
-                    let entry = entry?;
                     bytes += entry.payload_bytes();
                     if bytes > bytes_max && !entries.is_empty() {
                         return Ok(entries);

@@ -99,9 +99,7 @@ pub(super) fn encode_log_groups(entries: &[Entry]) -> Vec<(LogIndex, Vec<u8>, u6
         }
         group.push(entry.index, &record);
     }
-    if group.first.is_some() {
-        groups.push(group);
-    }
+    groups.push(group);
     groups
         .into_iter()
         .filter_map(|g| g.first.map(|first| (first, g.bytes, g.record_bytes)))
@@ -151,20 +149,11 @@ pub(super) fn first_index(
     Ok(log.first()?.map(|(key, _)| key.value()))
 }
 
-/// The index of the last entry the log holds, from the lengths alone (no record is checked).
-pub(super) fn last_index(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<LogIndex>> {
-    let Some((key, value)) = log.last()? else {
-        return Ok(None);
-    };
-    let mut last = None;
-    for item in group_records(key.value(), value.value()) {
-        last = Some(item?.0);
-    }
-    Ok(last)
-}
-
-/// The id of the last entry the log holds.
-pub(super) fn last_entry(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<LogId>> {
+/// Runs `f` on the index and record of the last entry the log holds.
+fn with_last_record<T>(
+    log: &impl ReadableTable<u64, &'static [u8]>,
+    f: impl FnOnce(LogIndex, &[u8]) -> std::result::Result<T, StorageError>,
+) -> Result<Option<T>> {
     let Some((key, value)) = log.last()? else {
         return Ok(None);
     };
@@ -173,13 +162,25 @@ pub(super) fn last_entry(log: &impl ReadableTable<u64, &'static [u8]>) -> Result
         last = Some(item?);
     }
     match last {
-        Some((index, record)) => Ok(Some(LogId::new(entry_term(index, record)?, index))),
+        Some((index, record)) => Ok(Some(f(index, record)?)),
         None => Err(StorageError::Corrupt {
             index: key.value(),
             detail: "the log group is empty".into(),
         }
         .into()),
     }
+}
+
+/// The index of the last entry the log holds, from the lengths alone (no record is checked).
+pub(super) fn last_index(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<LogIndex>> {
+    with_last_record(log, |index, _| Ok(index))
+}
+
+/// The id of the last entry the log holds.
+pub(super) fn last_entry(log: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<LogId>> {
+    with_last_record(log, |index, record| {
+        Ok(LogId::new(entry_term(index, record)?, index))
+    })
 }
 
 /// The entries from `lo` on, in order, each mapped by `map` from its index and record. The
@@ -238,13 +239,16 @@ where
                     self.group = None;
                     continue;
                 }
-                let first = *index;
-                let Some(item) = group_records(first, &bytes[*offset..]).next() else {
-                    unreachable!("a non-empty rest holds a record or an error")
-                };
-                let (at, record) = match item {
-                    Ok(found) => found,
-                    Err(error) => {
+                let next = group_records(*index, &bytes[*offset..]).next();
+                let (at, record) = match next {
+                    Some(Ok(found)) => found,
+                    // A non-empty rest always holds a record or an error; none ends the group.
+                    None => {
+                        self.expected = Some(*index);
+                        self.group = None;
+                        continue;
+                    }
+                    Some(Err(error)) => {
                         self.group = None;
                         self.done = true;
                         return Some(Err(error.into()));

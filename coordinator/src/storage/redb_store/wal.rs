@@ -43,7 +43,7 @@ use crate::storage::space::is_no_space;
 
 const MAGIC: &[u8; 8] = b"ORDOWAL1";
 pub(super) const HEADER_BYTES: u64 = 8 + 8 + 8 + 4;
-const RECORD_HEADER_BYTES: usize = 8;
+pub(super) const RECORD_HEADER_BYTES: u64 = 8;
 
 /// The write-ahead file of one store.
 pub(super) struct Wal {
@@ -101,7 +101,7 @@ pub(super) fn header(store_id: u64, generation: u64) -> Vec<u8> {
 
 /// A record of `body` (under 4 GiB) in a file of `generation`.
 pub(super) fn record(generation: u64, body: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + body.len());
+    let mut record = Vec::with_capacity(RECORD_HEADER_BYTES as usize + body.len());
     record.extend_from_slice(&(body.len() as u32).to_be_bytes());
     record.extend_from_slice(&record_crc(generation, body).to_be_bytes());
     record.extend_from_slice(body);
@@ -154,14 +154,25 @@ impl Wal {
         })
     }
 
-    /// Opens the file at `path` and reads its valid records; `None` if there is no file. A torn
-    /// or stale tail is cut off (durably) so that new records follow the valid ones.
-    pub fn open(path: &Path) -> Result<Option<Opened>, StorageError> {
+    /// Opens the file at `path` and reads its valid records; `None` if there is no file. A file
+    /// over `bytes_max` is refused unread. A torn or stale tail is cut off (durably) so that
+    /// new records follow the valid ones.
+    pub fn open(path: &Path, bytes_max: u64) -> Result<Option<Opened>, StorageError> {
         let mut file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(io_error(path, "cannot open", error)),
         };
+        let size = file
+            .metadata()
+            .map_err(|error| io_error(path, "cannot read", error))?
+            .len();
+        if size > bytes_max {
+            return Err(corrupt(
+                path,
+                format!("it holds {size} bytes, more than a store ever writes there ({bytes_max})"),
+            ));
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|error| io_error(path, "cannot read", error))?;
@@ -179,10 +190,10 @@ impl Wal {
         let generation = u64::from_be_bytes(fields[16..24].try_into().expect("8 bytes"));
         let mut records = Vec::new();
         let mut offset = HEADER_BYTES as usize;
-        while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES) {
+        while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
             let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
             let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
-            let start = offset + RECORD_HEADER_BYTES;
+            let start = offset + RECORD_HEADER_BYTES as usize;
             let Some(body) = bytes.get(start..start + length) else {
                 break;
             };
@@ -282,14 +293,14 @@ mod tests {
     use super::*;
 
     fn opened(path: &Path) -> Opened {
-        Wal::open(path).unwrap().expect("the file exists")
+        Wal::open(path, u64::MAX).unwrap().expect("the file exists")
     }
 
     #[test]
     fn records_come_back_in_order_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.redb.wal");
-        assert!(Wal::open(&path).unwrap().is_none());
+        assert!(Wal::open(&path, u64::MAX).unwrap().is_none());
         let mut wal = Wal::create(&path, 7, 1).unwrap();
         wal.append(b"first").unwrap();
         wal.append(b"").unwrap();
@@ -316,7 +327,7 @@ mod tests {
         let path = dir.path().join("log.redb.wal");
         let mut wal = Wal::create(&path, 7, 1).unwrap();
         wal.append(b"kept").unwrap();
-        let damaged_at = wal.len() + RECORD_HEADER_BYTES as u64 + 2;
+        let damaged_at = wal.len() + RECORD_HEADER_BYTES + 2;
         wal.append(b"damaged").unwrap();
         wal.append(b"after").unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
@@ -369,11 +380,27 @@ mod tests {
                 bytes.truncate(cut.min(bytes.len()));
             }
             std::fs::write(&path, &bytes).unwrap();
-            if let Ok(Some(opened)) = Wal::open(&path) {
+            if let Ok(Some(opened)) = Wal::open(&path, u64::MAX) {
                 proptest::prop_assert!(opened.records.len() <= bodies.len());
                 proptest::prop_assert_eq!(&opened.records[..], &bodies[..opened.records.len()]);
             }
         }
+    }
+
+    #[test]
+    fn a_file_larger_than_a_store_writes_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb.wal");
+        let mut wal = Wal::create(&path, 7, 1).unwrap();
+        wal.append(&[5; 100]).unwrap();
+        let size = wal.len();
+        assert_eq!(Wal::open(&path, size).unwrap().unwrap().records.len(), 1);
+        let error = Wal::open(&path, size - 1).err().expect("refused");
+        assert!(matches!(error, StorageError::CorruptFile { .. }), "{error}");
+        assert!(
+            error.to_string().contains("more than a store ever writes"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -383,10 +410,10 @@ mod tests {
         Wal::create(&path, 7, 1).unwrap();
         let file = OpenOptions::new().write(true).open(&path).unwrap();
         file.write_all_at(b"\xff", 12).unwrap();
-        let error = Wal::open(&path).err().expect("refused");
+        let error = Wal::open(&path, u64::MAX).err().expect("refused");
         assert!(error.to_string().contains("checksum"), "{error}");
         std::fs::write(&path, b"something else entirely, long enough").unwrap();
-        let error = Wal::open(&path).err().expect("refused");
+        let error = Wal::open(&path, u64::MAX).err().expect("refused");
         assert!(error.to_string().contains("not an Ordo"), "{error}");
     }
 }
