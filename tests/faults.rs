@@ -39,9 +39,12 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kill cycles in the kill -9 runs.
 const KILL_CYCLES: u64 = 30;
 /// The most log entries a node keeps in the fault runs: small, so that logs are compacted
-/// all the time, yet more than a subscriber falls behind while it fails over to another node
-/// (up to the SDK's 4 s idle timeout after a kill, at a few hundred batches a second).
-const RETAINED_ENTRIES_MAX: u64 = 3_000;
+/// several times a run, yet more than a subscriber falls behind while it fails over to another
+/// node. After a kill it notices only at the SDK's 4 s idle timeout, and the workload commits
+/// at most 1,500 batches a second (6 producers, each pausing 4 ms between submits), so the
+/// bound is derived from that rate and not from how fast the cluster happens to be: at 3,000,
+/// a faster build let a subscriber fall below the floor during a kill.
+const RETAINED_ENTRIES_MAX: u64 = 8_000;
 
 type Scenario = fn(&mut Run) -> std::pin::Pin<Box<dyn Future<Output = ()> + '_>>;
 
@@ -482,7 +485,16 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
         cluster.restart(id);
     }
     cluster.wait_for_leader(RECOVERY_TIMEOUT).await;
-    let workload = Workload::start(&cluster, WorkloadOptions::default(), random.next_u64()).await;
+    let workload_options = WorkloadOptions::default();
+    // The retained log outlasts a subscriber's failover (idle timeout plus a second to reconnect)
+    // at the workload's top rate.
+    let top_rate =
+        workload_options.producers as u64 * 1_000 / workload_options.pause.as_millis() as u64;
+    assert!(
+        RETAINED_ENTRIES_MAX >= top_rate * 5,
+        "RETAINED_ENTRIES_MAX is below 5 s of the workload's top rate ({top_rate}/s)"
+    );
+    let workload = Workload::start(&cluster, workload_options, random.next_u64()).await;
     let mut run = Run {
         cluster,
         workload: Some(workload),
