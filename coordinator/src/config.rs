@@ -150,9 +150,9 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
-    /// Async worker threads (QUIC connections, TLS, client and peer streams; the driver runs on
-    /// the thread that starts the node); 0 picks
-    /// [`RuntimeSection::auto_worker_threads`]. The log writer has a thread of its own.
+    /// Async worker threads (QUIC connections, TLS, client and peer streams, and the driver that
+    /// runs the node's logic); 0 picks [`RuntimeSection::auto_worker_threads`]. The log writer
+    /// has a thread of its own.
     pub worker_threads: u64,
 }
 

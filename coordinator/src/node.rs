@@ -43,6 +43,9 @@ pub enum NodeError {
     /// Joining a cluster failed, or this node must not start as it is.
     #[error("{0}")]
     Join(String),
+    /// The runtime dropped the driver's task before it ended (the runtime shut down).
+    #[error("the node's driver was cancelled: {0}")]
+    DriverLost(String),
 }
 
 /// The log file inside a data directory.
@@ -199,7 +202,14 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         wait_for_signal().await;
         let _ = stop_tx.send(());
     });
-    let result = driver.run(stop_rx).await;
+    // The driver runs as a task on the runtime's workers, beside the QUIC tasks that feed it and
+    // the ones it feeds: a message handed from one to the other is then picked up by the same
+    // worker (tokio runs the task just woken next), not by waking another thread.
+    let result = match tokio::spawn(driver.run(stop_rx)).await {
+        Ok(result) => result,
+        Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
+        Err(failed) => return Err(NodeError::DriverLost(failed.to_string())),
+    };
     transport::close(&endpoint);
     endpoint.wait_idle().await;
     info!("stopped");
