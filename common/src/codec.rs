@@ -75,6 +75,12 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("ordo types always encode")
 }
 
+/// [`encode`] appended to `out`, for a caller that builds a larger value around it: the same
+/// bytes, without a buffer of their own.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    bincode::serde::encode_into_std_write(value, out, config()).expect("ordo types always encode");
+}
+
 /// What decoding a whole snapshot may claim at most: a snapshot's body is checksummed and
 /// bounded by its own limit before it is decoded, and its tables (the registry above all)
 /// decode to more than one frame's worth of memory.

@@ -40,11 +40,23 @@ pub fn entry_key(index: LogIndex) -> [u8; 8] {
 
 /// Encodes `entry` as a stored record.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
-    let payload = codec::encode(&entry.payload);
-    seal(
-        &entry_key(entry.index),
-        &[&entry.term.to_be_bytes(), &payload],
-    )
+    let mut record = Vec::new();
+    encode_entry_into(entry, &mut record);
+    record
+}
+
+/// Appends the record of `entry` to `out` and returns its length: the payload is encoded in
+/// place and the checksum written over it afterwards, so its bytes are copied once.
+pub fn encode_entry_into(entry: &Entry, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.push(RECORD_FORMAT);
+    out.extend_from_slice(&[0; CRC_BYTES]);
+    out.extend_from_slice(&entry.term.to_be_bytes());
+    codec::encode_into(&entry.payload, out);
+    let body = &out[start + HEADER_BYTES..];
+    let crc = checksum(RECORD_FORMAT, &entry_key(entry.index), &[body]);
+    out[start + 1..start + HEADER_BYTES].copy_from_slice(&crc.to_be_bytes());
+    out.len() - start
 }
 
 /// Decodes the record stored for `index`, checking it first.

@@ -17,7 +17,7 @@
 use ordo_common::{Entry, LogId, LogIndex};
 use redb::{AccessGuard, ReadableTable, Table};
 
-use ordo_node::storage::record::{decode_value, encode_entry, encode_value, entry_term};
+use ordo_node::storage::record::{decode_value, encode_entry_into, encode_value, entry_term};
 use ordo_node::storage::{StorageError, missing};
 
 /// A log group holds at most this many bytes, unless it is one entry larger than that. redb
@@ -90,14 +90,30 @@ pub(super) fn group_records(
 
 /// The groups `entries` are stored as: `(first index, value, record bytes)`.
 pub(super) fn encode_log_groups(entries: &[Entry]) -> Vec<(LogIndex, Vec<u8>, u64)> {
+    // A new group reserves room for what is left, up to a group's worth (an estimate: payload
+    // plus framing), so that it is not regrown as it fills.
+    let estimate = |entry: &Entry| entry.payload_bytes() as usize + 32;
+    let mut left: usize = entries.iter().map(estimate).sum();
     let mut groups = Vec::new();
     let mut group = LogGroup::default();
+    group.bytes.reserve(left.min(LOG_GROUP_BYTES_MAX));
     for entry in entries {
-        let record = encode_entry(entry);
-        if !group.fits(record.len()) {
+        // Encoded straight into the group, behind a length written once it is known; a record
+        // that makes the group too long moves to the next one (once per group).
+        let start = group.bytes.len();
+        group.bytes.extend_from_slice(&[0; LENGTH_BYTES]);
+        let record_bytes = encode_entry_into(entry, &mut group.bytes);
+        group.bytes[start..start + LENGTH_BYTES]
+            .copy_from_slice(&(record_bytes as u32).to_be_bytes());
+        if group.first.is_some() && group.bytes.len() > LOG_GROUP_BYTES_MAX {
+            let moved = group.bytes.split_off(start);
             groups.push(std::mem::take(&mut group));
+            group.bytes.reserve(left.min(LOG_GROUP_BYTES_MAX));
+            group.bytes.extend_from_slice(&moved);
         }
-        group.push(entry.index, &record);
+        group.first.get_or_insert(entry.index);
+        group.record_bytes += record_bytes as u64;
+        left = left.saturating_sub(estimate(entry));
     }
     groups.push(group);
     groups
@@ -504,5 +520,68 @@ pub(super) fn regroup_seqs(batches: &mut Table<u64, &'static [u8]>) -> Result<()
         let record = encode_value(&seq_key(cursor), &indexes);
         batches.insert(cursor, record.as_slice())?;
         cursor = last + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ordo_common::EntryPayload;
+    use ordo_node::storage::record::encode_entry;
+
+    /// The groups as they were built before records were encoded in place: each record encoded
+    /// on its own, then copied into the group it fits.
+    fn reference_groups(entries: &[Entry]) -> Vec<(LogIndex, Vec<u8>, u64)> {
+        let mut groups = Vec::new();
+        let mut group = LogGroup::default();
+        for entry in entries {
+            let record = encode_entry(entry);
+            if !group.fits(record.len()) {
+                groups.push(std::mem::take(&mut group));
+            }
+            group.push(entry.index, &record);
+        }
+        groups.push(group);
+        groups
+            .into_iter()
+            .filter_map(|g| g.first.map(|first| (first, g.bytes, g.record_bytes)))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Encoding in place gives the very bytes and group boundaries of the reference, for
+        /// payloads small and large around the group bound, so stored logs do not change.
+        #[test]
+        fn groups_encoded_in_place_match_the_reference(
+            sizes in proptest::collection::vec(
+                proptest::prop_oneof![0usize..200, 20_000usize..70_000],
+                0..24,
+            ),
+            noops in proptest::collection::vec(proptest::bool::ANY, 24),
+            first in 1u64..1_000_000,
+        ) {
+            let entries: Vec<Entry> = sizes
+                .iter()
+                .enumerate()
+                .map(|(at, size)| Entry {
+                    term: 3 + at as u64 / 5,
+                    index: first + at as u64,
+                    payload: if noops[at] && *size < 100 {
+                        EntryPayload::Noop
+                    } else {
+                        EntryPayload::Normal(vec![at as u8; *size].into())
+                    },
+                })
+                .collect();
+            let groups = encode_log_groups(&entries);
+            proptest::prop_assert_eq!(&groups, &reference_groups(&entries));
+            for (group_first, value, _) in &groups {
+                let walked: Vec<_> = group_records(*group_first, value)
+                    .map(|item| item.map(|(index, _)| index))
+                    .collect::<std::result::Result<_, _>>()
+                    .unwrap();
+                proptest::prop_assert_eq!(walked.first(), Some(group_first));
+            }
+        }
     }
 }
