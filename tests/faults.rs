@@ -45,6 +45,9 @@ const KILL_CYCLES: u64 = 30;
 /// bound is derived from that rate and not from how fast the cluster happens to be: at 3,000,
 /// a faster build let a subscriber fall below the floor during a kill.
 const RETAINED_ENTRIES_MAX: u64 = 8_000;
+/// How long a subscriber may read nothing while it fails over after a kill: the SDK's 4 s idle
+/// timeout, plus a second to reconnect. [`RETAINED_ENTRIES_MAX`] must outlast it.
+const SUBSCRIBER_FAILOVER_MAX: Duration = Duration::from_secs(5);
 
 type Scenario = fn(&mut Run) -> std::pin::Pin<Box<dyn Future<Output = ()> + '_>>;
 
@@ -486,13 +489,14 @@ async fn run_fault(name: &str, nodes: u64, network: Network, scenario: Scenario,
     }
     cluster.wait_for_leader(RECOVERY_TIMEOUT).await;
     let workload_options = WorkloadOptions::default();
-    // The retained log outlasts a subscriber's failover (idle timeout plus a second to reconnect)
-    // at the workload's top rate.
-    let top_rate =
-        workload_options.producers as u64 * 1_000 / workload_options.pause.as_millis() as u64;
+    // The retained log outlasts a subscriber's failover at the workload's top rate.
+    let top_rate = workload_options.producers as f64 / workload_options.pause.as_secs_f64();
+    let failover_entries = (top_rate * SUBSCRIBER_FAILOVER_MAX.as_secs_f64()).ceil() as u64;
     assert!(
-        RETAINED_ENTRIES_MAX >= top_rate * 5,
-        "RETAINED_ENTRIES_MAX is below 5 s of the workload's top rate ({top_rate}/s)"
+        RETAINED_ENTRIES_MAX >= failover_entries,
+        "RETAINED_ENTRIES_MAX ({RETAINED_ENTRIES_MAX}) is below what the workload can commit \
+         ({top_rate:.0}/s) while a subscriber fails over ({SUBSCRIBER_FAILOVER_MAX:?}): \
+         {failover_entries}"
     );
     let workload = Workload::start(&cluster, workload_options, random.next_u64()).await;
     let mut run = Run {

@@ -46,17 +46,12 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
 }
 
 /// Appends the record of `entry` to `out` and returns its length: the payload is encoded in
-/// place and the checksum written over it afterwards, so its bytes are copied once.
+/// place, so its bytes are copied once.
 pub fn encode_entry_into(entry: &Entry, out: &mut Vec<u8>) -> usize {
-    let start = out.len();
-    out.push(RECORD_FORMAT);
-    out.extend_from_slice(&[0; CRC_BYTES]);
-    out.extend_from_slice(&entry.term.to_be_bytes());
-    codec::encode_into(&entry.payload, out);
-    let body = &out[start + HEADER_BYTES..];
-    let crc = checksum(RECORD_FORMAT, &entry_key(entry.index), &[body]);
-    out[start + 1..start + HEADER_BYTES].copy_from_slice(&crc.to_be_bytes());
-    out.len() - start
+    seal_into(&entry_key(entry.index), out, |body| {
+        body.extend_from_slice(&entry.term.to_be_bytes());
+        codec::encode_into(&entry.payload, body);
+    })
 }
 
 /// Decodes the record stored for `index`, checking it first.
@@ -108,7 +103,9 @@ fn entry_parts(index: LogIndex, record: &[u8]) -> Result<(Term, &[u8]), StorageE
 
 /// Encodes a state record (hard state, progress, table value) stored under `key`.
 pub fn encode_value<T: Serialize>(key: &[u8], value: &T) -> Vec<u8> {
-    seal(key, &[&codec::encode(value)])
+    let mut record = Vec::new();
+    seal_into(key, &mut record, |body| codec::encode_into(value, body));
+    record
 }
 
 /// Decodes a state record stored under `key`; the error is a description for `CorruptState`.
@@ -119,7 +116,9 @@ pub fn decode_value<T: DeserializeOwned>(key: &[u8], record: &[u8]) -> Result<T,
 
 /// Encodes raw bytes as a state record stored under `key`.
 pub fn encode_bytes(key: &[u8], bytes: &[u8]) -> Vec<u8> {
-    seal(key, &[bytes])
+    let mut record = Vec::with_capacity(HEADER_BYTES + bytes.len());
+    seal_into(key, &mut record, |body| body.extend_from_slice(bytes));
+    record
 }
 
 /// Checks a raw-bytes state record stored under `key` and returns its bytes.
@@ -127,25 +126,24 @@ pub fn decode_bytes<'r>(key: &[u8], record: &'r [u8]) -> Result<&'r [u8], String
     unseal(key, record)
 }
 
-fn checksum(format: u8, key: &[u8], body: &[&[u8]]) -> u32 {
+fn checksum(format: u8, key: &[u8], body: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&[format]);
     hasher.update(key);
-    for part in body {
-        hasher.update(part);
-    }
+    hasher.update(body);
     hasher.finalize()
 }
 
-fn seal(key: &[u8], body: &[&[u8]]) -> Vec<u8> {
-    let body_len: usize = body.iter().map(|part| part.len()).sum();
-    let mut record = Vec::with_capacity(HEADER_BYTES + body_len);
-    record.push(RECORD_FORMAT);
-    record.extend_from_slice(&checksum(RECORD_FORMAT, key, body).to_be_bytes());
-    for part in body {
-        record.extend_from_slice(part);
-    }
-    record
+/// Appends to `out` a record whose body `write_body` appends, and returns the record's length.
+/// The header goes first with room for the checksum, written over the body once it is there.
+fn seal_into(key: &[u8], out: &mut Vec<u8>, write_body: impl FnOnce(&mut Vec<u8>)) -> usize {
+    let start = out.len();
+    out.push(RECORD_FORMAT);
+    out.extend_from_slice(&[0; CRC_BYTES]);
+    write_body(out);
+    let crc = checksum(RECORD_FORMAT, key, &out[start + HEADER_BYTES..]);
+    out[start + 1..start + HEADER_BYTES].copy_from_slice(&crc.to_be_bytes());
+    out.len() - start
 }
 
 fn unseal<'r>(key: &[u8], record: &'r [u8]) -> Result<&'r [u8], String> {
@@ -162,7 +160,7 @@ fn unseal<'r>(key: &[u8], record: &'r [u8]) -> Result<&'r [u8], String> {
         ));
     }
     let stored = u32::from_be_bytes(crc);
-    let computed = checksum(format, key, &[body]);
+    let computed = checksum(format, key, body);
     if stored != computed {
         return Err(format!(
             "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
