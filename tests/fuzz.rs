@@ -1195,6 +1195,7 @@ fn node_status(r: &mut Rng) -> NodeStatus {
         reachable_peers: list(r, 4, node_id),
         storage_full: r.flag(),
         tick_gap_max_us: r.number(),
+        late_not_leader_refusals: r.number(),
     }
 }
 

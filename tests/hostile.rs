@@ -24,6 +24,9 @@ const SUBSCRIPTION_WAIT: Duration = Duration::from_secs(10);
 /// 300 ms); a node whose driver the flood starves does not elect at all.
 const ELECTION_UNDER_FLOOD: Duration = Duration::from_secs(30);
 
+/// Streams each flooding connection keeps busy with requests.
+const FLOOD_STREAMS: usize = 4;
+
 /// The flood tests take turns: two floods at once on a two-core machine would measure each
 /// other, and a test's cluster should only face the attack it makes.
 static FLOODS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -396,7 +399,8 @@ async fn a_flood_of_64_mib_submits_to_the_followers_does_not_stop_an_election() 
     // driver whose rounds the flood stretches shows it in the printed tick gap and time.
     let mut cluster = TestCluster::start_with(ClusterOptions::fast(3));
     issue_client(&cluster, "flood");
-    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let first = cluster.wait_for_leader(STARTUP).await;
+    let (leader, first_term) = (first.id, first.term);
     let followers = cluster.others(leader);
     let flooder = std::sync::Arc::new(Flooder::new(cluster.tls_dir(), "flood"));
     let mut connections = Vec::new();
@@ -406,9 +410,39 @@ async fn a_flood_of_64_mib_submits_to_the_followers_does_not_stop_an_election() 
     }
     let frame = floods::large_submit_frame(ordo_common::limits::BATCH_BYTES_MAX as usize - 4096);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (flood, answered) = floods::repeat_requests(&connections, 4, frame, stop.clone());
+    let (flood, answered) =
+        floods::repeat_requests(&connections, FLOOD_STREAMS, frame, stop.clone());
     // Let the flood reach its stride before the leader dies.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each follower answers the flood at the door: none of it reaches its consensus loop,
+    // where validating 64 MiB batches would hold back the ticks that start an election.
+    // Only a proposal racing a change of role may get that far, one per flooding stream at
+    // most; while the first leader leads, none does.
+    let before_kill = answered.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        before_kill > 0,
+        "the followers answered none of the flood in 3 s"
+    );
+    let (mut late, mut steady) = (0, true);
+    for follower in &followers {
+        let status = cluster
+            .status(*follower)
+            .await
+            .expect("a follower's status");
+        late += status.late_not_leader_refusals;
+        steady &= status.term == first_term && status.leader == Some(leader);
+    }
+    let race_max = if steady {
+        0
+    } else {
+        (connections.len() * FLOOD_STREAMS) as u64
+    };
+    assert!(
+        late <= race_max,
+        "{late} flooding submits reached a follower's consensus loop (at most {race_max} may, \
+         racing a change of role; the roles changed: {})",
+        !steady
+    );
     let killed_at = std::time::Instant::now();
     cluster.kill9(leader);
     let elected = support::poll_until(ELECTION_UNDER_FLOOD, async || {

@@ -235,6 +235,11 @@ pub struct NodeStatus {
     /// The longest wait between two ticks of this node's consensus clock over the last 10-20
     /// seconds, in microseconds: client floods must never delay elections and heartbeats.
     pub tick_gap_max_us: u64,
+    /// Proposals this node's consensus loop refused because the node did not lead, since it
+    /// started. A node answers proposals itself, before they queue for the loop, whenever it
+    /// knows it does not lead; only those racing a change of role get this far. A count that
+    /// climbs while the role stays put means client work is reaching the loop it must not.
+    pub late_not_leader_refusals: u64,
 }
 
 /// Why a node answered [`ClientResponse::Busy`]. The names ([`BusyCode::as_str`]) are stable:

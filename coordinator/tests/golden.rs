@@ -734,6 +734,7 @@ fn client_responses() -> Vec<ClientResponse> {
             reachable_peers: vec![2, 3],
             storage_full: false,
             tick_gap_max_us: 1250,
+            late_not_leader_refusals: 4,
         }))
     }));
     samples.push(ClientResponse::Committed { index: 9, term: 3 });

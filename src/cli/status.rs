@@ -99,6 +99,7 @@ fn status_json(status: &ordo_common::client::NodeStatus) -> serde_json::Value {
         "reachable_peers": status.reachable_peers,
         "storage_full": status.storage_full,
         "tick_gap_max_us": status.tick_gap_max_us,
+        "late_not_leader_refusals": status.late_not_leader_refusals,
     })
 }
 

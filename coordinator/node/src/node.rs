@@ -183,6 +183,8 @@ pub struct Node {
     storage_full: bool,
     /// See [`Node::set_tick_gap_max_us`].
     tick_gap_max_us: u64,
+    /// See [`NodeStatus::late_not_leader_refusals`].
+    late_not_leader_refusals: u64,
     /// A snapshot handed to the core, kept until the core decides to install it.
     received_snapshot: Option<(LogId, SnapshotState, BatchState)>,
     /// Sessions, locks and elections: the leader's TTL clock and the clients waiting.
@@ -246,6 +248,7 @@ impl Node {
             stopping_ticks: None,
             storage_full: false,
             tick_gap_max_us: 0,
+            late_not_leader_refusals: 0,
             halted: false,
             received_snapshot: None,
             sessions: Sessions::default(),
@@ -304,6 +307,7 @@ impl Node {
                 .collect(),
             storage_full: self.storage_full,
             tick_gap_max_us: self.tick_gap_max_us,
+            late_not_leader_refusals: self.late_not_leader_refusals,
         }
     }
 
@@ -696,6 +700,7 @@ impl Node {
                 self.proposals.insert(id, request);
             }
             Err(ProposeError::NotLeader { leader_hint }) => {
+                self.late_not_leader_refusals += 1;
                 let response = self.not_leader(leader_hint);
                 self.reply(request, response);
             }
