@@ -1196,6 +1196,7 @@ fn node_status(r: &mut Rng) -> NodeStatus {
         storage_full: r.flag(),
         tick_gap_max_us: r.number(),
         late_not_leader_refusals: r.number(),
+        applied_stamp_ms: r.number(),
     }
 }
 

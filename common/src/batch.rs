@@ -323,6 +323,17 @@ pub enum RejectReason {
     },
 }
 
+impl RejectReason {
+    /// The stable name of the reason (metrics labels, JSON).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TopicOffset { .. } => "topic_offset",
+            Self::BatchNotCommitted { .. } => "batch_not_committed",
+            Self::Fenced { .. } => "fenced",
+        }
+    }
+}
+
 /// A committed batch as subscribers see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommittedBatch {

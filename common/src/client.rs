@@ -240,6 +240,10 @@ pub struct NodeStatus {
     /// knows it does not lead; only those racing a change of role get this far. A count that
     /// climbs while the role stays put means client work is reaching the loop it must not.
     pub late_not_leader_refusals: u64,
+    /// The leader's clock (ms since the Unix epoch) when the last entry this node applied was
+    /// proposed; 0 until it applies one after starting. The leader's stamp minus a follower's
+    /// is how far, in time, the follower is behind.
+    pub applied_stamp_ms: u64,
 }
 
 /// Why a node answered [`ClientResponse::Busy`]. The names ([`BusyCode::as_str`]) are stable:

@@ -612,7 +612,11 @@ async fn serve_request(
                     });
                 match budgets.uncommitted.take(&client.key, bytes.length, max) {
                     Some(_share) => {
-                        call_node_within(request, topic_quota, &accepting.clients.calls).await
+                        let started = tokio::time::Instant::now();
+                        let response =
+                            call_node_within(request, topic_quota, &accepting.clients.calls).await;
+                        crate::http::observe_submit(started.elapsed(), &response);
+                        response
                     }
                     None => {
                         budgets.refused("identity_uncommitted_bytes_max", &client.key);

@@ -140,10 +140,55 @@ pub struct NodeConfig {
     pub retention: RetentionSection,
     pub registry: RegistrySection,
     pub transport: TransportSection,
+    pub http: HttpSection,
     pub runtime: RuntimeSection,
     /// Who may do what; absent: every client certificate of the CA may do everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::auth::AuthSection>,
+}
+
+/// The node's HTTP listener: metrics, health, status and the console.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// `address:port` (TCP); "" = the port number of `listen`, on its address when that is a
+    /// loopback one and on 127.0.0.1 otherwise (QUIC is UDP, so the two do not collide);
+    /// "off" = no listener. Beyond loopback, clients must present a
+    /// certificate of the cluster's CA.
+    pub listen: String,
+    /// Record metrics for `/metrics` (off: the recorder is not installed and metrics cost
+    /// nothing).
+    pub metrics: bool,
+    /// `/readyz` answers 503 while this node has applied more than this many entries fewer
+    /// than it knows committed.
+    pub ready_lag_entries_max: u64,
+}
+
+/// Where the HTTP listener goes, as [`HttpSection::listen`] resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl NodeConfig {
+    /// Where the HTTP listener binds, or that it is off.
+    pub fn http_listen(&self) -> Result<HttpListen, ConfigError> {
+        match self.http.listen.trim() {
+            "off" => Ok(HttpListen::Off),
+            "" => {
+                let host = if self.listen.ip().is_loopback() {
+                    self.listen.ip()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                };
+                Ok(HttpListen::At(SocketAddr::new(host, self.listen.port())))
+            }
+            address => resolve(address).map(HttpListen::At).map_err(|detail| {
+                ConfigError::Invalid(format!("http.listen: {detail} (or \"\" or \"off\")"))
+            }),
+        }
+    }
 }
 
 /// How the node's process runs its work.
@@ -347,6 +392,11 @@ impl Default for NodeConfig {
                 idle_timeout: ms(10_000),
                 reconnect_backoff_min: ms(50),
                 reconnect_backoff_max: ms(2000),
+            },
+            http: HttpSection {
+                listen: String::new(),
+                metrics: true,
+                ready_lag_entries_max: 1000,
             },
             runtime: RuntimeSection { worker_threads: 0 },
             auth: None,
@@ -627,6 +677,24 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "duration; retry delay cap (with jitter)",
     ),
     (
+        "http",
+        "listen",
+        "address:port (TCP) for /metrics, /livez, /readyz, /api/status and the console; \"\" = \
+         loopback on the port number of `listen` (its address if loopback, else 127.0.0.1); \
+         \"off\" = none; beyond loopback, clients need a certificate of the cluster's CA",
+    ),
+    (
+        "http",
+        "metrics",
+        "true or false; record metrics for /metrics (false: no recorder, no cost)",
+    ),
+    (
+        "http",
+        "ready_lag_entries_max",
+        "count; /readyz answers 503 while this node's applied index is further than this \
+         behind its commit index",
+    ),
+    (
         "runtime",
         "worker_threads",
         "count; async worker threads (QUIC, TLS, streams); 0 = one per CPU",
@@ -691,6 +759,8 @@ pub struct Overrides {
     pub join: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub tls_dir: Option<PathBuf>,
+    /// `--http-listen`.
+    pub http_listen: Option<String>,
 }
 
 impl NodeConfig {
@@ -849,6 +919,7 @@ impl NodeConfig {
             )));
         }
         crate::auth::Policy::new(self.auth.as_ref()).map_err(ConfigError::Invalid)?;
+        self.http_listen()?;
         Ok(())
     }
 
@@ -946,12 +1017,13 @@ fn scalar(text: &str) -> toml::Value {
 }
 
 /// The sections of the configuration file, each with its keys (`ORDO_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "raft",
     "storage",
     "retention",
     "registry",
     "transport",
+    "http",
     "runtime",
 ];
 
@@ -1036,6 +1108,11 @@ fn overrides_table(overrides: &Overrides) -> Result<toml::Table, ConfigError> {
     }
     if let Some(join) = &overrides.join {
         table.insert("join".into(), join_list(join));
+    }
+    if let Some(listen) = &overrides.http_listen {
+        let mut http = toml::Table::new();
+        http.insert("listen".into(), toml::Value::String(listen.clone()));
+        table.insert("http".into(), toml::Value::Table(http));
     }
     for (key, path) in [
         ("data_dir", &overrides.data_dir),

@@ -16,7 +16,7 @@ use ordo_common::client::ClientResponse;
 use ordo_common::{Entry, LogIndex, Membership, NodeId, Term};
 use ordo_core::Role;
 use ordo_node::snapshot::encode_snapshot;
-use ordo_node::{Durable, Fault, Node, Output, RequestId, WriteId, committed_batch};
+use ordo_node::{Durable, Fault, Node, NodeView, Output, RequestId, WriteId, committed_batch};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -37,6 +37,9 @@ pub const WRITER_EVENTS_QUEUE_MAX: usize = 1024;
 /// Most time one round spends taking client requests before the driver looks at its clock,
 /// its peers and its writer again.
 pub const CLIENT_ROUND_TIME_MAX: Duration = Duration::from_millis(2);
+
+/// How often the node's view is published for observers (see [`Driver::publish_view`]).
+pub const VIEW_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long the window is over which [`NodeStatus::tick_gap_max_us`] is the longest tick gap.
 ///
@@ -204,6 +207,9 @@ pub struct DriverParts<S: LogStore> {
     pub leaderless_since: watch::Sender<Option<Instant>>,
     /// What the transport answers proposals with before queueing them (see [`Admission`]).
     pub admission: watch::Sender<Admission>,
+    /// Where the node's view is published for observers (HTTP, metrics), every
+    /// [`VIEW_INTERVAL`].
+    pub view: watch::Sender<Arc<NodeView>>,
     pub options: DriverOptions,
 }
 
@@ -218,6 +224,11 @@ pub struct Driver<S: LogStore> {
     servable_seq: watch::Sender<u64>,
     leaderless_since: watch::Sender<Option<Instant>>,
     admission: watch::Sender<Admission>,
+    view: watch::Sender<Arc<NodeView>>,
+    /// The last leader this node knew (for `ordo_leader_changes_total`).
+    known_leader: Option<NodeId>,
+    /// When the view was last published.
+    viewed_at: Instant,
     options: DriverOptions,
     /// The longest gaps between ticks: in the current window, and in the one before.
     tick_gaps: TickGaps,
@@ -254,6 +265,9 @@ impl<S: LogStore> Driver<S> {
             servable_seq: parts.servable_seq,
             leaderless_since: parts.leaderless_since,
             admission: parts.admission,
+            view: parts.view,
+            known_leader: None,
+            viewed_at: Instant::now(),
             options: parts.options,
             tick_gaps: TickGaps::default(),
             reads: mpsc::channel(BACKGROUND_RESULTS_QUEUE_MAX),
@@ -286,6 +300,10 @@ impl<S: LogStore> Driver<S> {
                     let gap = self.tick_gaps.tick(Instant::now());
                     self.node.set_tick_gap_max_us(gap.as_micros() as u64);
                     self.node.tick(wall_clock_ms());
+                    if self.viewed_at.elapsed() >= VIEW_INTERVAL {
+                        self.viewed_at = Instant::now();
+                        self.publish_view();
+                    }
                 }
                 _ = &mut shutdown, if !stopping => {
                     stopping = true;
@@ -446,6 +464,31 @@ impl<S: LogStore> Driver<S> {
             .handle_request_within(id, request, topic_quota.as_ref());
     }
 
+    /// Publishes what observers see of the node, and the gauges that follow from it. Observers
+    /// read the published view: no HTTP request reaches this loop.
+    fn publish_view(&mut self) {
+        let view = self.node.view();
+        let status = &view.status;
+        metrics::gauge!("ordo_log_last_index").set(status.last_index as f64);
+        metrics::gauge!("ordo_commit_index").set(status.commit_index as f64);
+        metrics::gauge!("ordo_applied_index").set(status.applied_index as f64);
+        metrics::gauge!("ordo_apply_lag_entries")
+            .set(status.commit_index.saturating_sub(status.applied_index) as f64);
+        metrics::gauge!("ordo_reachable_peers").set(status.reachable_peers.len() as f64);
+        metrics::gauge!("ordo_client_queue_requests")
+            .set((self.clients.max_capacity() - self.clients.capacity()) as f64);
+        metrics::gauge!("ordo_peer_inbound_queue_messages")
+            .set((self.inbound.max_capacity() - self.inbound.capacity()) as f64);
+        metrics::gauge!("ordo_waiting_requests").set(self.waiting.len() as f64);
+        for member in &view.members {
+            if let Some(lag) = member.lag_entries.filter(|_| member.id != status.id) {
+                metrics::gauge!("ordo_replication_lag_entries", "follower" => member.id.to_string())
+                    .set(lag as f64);
+            }
+        }
+        self.view.send_replace(Arc::new(view));
+    }
+
     /// Measures free space, refuses or resumes proposals, and makes the ballast when there is
     /// room for it.
     fn check_disk(&mut self) {
@@ -583,6 +626,24 @@ impl<S: LogStore> Driver<S> {
                     metrics::gauge!("ordo_raft_term").set(term as f64);
                     let leading = if role == Role::Leader { 1.0 } else { 0.0 };
                     metrics::gauge!("ordo_is_leader").set(leading);
+                    for (name, this) in [
+                        ("follower", Role::Follower),
+                        ("precandidate", Role::PreCandidate),
+                        ("candidate", Role::Candidate),
+                        ("leader", Role::Leader),
+                    ] {
+                        let on = if role == this { 1.0 } else { 0.0 };
+                        metrics::gauge!("ordo_role", "role" => name).set(on);
+                    }
+                    if role == Role::Candidate {
+                        metrics::counter!("ordo_elections_total").increment(1);
+                    }
+                    if leader.is_some() && leader != self.known_leader {
+                        metrics::counter!("ordo_leader_changes_total").increment(1);
+                    }
+                    if leader.is_some() {
+                        self.known_leader = leader;
+                    }
                     let answer = (role != Role::Leader).then(|| self.node.not_leader(leader));
                     self.admission
                         .send_replace(Admission { not_leader: answer });

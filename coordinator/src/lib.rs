@@ -15,6 +15,7 @@ pub mod certs;
 pub mod clients;
 pub mod config;
 pub mod driver;
+pub mod http;
 pub mod join;
 pub mod node;
 pub mod snapshot_transfer;

@@ -43,6 +43,9 @@ pub enum NodeError {
     /// Joining a cluster failed, or this node must not start as it is.
     #[error("{0}")]
     Join(String),
+    /// The HTTP listener could not start (`http.listen`).
+    #[error("http: {0}")]
+    Http(String),
     /// The runtime dropped the driver's task before it ended (the runtime shut down).
     #[error("the node's driver was cancelled: {0}")]
     DriverLost(String),
@@ -141,6 +144,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     };
     let node = Node::new(node_config, recovered, seed)?;
     let (servable_tx, servable_rx) = watch::channel(node.servable_seq());
+    let (view_tx, view_rx) = watch::channel(std::sync::Arc::new(node.view()));
 
     let (events_tx, events_rx) = writer_channel();
     let writer = GroupCommitWriter::start(store, move |event| {
@@ -161,12 +165,13 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         inbound_tx,
         snapshots_tx,
         transport::ClientQueue {
-            calls: clients_tx,
+            calls: clients_tx.clone(),
             admission: admission_rx,
         },
-        batches,
+        batches.clone(),
     )?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
+    start_http(&config, view_rx, batches, clients_tx).await?;
 
     let reload_links = peers.clone();
     let driver = Driver::new(DriverParts {
@@ -180,6 +185,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         servable_seq: servable_tx,
         leaderless_since: leaderless_tx,
         admission: admission_tx,
+        view: view_tx,
         options: DriverOptions {
             tick_interval: config.raft.tick_interval.0,
             append_bytes_max: config.raft.append_bytes_max.0,
@@ -214,6 +220,51 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     endpoint.wait_idle().await;
     info!("stopped");
     Ok(result?)
+}
+
+/// Starts the HTTP listener `http.listen` names (metrics, health, the console), unless it is
+/// off. The Prometheus recorder is installed first when `http.metrics` is on.
+async fn start_http(
+    config: &NodeConfig,
+    view: watch::Receiver<std::sync::Arc<ordo_node::NodeView>>,
+    batches: std::sync::Arc<dyn transport::BatchSource>,
+    calls: mpsc::Sender<transport::ClientCall>,
+) -> Result<(), NodeError> {
+    let crate::config::HttpListen::At(address) = config.http_listen()? else {
+        info!("http.listen is off: no metrics, health endpoints or console");
+        return Ok(());
+    };
+    let metrics = if config.http.metrics {
+        match crate::http::install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(error) => {
+                warn!(%error, "metrics are off");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let tls = if address.ip().is_loopback() {
+        None
+    } else {
+        let tls = transport::tls_server_config(config, vec![b"http/1.1".to_vec()])?;
+        Some(std::sync::Arc::new(tls))
+    };
+    let policy = crate::auth::Policy::new(config.auth.as_ref()).map_err(NodeError::Http)?;
+    let parts = crate::http::HttpParts {
+        view,
+        metrics,
+        batches,
+        calls,
+        ready_lag_entries_max: config.http.ready_lag_entries_max,
+        policy,
+        tls,
+    };
+    crate::http::start(address, parts)
+        .await
+        .map_err(|error| NodeError::Http(error.to_string()))?;
+    Ok(())
 }
 
 /// Asks the cluster at `config.join` who its members are: its identity and the addresses to

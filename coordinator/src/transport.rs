@@ -394,6 +394,16 @@ pub fn start(
     Ok((endpoint, links))
 }
 
+/// Sets `ordo_peer_rtt_seconds` for `peer` from QUIC's estimate, once a second, while the
+/// connection lasts.
+async fn report_rtt(connection: quinn::Connection, peer: NodeId) {
+    let gauge = metrics::gauge!("ordo_peer_rtt_seconds", "peer" => peer.to_string());
+    while connection.close_reason().is_none() {
+        gauge.set(connection.rtt().as_secs_f64());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Closes every connection (peers see a clean shutdown, not a timeout).
 pub fn close(endpoint: &quinn::Endpoint) {
     endpoint.close(
@@ -435,6 +445,21 @@ fn transport_config(
 }
 
 fn server_config(config: &NodeConfig) -> Result<quinn::ServerConfig, TransportError> {
+    let tls = tls_server_config(config, vec![PEER_ALPN.to_vec(), CLIENT_ALPN.to_vec()])?;
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let window = config.transport.client_receive_window.0;
+    server.transport_config(Arc::new(transport_config(config, window)?));
+    Ok(server)
+}
+
+/// The node's TLS 1.3 server side: its certificate, and client certificates checked against
+/// the CA and the revocation lists. QUIC and the HTTP listener (beyond loopback) share it.
+pub(crate) fn tls_server_config(
+    config: &NodeConfig,
+    alpn: Vec<Vec<u8>>,
+) -> Result<rustls::ServerConfig, TransportError> {
     let dir = &config.tls_dir;
     let roots = Arc::new(tls::root_store(dir)?);
     let crls = load_crls(&config.transport.crl_files)?;
@@ -448,13 +473,8 @@ fn server_config(config: &NodeConfig) -> Result<quinn::ServerConfig, TransportEr
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain, identity.key)?;
-    tls.alpn_protocols = vec![PEER_ALPN.to_vec(), CLIENT_ALPN.to_vec()];
-    let crypto =
-        QuicServerConfig::try_from(tls).map_err(|error| TransportError::Quic(error.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    let window = config.transport.client_receive_window.0;
-    server.transport_config(Arc::new(transport_config(config, window)?));
-    Ok(server)
+    tls.alpn_protocols = alpn;
+    Ok(tls)
 }
 
 /// How this node dials its peers: as `node-ID`, checking their certificates against the CA and
@@ -944,6 +964,7 @@ async fn serve_peer(connection: quinn::Connection, accepting: Arc<Accepting>) {
     }
     info!(peer = from, %remote, "peer connected (inbound)");
     metrics::counter!("ordo_peer_connects_total").increment(1);
+    tokio::spawn(report_rtt(connection.clone(), from));
     let control = relay(&mut receive, from, inbound.clone());
     let appends = async {
         loop {

@@ -735,6 +735,7 @@ fn client_responses() -> Vec<ClientResponse> {
             storage_full: false,
             tick_gap_max_us: 1250,
             late_not_leader_refusals: 4,
+            applied_stamp_ms: 1_796_000_000_000,
         }))
     }));
     samples.push(ClientResponse::Committed { index: 9, term: 3 });

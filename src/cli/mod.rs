@@ -275,6 +275,10 @@ struct ServeArguments {
     data_dir: Option<PathBuf>,
     #[arg(long)]
     tls_dir: Option<PathBuf>,
+    /// TCP address for /metrics, /livez, /readyz and the console (`http.listen`; "off" for
+    /// none). Default: 127.0.0.1 on the port number of --listen.
+    #[arg(long)]
+    http_listen: Option<String>,
     /// Print every configuration key, commented, with its default, and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -333,6 +337,7 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
                 join: serve.join,
                 data_dir: serve.data_dir,
                 tls_dir: serve.tls_dir,
+                http_listen: serve.http_listen,
             };
             let config = NodeConfig::load(serve.config.as_deref(), std::env::vars(), &overrides)?;
             if serve.check_config {

@@ -28,6 +28,7 @@
 
 pub mod floods;
 pub mod history;
+pub mod http;
 pub mod locks;
 pub mod members;
 pub mod netfault;
@@ -379,6 +380,11 @@ impl TestCluster {
     }
 
     pub fn address(&self, id: NodeId) -> SocketAddr {
+        self.node(id).address
+    }
+
+    /// Where node `id`'s HTTP listener is: by default, its address's port number over TCP.
+    pub fn http_address(&self, id: NodeId) -> SocketAddr {
         self.node(id).address
     }
 
@@ -1048,7 +1054,10 @@ pub fn free_loopback_ports(count: usize) -> Vec<u16> {
         );
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (low + (offset + n) % SPAN) as u16;
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        // The node's HTTP listener takes the same port number over TCP.
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
             ports.push(port);
         }
     }

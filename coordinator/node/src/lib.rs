@@ -61,6 +61,6 @@ pub mod snapshot;
 pub mod storage;
 
 pub use node::{
-    Durable, Fault, Node, NodeConfig, Output, Recovered, RequestId, StartError, TopicQuota,
-    WriteId, committed_batch, encode_registered, recovered_tables,
+    Durable, Fault, MemberView, Node, NodeConfig, NodeView, Output, Recovered, RequestId,
+    StartError, TopicQuota, WriteId, committed_batch, encode_registered, recovered_tables,
 };

@@ -149,6 +149,31 @@ pub enum StartError {
     Fault(#[from] Fault),
 }
 
+/// A node and its members as an observer sees them: see [`Node::view`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub status: NodeStatus,
+    pub members: Vec<MemberView>,
+}
+
+/// One member in a [`NodeView`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub id: NodeId,
+    pub address: String,
+    pub voter: bool,
+    /// Its role as this node believes it ("leader", "follower", "learner"; itself: its own
+    /// role's name).
+    pub role: &'static str,
+    /// Heard from within the last election timeout; `None` where this node cannot know (a
+    /// follower hears only from its leader).
+    pub reachable: Option<bool>,
+    /// The last index its log is known to hold (known to the leader, and for itself).
+    pub match_index: Option<LogIndex>,
+    /// Entries it lacks of the leader's log (known to the leader only).
+    pub lag_entries: Option<u64>,
+}
+
 /// One coordinator, without I/O. See the crate documentation.
 #[derive(Debug)]
 pub struct Node {
@@ -185,6 +210,8 @@ pub struct Node {
     tick_gap_max_us: u64,
     /// See [`NodeStatus::late_not_leader_refusals`].
     late_not_leader_refusals: u64,
+    /// See [`NodeStatus::applied_stamp_ms`].
+    applied_stamp_ms: u64,
     /// A snapshot handed to the core, kept until the core decides to install it.
     received_snapshot: Option<(LogId, SnapshotState, BatchState)>,
     /// Sessions, locks and elections: the leader's TTL clock and the clients waiting.
@@ -249,6 +276,7 @@ impl Node {
             storage_full: false,
             tick_gap_max_us: 0,
             late_not_leader_refusals: 0,
+            applied_stamp_ms: 0,
             halted: false,
             received_snapshot: None,
             sessions: Sessions::default(),
@@ -308,7 +336,62 @@ impl Node {
             storage_full: self.storage_full,
             tick_gap_max_us: self.tick_gap_max_us,
             late_not_leader_refusals: self.late_not_leader_refusals,
+            applied_stamp_ms: self.applied_stamp_ms,
         }
+    }
+
+    /// What an observer (the node's HTTP console, its metrics) sees of the node and of every
+    /// member it knows of. A leader knows each member's progress; a follower knows only whom it
+    /// heard from (the leader), so what it cannot know is `None`.
+    pub fn view(&self) -> NodeView {
+        let status = self.status();
+        let membership = self.raft.membership();
+        let leading = self.raft.role() == Role::Leader;
+        let recent = u64::from(self.config.raft.election_timeout_ticks);
+        let members = membership
+            .members()
+            .map(|id| {
+                let own = id == self.id();
+                let heard = self
+                    .last_heard
+                    .get(&id)
+                    .is_some_and(|tick| self.ticks - tick < recent);
+                let voter = membership.voters.contains(&id);
+                let role = if own {
+                    status.role.as_str()
+                } else if status.leader == Some(id) {
+                    "leader"
+                } else if voter {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let matched = if own {
+                    Some(status.last_index)
+                } else if leading {
+                    Some(
+                        self.raft
+                            .replication(id)
+                            .map_or(0, |(_, matched, _)| matched),
+                    )
+                } else {
+                    None
+                };
+                MemberView {
+                    id,
+                    address: self.address(id).unwrap_or_default(),
+                    voter,
+                    role,
+                    reachable: (own || leading || status.leader == Some(id))
+                        .then_some(own || heard),
+                    match_index: matched.filter(|_| leading || own),
+                    lag_entries: matched
+                        .filter(|_| leading)
+                        .map(|matched| status.last_index.saturating_sub(matched)),
+                }
+            })
+            .collect();
+        NodeView { status, members }
     }
 
     /// The longest recent gap between ticks, as the runtime measured it (status reports it).
@@ -1093,6 +1176,7 @@ impl Node {
                     term: entry.term,
                 },
                 Some(Command::Coord { op, stamp_ms }) => {
+                    self.applied_stamp_ms = stamp_ms;
                     match self.state.apply_coord(entry.index, &op, stamp_ms) {
                         CoordAnswer::Queued { .. } => {
                             if let CoordOp::Acquire {
@@ -1114,6 +1198,7 @@ impl Node {
                     }
                 }
                 Some(Command::Batch { batch, stamp_ms }) => {
+                    self.applied_stamp_ms = stamp_ms;
                     let content = match &entry.payload {
                         EntryPayload::Normal(bytes) => content_hash(Command::batch_bytes(bytes)),
                         EntryPayload::Noop | EntryPayload::Config(_) => {

@@ -475,8 +475,15 @@ fn flush<S: LogStore>(
     let group = group?;
     let requests = group.first_request..=group.last_request;
     loop {
+        let started = Instant::now();
         match writer.store.write(&group.batch) {
             Ok(log) => {
+                metrics::histogram!("ordo_disk_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("ordo_group_commit_requests")
+                    .record((group.last_request - group.first_request + 1) as f64);
+                metrics::histogram!("ordo_group_commit_entries")
+                    .record(group.batch.entries.len() as f64);
                 (writer.sink)(WriterEvent::Durable(DurableReport {
                     requests,
                     last_log_id: log.last_log_id,
