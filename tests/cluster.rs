@@ -13,8 +13,8 @@ use ordo_common::NodeId;
 use ordo_common::client::{NodeRole, NodeStatus};
 use ordo_participant::{Batch, BatchStatus, Client, Message, new_batch_id};
 use support::{
-    Ack, ClusterOptions, Proposer, TestCluster, highest_index, path_str, run_ordo_checked,
-    wait_until,
+    Ack, ClusterOptions, Proposer, TestCluster, highest_index, path_str, poll_until, run_ordo,
+    run_ordo_checked, wait_until,
 };
 
 /// Time for a fresh cluster's processes to start and elect a leader, on a busy machine.
@@ -61,11 +61,21 @@ async fn three_nodes_elect_one_leader_and_ordo_status_agrees_on_every_node() {
         path_str(cluster.tls_dir()),
     ]);
     let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
-    let lines: Vec<serde_json::Value> = stdout
+    let mut lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|line| serde_json::from_str(line).expect("each line is a JSON object"))
         .collect();
-    assert_eq!(lines.len(), 3, "one line per node:\n{stdout}");
+    assert_eq!(
+        lines.len(),
+        4,
+        "one line per node, then the verdict:\n{stdout}"
+    );
+    let verdict = lines.pop().expect("the verdict");
+    assert_eq!(verdict["health"], "ok", "{verdict}");
+    assert_eq!(verdict["healthy"], true, "{verdict}");
+    assert_eq!(verdict["leader"], leader.id, "{verdict}");
+    assert_eq!(verdict["voters"], 3, "{verdict}");
+    assert_eq!(verdict["voters_reachable"], 3, "{verdict}");
     let mut ids = BTreeSet::new();
     for line in &lines {
         assert!(line.get("error").is_none(), "a node did not answer: {line}");
@@ -86,6 +96,10 @@ async fn three_nodes_elect_one_leader_and_ordo_status_agrees_on_every_node() {
             "follower"
         };
         assert_eq!(line["role"], role, "{line}");
+        assert!(
+            line["lag_entries"].is_u64(),
+            "node {id}'s lag in entries: {line}"
+        );
     }
     assert_eq!(
         ids,
@@ -102,13 +116,82 @@ async fn three_nodes_elect_one_leader_and_ordo_status_agrees_on_every_node() {
         path_str(cluster.tls_dir()),
     ]);
     let table = String::from_utf8(output.stdout).expect("UTF-8 output");
-    let mut roles: Vec<&str> = table
-        .lines()
-        .skip(1)
+    let rows: Vec<&str> = table.lines().collect();
+    let mut roles: Vec<&str> = rows[1..rows.len() - 1]
+        .iter()
         .filter_map(|row| row.split_whitespace().nth(2))
         .collect();
     roles.sort();
     assert_eq!(roles, ["follower", "follower", "leader"], "{table}");
+    let verdict = rows.last().expect("a verdict line");
+    assert!(
+        verdict.starts_with(&format!("health: ok: leader {}", leader.id)),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn status_exits_non_zero_without_a_leader_or_a_quorum() {
+    let cluster = TestCluster::start_with(ClusterOptions::fast(3));
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let endpoints = cluster.endpoints();
+    let status = |json: bool| {
+        let mut arguments = vec![
+            "status",
+            "--endpoints",
+            &endpoints,
+            "--tls-dir",
+            path_str(cluster.tls_dir()),
+        ];
+        if json {
+            arguments.push("--json");
+        }
+        run_ordo(&arguments)
+    };
+    // Stop both followers: the leader steps down once it hears from no majority (check
+    // quorum), and the one node that answers knows no leader.
+    let followers = cluster.others(leader);
+    for id in &followers {
+        cluster.sigstop(*id);
+    }
+    let verdict = poll_until(SETTLE, async || {
+        let output = status(true);
+        let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+        let verdict: serde_json::Value = stdout
+            .lines()
+            .last()
+            .and_then(|line| serde_json::from_str(line).ok())
+            .ok_or(format!("no verdict line in {stdout:?}"))?;
+        match (output.status.success(), verdict["healthy"].as_bool()) {
+            (false, Some(false)) => Ok(verdict),
+            _ => Err(format!("exit {:?}: {verdict}", output.status)),
+        }
+    })
+    .await;
+    let table = status(false);
+    for id in &followers {
+        cluster.sigcont(*id);
+    }
+    let verdict = verdict.unwrap_or_else(|last| {
+        panic!("ordo status still called the cluster healthy with 2 of 3 nodes stopped: {last}")
+    });
+    assert!(
+        ["no_leader", "no_quorum"].contains(&verdict["code"].as_str().unwrap_or_default()),
+        "{verdict}"
+    );
+    assert!(!table.status.success(), "the table form exits non-zero too");
+    let text = String::from_utf8(table.stdout).expect("UTF-8 output");
+    assert!(text.contains("health: UNHEALTHY ("), "{text}");
+    // Healed, it is healthy again.
+    poll_until(SETTLE, async || {
+        let output = status(true);
+        match output.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&output.stdout).into_owned()),
+        }
+    })
+    .await
+    .unwrap_or_else(|last| panic!("ordo status never called the healed cluster healthy: {last}"));
 }
 
 #[tokio::test]
