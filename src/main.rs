@@ -15,11 +15,19 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let arguments = cli::Arguments::parse();
-    cli::init_logging();
+    cli::init_logging(arguments.log_format);
+    let format = arguments.log_format;
     match cli::run(arguments) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            let code = cli::error_code(error.as_ref());
+            match format {
+                cli::LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({"level": "ERROR", "code": code, "error": error.to_string()})
+                ),
+                cli::LogFormat::Text => eprintln!("error[{code}]: {error}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod client;
 pub mod codec;
 pub mod coord;
+pub mod errors;
 pub mod limits;
 mod log;
 pub mod membership;

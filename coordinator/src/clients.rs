@@ -188,8 +188,8 @@ impl ClientBudgets {
         let now = self.started.elapsed().as_secs();
         if self.logged.swap(now, Ordering::Relaxed) != now {
             warn!(
-                limit,
-                detail, "refused a client: transport.{limit} reached (logged once a second)"
+                code = "quota",
+                limit, detail, "refused a client: transport.{limit} reached (logged once a second)"
             );
         }
     }
@@ -404,7 +404,7 @@ async fn read_request(
     };
     let bad = |error: FrameError| {
         metrics::counter!("ordo_bad_frames_total").increment(1);
-        warn!(identity = %client.key, %error, "refused a client request: bad frame");
+        warn!(code = "bad_frame", identity = %client.key, %error, "refused a client request: bad frame");
         ClientResponse::Refused {
             code: RefusedCode::BadFrame,
             reason: format!("bad request frame: {error}"),
@@ -515,7 +515,7 @@ async fn serve_request(
     }
     if let Err(denied) = accepting.policy.check(&client.caller, &request) {
         metrics::counter!("ordo_requests_forbidden_total").increment(1);
-        warn!(identity = %client.key, reason = %denied, "refused a client request: forbidden");
+        warn!(code = "forbidden", identity = %client.key, reason = %denied, "refused a client request: forbidden");
         let refused = ClientResponse::Refused {
             code: RefusedCode::Forbidden,
             reason: denied.0,

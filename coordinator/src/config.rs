@@ -1031,7 +1031,12 @@ fn environment_table(
     environment: impl IntoIterator<Item = (String, String)>,
 ) -> Result<toml::Table, ConfigError> {
     /// Client-side variables and the file path are not node keys.
-    const NOT_KEYS: &[&str] = &["ORDO_ENDPOINTS", "ORDO_CONFIG", "ORDO_CLIENT"];
+    const NOT_KEYS: &[&str] = &[
+        "ORDO_ENDPOINTS",
+        "ORDO_CONFIG",
+        "ORDO_CLIENT",
+        "ORDO_LOG_FORMAT",
+    ];
     let mut table = toml::Table::new();
     for (name, value) in environment {
         let Some(key) = name.strip_prefix("ORDO_") else {

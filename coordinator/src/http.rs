@@ -223,21 +223,9 @@ pub fn observe_submit(elapsed: Duration, response: &ClientResponse) {
                 .increment(1);
         }
         other => {
-            metrics::counter!("ordo_submits_refused_total", "code" => response_code(other))
-                .increment(1);
+            let code = other.error_code().unwrap_or("unexpected_answer");
+            metrics::counter!("ordo_submits_refused_total", "code" => code).increment(1);
         }
-    }
-}
-
-/// The stable code of an answer that is not an outcome.
-fn response_code(response: &ClientResponse) -> &'static str {
-    match response {
-        ClientResponse::NotLeader { .. } => "not_leader",
-        ClientResponse::Busy { code, .. } => code.as_str(),
-        ClientResponse::Refused { code, .. } => code.as_str(),
-        ClientResponse::Invalid(_) => "invalid",
-        ClientResponse::BeyondHorizon { .. } => "beyond_horizon",
-        _ => "other",
     }
 }
 

@@ -51,6 +51,21 @@ pub enum NodeError {
     DriverLost(String),
 }
 
+impl ordo_common::errors::ErrorCode for NodeError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::DataDir { .. } => "data_dir",
+            Self::Storage(_) | Self::Restore(_) => "storage",
+            Self::Transport(_) => "transport",
+            Self::Driver(DriverError::LostData(_)) => "lost_data",
+            Self::Driver(_) | Self::DriverLost(_) => "internal",
+            Self::Join(_) => "join",
+            Self::Http(_) => "http",
+        }
+    }
+}
+
 /// The log file inside a data directory.
 pub const LOG_FILE_NAME: &str = "ordo-log.redb";
 

@@ -59,6 +59,42 @@ fn wire_encodings_are_pinned_by_wire_version() {
     );
 }
 
+/// Every refusal a node can answer with carries a code the error table documents.
+#[test]
+fn every_refusal_on_the_wire_has_a_documented_code() {
+    let mut coded = 0;
+    for response in client_responses() {
+        if let Some(code) = response.error_code() {
+            assert!(
+                ordo_common::errors::lookup(code).is_some(),
+                "{response:?} answers code {code}, which ERRORS.md does not list"
+            );
+            coded += 1;
+        }
+    }
+    for error in batch_errors() {
+        let code = ordo_common::errors::ErrorCode::code(&error);
+        assert!(
+            ordo_common::errors::lookup(code).is_some(),
+            "{error:?}: {code}"
+        );
+    }
+    for error in membership_errors() {
+        let code = ordo_common::errors::ErrorCode::code(&error);
+        assert!(
+            ordo_common::errors::lookup(code).is_some(),
+            "{error:?}: {code}"
+        );
+    }
+    for reason in reject_reasons() {
+        assert!(
+            ordo_common::errors::lookup(reason.code()).is_some(),
+            "{reason:?}"
+        );
+    }
+    assert!(coded > 20, "the samples cover the refusals ({coded} coded)");
+}
+
 #[test]
 fn storage_encodings_are_pinned_by_storage_format_version() {
     let mut samples = Vec::new();

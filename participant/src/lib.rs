@@ -75,3 +75,188 @@ pub use ordo_common::batch::{
 pub use ordo_common::client::{MemberInfo, MemberList};
 pub use ordo_common::coord::{LeaderChange, MutexInfo, MutexKind, SessionId, SessionInfo};
 pub use ordo_common::membership::{MembershipChange, MembershipError};
+
+pub use ordo_common::errors::{CODES, CodeDoc, ErrorCode};
+
+impl ErrorCode for SubmitError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Rejected { reason } => reason.code(),
+            Self::TooLarge { .. } => "too_large",
+            Self::Invalid(error) => error.code(),
+            Self::Unavailable { .. } => "unavailable",
+            Self::Timeout { .. } => "outcome_unknown",
+            Self::IdConflict { .. } => "id_conflict",
+            Self::BeyondHorizon { .. } => "beyond_horizon",
+            Self::Refused { code, .. } => code.as_str(),
+        }
+    }
+}
+
+impl ErrorCode for QueryError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::Compacted { .. } => "compacted",
+            Self::Refused { code, .. } => code.as_str(),
+        }
+    }
+}
+
+impl ErrorCode for ConnectError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Tls(_) => "tls",
+            Self::Socket(_) => "socket",
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Connection { .. } => "connection_lost",
+            Self::LeaderMoved { .. } => "leader_moved",
+            Self::Frame { .. } => "bad_frame",
+        }
+    }
+}
+
+impl ErrorCode for CoordError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::SessionLost(_) => "session_lost",
+            Self::Refused(refusal) => refusal.code(),
+            Self::Query(error) => error.code(),
+            Self::Unexpected(_) => "unexpected_answer",
+        }
+    }
+}
+
+impl ErrorCode for MemberError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Refused(error) => error.code(),
+            Self::Query(error) => error.code(),
+            Self::Unexpected(_) => "unexpected_answer",
+        }
+    }
+}
+
+impl ErrorCode for ApplierError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Database(_) => "applier_database",
+            Self::Handler { .. } => "handler_failed",
+            Self::Compacted { .. } => "compacted",
+            Self::Subscription(error) => error.code(),
+            Self::Ended => "subscription_ended",
+        }
+    }
+}
+
+/// The stable code of any error the SDK returns (see [`ErrorCode`]); `None` for an error of
+/// another library.
+pub fn error_code(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    if let Some(error) = error.downcast_ref::<SubmitError>() {
+        return Some(error.code());
+    }
+    if let Some(error) = error.downcast_ref::<QueryError>() {
+        return Some(error.code());
+    }
+    if let Some(error) = error.downcast_ref::<ConnectError>() {
+        return Some(error.code());
+    }
+    if let Some(error) = error.downcast_ref::<CoordError>() {
+        return Some(error.code());
+    }
+    if let Some(error) = error.downcast_ref::<MemberError>() {
+        return Some(error.code());
+    }
+    if let Some(error) = error.downcast_ref::<ApplierError>() {
+        return Some(error.code());
+    }
+    if let Some(error) = error.downcast_ref::<BatchError>() {
+        return Some(error.code());
+    }
+    None
+}
+
+#[cfg(test)]
+mod error_codes {
+    use super::*;
+    use ordo_common::client::RefusedCode;
+    use ordo_common::coord::CoordRefusal;
+
+    #[test]
+    fn every_sdk_error_has_a_documented_code() {
+        let address: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let id = BatchId::v7(1, [0; 10]);
+        let query = || QueryError::Unavailable { detail: "x".into() };
+        let errors: Vec<Box<dyn std::error::Error + 'static>> = vec![
+            Box::new(SubmitError::Rejected {
+                reason: RejectReason::BatchNotCommitted { batch: id },
+            }),
+            Box::new(SubmitError::TooLarge {
+                limit: 1,
+                error: BatchError::Empty,
+            }),
+            Box::new(SubmitError::Invalid(BatchError::EmptyTopicName)),
+            Box::new(SubmitError::Unavailable { detail: "x".into() }),
+            Box::new(SubmitError::Timeout {
+                id,
+                detail: "x".into(),
+            }),
+            Box::new(SubmitError::IdConflict { id }),
+            Box::new(SubmitError::BeyondHorizon {
+                id,
+                reason: "x".into(),
+            }),
+            Box::new(SubmitError::Refused {
+                code: RefusedCode::Forbidden,
+                reason: "x".into(),
+            }),
+            Box::new(query()),
+            Box::new(QueryError::Compacted { first_seq: 2 }),
+            Box::new(ConnectError::Socket(std::io::Error::other("x"))),
+            Box::new(ConnectError::Connect {
+                address,
+                detail: "x".into(),
+            }),
+            Box::new(ConnectError::Timeout {
+                address,
+                timeout: std::time::Duration::from_secs(1),
+            }),
+            Box::new(ConnectError::Connection {
+                address,
+                detail: "x".into(),
+            }),
+            Box::new(ConnectError::LeaderMoved {
+                address,
+                detail: "x".into(),
+            }),
+            Box::new(CoordError::SessionLost(SessionId([1; 16]))),
+            Box::new(CoordError::Refused(CoordRefusal::SessionGone(SessionId(
+                [1; 16],
+            )))),
+            Box::new(CoordError::Query(query())),
+            Box::new(CoordError::Unexpected("x".into())),
+            Box::new(MemberError::Refused(MembershipError::InvalidId)),
+            Box::new(MemberError::Query(query())),
+            Box::new(MemberError::Unexpected("x".into())),
+            Box::new(ApplierError::Database("x".into())),
+            Box::new(ApplierError::Handler {
+                seq: 1,
+                error: "x".into(),
+            }),
+            Box::new(ApplierError::Compacted {
+                cursor: 1,
+                first_seq: 2,
+            }),
+            Box::new(ApplierError::Subscription(query())),
+            Box::new(ApplierError::Ended),
+        ];
+        for error in &errors {
+            let code = error_code(error.as_ref()).expect("an SDK error has a code");
+            assert!(
+                ordo_common::errors::lookup(code).is_some(),
+                "{error} has code {code}, which ERRORS.md does not list"
+            );
+        }
+    }
+}

@@ -25,6 +25,23 @@ use ordo_participant::MembershipChange;
 pub struct Arguments {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: text for people, json (one object per line) for
+    /// log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "ORDO_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// See [`Arguments::log_format`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where a client command finds the cluster.
@@ -287,15 +304,39 @@ struct ServeArguments {
     check_config: bool,
 }
 
-pub fn init_logging() {
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The stable code of an error the CLI ends with (see `ERRORS.md`).
+pub fn error_code(error: &(dyn std::error::Error + 'static)) -> &'static str {
+    use ordo_common::errors::ErrorCode;
+    if let Some(code) = ordo_participant::error_code(error) {
+        return code;
+    }
+    if error.is::<ordo_coordinator::config::ConfigError>() {
+        return "config";
+    }
+    if let Some(error) = error.downcast_ref::<ordo_coordinator::node::NodeError>() {
+        return error.code();
+    }
+    if error.is::<ordo_net::tls::TlsError>() {
+        return "tls";
+    }
+    if error.is::<std::io::Error>() {
+        return "io";
+    }
+    // The rest are the CLI's own checks of its arguments.
+    "usage"
 }
 
 pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>> {

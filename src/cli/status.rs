@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ordo_common::client::{ClientRequest, ClientResponse, MemberList, NodeRole, NodeStatus};
-use ordo_participant::{ClientTls, NodeConnection};
+use ordo_participant::{ClientTls, ErrorCode, NodeConnection};
 
 use ordo_participant::parse_endpoints;
 
@@ -50,8 +50,12 @@ pub async fn run(
                 statuses.push(*status.clone());
                 rows.push(Ok(*status));
             }
-            Ok((other, _)) => rows.push(Err((*address, format!("unexpected answer {other:?}")))),
-            Err(error) => rows.push(Err((*address, error.to_string()))),
+            Ok((other, _)) => rows.push(Err((
+                *address,
+                format!("unexpected answer {other:?}"),
+                "unexpected_answer",
+            ))),
+            Err(error) => rows.push(Err((*address, error.to_string(), error.code()))),
         }
     }
     let health = Health::judge(&statuses, members.as_ref(), endpoints.len());
@@ -101,11 +105,11 @@ pub async fn run(
                     );
                 }
             }
-            Err((address, error)) => {
+            Err((address, error, code)) => {
                 if json {
                     println!(
                         "{}",
-                        serde_json::json!({ "address": address.to_string(), "error": error })
+                        serde_json::json!({ "address": address.to_string(), "error": error, "code": code })
                     );
                 } else {
                     println!("-    {address:<21} unreachable: {error}");
