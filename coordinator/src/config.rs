@@ -406,298 +406,363 @@ impl Default for NodeConfig {
 
 /// Documentation for every key, in file order: (section, key, unit and meaning).
 const KEY_DOCS: &[(&str, &str, &str)] = &[
-    ("", "id", "this node's id, one of the keys of [peers]"),
+    (
+        "",
+        "id",
+        "this node's id, one of the keys of [peers] \
+         (unique per node, never reused after `ordo member remove`)",
+    ),
     (
         "",
         "listen",
-        "address:port to listen on (UDP, QUIC) for peers and clients",
+        "address:port to listen on (UDP, QUIC) for peers and clients \
+         (the address other nodes and clients reach this node at)",
     ),
     (
         "",
         "join",
         "addresses (host:port) of running members of a cluster to join; when set, [peers] is \
-         ignored and `ordo member add` makes this node a member",
+         ignored and `ordo member add` makes this node a member \
+         (set it to add a node to a running cluster)",
     ),
     (
         "",
         "data_dir",
-        "directory for this node's log (created if missing)",
+        "directory for this node's log (created if missing) \
+         (put it on a disk with honest fsync; never share it between nodes)",
     ),
     (
         "",
         "tls_dir",
-        "directory with ca.pem and node-<id>.pem/.key (see `ordo certs`)",
+        "directory with ca.pem and node-<id>.pem/.key (see `ordo certs`) \
+         (point it at your own CA's files in production)",
     ),
     (
         "raft",
         "tick_interval",
-        "duration; the core's clock resolution",
+        "duration; the core's clock resolution \
+         (rarely: coarser ticks cost less CPU but make timeouts coarser)",
     ),
     (
         "raft",
         "heartbeat_interval",
-        "duration; how often a leader heartbeats",
+        "duration; how often a leader heartbeats \
+         (keep it well under election_timeout; raise both on slow or distant links)",
     ),
     (
         "raft",
         "election_timeout",
-        "duration; base election timeout (randomized up to 2x)",
+        "duration; base election timeout (randomized up to 2x) \
+         (raise it where the network or disks stall for long (fewer needless elections), lower it for faster failover)",
     ),
     (
         "raft",
         "clock_skew_max",
-        "duration; how far apart coordinators' clocks may be; a new leader adds it to each session's remaining TTL",
+        "duration; how far apart coordinators' clocks may be; a new leader adds it to each session's remaining TTL \
+         (raise it if your coordinators' clocks are not kept close by NTP)",
     ),
     (
         "raft",
         "pre_vote",
-        "bool; campaign only after a pre-vote round succeeds",
+        "bool; campaign only after a pre-vote round succeeds \
+         (leave on: a node that was cut off cannot disrupt the cluster when it returns)",
     ),
     (
         "raft",
         "check_quorum",
-        "bool; a leader cut off from a majority steps down",
+        "bool; a leader cut off from a majority steps down \
+         (leave on: a leader that lost its majority stops answering as leader)",
     ),
     (
         "raft",
         "append_bytes_max",
-        "size; payload bytes per append message",
+        "size; payload bytes per append message \
+         (raise it on fast links carrying large batches)",
     ),
     (
         "raft",
         "inflight_messages_max",
-        "count; unacknowledged appends per follower",
+        "count; unacknowledged appends per follower \
+         (raise it on links with a high round-trip time)",
     ),
     (
         "raft",
         "inflight_bytes_max",
-        "size; unacknowledged payload bytes per follower",
+        "size; unacknowledged payload bytes per follower \
+         (bounds the memory a slow follower can make the leader hold)",
     ),
     (
         "raft",
         "uncommitted_bytes_max",
-        "size; proposed but uncommitted bytes before refusing",
+        "size; proposed but uncommitted bytes before refusing \
+         (bounds the memory a burst of submits can take before clients see code backpressure)",
     ),
     (
         "raft",
         "proposal_bytes_max",
-        "size; largest proposal (at most 64MiB)",
+        "size; largest proposal (at most 64MiB) \
+         (lower it to refuse large batches early)",
     ),
     (
         "raft",
         "log_window_bytes_max",
-        "size; most entry bytes kept in memory (older ones are read back from disk)",
+        "size; most entry bytes kept in memory (older ones are read back from disk) \
+         (raise it so that lagging followers are served from memory, lower it to save memory)",
     ),
     (
         "raft",
         "snapshot_timeout",
-        "duration; how long a leader waits for a follower to acknowledge a snapshot",
+        "duration; how long a leader waits for a follower to acknowledge a snapshot \
+         (raise it for large states on slow links)",
     ),
     (
         "raft",
         "promote_lag_entries_max",
-        "count; a learner becomes a voter only when at most this many entries behind the leader",
+        "count; a learner becomes a voter only when at most this many entries behind the leader \
+         (lower it for a tighter catch-up before a new voter counts)",
     ),
-    ("storage", "cache", "size; redb page cache"),
+    (
+        "storage",
+        "cache",
+        "size; redb page cache \
+         (raise it when reads of history (subscribers catching up) go to disk)",
+    ),
     (
         "storage",
         "free_space_min",
         "size; below this much free disk space the node refuses new proposals (code \
-         storage_full) and keeps serving reads; it resumes by itself when space returns",
+         storage_full) and keeps serving reads; it resumes by itself when space returns \
+         (keep room for the log to grow between checks; raise it on busy nodes)",
     ),
     (
         "storage",
         "ballast",
         "size; a reserve file deleted when a write finds the disk full, so that what was \
-         accepted can still be written (0 = none)",
+         accepted can still be written (0 = none) \
+         (0 where the data directory's size is managed elsewhere)",
     ),
     (
         "retention",
         "age",
-        "duration; entries older than this (by the log's time) are deleted",
+        "duration; entries older than this (by the log's time) are deleted \
+         (how far back a new subscriber can start reading)",
     ),
     (
         "retention",
         "bytes_max",
-        "size; most bytes of log records kept (oldest deleted first)",
+        "size; most bytes of log records kept (oldest deleted first) \
+         (the disk the log may take; size it to your disk)",
     ),
     (
         "retention",
         "entries_max",
-        "count; most log entries kept (0 = no count limit)",
+        "count; most log entries kept (0 = no count limit) \
+         (set it to bound the log by count instead of bytes)",
     ),
     (
         "retention",
         "trailing_entries",
         "count; entries just below the applied index always kept, so a lagging follower \
-         catches up from the log rather than a snapshot",
+         catches up from the log rather than a snapshot \
+         (raise it where followers are often down for a while)",
     ),
     (
         "registry",
         "horizon",
         "duration; a batch id is answered for (retries get the original outcome) for this long \
-         after its UUID v7 time; older ids are refused, never committed twice",
+         after its UUID v7 time; older ids are refused, never committed twice \
+         (the longest a client may keep retrying one batch id; raise it if clients retry for days)",
     ),
     (
         "registry",
         "bytes_max",
-        "size; most bytes of outcomes kept (oldest ids evicted first; evicted ids are refused)",
+        "size; most bytes of outcomes kept (oldest ids evicted first; evicted ids are refused) \
+         (raise it for more batches per horizon (the registry lives in memory))",
     ),
     (
         "registry",
         "future_skew",
-        "duration; ids whose time is further ahead of the log's time are refused",
+        "duration; ids whose time is further ahead of the log's time are refused \
+         (raise it only if clients' clocks run ahead of the coordinators')",
     ),
     (
         "transport",
         "peer_queue_messages_max",
-        "count; messages queued per peer before dropping",
+        "count; messages queued per peer before dropping \
+         (rarely: Raft retransmits what is dropped)",
     ),
     (
         "transport",
         "connections_max",
-        "count; open client connections before refusing more (code quota)",
+        "count; open client connections before refusing more (code quota) \
+         (size it to your clients; each connection costs memory)",
     ),
     (
         "transport",
         "peer_connections_max",
         "count; open connections from node certificates (kept apart from clients' slots, so \
-         clients can never keep a peer from reconnecting)",
+         clients can never keep a peer from reconnecting) \
+         (at least twice the number of nodes)",
     ),
     (
         "transport",
         "handshakes_max",
         "count; handshakes in progress; beyond half of it new addresses must answer a QUIC \
-         Retry first, beyond it connections are refused",
+         Retry first, beyond it connections are refused \
+         (raise it if many clients connect at once after a restart)",
     ),
     (
         "transport",
         "connections_per_identity_max",
-        "count; open client connections per certificate identity",
+        "count; open client connections per certificate identity \
+         (raise it for a service that opens many connections under one certificate)",
     ),
     (
         "transport",
         "connections_per_address_max",
-        "count; open client connections per source IP address",
+        "count; open client connections per source IP address \
+         (raise it behind NAT, where many clients share an address)",
     ),
     (
         "transport",
         "client_streams_max",
-        "count; concurrent request streams per client connection",
+        "count; concurrent request streams per client connection \
+         (raise it for clients with many requests in flight per connection)",
     ),
     (
         "transport",
         "connection_request_bytes_max",
         "size; request bytes one client connection may have being read at once (at least one \
-         largest frame)",
+         largest frame) \
+         (bounds what one connection can make the node hold)",
     ),
     (
         "transport",
         "request_bytes_max",
-        "size; request bytes all clients together may have being read at once",
+        "size; request bytes all clients together may have being read at once \
+         (bounds what all clients together can make the node hold)",
     ),
     (
         "transport",
         "client_receive_window",
-        "size; unread bytes a client connection may have in flight (QUIC flow control)",
+        "size; unread bytes a client connection may have in flight (QUIC flow control) \
+         (raise it for large batches over high-latency links)",
     ),
     (
         "transport",
         "request_read_timeout",
-        "duration; a request frame not read whole within it is refused (slow senders)",
+        "duration; a request frame not read whole within it is refused (slow senders) \
+         (raise it for clients on very slow links)",
     ),
     (
         "transport",
         "client_idle_timeout",
-        "duration; a client connection with no open stream for this long is closed",
+        "duration; a client connection with no open stream for this long is closed \
+         (lower it to free idle clients' slots sooner)",
     ),
     (
         "transport",
         "connection_age_max",
         "duration; client connections older than this are closed, so a rotated or revoked \
-         certificate stops working",
+         certificate stops working \
+         (lower it to make rotated or revoked certificates stop working sooner)",
     ),
     (
         "transport",
         "subscriptions_per_connection_max",
-        "count; open subscriptions per client connection",
+        "count; open subscriptions per client connection \
+         (raise it for a client that follows many filters)",
     ),
     (
         "transport",
         "subscriptions_max",
-        "count; open subscriptions on this node",
+        "count; open subscriptions on this node \
+         (size it to your subscribers; each one costs memory)",
     ),
     (
         "transport",
         "catchups_max",
         "count; subscriptions reading history (rather than following the newest batches) at \
-         once; others wait their turn",
+         once; others wait their turn \
+         (raise it if many subscribers start from old positions at once (each reads the disk))",
     ),
     (
         "transport",
         "subscription_topics_max",
-        "count; topics in one subscription's filter",
+        "count; topics in one subscription's filter \
+         (raise it for filters naming many topics)",
     ),
     (
         "transport",
         "identity_uncommitted_bytes_max",
         "size; submitted bytes one identity may have waiting for their outcome on this node \
-         (its share of raft.uncommitted_bytes_max)",
+         (its share of raft.uncommitted_bytes_max) \
+         (keeps one busy service from taking every other service's share)",
     ),
     (
         "transport",
         "topics_per_identity_max",
         "count; topics an identity's write patterns cover (every topic without [auth]) before \
-         its submits may create more (code quota); admins are not limited",
+         its submits may create more (code quota); admins are not limited \
+         (raise it for services that create many topics)",
     ),
     (
         "transport",
         "crl_files",
         "paths of PEM certificate revocation lists, checked for every certificate (reloaded \
-         on SIGHUP)",
+         on SIGHUP) \
+         (set it to refuse revoked certificates)",
     ),
     (
         "transport",
         "handshake_timeout",
-        "duration; TLS handshake plus hello",
+        "duration; TLS handshake plus hello \
+         (raise it for clients on very slow links)",
     ),
     (
         "transport",
         "idle_timeout",
-        "duration; a silent connection is closed after it",
+        "duration; a silent connection is closed after it \
+         (lower it to notice dead peers sooner (keep it above heartbeat_interval))",
     ),
     (
         "transport",
         "reconnect_backoff_min",
-        "duration; first retry delay for peer links",
+        "duration; first retry delay for peer links \
+         (rarely)",
     ),
     (
         "transport",
         "reconnect_backoff_max",
-        "duration; retry delay cap (with jitter)",
+        "duration; retry delay cap (with jitter) \
+         (rarely)",
     ),
     (
         "http",
         "listen",
         "address:port (TCP) for /metrics, /livez, /readyz, /api/status and the console; \"\" = \
          loopback on the port number of `listen` (its address if loopback, else 127.0.0.1); \
-         \"off\" = none; beyond loopback, clients need a certificate of the cluster's CA",
+         \"off\" = none; beyond loopback, clients need a certificate of the cluster's CA \
+         (set it to where Prometheus and your browser reach the node)",
     ),
     (
         "http",
         "metrics",
-        "true or false; record metrics for /metrics (false: no recorder, no cost)",
+        "true or false; record metrics for /metrics (false: no recorder, no cost) \
+         (off only to measure what metrics cost)",
     ),
     (
         "http",
         "ready_lag_entries_max",
         "count; /readyz answers 503 while this node's applied index is further than this \
-         behind its commit index",
+         behind its commit index \
+         (raise it where followers may lag briefly without being taken out of rotation)",
     ),
     (
         "runtime",
         "worker_threads",
-        "count; async worker threads (QUIC, TLS, streams); 0 = one per CPU",
+        "count; async worker threads (QUIC, TLS, streams); 0 = one per CPU \
+         (set it when other processes share the machine)",
     ),
 ];
 
@@ -1142,6 +1207,17 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()));
         NodeConfig::load(Some(&path), environment, &Overrides::default())
+    }
+
+    /// The commented template in the repository is what `--print-default-config` prints.
+    #[test]
+    fn the_template_in_the_repository_is_the_printed_default_config() {
+        let template = include_str!("../../examples/ordo-node.toml");
+        assert!(
+            template == default_config_text(),
+            "examples/ordo-node.toml is out of step with the configuration's keys or defaults; \
+             regenerate it: cargo run -- serve --print-default-config > examples/ordo-node.toml"
+        );
     }
 
     #[test]
