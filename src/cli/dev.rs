@@ -1,6 +1,7 @@
 //! `ordo dev`: a local cluster for newcomers. Creates certificates if missing, starts one
-//! `ordo serve` process per node on loopback, prints the endpoints, streams every node's log
-//! prefixed by its id, and stops them all (SIGTERM, so leaders hand over) on Ctrl-C.
+//! `ordo serve` process per node on loopback, prints the endpoints and console URLs, writes each
+//! node's log to `DIR/node-N.log` (or streams them, prefixed by the node's id, with
+//! `--stream-logs`), and stops them all (SIGTERM, so leaders hand over) on Ctrl-C.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,6 +14,7 @@ pub fn run(
     dir: &Path,
     base_port: u16,
     demo: Option<std::time::Duration>,
+    stream_logs: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if ![1, 3, 5].contains(&nodes) {
         return Err(format!("--nodes must be 1, 3 or 5, not {nodes}").into());
@@ -25,6 +27,10 @@ pub fn run(
         .collect();
     let peers = peers.join(",");
     let executable = std::env::current_exe()?;
+    std::fs::create_dir_all(dir)?;
+    // Each node's process id, for the demo's kill -9 of the leader.
+    let pids: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, u32>>> = Arc::default();
+    let log_path = |id: u64| dir.join(format!("node-{id}.log"));
     let spawn = |id: u64| -> std::io::Result<Child> {
         let mut command = Command::new(&executable);
         // If `ordo dev` dies without stopping its nodes, the kernel stops them.
@@ -53,6 +59,16 @@ pub fn run(
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
+        pids.lock().expect("pids lock").insert(id, child.id());
+        let file = if stream_logs {
+            None
+        } else {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_path(id))?;
+            Some(Arc::new(std::sync::Mutex::new(file)))
+        };
         for stream in [
             child
                 .stdout
@@ -66,9 +82,16 @@ pub fn run(
         .into_iter()
         .flatten()
         {
+            let file = file.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    println!("[node {id}] {line}");
+                    match &file {
+                        Some(file) => {
+                            use std::io::Write;
+                            let _ = writeln!(file.lock().expect("log file lock"), "{line}");
+                        }
+                        None => println!("[node {id}] {line}"),
+                    }
                 }
             });
         }
@@ -82,6 +105,18 @@ pub fn run(
     println!("ordo dev: {nodes} nodes running");
     println!("  endpoints: {}", endpoints.join(","));
     println!("  client TLS dir: {}", tls_dir.display());
+    for id in 1..=nodes {
+        println!(
+            "  node {id}: console and /metrics at http://{}/",
+            address(id)
+        );
+    }
+    if !stream_logs {
+        println!(
+            "  node logs: {} (--stream-logs prints them here)",
+            dir.join("node-N.log").display()
+        );
+    }
     println!(
         "  try: ordo status --endpoints {} --tls-dir {}",
         endpoints.join(","),
@@ -100,13 +135,26 @@ pub fn run(
             .filter_map(|id| address(id).parse().ok())
             .collect();
         let dir = dir.to_path_buf();
+        // With one node, killing it would end the demo rather than show a failover.
+        let kill: Option<super::demo::KillNode> = (nodes > 1).then(|| {
+            let pids = pids.clone();
+            Box::new(move |id: u64| {
+                let pid = pids.lock().expect("pids lock").get(&id).copied();
+                let pid = pid.ok_or_else(|| std::io::Error::other(format!("no node {id}")))?;
+                // SAFETY: kill(2) with a child's pid and a valid signal has no memory effects.
+                match unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            }) as super::demo::KillNode
+        });
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build();
             let outcome = runtime.map_err(|e| e.to_string()).and_then(|runtime| {
                 runtime
-                    .block_on(super::demo::run(addresses, &dir, duration))
+                    .block_on(super::demo::run(addresses, &dir, duration, kill))
                     .map_err(|e| e.to_string())
             });
             match outcome {

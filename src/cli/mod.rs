@@ -94,6 +94,9 @@ enum Command {
         /// How long the demo submits batches.
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         demo_duration: std::time::Duration,
+        /// Print every node's log here, prefixed by its id, instead of to DIR/node-N.log.
+        #[arg(long)]
+        stream_logs: bool,
     },
     /// Show every node's view: role, term, leader, log indexes, reachable peers.
     Status {
@@ -410,7 +413,14 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             base_port,
             demo,
             demo_duration,
-        } => dev::run(nodes, &dir, base_port, demo.then_some(demo_duration)),
+            stream_logs,
+        } => dev::run(
+            nodes,
+            &dir,
+            base_port,
+            demo.then_some(demo_duration),
+            stream_logs,
+        ),
         Command::Status { client, json } => runtime()?.block_on(status::run(&client, json)),
         Command::Submit {
             client,

@@ -1,0 +1,64 @@
+//! `ordo dev --demo`, the README's first command, as a newcomer runs it (shortened): a real
+//! 3-node cluster, the demo's workload, the leader killed with SIGKILL halfway, and the checks
+//! the demo ends with.
+
+mod support;
+
+use std::process::Command;
+
+/// Three consecutive loopback ports, UDP and TCP, that were free a moment ago.
+fn three_free_ports() -> u16 {
+    for _ in 0..100 {
+        let base = support::free_loopback_ports(1)[0];
+        let free = (0..3u16).all(|offset| {
+            let port = base.saturating_add(offset);
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no three consecutive free loopback ports");
+}
+
+#[test]
+fn the_demo_survives_a_killed_leader_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("a directory for the cluster");
+    let base = three_free_ports();
+    let output = Command::new(support::ORDO)
+        .args(["dev", "--demo", "--demo-duration", "10s", "--base-port"])
+        .arg(base.to_string())
+        .arg("--dir")
+        .arg(dir.path().join("dev"))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ordo dev --demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(output.status.success(), "the demo failed:\n{report}");
+    for expected in [
+        "console and /metrics at http://127.0.0.1:",
+        "---- kill -9 of the leader, node",
+        "elected leader (term",
+        "no acknowledged batch lost: yes; participants agree: yes; every acknowledged batch \
+         applied",
+        "money conserved (sum 0): yes",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "no {expected:?} in the output:\n{report}"
+        );
+    }
+    // The nodes' logs went to files, not into the demo's output.
+    assert!(
+        !stdout.contains(" INFO "),
+        "node logs in the demo's output:\n{report}"
+    );
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(dir.path().join(format!("dev/node-{id}.log")))
+            .unwrap_or_else(|error| panic!("node {id}'s log file: {error}"));
+        assert!(log.contains("serving"), "node {id}'s log:\n{log}");
+    }
+}
