@@ -399,3 +399,43 @@ fn the_console_shows_members_and_a_moving_commit_chart_in_chromium() {
     let problems = problems.lock().expect("problems lock").clone();
     assert!(problems.is_empty(), "the page logged errors: {problems:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_the_listener_wants_a_client_certificate_of_the_ca() {
+    // 0.0.0.0 is not loopback: the listener speaks HTTPS and checks client certificates.
+    let port = support::free_loopback_ports(1)[0];
+    let mut options = support::ClusterOptions::fast(1);
+    options
+        .environment
+        .push(("ORDO_HTTP_LISTEN".into(), format!("0.0.0.0:{port}")));
+    let cluster = TestCluster::start_with(options);
+    cluster.wait_for_leader(STARTUP).await;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let tls = cluster.tls_dir();
+    let answer = poll_until(SETTLE, async || {
+        http::get_tls(address, "/livez", tls, Some("client-cli")).await
+    })
+    .await
+    .expect("a client certificate of the CA is served");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let ready = http::get_tls(address, "/readyz", tls, Some("client-cli"))
+        .await
+        .expect("/readyz over HTTPS");
+    assert_eq!(ready.status, 200, "{ready:?}");
+    // Plain HTTP, no certificate, or a node's certificate: no answer.
+    let plain = http::get(address, "/livez").await;
+    assert!(
+        plain.as_ref().map_or(true, |answer| answer.status != 200),
+        "plain HTTP was served beyond loopback: {plain:?}"
+    );
+    let anonymous = http::get_tls(address, "/livez", tls, None).await;
+    assert!(
+        anonymous.is_err(),
+        "a client without a certificate was served: {anonymous:?}"
+    );
+    let node = http::get_tls(address, "/livez", tls, Some("node-1")).await;
+    assert!(
+        node.is_err(),
+        "a node certificate was served as a client: {node:?}"
+    );
+}

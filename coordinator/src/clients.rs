@@ -215,6 +215,7 @@ pub struct ConnectionSlots {
     _node: OwnedSemaphorePermit,
     _identity: Taken<Arc<str>>,
     _address: Taken<IpAddr>,
+    _counted: Counted,
 }
 
 /// Takes a client connection's slots, or says which limit refused it.
@@ -256,7 +257,25 @@ pub fn take_connection_slots(
         _node: node,
         _identity: per_identity,
         _address: per_address,
+        _counted: Counted::new("ordo_client_connections"),
     })
+}
+
+/// Adds one to a gauge while it lives: what is open right now.
+pub struct Counted(metrics::Gauge);
+
+impl Counted {
+    pub fn new(name: &'static str) -> Self {
+        let gauge = metrics::gauge!(name);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The name budgets count a caller under: its identity's NAME, or its certificate's digest.
@@ -554,6 +573,7 @@ async fn serve_request(
                 ));
                 return answer(&mut send, &busy).await;
             };
+            let _counted = Counted::new("ordo_subscriptions");
             drop(bytes);
             let subscription = Subscription {
                 source: accepting.batches.clone(),

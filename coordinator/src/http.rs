@@ -153,6 +153,21 @@ fn describe() {
     );
     describe_gauge!("ordo_role", "1 for this node's current role");
     describe_gauge!(
+        "ordo_client_connections",
+        "client QUIC connections open to this node"
+    );
+    describe_gauge!("ordo_subscriptions", "subscriptions open on this node");
+    describe_gauge!(
+        "ordo_log_file_bytes",
+        Unit::Bytes,
+        "the size of the log's redb file"
+    );
+    describe_gauge!(
+        "ordo_data_dir_bytes",
+        Unit::Bytes,
+        "everything in the data directory: log, write-ahead file, snapshots, ballast"
+    );
+    describe_gauge!(
         "ordo_http_connections",
         "HTTP connections open to this node"
     );
@@ -250,6 +265,7 @@ struct Shared {
     connections: Arc<Semaphore>,
     /// Beyond loopback: who may connect.
     policy: Policy,
+    data_dir: std::path::PathBuf,
 }
 
 /// What the listener needs from the node.
@@ -262,6 +278,8 @@ pub struct HttpParts {
     pub policy: Policy,
     /// Beyond loopback: the TLS configuration that asks for client certificates.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The node's data directory (its size is a metric).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Binds `address` and serves until the process ends. Returns the bound address (the port may
@@ -285,6 +303,7 @@ pub async fn start(address: SocketAddr, parts: HttpParts) -> std::io::Result<Soc
         coord: tokio::sync::Mutex::new(None),
         connections: Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX)),
         policy: parts.policy,
+        data_dir: parts.data_dir,
     });
     info!(
         url = %format!("{}://{bound}/", if tls.is_some() { "https" } else { "http" }),
@@ -461,11 +480,34 @@ fn metrics_answer(shared: &Shared) -> Answer {
     if let Some(written) = written_bytes() {
         metrics::counter!("ordo_disk_written_bytes_total").absolute(written);
     }
+    let (log, all) = data_dir_bytes(&shared.data_dir);
+    metrics::gauge!("ordo_log_file_bytes").set(log as f64);
+    metrics::gauge!("ordo_data_dir_bytes").set(all as f64);
     answer(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         Bytes::from(handle.render()),
     )
+}
+
+/// The log file's size, and the data directory's (the log, the write-ahead file, snapshots
+/// received or being sent, the ballast), in bytes.
+fn data_dir_bytes(dir: &std::path::Path) -> (u64, u64) {
+    fn walk(dir: &std::path::Path, depth: u32) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|entry| match entry.metadata() {
+                Ok(meta) if meta.is_dir() && depth < 4 => walk(&entry.path(), depth + 1),
+                Ok(meta) => meta.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    let log = std::fs::metadata(dir.join(crate::node::LOG_FILE_NAME)).map_or(0, |meta| meta.len());
+    (log, walk(dir, 0))
 }
 
 /// What this process caused to be written to storage, from `/proc/self/io`.

@@ -275,6 +275,7 @@ async fn start_http(
         ready_lag_entries_max: config.http.ready_lag_entries_max,
         policy,
         tls,
+        data_dir: config.data_dir.clone(),
     };
     crate::http::start(address, parts)
         .await

@@ -25,9 +25,58 @@ pub async fn get(address: SocketAddr, path: &str) -> Result<Answer, String> {
 }
 
 async fn get_now(address: SocketAddr, path: &str) -> Result<Answer, String> {
-    let mut stream = tokio::net::TcpStream::connect(address)
+    let stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|error| format!("connect to {address}: {error}"))?;
+    exchange(stream, address, path).await
+}
+
+/// `GET path` over HTTPS, trusting the cluster's CA in `tls_dir` and presenting the
+/// certificate `stem` (`client-cli`, `node-1`, ...) or none, within 10 s.
+pub async fn get_tls(
+    address: SocketAddr,
+    path: &str,
+    tls_dir: &std::path::Path,
+    stem: Option<&str>,
+) -> Result<Answer, String> {
+    use ordo_net::tls;
+    let roots = tls::root_store(tls_dir).map_err(|error| error.to_string())?;
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match stem {
+        Some(stem) => {
+            let identity = tls::Identity::load(tls_dir, stem).map_err(|error| error.to_string())?;
+            builder
+                .with_client_auth_cert(identity.chain, identity.key)
+                .map_err(|error| error.to_string())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(|error| error.to_string())?;
+    let exchanged = async {
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|error| format!("connect to {address}: {error}"))?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|error| format!("TLS handshake with {address}: {error}"))?;
+        exchange(stream, address, path).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchanged)
+        .await
+        .map_err(|_| format!("GET {path} from {address}: no answer within 10 s"))?
+}
+
+async fn exchange<S>(mut stream: S, address: SocketAddr, path: &str) -> Result<Answer, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
