@@ -121,12 +121,12 @@ async fn metrics_parse_as_prometheus_text_and_count_commits() {
     // Followers count the batches they apply too, and every node reports its role and the
     // durable writes' latency.
     for id in cluster.ids() {
-        let scrape = scrape(&cluster, id).await;
+        let scraped = scrape(&cluster, id).await;
         assert!(
-            histogram_count(&scrape, "ordo_disk_write_seconds") > 0.0,
+            histogram_count(&scraped, "ordo_disk_write_seconds") > 0.0,
             "node {id} timed its durable writes"
         );
-        let leading = scrape
+        let leading = scraped
             .samples
             .iter()
             .find(|sample| {
@@ -138,7 +138,18 @@ async fn metrics_parse_as_prometheus_text_and_count_commits() {
             Some(id == leader),
             "node {id}'s ordo_role{{role=\"leader\"}}"
         );
-        let names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+        poll_until(SETTLE, async || {
+            let rtt = histogram_count(
+                &scrape(&cluster, id).await,
+                "ordo_peer_round_trip_time_seconds",
+            );
+            (rtt > 0.0)
+                .then_some(())
+                .ok_or(format!("{rtt} round trips"))
+        })
+        .await
+        .unwrap_or_else(|last| panic!("node {id} sampled no peer round trip: {last}"));
+        let names: Vec<&str> = scraped.samples.iter().map(|s| s.metric.as_str()).collect();
         assert!(
             names.iter().all(|name| name.starts_with("ordo_")),
             "every metric is Ordo's: {names:?}"

@@ -146,10 +146,10 @@ fn describe() {
         "ordo_apply_lag_entries",
         "entries this node knows committed and has not applied"
     );
-    describe_gauge!(
-        "ordo_peer_rtt_seconds",
+    describe_histogram!(
+        "ordo_peer_round_trip_time_seconds",
         Unit::Seconds,
-        "QUIC's smoothed round-trip time to each peer"
+        "QUIC's smoothed round-trip time to each peer, sampled once a second"
     );
     describe_gauge!("ordo_role", "1 for this node's current role");
     describe_gauge!(

@@ -394,12 +394,13 @@ pub fn start(
     Ok((endpoint, links))
 }
 
-/// Sets `ordo_peer_rtt_seconds` for `peer` from QUIC's estimate, once a second, while the
-/// connection lasts.
+/// Records QUIC's round-trip estimate to `peer` in `ordo_peer_round_trip_time_seconds` once a
+/// second while the connection lasts (a histogram, as etcd's peer round-trip time is).
 async fn report_rtt(connection: quinn::Connection, peer: NodeId) {
-    let gauge = metrics::gauge!("ordo_peer_rtt_seconds", "peer" => peer.to_string());
+    let histogram =
+        metrics::histogram!("ordo_peer_round_trip_time_seconds", "peer" => peer.to_string());
     while connection.close_reason().is_none() {
-        gauge.set(connection.rtt().as_secs_f64());
+        histogram.record(connection.rtt().as_secs_f64());
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
