@@ -62,3 +62,53 @@ fn the_demo_survives_a_killed_leader_and_loses_nothing() {
         assert!(log.contains("serving"), "node {id}'s log:\n{log}");
     }
 }
+
+#[test]
+fn a_failing_command_names_its_stable_code_in_text_and_json() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let missing = dir.path().join("no-such-tls-dir");
+    let run = |format: &str| {
+        Command::new(support::ORDO)
+            .args([
+                "--log-format",
+                format,
+                "status",
+                "--endpoints",
+                "127.0.0.1:9",
+            ])
+            .arg("--tls-dir")
+            .arg(&missing)
+            .output()
+            .expect("run ordo status")
+    };
+    let text = run("text");
+    assert!(
+        !text.status.success(),
+        "ordo status without certificates failed"
+    );
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        stderr.contains("error[tls]: "),
+        "the text form names the code: {stderr}"
+    );
+    let json = run("json");
+    assert!(!json.status.success());
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    let last: serde_json::Value = stderr
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("the last line is a JSON object: {stderr}"));
+    assert_eq!(last["code"], "tls", "{last}");
+    assert_eq!(last["level"], "ERROR", "{last}");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("no-such-tls-dir")),
+        "the message names what is missing: {last}"
+    );
+    assert!(
+        ordo_common::errors::lookup("tls").is_some(),
+        "the code is in ERRORS.md"
+    );
+}
