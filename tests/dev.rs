@@ -26,14 +26,17 @@ fn three_free_ports() -> u16 {
 fn the_demo_survives_a_killed_leader_and_loses_nothing() {
     let dir = tempfile::tempdir().expect("a directory for the cluster");
     let base = three_free_ports();
-    let output = Command::new(support::ORDO)
+    let mut command = Command::new(support::ORDO);
+    command
         .args(["dev", "--demo", "--demo-duration", "10s", "--base-port"])
         .arg(base.to_string())
         .arg("--dir")
         .arg(dir.path().join("dev"))
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run ordo dev --demo");
+        .env_remove("RUST_LOG");
+    // The nodes take the environment too, and refuse ORDO_ variables they do not know (CI sets
+    // ORDO_TEST_*): start them as a newcomer's shell would.
+    support::remove_ordo_environment(&mut command);
+    let output = command.output().expect("run ordo dev --demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let report = format!("stdout:\n{stdout}\nstderr:\n{stderr}");

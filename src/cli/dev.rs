@@ -182,6 +182,15 @@ pub fn run(
             }
             if status.code().is_some() {
                 eprintln!("ordo dev: node {id} exited ({status}); stopping the others");
+                if !stream_logs {
+                    // Its last words are in its log file: show them here.
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let log = std::fs::read_to_string(log_path(*id)).unwrap_or_default();
+                    let lines: Vec<&str> = log.lines().collect();
+                    for line in &lines[lines.len().saturating_sub(LAST_WORDS_LINES)..] {
+                        eprintln!("[node {id}] {line}");
+                    }
+                }
                 break 'supervise;
             }
             eprintln!(
@@ -214,6 +223,9 @@ pub fn run(
     }
     Ok(code)
 }
+
+/// Lines of a node's log `ordo dev` prints when the node exits by itself.
+const LAST_WORDS_LINES: usize = 5;
 
 /// How long `ordo dev` waits before it starts a node that exited.
 const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(2);

@@ -1078,7 +1078,7 @@ fn os_assigned_port() -> u16 {
 }
 
 /// The nodes take their configuration from the harness only, not from the caller's shell.
-fn remove_ordo_environment(command: &mut Command) {
+pub fn remove_ordo_environment(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("ORDO_") {
             command.env_remove(name);
