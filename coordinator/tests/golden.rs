@@ -95,6 +95,23 @@ fn every_refusal_on_the_wire_has_a_documented_code() {
     assert!(coded > 20, "the samples cover the refusals ({coded} coded)");
 }
 
+/// ERRORS.md is what `ordo_common::errors::markdown_table` prints (here rather than in
+/// `ordo-common`, which must not touch files).
+#[test]
+fn errors_md_is_generated_from_the_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ERRORS.md");
+    let generated = ordo_common::errors::markdown_table();
+    if std::env::var_os("ORDO_ERRORS_UPDATE").is_some() {
+        std::fs::write(&path, &generated).expect("write ERRORS.md");
+    }
+    let stored = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        stored == generated,
+        "ERRORS.md is out of step with common/src/errors.rs; regenerate it with \
+         ORDO_ERRORS_UPDATE=1 cargo test -p ordo-coordinator --test golden"
+    );
+}
+
 #[test]
 fn storage_encodings_are_pinned_by_storage_format_version() {
     let mut samples = Vec::new();
