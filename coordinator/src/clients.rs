@@ -188,7 +188,7 @@ impl ClientBudgets {
         let now = self.started.elapsed().as_secs();
         if self.logged.swap(now, Ordering::Relaxed) != now {
             warn!(
-                code = "quota",
+                code = BusyCode::Quota.as_str(),
                 limit, detail, "refused a client: transport.{limit} reached (logged once a second)"
             );
         }
@@ -423,7 +423,7 @@ async fn read_request(
     };
     let bad = |error: FrameError| {
         metrics::counter!("ordo_bad_frames_total").increment(1);
-        warn!(code = "bad_frame", identity = %client.key, %error, "refused a client request: bad frame");
+        warn!(code = RefusedCode::BadFrame.as_str(), identity = %client.key, %error, "refused a client request: bad frame");
         ClientResponse::Refused {
             code: RefusedCode::BadFrame,
             reason: format!("bad request frame: {error}"),
@@ -534,7 +534,7 @@ async fn serve_request(
     }
     if let Err(denied) = accepting.policy.check(&client.caller, &request) {
         metrics::counter!("ordo_requests_forbidden_total").increment(1);
-        warn!(code = "forbidden", identity = %client.key, reason = %denied, "refused a client request: forbidden");
+        warn!(code = RefusedCode::Forbidden.as_str(), identity = %client.key, reason = %denied, "refused a client request: forbidden");
         let refused = ClientResponse::Refused {
             code: RefusedCode::Forbidden,
             reason: denied.0,
@@ -632,10 +632,13 @@ async fn serve_request(
                     });
                 match budgets.uncommitted.take(&client.key, bytes.length, max) {
                     Some(_share) => {
+                        let submit = matches!(request, ClientRequest::Submit { .. });
                         let started = tokio::time::Instant::now();
                         let response =
                             call_node_within(request, topic_quota, &accepting.clients.calls).await;
-                        crate::http::observe_submit(started.elapsed(), &response);
+                        if submit {
+                            crate::http::observe_submit(started.elapsed(), &response);
+                        }
                         response
                     }
                     None => {
