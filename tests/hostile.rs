@@ -896,3 +896,46 @@ async fn each_client_budget_refuses_naming_its_key() {
         "{closed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_answers_session_and_lock_proposals_at_the_door() {
+    let cluster = TestCluster::start_with(ClusterOptions::fast(3));
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let follower = cluster.others(leader)[0];
+    let connection = cluster
+        .connect(follower)
+        .await
+        .expect("connect to a follower");
+    let session = ordo_common::coord::SessionId([7; 16]);
+    let requests = [
+        ClientRequest::OpenSession {
+            session,
+            ttl_ms: 10_000,
+            owner: "door".into(),
+        },
+        ClientRequest::Acquire {
+            kind: ordo_common::coord::MutexKind::Lock,
+            name: "door".into(),
+            session,
+            value: Vec::new(),
+            lock_delay_ms: 0,
+        },
+        ClientRequest::CloseSession { session },
+    ];
+    for request in &requests {
+        let answer = connection.request(request).await.expect("an answer");
+        assert!(
+            matches!(answer, ClientResponse::NotLeader { .. }),
+            "{request:?} at a follower: {answer:?}"
+        );
+    }
+    // Answered before they queued: none reached the follower's consensus loop.
+    let status = cluster
+        .status(follower)
+        .await
+        .expect("the follower's status");
+    assert_eq!(
+        status.late_not_leader_refusals, 0,
+        "session and lock proposals reached the follower's consensus loop"
+    );
+}

@@ -236,8 +236,9 @@ pub struct NodeStatus {
     /// seconds, in microseconds: client floods must never delay elections and heartbeats.
     pub tick_gap_max_us: u64,
     /// Proposals this node's consensus loop refused because the node did not lead, since it
-    /// started. A node answers proposals itself, before they queue for the loop, whenever it
-    /// knows it does not lead; only those racing a change of role get this far. A count that
+    /// started. A node answers proposals (batches, raw proposals, session and lock operations)
+    /// itself, before they queue for the loop, whenever it knows it does not lead; only those
+    /// racing a change of role get this far. A count that
     /// climbs while the role stays put means client work is reaching the loop it must not.
     pub late_not_leader_refusals: u64,
     /// The leader's clock (ms since the Unix epoch) when the last entry this node applied was

@@ -653,6 +653,18 @@ async fn serve_request(
                 }
             }
         }
+        // Session and lock operations are proposals too: a follower answers them here.
+        request @ (ClientRequest::OpenSession { .. }
+        | ClientRequest::CloseSession { .. }
+        | ClientRequest::Acquire { .. }
+        | ClientRequest::Release { .. }
+        | ClientRequest::Proclaim { .. }) => {
+            let not_leader = accepting.clients.admission.borrow().not_leader.clone();
+            match not_leader {
+                Some(not_leader) => not_leader,
+                None => call_node(request, &accepting.clients.calls).await,
+            }
+        }
         request => call_node(request, &accepting.clients.calls).await,
     };
     answer(&mut send, &response).await;
