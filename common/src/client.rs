@@ -247,6 +247,13 @@ pub struct NodeStatus {
     pub applied_stamp_ms: u64,
 }
 
+impl NodeStatus {
+    /// Entries this node knows committed and has not applied yet.
+    pub fn apply_lag_entries(&self) -> u64 {
+        self.commit_index.saturating_sub(self.applied_index)
+    }
+}
+
 /// Why a node answered [`ClientResponse::Busy`]. The names ([`BusyCode::as_str`]) are stable:
 /// scripts and dashboards may match on them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

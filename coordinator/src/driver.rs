@@ -472,8 +472,7 @@ impl<S: LogStore> Driver<S> {
         metrics::gauge!("ordo_log_last_index").set(status.last_index as f64);
         metrics::gauge!("ordo_commit_index").set(status.commit_index as f64);
         metrics::gauge!("ordo_applied_index").set(status.applied_index as f64);
-        metrics::gauge!("ordo_apply_lag_entries")
-            .set(status.commit_index.saturating_sub(status.applied_index) as f64);
+        metrics::gauge!("ordo_apply_lag_entries").set(status.apply_lag_entries() as f64);
         metrics::gauge!("ordo_reachable_peers").set(status.reachable_peers.len() as f64);
         metrics::gauge!("ordo_client_queue_requests")
             .set((self.clients.max_capacity() - self.clients.capacity()) as f64);

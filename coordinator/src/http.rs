@@ -537,7 +537,7 @@ pub fn readiness(view: &NodeView, lag_max: u64) -> Result<(), (&'static str, Str
             ),
         ));
     }
-    let lag = status.commit_index.saturating_sub(status.applied_index);
+    let lag = status.apply_lag_entries();
     if lag > lag_max {
         return Err((
             "applying_behind",
@@ -570,7 +570,7 @@ pub fn view_json(view: &NodeView) -> Value {
         })
         .collect();
     let mut body = status_json(status);
-    body["apply_lag_entries"] = json!(status.commit_index.saturating_sub(status.applied_index));
+    body["apply_lag_entries"] = json!(status.apply_lag_entries());
     body["members"] = json!(members);
     body["now_ms"] = json!(now_ms());
     body

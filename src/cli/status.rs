@@ -38,16 +38,12 @@ pub async fn run(
         }
     });
     let answers = futures_join_all(queries).await;
-    let mut statuses = Vec::new();
     let mut members = None;
     let mut rows = Vec::new();
     for (address, answer) in endpoints.iter().zip(answers) {
         match answer {
             Ok((ClientResponse::Status(status), list)) => {
-                if list.is_some() && members.is_none() {
-                    members = list;
-                }
-                statuses.push(*status.clone());
+                members = members.or(list);
                 rows.push(Ok(*status));
             }
             Ok((other, _)) => rows.push(Err((
@@ -58,6 +54,7 @@ pub async fn run(
             Err(error) => rows.push(Err((*address, error.to_string(), error.code()))),
         }
     }
+    let statuses: Vec<&NodeStatus> = rows.iter().filter_map(|row| row.as_ref().ok()).collect();
     let health = Health::judge(&statuses, members.as_ref(), endpoints.len());
     if !json {
         println!(
@@ -156,12 +153,12 @@ struct Health {
 const LAGGING_ENTRIES: u64 = 1000;
 
 impl Health {
-    fn judge(statuses: &[NodeStatus], members: Option<&MemberList>, asked: usize) -> Self {
+    fn judge(statuses: &[&NodeStatus], members: Option<&MemberList>, asked: usize) -> Self {
         let leader = statuses
             .iter()
             .filter(|status| status.role == NodeRole::Leader)
             .max_by_key(|status| status.term)
-            .cloned();
+            .map(|leader| (*leader).clone());
         let voters = members.map(|list| {
             let voters = list.members.iter().filter(|member| member.voter);
             let reachable = voters.clone().filter(|member| member.reachable).count();
@@ -219,6 +216,15 @@ impl Health {
         self.problem.is_none()
     }
 
+    /// `ok`, `degraded` (it works, with warnings) or `unhealthy`.
+    fn verdict(&self) -> &'static str {
+        match (&self.problem, self.warnings.is_empty()) {
+            (Some(_), _) => "unhealthy",
+            (None, true) => "ok",
+            (None, false) => "degraded",
+        }
+    }
+
     /// How far `status`'s node is behind the leader; `None` without a leader.
     fn lag(&self, status: &NodeStatus) -> Option<Lag> {
         let leader = self.leader.as_ref()?;
@@ -249,14 +255,13 @@ impl Health {
                 } else {
                     format!("; {}", self.warnings.join("; "))
                 };
-                let verdict = if self.warnings.is_empty() {
-                    "ok"
-                } else {
-                    "degraded"
-                };
                 format!(
-                    "health: {verdict}: leader {} (term {}){voters}, {}/{} endpoints answered{warnings}",
-                    leader.id, leader.term, self.answered, self.asked
+                    "health: {}: leader {} (term {}){voters}, {}/{} endpoints answered{warnings}",
+                    self.verdict(),
+                    leader.id,
+                    leader.term,
+                    self.answered,
+                    self.asked
                 )
             }
             (None, None) => "health: unknown".to_string(),
@@ -265,11 +270,7 @@ impl Health {
 
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
-            "health": match (&self.problem, self.warnings.is_empty()) {
-                (Some(_), _) => "unhealthy",
-                (None, true) => "ok",
-                (None, false) => "degraded",
-            },
+            "health": self.verdict(),
             "healthy": self.healthy(),
             "code": self.problem.as_ref().map(|(code, _)| *code),
             "reason": self.problem.as_ref().map(|(_, reason)| reason.clone()),

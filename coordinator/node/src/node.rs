@@ -384,7 +384,7 @@ impl Node {
                     role,
                     reachable: (own || leading || status.leader == Some(id))
                         .then_some(own || heard),
-                    match_index: matched.filter(|_| leading || own),
+                    match_index: matched,
                     lag_entries: matched
                         .filter(|_| leading)
                         .map(|matched| status.last_index.saturating_sub(matched)),
@@ -882,27 +882,19 @@ impl Node {
             return self.not_leader(self.raft.leader());
         }
         let membership = self.raft.membership();
-        let last_index = self.raft.last_log_id().index;
-        let members = membership
-            .members()
-            .map(|id| {
-                let own = id == self.id();
-                let heard = self.last_heard.get(&id);
-                let recent = u64::from(self.config.raft.election_timeout_ticks);
-                MemberInfo {
-                    id,
-                    address: self.address(id).unwrap_or_default(),
-                    voter: membership.voters.contains(&id),
-                    reachable: own || heard.is_some_and(|tick| self.ticks - tick < recent),
-                    match_index: if own {
-                        last_index
-                    } else {
-                        self.raft
-                            .replication(id)
-                            .map_or(0, |(_, matched, _)| matched)
-                    },
-                    promote_when_ready: membership.promote_when_ready.contains(&id),
-                }
+        // The leader's view knows every member's reachability and progress.
+        let view = self.view();
+        let last_index = view.status.last_index;
+        let members = view
+            .members
+            .into_iter()
+            .map(|member| MemberInfo {
+                promote_when_ready: membership.promote_when_ready.contains(&member.id),
+                id: member.id,
+                address: member.address,
+                voter: member.voter,
+                reachable: member.reachable.unwrap_or(false),
+                match_index: member.match_index.unwrap_or(0),
             })
             .collect();
         ClientResponse::Members(Box::new(MemberList {
