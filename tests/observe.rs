@@ -411,27 +411,40 @@ fn the_console_shows_members_and_a_moving_commit_chart_in_chromium() {
     assert!(problems.is_empty(), "the page logged errors: {problems:?}");
 }
 
+/// `cli` administers; `viewer` has a rule that grants no topic and no lock.
+const VIEWER_ACL: &str = r#"
+[auth]
+admins = ["cli"]
+[[auth.acl]]
+identity = "viewer"
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_loopback_the_listener_wants_a_client_certificate_of_the_ca() {
     // 0.0.0.0 is not loopback: the listener speaks HTTPS and checks client certificates.
     let port = support::free_loopback_ports(1)[0];
     let mut options = support::ClusterOptions::fast(1);
-    options
-        .environment
-        .push(("ORDO_HTTP_LISTEN".into(), format!("0.0.0.0:{port}")));
-    let cluster = TestCluster::start_with(options);
+    options.config_file = Some(VIEWER_ACL.to_string());
+    let mut cluster = TestCluster::prepare(options);
+    support::floods::issue_client(&cluster, "viewer");
+    let crl = cluster.tls_dir().join("crl.pem");
+    cluster.options_mut().environment.extend([
+        ("ORDO_HTTP_LISTEN".to_string(), format!("0.0.0.0:{port}")),
+        (
+            "ORDO_TRANSPORT_CRL_FILES".to_string(),
+            support::path_str(&crl).to_string(),
+        ),
+    ]);
+    cluster.restart(1);
     cluster.wait_for_leader(STARTUP).await;
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let tls = cluster.tls_dir();
-    let answer = poll_until(SETTLE, async || {
-        http::get_tls(address, "/livez", tls, Some("client-cli")).await
-    })
-    .await
-    .expect("a client certificate of the CA is served");
-    assert_eq!(answer.status, 200, "{answer:?}");
-    let ready = http::get_tls(address, "/readyz", tls, Some("client-cli"))
+    let tls = cluster.tls_dir().to_path_buf();
+    let get = async |path: &str, stem: Option<&str>| http::get_tls(address, path, &tls, stem).await;
+    let answer = poll_until(SETTLE, async || get("/livez", Some("client-cli")).await)
         .await
-        .expect("/readyz over HTTPS");
+        .expect("a client certificate of the CA is served");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let ready = get("/readyz", Some("client-cli")).await.expect("/readyz");
     assert_eq!(ready.status, 200, "{ready:?}");
     // Plain HTTP, no certificate, or a node's certificate: no answer.
     let plain = http::get(address, "/livez").await;
@@ -439,14 +452,60 @@ async fn beyond_loopback_the_listener_wants_a_client_certificate_of_the_ca() {
         plain.as_ref().map_or(true, |answer| answer.status != 200),
         "plain HTTP was served beyond loopback: {plain:?}"
     );
-    let anonymous = http::get_tls(address, "/livez", tls, None).await;
+    let anonymous = get("/livez", None).await;
     assert!(
         anonymous.is_err(),
         "a client without a certificate was served: {anonymous:?}"
     );
-    let node = http::get_tls(address, "/livez", tls, Some("node-1")).await;
+    let node = get("/livez", Some("node-1")).await;
     assert!(
         node.is_err(),
         "a node certificate was served as a client: {node:?}"
     );
+
+    // Each page is authorized for the certificate's identity, as its client request would be:
+    // the viewer may see the status, not the lock table nor the latest batches' topics.
+    for (path, viewer_status) in [
+        ("/api/status", 200),
+        ("/api/coord", 403),
+        ("/api/batches", 403),
+    ] {
+        let viewer = get(path, Some("client-viewer"))
+            .await
+            .expect("the viewer is answered");
+        assert_eq!(
+            viewer.status, viewer_status,
+            "{path} for viewer: {viewer:?}"
+        );
+        if viewer_status == 403 {
+            assert!(viewer.body.contains("\"forbidden\""), "{path}: {viewer:?}");
+        }
+        let admin = get(path, Some("client-cli"))
+            .await
+            .expect("the admin is answered");
+        assert_eq!(admin.status, 200, "{path} for cli: {admin:?}");
+    }
+
+    // Revoked, then SIGHUP: the listener's next connections check the reloaded list.
+    support::run_ordo_checked(&[
+        "certs",
+        "--dir",
+        support::path_str(cluster.tls_dir()),
+        "--revoke",
+        "client-viewer",
+    ]);
+    let mark = cluster.log_mark(1);
+    cluster.sighup(1);
+    cluster
+        .wait_for_log(1, mark, &["reloaded certificates"], SETTLE)
+        .await;
+    let revoked = get("/api/status", Some("client-viewer")).await;
+    assert!(
+        revoked.is_err(),
+        "a revoked certificate was served after SIGHUP: {revoked:?}"
+    );
+    let admin = get("/api/status", Some("client-cli"))
+        .await
+        .expect("cli after SIGHUP");
+    assert_eq!(admin.status, 200, "{admin:?}");
 }

@@ -50,6 +50,24 @@ pub const HISTORY_SECONDS: usize = 600;
 pub const COORD_CACHE_FOR: Duration = Duration::from_secs(1);
 /// Rows of each kind `/api/coord` shows.
 pub const CONSOLE_COORD_ROWS_MAX: usize = 100;
+/// How long `/api/coord` waits for the node's answer about sessions and locks.
+pub const COORD_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one read of the latest committed batches serves `/api/batches`.
+pub const BATCHES_CACHE_FOR: Duration = Duration::from_secs(1);
+/// The protocol the listener speaks over TLS.
+pub const HTTP_ALPN: &[u8] = b"http/1.1";
+
+/// The TLS configuration of a listener bound beyond loopback. SIGHUP replaces it (see
+/// [`crate::node`]): connections accepted afterwards use the reloaded certificates and lists.
+pub type TlsSlot = Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>;
+
+/// The listener's TLS configuration from the node's certificates, asking for client
+/// certificates of the CA.
+pub fn tls_config(
+    config: &crate::config::NodeConfig,
+) -> Result<Arc<rustls::ServerConfig>, crate::transport::TransportError> {
+    crate::transport::tls_server_config(config, vec![HTTP_ALPN.to_vec()]).map(Arc::new)
+}
 
 /// The histograms' bucket bounds, in seconds: 100 µs to 10 s.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -261,7 +279,8 @@ struct Shared {
     calls: mpsc::Sender<ClientCall>,
     ready_lag_entries_max: u64,
     history: Mutex<std::collections::VecDeque<Sample>>,
-    coord: tokio::sync::Mutex<Option<(Instant, Value)>>,
+    coord: Cached,
+    batches_read: Cached,
     connections: Arc<Semaphore>,
     /// Beyond loopback: who may connect.
     policy: Policy,
@@ -277,7 +296,7 @@ pub struct HttpParts {
     pub ready_lag_entries_max: u64,
     pub policy: Policy,
     /// Beyond loopback: the TLS configuration that asks for client certificates.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<TlsSlot>,
     /// The node's data directory (its size is a metric).
     pub data_dir: std::path::PathBuf,
 }
@@ -292,7 +311,7 @@ pub async fn start(address: SocketAddr, parts: HttpParts) -> std::io::Result<Soc
         )
     })?;
     let bound = listener.local_addr()?;
-    let tls = parts.tls.map(tokio_rustls::TlsAcceptor::from);
+    let tls = parts.tls;
     let shared = Arc::new(Shared {
         view: parts.view,
         metrics: parts.metrics,
@@ -300,7 +319,8 @@ pub async fn start(address: SocketAddr, parts: HttpParts) -> std::io::Result<Soc
         calls: parts.calls,
         ready_lag_entries_max: parts.ready_lag_entries_max,
         history: Mutex::new(std::collections::VecDeque::with_capacity(HISTORY_SECONDS)),
-        coord: tokio::sync::Mutex::new(None),
+        coord: Cached::default(),
+        batches_read: Cached::default(),
         connections: Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX)),
         policy: parts.policy,
         data_dir: parts.data_dir,
@@ -333,11 +353,7 @@ async fn sample_history(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-) {
+async fn accept_loop(listener: TcpListener, tls: Option<TlsSlot>, shared: Arc<Shared>) {
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -352,51 +368,54 @@ async fn accept_loop(
                 .increment(1);
             continue;
         };
-        let (tls, shared) = (tls.clone(), shared.clone());
+        // The configuration in force now: a reload applies to the connections after it.
+        let acceptor = tls.as_ref().map(|slot| {
+            tokio_rustls::TlsAcceptor::from(slot.read().expect("TLS slot lock").clone())
+        });
+        let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            metrics::gauge!("ordo_http_connections").increment(1.0);
-            let served = tokio::time::timeout(HTTP_CONNECTION_AGE_MAX, async {
-                match tls {
-                    None => serve_connection(stream, shared).await,
-                    Some(acceptor) => {
-                        let accepted =
-                            tokio::time::timeout(HTTP_HEADER_TIMEOUT, acceptor.accept(stream))
-                                .await;
-                        let Ok(Ok(stream)) = accepted else {
-                            return;
-                        };
-                        let leaf = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|chain| chain.first());
-                        let caller = leaf.map(Caller::from_certificate);
-                        let allowed = caller.as_ref().is_some_and(|caller| {
-                            shared.policy.check(caller, &ClientRequest::Status).is_ok()
-                        });
-                        if !allowed {
-                            warn!(%from, "http: refused a certificate that may not read status");
-                            return;
-                        }
-                        serve_connection(stream, shared).await;
-                    }
+            let _counted = crate::clients::Counted::new("ordo_http_connections");
+            let _ = tokio::time::timeout(HTTP_CONNECTION_AGE_MAX, async {
+                let Some(acceptor) = acceptor else {
+                    // Loopback: whoever reaches it is trusted (see the README's threat model).
+                    return serve_connection(stream, shared, None).await;
+                };
+                let accepted =
+                    tokio::time::timeout(HTTP_HEADER_TIMEOUT, acceptor.accept(stream)).await;
+                let Ok(Ok(stream)) = accepted else {
+                    return;
+                };
+                let caller = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .map(Caller::from_certificate);
+                let Some(caller) = caller else {
+                    return;
+                };
+                if let Err(denied) = shared.policy.check(&caller, &ClientRequest::Status) {
+                    warn!(%from, %denied, code = "forbidden", "http: refused a certificate");
+                    return;
                 }
+                serve_connection(stream, shared, Some(caller)).await;
             })
             .await;
-            let _ = served;
-            metrics::gauge!("ordo_http_connections").decrement(1.0);
         });
     }
 }
 
-async fn serve_connection<S>(stream: S, shared: Arc<Shared>)
+/// Serves one connection's requests; `caller` is the client certificate's identity beyond
+/// loopback (each page is authorized for it), `None` on loopback.
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, caller: Option<Caller>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let caller = Arc::new(caller);
     let service = hyper::service::service_fn(move |request| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(route(&shared, request).await) }
+        let (shared, caller) = (shared.clone(), caller.clone());
+        async move { Ok::<_, Infallible>(route(&shared, caller.as_ref().as_ref(), request).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -408,11 +427,34 @@ where
 
 type Answer = Response<Full<Bytes>>;
 
-async fn route(shared: &Shared, request: Request<Incoming>) -> Answer {
+/// What the caller must be allowed, as the client request it amounts to, to see `path`:
+/// the lock table needs what `ordo lock list` needs, the latest batches' topics what an
+/// unfiltered subscription needs; the rest, what `ordo status` needs (checked when the
+/// connection was accepted).
+fn page_needs(path: &str) -> Option<ClientRequest> {
+    match path {
+        "/api/coord" => Some(ClientRequest::CoordList),
+        "/api/batches" => Some(ClientRequest::Subscribe {
+            from_seq: 1,
+            topics: Vec::new(),
+        }),
+        _ => None,
+    }
+}
+
+async fn route(shared: &Shared, caller: Option<&Caller>, request: Request<Incoming>) -> Answer {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return json_answer(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"code": "method_not_allowed", "error": "only GET is served"}),
+        );
+    }
+    if let (Some(caller), Some(needs)) = (caller, page_needs(request.uri().path()))
+        && let Err(denied) = shared.policy.check(caller, &needs)
+    {
+        return json_answer(
+            StatusCode::FORBIDDEN,
+            &json!({"code": "forbidden", "error": denied.0}),
         );
     }
     match request.uri().path() {
@@ -421,7 +463,7 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Answer {
             "text/html; charset=utf-8",
             Bytes::from_static(CONSOLE_HTML.as_bytes()),
         ),
-        "/metrics" => metrics_answer(shared),
+        "/metrics" => metrics_answer(shared).await,
         "/livez" => answer(StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
         "/readyz" => {
             let view = shared.view.borrow().clone();
@@ -443,8 +485,17 @@ async fn route(shared: &Shared, request: Request<Incoming>) -> Answer {
             let history = shared.history.lock().expect("history lock").clone();
             json_answer(StatusCode::OK, &history_json(&history))
         }
-        "/api/batches" => batches_answer(shared).await,
-        "/api/coord" => coord_answer(shared).await,
+        "/api/batches" => {
+            let (status, body) = shared
+                .batches_read
+                .get(BATCHES_CACHE_FOR, batches_read(shared))
+                .await;
+            json_answer(status, &body)
+        }
+        "/api/coord" => {
+            let (status, body) = shared.coord.get(COORD_CACHE_FOR, coord_read(shared)).await;
+            json_answer(status, &body)
+        }
         _ => json_answer(
             StatusCode::NOT_FOUND,
             &json!({"code": "not_found", "error": "no such page"}),
@@ -470,19 +521,24 @@ fn json_answer(status: StatusCode, body: &Value) -> Answer {
     )
 }
 
-fn metrics_answer(shared: &Shared) -> Answer {
+async fn metrics_answer(shared: &Shared) -> Answer {
     let Some(handle) = &shared.metrics else {
         return json_answer(
             StatusCode::NOT_FOUND,
             &json!({"code": "metrics_off", "error": "metrics are off on this node (http.metrics)"}),
         );
     };
-    if let Some(written) = written_bytes() {
-        metrics::counter!("ordo_disk_written_bytes_total").absolute(written);
+    // Files are measured on a blocking thread, not on the workers the node's driver runs on.
+    let dir = shared.data_dir.clone();
+    if let Ok((written, (log, all))) =
+        tokio::task::spawn_blocking(move || (written_bytes(), data_dir_bytes(&dir))).await
+    {
+        if let Some(written) = written {
+            metrics::counter!("ordo_disk_written_bytes_total").absolute(written);
+        }
+        metrics::gauge!("ordo_log_file_bytes").set(log as f64);
+        metrics::gauge!("ordo_data_dir_bytes").set(all as f64);
     }
-    let (log, all) = data_dir_bytes(&shared.data_dir);
-    metrics::gauge!("ordo_log_file_bytes").set(log as f64);
-    metrics::gauge!("ordo_data_dir_bytes").set(all as f64);
     answer(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -615,7 +671,7 @@ fn history_json(history: &std::collections::VecDeque<Sample>) -> Value {
     json!({ "seconds": HISTORY_SECONDS, "points": points })
 }
 
-async fn batches_answer(shared: &Shared) -> Answer {
+async fn batches_read(shared: &Shared) -> (StatusCode, Value) {
     let source = shared.batches.clone();
     let last = *source.servable_seq().borrow();
     let read = tokio::task::spawn_blocking(move || {
@@ -655,25 +711,19 @@ async fn batches_answer(shared: &Shared) -> Answer {
     })
     .await;
     match read {
-        Ok(Ok(rows)) => json_answer(StatusCode::OK, &json!({ "batches": rows })),
-        Ok(Err(error)) => json_answer(
+        Ok(Ok(rows)) => (StatusCode::OK, json!({ "batches": rows })),
+        Ok(Err(error)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"code": "storage", "error": error}),
+            json!({"code": "storage", "error": error}),
         ),
-        Err(error) => json_answer(
+        Err(error) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            &json!({"code": "internal", "error": error.to_string()}),
+            json!({"code": "internal", "error": error.to_string()}),
         ),
     }
 }
 
-async fn coord_answer(shared: &Shared) -> Answer {
-    let mut cached = shared.coord.lock().await;
-    if let Some((at, body)) = cached.as_ref()
-        && at.elapsed() < COORD_CACHE_FOR
-    {
-        return json_answer(StatusCode::OK, body);
-    }
+async fn coord_read(shared: &Shared) -> (StatusCode, Value) {
     let (reply, answered) = tokio::sync::oneshot::channel();
     let call = ClientCall {
         request: ClientRequest::CoordList,
@@ -681,7 +731,7 @@ async fn coord_answer(shared: &Shared) -> Answer {
         topic_quota: None,
     };
     let response = match shared.calls.try_send(call) {
-        Ok(()) => tokio::time::timeout(Duration::from_secs(5), answered)
+        Ok(()) => tokio::time::timeout(COORD_ANSWER_TIMEOUT, answered)
             .await
             .ok()
             .and_then(Result::ok),
@@ -724,8 +774,30 @@ async fn coord_answer(shared: &Shared) -> Answer {
         }),
         _ => json!({"available": false, "reason": "the node did not answer"}),
     };
-    *cached = Some((Instant::now(), body.clone()));
-    json_answer(StatusCode::OK, &body)
+    (StatusCode::OK, body)
+}
+
+/// One page's latest answer, served to every viewer for a while: however many consoles are
+/// open, the work behind the page is done at most once per period (and once at a time).
+#[derive(Default)]
+struct Cached(tokio::sync::Mutex<Option<(Instant, StatusCode, Value)>>);
+
+impl Cached {
+    async fn get(
+        &self,
+        fresh_for: Duration,
+        read: impl std::future::Future<Output = (StatusCode, Value)>,
+    ) -> (StatusCode, Value) {
+        let mut cached = self.0.lock().await;
+        if let Some((at, status, body)) = cached.as_ref()
+            && at.elapsed() < fresh_for
+        {
+            return (*status, body.clone());
+        }
+        let (status, body) = read.await;
+        *cached = Some((Instant::now(), status, body.clone()));
+        (status, body)
+    }
 }
 
 fn now_ms() -> u64 {

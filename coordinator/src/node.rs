@@ -186,7 +186,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         batches.clone(),
     )?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
-    start_http(&config, view_rx, batches, clients_tx).await?;
+    let http_tls = start_http(&config, view_rx, batches, clients_tx).await?;
 
     let reload_links = peers.clone();
     let driver = Driver::new(DriverParts {
@@ -216,6 +216,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     tokio::spawn(reload_on_hangup(
         endpoint.clone(),
         reload_links,
+        http_tls,
         config.clone(),
     ));
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -238,16 +239,17 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
 }
 
 /// Starts the HTTP listener `http.listen` names (metrics, health, the console), unless it is
-/// off. The Prometheus recorder is installed first when `http.metrics` is on.
+/// off. The Prometheus recorder is installed first when `http.metrics` is on. Returns the
+/// listener's TLS configuration when it is bound beyond loopback, for SIGHUP to replace.
 async fn start_http(
     config: &NodeConfig,
     view: watch::Receiver<std::sync::Arc<ordo_node::NodeView>>,
     batches: std::sync::Arc<dyn transport::BatchSource>,
     calls: mpsc::Sender<transport::ClientCall>,
-) -> Result<(), NodeError> {
+) -> Result<Option<crate::http::TlsSlot>, NodeError> {
     let crate::config::HttpListen::At(address) = config.http_listen()? else {
         info!("http.listen is off: no metrics, health endpoints or console");
-        return Ok(());
+        return Ok(None);
     };
     let metrics = if config.http.metrics {
         match crate::http::install_recorder() {
@@ -263,8 +265,8 @@ async fn start_http(
     let tls = if address.ip().is_loopback() {
         None
     } else {
-        let tls = transport::tls_server_config(config, vec![b"http/1.1".to_vec()])?;
-        Some(std::sync::Arc::new(tls))
+        let tls = crate::http::tls_config(config)?;
+        Some(std::sync::Arc::new(std::sync::RwLock::new(tls)))
     };
     let policy = crate::auth::Policy::new(config.auth.as_ref()).map_err(NodeError::Http)?;
     let parts = crate::http::HttpParts {
@@ -274,13 +276,13 @@ async fn start_http(
         calls,
         ready_lag_entries_max: config.http.ready_lag_entries_max,
         policy,
-        tls,
+        tls: tls.clone(),
         data_dir: config.data_dir.clone(),
     };
     crate::http::start(address, parts)
         .await
         .map_err(|error| NodeError::Http(error.to_string()))?;
-    Ok(())
+    Ok(tls)
 }
 
 /// Asks the cluster at `config.join` who its members are: its identity and the addresses to
@@ -362,6 +364,7 @@ fn draw_incarnation(id: NodeId) -> u64 {
 async fn reload_on_hangup(
     endpoint: quinn::Endpoint,
     links: transport::PeerLinks,
+    http_tls: Option<crate::http::TlsSlot>,
     config: NodeConfig,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -370,7 +373,14 @@ async fn reload_on_hangup(
         return;
     };
     while hangups.recv().await.is_some() {
-        match transport::reload(&endpoint, &links, &config) {
+        let reloaded = transport::reload(&endpoint, &links, &config).and_then(|()| {
+            if let Some(slot) = &http_tls {
+                let tls = crate::http::tls_config(&config)?;
+                *slot.write().expect("TLS slot lock") = tls;
+            }
+            Ok(())
+        });
+        match reloaded {
             Ok(()) => {
                 info!(tls_dir = %config.tls_dir.display(), "reloaded certificates (SIGHUP)");
                 metrics::counter!("ordo_certificate_reloads_total").increment(1);
