@@ -996,8 +996,33 @@ fn raft_bodies() -> Vec<Body> {
         },
         Body::HeartbeatResponse { read_round: 2 },
         Body::TimeoutNow,
+        Body::Prepare {
+            from: 8,
+            transfer: true,
+        },
+        Body::Promise {
+            decided: 7,
+            from: 8,
+            entries: entries(),
+            complete: false,
+        },
+        Body::Accept {
+            first: 8,
+            entries: entries(),
+            decided: 7,
+            read_round: 2,
+        },
+        Body::Accepted {
+            through: 10,
+            decided: 7,
+            read_round: 2,
+        },
+        Body::Refused {
+            decided: 7,
+            held_through: 9,
+        },
     ];
-    covers(&samples, 8, |sample| match sample {
+    covers(&samples, 13, |sample| match sample {
         Body::Vote { .. } => 0,
         Body::VoteResponse { .. } => 1,
         Body::Append { .. } => 2,
@@ -1006,6 +1031,11 @@ fn raft_bodies() -> Vec<Body> {
         Body::Heartbeat { .. } => 5,
         Body::HeartbeatResponse { .. } => 6,
         Body::TimeoutNow => 7,
+        Body::Prepare { .. } => 8,
+        Body::Promise { .. } => 9,
+        Body::Accept { .. } => 10,
+        Body::Accepted { .. } => 11,
+        Body::Refused { .. } => 12,
     });
     samples
 }

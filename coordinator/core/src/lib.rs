@@ -1,4 +1,4 @@
-//! # ordo-core: Raft as a deterministic state machine
+//! # ordo-core: Raft (and Multi-Paxos) as deterministic state machines
 //!
 //! This crate is Ordo's consensus engine. It does no I/O: no sockets, no disk, no clock, no
 //! threads, no unseeded randomness (its dependency list and `tests/purity.rs` enforce that).
@@ -68,16 +68,27 @@
 //! steps down), a configuration in force from its append, and Ongaro's rules (a change only
 //! after the term's first commit, one uncommitted change at a time).
 //!
+//! ## A second engine
+//!
+//! [`paxos::MultiPaxos`] is Multi-Paxos behind the same inputs, outputs, message type and
+//! durability contract (its module docs describe the protocol). Two differences reach the
+//! driver: its durability report counts writes ([`paxos::MultiPaxos::handle_durable_writes`]),
+//! because an acceptor's write rewrites every slot after the first one it changes, so two
+//! writes may end with the same entry; and it makes no membership changes and sends no
+//! snapshots yet.
+//!
 //! ## Proof
 //!
 //! The simulator crate (`coordinator/sim`, `ordo-sim`) runs whole clusters of real nodes, this
 //! core inside them, under seeded faults and checks Raft's safety properties on every step; it
 //! prints the command that replays any failure.
 
+pub mod paxos;
 pub mod raft;
 pub mod rng;
 pub mod state;
 
+pub use paxos::MultiPaxos;
 pub use raft::{
     AppendResponse, Body, Config, ConfigError, ConflictHint, INDEX_MAX, InvalidMessage,
     LEARNERS_MAX, MEMBER_ADDRESS_BYTES_MAX, MembershipChange, MembershipError, Message, Output,

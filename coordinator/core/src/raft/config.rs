@@ -62,6 +62,9 @@ pub struct Config {
     /// in every seed; debug builds check always; a production node leaves it off, as the checks
     /// walk the whole in-memory log. Cheap assertions run everywhere regardless.
     pub invariant_checks: bool,
+    /// Multi-Paxos only: plant one of the classic bugs, to prove the checkers catch it. Never
+    /// set outside tests.
+    pub plant_paxos: Option<crate::paxos::PlantedBug>,
 }
 
 impl Config {
@@ -88,6 +91,7 @@ impl Config {
             promote_lag_entries_max: 1000,
             plant_config_before_term_commit: false,
             invariant_checks: false,
+            plant_paxos: None,
         }
     }
 
@@ -158,4 +162,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("proposal_bytes_max {0} exceeds ENTRY_PAYLOAD_BYTES_MAX")]
     ProposalTooLarge(u64),
+    #[error(
+        "node id {0} cannot name a Multi-Paxos ballot: ids run from 1 to 65535 under that engine"
+    )]
+    BallotNodeId(NodeId),
 }

@@ -113,19 +113,14 @@ impl RaftLog {
         bytes_max: u64,
         count_max: usize,
     ) -> Vec<Entry> {
-        let mut taken = Vec::new();
-        let mut bytes = 0u64;
-        for index in low..high.min(self.last_index() + 1) {
-            let Some(entry) = self.entry(index) else {
-                break;
-            };
-            bytes += entry.payload_bytes();
-            if !taken.is_empty() && (bytes > bytes_max || taken.len() >= count_max) {
-                break;
-            }
-            taken.push(entry.clone());
-        }
-        taken
+        slice_window(
+            &self.entries,
+            self.first_index(),
+            low,
+            high,
+            bytes_max,
+            count_max,
+        )
     }
 
     /// Appends an entry at the end (leader path). Its index must be `last_index + 1`.
@@ -247,6 +242,38 @@ impl RaftLog {
         }
         assert_eq!(bytes, self.entries_bytes, "the window's bytes are counted");
     }
+}
+
+/// Entries in `[low, high)` of a contiguous `window` whose first entry is at `first_index`
+/// (none when `low` is below it), stopping once `bytes_max` of payload or `count_max` entries are taken — but always at least
+/// one when the range holds one, so an entry larger than the budget still moves.
+pub(crate) fn slice_window(
+    window: &VecDeque<Entry>,
+    first_index: LogIndex,
+    low: LogIndex,
+    high: LogIndex,
+    bytes_max: u64,
+    count_max: usize,
+) -> Vec<Entry> {
+    if low < first_index {
+        return Vec::new();
+    }
+    let start = low - first_index;
+    let end = high.saturating_sub(first_index);
+    let mut taken: Vec<Entry> = Vec::new();
+    let mut bytes = 0u64;
+    for entry in window
+        .iter()
+        .skip(usize::try_from(start).unwrap_or(usize::MAX))
+        .take(usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX))
+    {
+        bytes += entry.payload_bytes();
+        if !taken.is_empty() && (bytes > bytes_max || taken.len() >= count_max) {
+            break;
+        }
+        taken.push(entry.clone());
+    }
+    taken
 }
 
 #[cfg(test)]

@@ -50,6 +50,49 @@ pub enum Body {
     },
     /// Leader transfer: "campaign now, without pre-vote".
     TimeoutNow,
+    // ----- Multi-Paxos (`crate::paxos`): `Message::term` carries a ballot -----
+    /// Phase 1a. "Promise not to accept below this ballot, and report every slot you hold from
+    /// `from` on." Sent again, with a higher `from`, when a promise came in parts.
+    Prepare {
+        from: LogIndex,
+        /// Sent on the leader's request (leader transfer): acceptors that heard from that
+        /// leader recently must not ignore it on that ground.
+        transfer: bool,
+    },
+    /// Phase 1b, for the ballot in `term`: the acceptor's slots from `from` on (each entry's
+    /// term is the ballot it was accepted at), at most a message's worth of them. Slots up to
+    /// `decided` are decided at the acceptor. `complete` when nothing the acceptor holds
+    /// follows the last one.
+    Promise {
+        decided: LogIndex,
+        from: LogIndex,
+        entries: Vec<Entry>,
+        complete: bool,
+    },
+    /// Phase 2a: accept these values for the slots from `first` on, at the ballot in `term`.
+    /// Empty, it is the leader's heartbeat. `decided` (the leader's decided prefix) is phase 3:
+    /// the acceptor learns every slot it holds the leader's value for up to there.
+    Accept {
+        first: LogIndex,
+        entries: Vec<Entry>,
+        decided: LogIndex,
+        /// The newest read round the leader has started; echoed back.
+        read_round: u64,
+    },
+    /// Phase 2b: the acceptor holds the leader's value, durably, for every slot up to
+    /// `through`, and has decided its slots up to `decided`.
+    Accepted {
+        through: LogIndex,
+        decided: LogIndex,
+        read_round: u64,
+    },
+    /// An acceptor refuses: the ballot is below its promise (`term` is the promise), or, at
+    /// the same ballot, the accepts do not follow what it holds (`decided`, and `held_through`
+    /// of the leader's values) and must resume from there.
+    Refused {
+        decided: LogIndex,
+        held_through: LogIndex,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,10 +124,24 @@ pub struct ConflictHint {
 }
 
 impl Message {
+    /// Whether the message belongs to the Multi-Paxos engine (`crate::paxos`).
+    pub fn is_paxos(&self) -> bool {
+        matches!(
+            self.body,
+            Body::Prepare { .. }
+                | Body::Promise { .. }
+                | Body::Accept { .. }
+                | Body::Accepted { .. }
+                | Body::Refused { .. }
+        )
+    }
+
     /// Bytes of entry payload carried, for flow control accounting.
     pub fn payload_bytes(&self) -> u64 {
         match &self.body {
-            Body::Append { entries, .. } => entries.iter().map(Entry::payload_bytes).sum(),
+            Body::Append { entries, .. }
+            | Body::Accept { entries, .. }
+            | Body::Promise { entries, .. } => entries.iter().map(Entry::payload_bytes).sum(),
             _ => 0,
         }
     }

@@ -23,13 +23,46 @@ pub use progress::ReplicationMode;
 
 use crate::rng::Prng;
 use log::RaftLog;
+pub(crate) use log::slice_window;
 use membership::Configs;
 use progress::Progress;
 use quorum::{VoteResult, is_quorum, majority_value, vote_result};
 
 /// Bytes charged per entry on top of its payload in the uncommitted budget, so that empty
 /// proposals cannot grow memory without bound either.
-const ENTRY_OVERHEAD_BYTES: u64 = 64;
+pub(crate) const ENTRY_OVERHEAD_BYTES: u64 = 64;
+
+/// The admission checks every engine makes on a proposal of `bytes` at a leader holding
+/// `uncommitted` bytes not yet committed: returns what the proposal is charged.
+pub(crate) fn admit_proposal(
+    config: &Config,
+    bytes: u64,
+    uncommitted: u64,
+) -> Result<u64, ProposeError> {
+    if bytes > config.proposal_bytes_max {
+        return Err(ProposeError::TooLarge {
+            bytes,
+            limit: config.proposal_bytes_max,
+        });
+    }
+    let charged = bytes + ENTRY_OVERHEAD_BYTES;
+    if uncommitted > 0 && uncommitted + charged > config.uncommitted_bytes_max {
+        return Err(ProposeError::Backpressure {
+            limit: config.uncommitted_bytes_max,
+        });
+    }
+    Ok(charged)
+}
+
+/// The admission check every engine makes on a read while `pending` reads wait.
+pub(crate) fn admit_read(config: &Config, pending: usize) -> Result<(), ReadError> {
+    if pending >= config.pending_reads_max {
+        return Err(ReadError::TooManyPending {
+            limit: config.pending_reads_max,
+        });
+    }
+    Ok(())
+}
 
 /// The highest term a message may carry. A cluster electing a leader every millisecond would
 /// need 146 million years to reach it; anything above is refused as hostile or corrupt.
@@ -38,7 +71,7 @@ pub const TERM_MAX: Term = u64::MAX / 2;
 pub const INDEX_MAX: LogIndex = u64::MAX / 2;
 
 /// The name of the first term or index field of `message` beyond [`TERM_MAX`] / [`INDEX_MAX`].
-fn out_of_range_field(message: &Message) -> Option<&'static str> {
+pub(crate) fn out_of_range_field(message: &Message) -> Option<&'static str> {
     let terms_and_indexes: Vec<(&'static str, u64, u64)> = match &message.body {
         Body::Vote { last_log_id, .. } => vec![
             ("last log term", last_log_id.term, TERM_MAX),
@@ -84,6 +117,43 @@ fn out_of_range_field(message: &Message) -> Option<&'static str> {
         }
         Body::Heartbeat { commit_index, .. } => vec![("commit index", *commit_index, INDEX_MAX)],
         Body::VoteResponse { .. } | Body::HeartbeatResponse { .. } | Body::TimeoutNow => Vec::new(),
+        Body::Prepare { from, .. } => vec![("prepare from", *from, INDEX_MAX)],
+        Body::Promise {
+            decided,
+            from,
+            entries,
+            ..
+        }
+        | Body::Accept {
+            first: from,
+            entries,
+            decided,
+            ..
+        } => {
+            let mut fields = vec![
+                ("decided index", *decided, INDEX_MAX),
+                ("first slot", *from, INDEX_MAX - entries.len() as u64),
+            ];
+            fields.extend(
+                entries
+                    .iter()
+                    .map(|entry| ("entry ballot", entry.term, TERM_MAX)),
+            );
+            fields
+        }
+        Body::Accepted {
+            through, decided, ..
+        } => vec![
+            ("accepted through", *through, INDEX_MAX),
+            ("decided index", *decided, INDEX_MAX),
+        ],
+        Body::Refused {
+            decided,
+            held_through,
+        } => vec![
+            ("decided index", *decided, INDEX_MAX),
+            ("held through", *held_through, INDEX_MAX),
+        ],
     };
     std::iter::once(("term", message.term, TERM_MAX))
         .chain(terms_and_indexes)
@@ -231,6 +301,9 @@ pub enum InvalidMessage {
     /// them, and refusing them keeps every term and index sum in the core from overflowing.
     #[error("{0} is beyond the range a cluster can reach (TERM_MAX / INDEX_MAX)")]
     OutOfRange(&'static str),
+    /// A message of the other consensus engine: the peers do not run the same one.
+    #[error("a message of the {0} engine, which this node does not run")]
+    OtherEngine(&'static str),
     #[error("acknowledgement of index {match_index} beyond the leader's last index {last_index}")]
     AcknowledgedBeyondLog {
         match_index: LogIndex,
@@ -587,21 +660,7 @@ impl Raft {
         if self.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
-        let bytes = payload.len() as u64;
-        if bytes > self.config.proposal_bytes_max {
-            return Err(ProposeError::TooLarge {
-                bytes,
-                limit: self.config.proposal_bytes_max,
-            });
-        }
-        let charged = bytes + ENTRY_OVERHEAD_BYTES;
-        if self.uncommitted_bytes > 0
-            && self.uncommitted_bytes + charged > self.config.uncommitted_bytes_max
-        {
-            return Err(ProposeError::Backpressure {
-                limit: self.config.uncommitted_bytes_max,
-            });
-        }
+        let charged = admit_proposal(&self.config, payload.len() as u64, self.uncommitted_bytes)?;
         Ok(self.propose_entry(id, EntryPayload::Normal(payload), charged))
     }
 
@@ -698,11 +757,7 @@ impl Raft {
         let pending = self.reads_waiting_commit.len()
             + self.reads_waiting_round.len()
             + self.reads_waiting_apply.len();
-        if pending >= self.config.pending_reads_max {
-            return Err(ReadError::TooManyPending {
-                limit: self.config.pending_reads_max,
-            });
-        }
+        admit_read(&self.config, pending)?;
         if self.log.committed < self.term_start_index {
             // The commit index of a new leader may be stale until its no-op commits.
             self.reads_waiting_commit.push_back(id);
@@ -845,6 +900,9 @@ impl Raft {
         if self.committed_membership().retired.contains(&from) {
             return Err(InvalidMessage::RetiredSender(from));
         }
+        if message.is_paxos() {
+            return Err(InvalidMessage::OtherEngine("multi-paxos"));
+        }
         if let Some(field) = out_of_range_field(message) {
             return Err(InvalidMessage::OutOfRange(field));
         }
@@ -959,6 +1017,12 @@ impl Raft {
                     self.start_election(false, true);
                 }
             }
+            // Refused by `validate_message`.
+            Body::Prepare { .. }
+            | Body::Promise { .. }
+            | Body::Accept { .. }
+            | Body::Accepted { .. }
+            | Body::Refused { .. } => {}
         }
     }
 
