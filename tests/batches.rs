@@ -798,6 +798,15 @@ const SUMS_TABLE: TableDefinition<&str, u64> = TableDefinition::new("sums");
 const APPLIED_TABLE: TableDefinition<u64, u64> = TableDefinition::new("applied_seqs");
 
 const CHILD_TEST_NAME: &str = "applier_child_process";
+
+/// The child test's full name in this binary: its module path without the crate, then the name
+/// (the suite also runs as a module of `tests/paxos_batches.rs`).
+fn child_test_name() -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{CHILD_TEST_NAME}"),
+        None => CHILD_TEST_NAME.to_string(),
+    }
+}
 const CHILD_DATABASE_ENV: &str = "ORDO_TEST_APPLIER_DATABASE";
 const CHILD_ENDPOINTS_ENV: &str = "ORDO_TEST_APPLIER_ENDPOINTS";
 const CHILD_TLS_DIR_ENV: &str = "ORDO_TEST_APPLIER_TLS_DIR";
@@ -1072,7 +1081,7 @@ impl ChildSetup {
             .expect("open the child's stderr file");
         let mut command = Command::new(std::env::current_exe().expect("this test binary"));
         command
-            .args([CHILD_TEST_NAME, "--exact", "--ignored", "--nocapture"])
+            .args([&child_test_name(), "--exact", "--ignored", "--nocapture"])
             .env(CHILD_DATABASE_ENV, &self.database)
             .env(CHILD_ENDPOINTS_ENV, &self.endpoints)
             .env(CHILD_TLS_DIR_ENV, &self.tls_dir)

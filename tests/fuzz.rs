@@ -1197,6 +1197,7 @@ fn node_status(r: &mut Rng) -> NodeStatus {
         tick_gap_max_us: r.number(),
         late_not_leader_refusals: r.number(),
         applied_stamp_ms: r.number(),
+        engine: r.pick(&ordo_common::EngineKind::ALL),
     }
 }
 

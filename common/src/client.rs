@@ -245,6 +245,9 @@ pub struct NodeStatus {
     /// proposed; 0 until it applies one after starting. The leader's stamp minus a follower's
     /// is how far, in time, the follower is behind.
     pub applied_stamp_ms: u64,
+    /// The consensus engine this node runs (fixed when its cluster bootstrapped). Under
+    /// Multi-Paxos, `term` is the promised ballot and `commit_index` the decided prefix.
+    pub engine: crate::EngineKind,
 }
 
 impl NodeStatus {

@@ -417,6 +417,12 @@ pub const CODES: &[CodeDoc] = &[
         "the change would leave fewer reachable voters than a majority",
         "bring unreachable voters back first",
     ),
+    doc(
+        "engine_keeps_members",
+        "membership",
+        "the cluster runs the multi-paxos engine, which keeps the voters it bootstrapped with",
+        "run a raft cluster to change membership, or bootstrap a new cluster with the voters you want",
+    ),
     // Health (ordo status, /readyz).
     doc(
         "no_quorum",
@@ -484,6 +490,12 @@ pub const CODES: &[CodeDoc] = &[
         "ordo serve",
         "the HTTP listener cannot start (http.listen)",
         "choose a free address, or \"off\"",
+    ),
+    doc(
+        "engine_mismatch",
+        "ordo serve",
+        "the data directory holds a log the other consensus engine wrote (consensus.engine)",
+        "start with the engine the data was written by, or with an empty data directory",
     ),
     doc(
         "internal",
@@ -605,6 +617,7 @@ impl ErrorCode for crate::membership::MembershipError {
             TooManyVoters { .. } => "too_many_voters",
             LearnerBehind { .. } => "learner_behind",
             WouldLoseQuorum { .. } => "would_lose_quorum",
+            EngineKeepsMembers { .. } => "engine_keeps_members",
         }
     }
 }

@@ -9,11 +9,13 @@ pub mod batch;
 pub mod client;
 pub mod codec;
 pub mod coord;
+pub mod engine;
 pub mod errors;
 pub mod limits;
 mod log;
 pub mod membership;
 
+pub use engine::EngineKind;
 pub use log::{Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Term};
 
 /// Which cluster a node belongs to. Nodes refuse peers of another cluster, so that a cluster

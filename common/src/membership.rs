@@ -146,6 +146,11 @@ pub enum MembershipError {
          bring the other voters back first"
     )]
     WouldLoseQuorum { reachable: usize, quorum: usize },
+    #[error(
+        "this cluster runs the {engine} consensus engine, which does not change membership: \
+         the cluster keeps the voters it was bootstrapped with"
+    )]
+    EngineKeepsMembers { engine: crate::EngineKind },
 }
 
 #[cfg(test)]

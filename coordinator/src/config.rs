@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ordo_common::NodeId;
+use ordo_common::{EngineKind, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration was refused. The message names the key and what is wrong with it.
@@ -135,6 +135,7 @@ pub struct NodeConfig {
     pub join: Vec<String>,
     pub data_dir: PathBuf,
     pub tls_dir: PathBuf,
+    pub consensus: ConsensusSection,
     pub raft: RaftSection,
     pub storage: StorageSection,
     pub retention: RetentionSection,
@@ -172,6 +173,19 @@ pub enum HttpListen {
 }
 
 impl NodeConfig {
+    /// The consensus engine `consensus.engine` names.
+    pub fn engine(&self) -> Result<EngineKind, ConfigError> {
+        EngineKind::parse(&self.consensus.engine).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "consensus.engine: {:?} is not an engine; use {}",
+                self.consensus.engine,
+                EngineKind::ALL
+                    .map(|kind| format!("\"{kind}\""))
+                    .join(" or ")
+            ))
+        })
+    }
+
     /// Where the HTTP listener binds, or that it is off.
     pub fn http_listen(&self) -> Result<HttpListen, ConfigError> {
         match self.http.listen.trim() {
@@ -221,6 +235,15 @@ impl RuntimeSection {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         cpus.max(1)
     }
+}
+
+/// How the cluster agrees on its log.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusSection {
+    /// "raft" or "multi-paxos" (see [`ordo_common::EngineKind`]): fixed when the cluster
+    /// bootstraps; a node refuses data written under the other.
+    pub engine: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -331,6 +354,9 @@ impl Default for NodeConfig {
             join: Vec::new(),
             data_dir: PathBuf::from("ordo-data"),
             tls_dir: PathBuf::from("ordo-dev/tls"),
+            consensus: ConsensusSection {
+                engine: EngineKind::Raft.name().to_string(),
+            },
             raft: RaftSection {
                 tick_interval: ms(10),
                 heartbeat_interval: ms(100),
@@ -436,6 +462,14 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
         "tls_dir",
         "directory with ca.pem and node-<id>.pem/.key (see `ordo certs`) \
          (point it at your own CA's files in production)",
+    ),
+    (
+        "consensus",
+        "engine",
+        "\"raft\" or \"multi-paxos\"; the algorithm that orders the log, the same on every node \
+         and fixed when the cluster bootstraps: a node refuses data written under the other \
+         (multi-paxos: to run the second engine; it keeps its bootstrap voters, node ids up to \
+         65535)",
     ),
     (
         "raft",
@@ -826,6 +860,8 @@ pub struct Overrides {
     pub tls_dir: Option<PathBuf>,
     /// `--http-listen`.
     pub http_listen: Option<String>,
+    /// `--consensus-engine`.
+    pub consensus_engine: Option<String>,
 }
 
 impl NodeConfig {
@@ -895,6 +931,26 @@ impl NodeConfig {
                 self.id,
                 voters.keys().collect::<Vec<_>>()
             )));
+        }
+        let engine = self.engine()?;
+        if engine == EngineKind::MultiPaxos {
+            if self.joining() {
+                return Err(ConfigError::Invalid(
+                    "consensus.engine = \"multi-paxos\" keeps the voters a cluster bootstraps \
+                     with: a node cannot join one (list every voter in [peers] instead)"
+                        .into(),
+                ));
+            }
+            if let Some(id) = voters
+                .keys()
+                .find(|id| **id > ordo_core::paxos::NODE_ID_MAX)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "node id {id} cannot name a Multi-Paxos ballot: under consensus.engine = \
+                     \"multi-paxos\" node ids run from 1 to {}",
+                    ordo_core::paxos::NODE_ID_MAX
+                )));
+            }
         }
         self.core_config(&voters)
             .validate()
@@ -1082,7 +1138,8 @@ fn scalar(text: &str) -> toml::Value {
 }
 
 /// The sections of the configuration file, each with its keys (`ORDO_<SECTION>_<KEY>`).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
+    "consensus",
     "raft",
     "storage",
     "retention",
@@ -1184,6 +1241,11 @@ fn overrides_table(overrides: &Overrides) -> Result<toml::Table, ConfigError> {
         http.insert("listen".into(), toml::Value::String(listen.clone()));
         table.insert("http".into(), toml::Value::Table(http));
     }
+    if let Some(engine) = &overrides.consensus_engine {
+        let mut consensus = toml::Table::new();
+        consensus.insert("engine".into(), toml::Value::String(engine.clone()));
+        table.insert("consensus".into(), toml::Value::Table(consensus));
+    }
     for (key, path) in [
         ("data_dir", &overrides.data_dir),
         ("tls_dir", &overrides.tls_dir),
@@ -1240,6 +1302,43 @@ mod tests {
             })
             .sum();
         assert_eq!(documented, keys, "every key has a line in KEY_DOCS");
+    }
+
+    #[test]
+    fn the_engine_comes_from_file_environment_or_flag_and_is_checked() {
+        let text = "id = 1\n[peers]\n1 = \"127.0.0.1:7001\"\n";
+        assert_eq!(load(text, &[]).unwrap().engine().unwrap(), EngineKind::Raft);
+        let from_file = format!("{text}[consensus]\nengine = \"multi-paxos\"\n");
+        assert_eq!(
+            load(&from_file, &[]).unwrap().engine().unwrap(),
+            EngineKind::MultiPaxos
+        );
+        let from_env = load(text, &[("ORDO_CONSENSUS_ENGINE", "multi-paxos")]).unwrap();
+        assert_eq!(from_env.engine().unwrap(), EngineKind::MultiPaxos);
+        let overrides = Overrides {
+            consensus_engine: Some("raft".into()),
+            ..Overrides::default()
+        };
+        let environment = [(
+            "ORDO_CONSENSUS_ENGINE".to_string(),
+            "multi-paxos".to_string(),
+        )];
+        let peers = [("ORDO_PEERS".to_string(), "1=127.0.0.1:7001".to_string())];
+        let flagged =
+            NodeConfig::load(None, environment.into_iter().chain(peers), &overrides).unwrap();
+        assert_eq!(flagged.engine().unwrap(), EngineKind::Raft, "the flag wins");
+        let error = load(text, &[("ORDO_CONSENSUS_ENGINE", "paxos")]).unwrap_err();
+        assert!(
+            error.to_string().contains("\"raft\" or \"multi-paxos\""),
+            "{error}"
+        );
+        let wide = "id = 70000\n[peers]\n70000 = \"127.0.0.1:7001\"\n";
+        assert!(load(wide, &[]).is_ok(), "Raft takes any id");
+        let error = load(wide, &[("ORDO_CONSENSUS_ENGINE", "multi-paxos")]).unwrap_err();
+        assert!(error.to_string().contains("ballot"), "{error}");
+        let joining = "id = 4\njoin = [\"127.0.0.1:7001\"]\n";
+        let error = load(joining, &[("ORDO_CONSENSUS_ENGINE", "multi-paxos")]).unwrap_err();
+        assert!(error.to_string().contains("cannot join"), "{error}");
     }
 
     #[test]

@@ -253,7 +253,7 @@ pub struct Driver<S: LogStore> {
 
 impl<S: LogStore> Driver<S> {
     pub fn new(parts: DriverParts<S>) -> Self {
-        let applied_index = parts.node.raft().applied_index();
+        let applied_index = parts.node.engine().applied_index();
         Self {
             node: parts.node,
             writer: parts.writer,
@@ -357,7 +357,7 @@ impl<S: LogStore> Driver<S> {
             }
             if self.node.is_stopped() {
                 info!(
-                    handed_over = self.node.raft().role() != Role::Leader,
+                    handed_over = self.node.engine().role() != Role::Leader,
                     "stopped"
                 );
                 break;
@@ -395,7 +395,7 @@ impl<S: LogStore> Driver<S> {
     /// that commit it), none to anyone else, and connections from ids whose removal committed
     /// refused.
     fn link_members(&mut self) {
-        let raft = self.node.raft();
+        let raft = self.node.engine();
         let (membership, committed) = (raft.membership(), raft.committed_membership());
         if self
             .linked

@@ -649,6 +649,7 @@ pub fn status_json(status: &ordo_common::client::NodeStatus) -> Value {
         "tick_gap_max_us": status.tick_gap_max_us,
         "late_not_leader_refusals": status.late_not_leader_refusals,
         "applied_stamp_ms": status.applied_stamp_ms,
+        "engine": status.engine.name(),
     })
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use ordo_common::{ClusterId, NodeId};
+use ordo_common::{ClusterId, EngineKind, NodeId};
 use ordo_node::{Node, NodeConfig as NodeLogicConfig, Recovered, recovered_tables};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -49,6 +49,18 @@ pub enum NodeError {
     /// The runtime dropped the driver's task before it ended (the runtime shut down).
     #[error("the node's driver was cancelled: {0}")]
     DriverLost(String),
+    /// The data directory holds a log another consensus engine wrote.
+    #[error(
+        "the data in {path} was written by the {stored} consensus engine, but this node is \
+         configured for {configured} (consensus.engine); a cluster's engine is fixed when it \
+         bootstraps: start with consensus.engine = \"{stored}\", or give this node an empty \
+         data directory"
+    )]
+    EngineMismatch {
+        path: String,
+        stored: EngineKind,
+        configured: EngineKind,
+    },
 }
 
 impl ordo_common::errors::ErrorCode for NodeError {
@@ -62,6 +74,7 @@ impl ordo_common::errors::ErrorCode for NodeError {
             Self::Driver(_) | Self::DriverLost(_) => "internal",
             Self::Join(_) => "join",
             Self::Http(_) => "http",
+            Self::EngineMismatch { .. } => "engine_mismatch",
         }
     }
 }
@@ -113,6 +126,32 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     if stored_cluster.is_none() {
         store.set_cluster_id(cluster)?;
     }
+    // The engine is fixed when the store first starts a node: a log written by one engine
+    // means nothing to the other.
+    // A store that holds data but names no engine predates the choice: Raft wrote it.
+    let engine = config.engine()?;
+    let recorded = store.engine()?;
+    let written_by = recorded.or_else(|| {
+        store
+            .store_state()
+            .ok()
+            .filter(|state| {
+                state.hard_state != ordo_common::HardState::default() || state.log.last_index() > 0
+            })
+            .map(|_| EngineKind::Raft)
+    });
+    if let Some(stored) = written_by
+        && stored != engine
+    {
+        return Err(NodeError::EngineMismatch {
+            path: config.data_dir.display().to_string(),
+            stored,
+            configured: engine,
+        });
+    }
+    if recorded.is_none() {
+        store.set_engine(engine)?;
+    }
     let incarnation = store.incarnation_or_draw(|| draw_incarnation(config.id))?;
     let state = store.store_state()?;
     let applied = state.progress.applied.unwrap_or_default();
@@ -151,6 +190,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         ^ config.id;
     let node_config = NodeLogicConfig {
         raft: config.core_config(&voters),
+        engine,
         addresses: addresses(&voters),
         cluster,
         registry: config.registry_limits(),

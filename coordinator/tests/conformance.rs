@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::{Harness, MemHarness, RedbHarness, entries, entry, hard_state, is_intact};
 use ordo_common::batch::{Batch, BatchId, Message};
 use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
-use ordo_common::{Entry, EntryPayload, LogId};
+use ordo_common::{EngineKind, Entry, EntryPayload, LogId};
 use ordo_coordinator::storage::{
     ApplyProgress, Install, LogRead, LogState, LogStore, Retention, SnapshotState, StateUpdate,
     StorageError, StoreState, WriteBatch,
@@ -189,6 +189,77 @@ fn entry_terms_follow_raft<H: Harness>(harness: &mut H) {
         },
     );
     assert_eq!(store.last_log_id().unwrap(), Some(LogId::new(3, 6)));
+}
+
+/// A Multi-Paxos log: a slot holds the ballot its value was accepted at, which may fall along
+/// the slots (an acceptor keeps values an earlier leader left after the ones a new leader
+/// rewrites), but never passes the promise; an install keeps every slot after it; the engine is
+/// recorded once and for good.
+fn slot_ballots_follow_multi_paxos<H: Harness>(harness: &mut H) {
+    let mut store = harness.open(keep_all());
+    assert_eq!(store.store_state().unwrap().engine, EngineKind::Raft);
+    H::set_engine(&mut store, EngineKind::MultiPaxos).expect("a fresh store takes an engine");
+    write(&mut store, WriteBatch::hard_state(hard_state(5, None)));
+    write(&mut store, WriteBatch::entries(entries(1, 6, 3)));
+    // A new leader's value for slot 2, at ballot 5, and the slots after it kept at ballot 3.
+    let mut rewrite = entries(2, 3, 5);
+    rewrite.extend(entries(3, 6, 3));
+    write(&mut store, WriteBatch::entries(rewrite.clone()));
+    assert_eq!(store.entries(2, 6, ALL).unwrap(), rewrite);
+    assert_eq!(store.last_log_id().unwrap(), Some(LogId::new(3, 5)));
+    let message = refused(&mut store, WriteBatch::entries(entries(6, 7, 6)));
+    assert!(message.contains("newer than the current term"), "{message}");
+    commit_and_apply(&mut store, 2);
+    // A snapshot whose last slot carries another ballot than this acceptor's keeps the rest.
+    let install = WriteBatch {
+        install: Some(Install {
+            last_included: LogId::new(4, 3),
+            keep_suffix: true,
+            state: SnapshotState {
+                applied: LogId::new(4, 3),
+                last_seq: 3,
+                log_time_ms: 0,
+                registry_floor_ms: 0,
+                offsets: vec![],
+                registry: vec![],
+                coord: vec![],
+            },
+        }),
+        ..WriteBatch::default()
+    };
+    write(&mut store, install);
+    assert_eq!(store.entries(4, 6, ALL).unwrap(), entries(4, 6, 3));
+    // One past the end of the log, from a leader ahead of this acceptor: nothing to keep.
+    let ahead = WriteBatch {
+        install: Some(Install {
+            last_included: LogId::new(5, 9),
+            keep_suffix: true,
+            state: SnapshotState {
+                applied: LogId::new(5, 9),
+                last_seq: 9,
+                log_time_ms: 0,
+                registry_floor_ms: 0,
+                offsets: vec![],
+                registry: vec![],
+                coord: vec![],
+            },
+        }),
+        ..WriteBatch::default()
+    };
+    write(&mut store, ahead);
+    let state = store.store_state().unwrap();
+    assert_eq!(
+        (state.log.first_index, state.log.last_log_id),
+        (10, Some(LogId::new(5, 9)))
+    );
+    assert_eq!(store.entries(10, 10, ALL).unwrap(), vec![]);
+    write(&mut store, WriteBatch::entries(entries(10, 12, 5)));
+    drop(store);
+    let mut store = harness.open(keep_all());
+    assert_eq!(store.store_state().unwrap().engine, EngineKind::MultiPaxos);
+    assert_eq!(store.entries(10, 12, ALL).unwrap(), entries(10, 12, 5));
+    assert!(H::set_engine(&mut store, EngineKind::Raft).is_err());
+    H::set_engine(&mut store, EngineKind::MultiPaxos).expect("the same engine again");
 }
 
 fn term_and_vote_follow_raft<H: Harness>(harness: &mut H) {
@@ -832,6 +903,7 @@ conformance_suite!(
     appends_must_not_leave_holes,
     conflicting_suffix_is_replaced,
     entry_terms_follow_raft,
+    slot_ballots_follow_multi_paxos,
     term_and_vote_follow_raft,
     progress_and_tables,
     registry_evictions_log_time_and_tables,

@@ -750,8 +750,11 @@ fn membership_errors() -> Vec<MembershipError> {
             reachable: 1,
             quorum: 2,
         },
+        MembershipError::EngineKeepsMembers {
+            engine: ordo_common::EngineKind::MultiPaxos,
+        },
     ];
-    covers(&samples, 15, |sample| match sample {
+    covers(&samples, 16, |sample| match sample {
         MembershipError::NotLeader { .. } => 0,
         MembershipError::TransferInProgress => 1,
         MembershipError::TermNotStarted => 2,
@@ -767,6 +770,7 @@ fn membership_errors() -> Vec<MembershipError> {
         MembershipError::TooManyVoters { .. } => 12,
         MembershipError::LearnerBehind { .. } => 13,
         MembershipError::WouldLoseQuorum { .. } => 14,
+        MembershipError::EngineKeepsMembers { .. } => 15,
     });
     samples
 }
@@ -789,6 +793,7 @@ fn client_responses() -> Vec<ClientResponse> {
             tick_gap_max_us: 1250,
             late_not_leader_refusals: 4,
             applied_stamp_ms: 1_796_000_000_000,
+            engine: ordo_common::EngineKind::MultiPaxos,
         }))
     }));
     samples.push(ClientResponse::Committed { index: 9, term: 3 });
@@ -999,6 +1004,7 @@ fn raft_bodies() -> Vec<Body> {
         Body::Prepare {
             from: 8,
             transfer: true,
+            probe: false,
         },
         Body::Promise {
             decided: 7,
@@ -1021,8 +1027,9 @@ fn raft_bodies() -> Vec<Body> {
             decided: 7,
             held_through: 9,
         },
+        Body::ProbeAnswer { granted: true },
     ];
-    covers(&samples, 13, |sample| match sample {
+    covers(&samples, 14, |sample| match sample {
         Body::Vote { .. } => 0,
         Body::VoteResponse { .. } => 1,
         Body::Append { .. } => 2,
@@ -1036,6 +1043,7 @@ fn raft_bodies() -> Vec<Body> {
         Body::Accept { .. } => 10,
         Body::Accepted { .. } => 11,
         Body::Refused { .. } => 12,
+        Body::ProbeAnswer { .. } => 13,
     });
     samples
 }

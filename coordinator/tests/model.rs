@@ -159,6 +159,7 @@ impl Model {
             last_seq: self.last_seq,
             log_time_ms: 0,
             registry_floor_ms: 0,
+            engine: ordo_common::EngineKind::Raft,
         }
     }
 

@@ -299,6 +299,10 @@ struct ServeArguments {
     /// none). Default: 127.0.0.1 on the port number of --listen.
     #[arg(long)]
     http_listen: Option<String>,
+    /// The consensus engine (`consensus.engine`): "raft" or "multi-paxos". Fixed when the
+    /// cluster bootstraps.
+    #[arg(long)]
+    consensus_engine: Option<String>,
     /// Print every configuration key, commented, with its default, and exit.
     #[arg(long)]
     print_default_config: bool,
@@ -382,6 +386,7 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
                 data_dir: serve.data_dir,
                 tls_dir: serve.tls_dir,
                 http_listen: serve.http_listen,
+                consensus_engine: serve.consensus_engine,
             };
             let config = NodeConfig::load(serve.config.as_deref(), std::env::vars(), &overrides)?;
             if serve.check_config {

@@ -57,6 +57,30 @@ pub const ORDO: &str = env!("CARGO_BIN_EXE_ordo");
 pub const CLIENT_NAME: &str = "cli";
 /// How often [`wait_until`] re-checks its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// The consensus engine the test clusters run: `ORDO_TEST_ENGINE` if set, else Multi-Paxos in
+/// the test binaries named `paxos_*` (each runs a whole suite on it), else Raft.
+pub fn test_engine() -> ordo_common::EngineKind {
+    match std::env::var("ORDO_TEST_ENGINE") {
+        Ok(name) => ordo_common::EngineKind::parse(&name)
+            .unwrap_or_else(|| panic!("ORDO_TEST_ENGINE={name:?} names no consensus engine")),
+        Err(_) if env!("CARGO_CRATE_NAME").starts_with("paxos_") => {
+            ordo_common::EngineKind::MultiPaxos
+        }
+        Err(_) => ordo_common::EngineKind::Raft,
+    }
+}
+
+/// How many elections lie between leading in `old` and leading in `new`: Raft counts terms,
+/// Multi-Paxos the rounds of its ballots.
+pub fn elections_between(old: ordo_common::Term, new: ordo_common::Term) -> u64 {
+    match test_engine() {
+        ordo_common::EngineKind::Raft => new - old,
+        ordo_common::EngineKind::MultiPaxos => {
+            ordo_core::paxos::ballot_round(new) - ordo_core::paxos::ballot_round(old)
+        }
+    }
+}
+
 /// How long one status or proposal request may take before the node counts as unresponsive.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -123,6 +147,12 @@ impl ClusterOptions {
             // A small emergency ballast: the shipped 128MiB, for every node of every test
             // cluster, would only cost disk writes (tests/bounded.rs checks the ballast).
             ("ORDO_STORAGE_BALLAST".to_string(), "4MiB".to_string()),
+            // The consensus engine under test: `ORDO_TEST_ENGINE` (raft by default) runs a
+            // whole suite on the other engine.
+            (
+                "ORDO_CONSENSUS_ENGINE".to_string(),
+                test_engine().name().to_string(),
+            ),
         ];
         environment.extend(self.environment.iter().cloned());
         environment
@@ -746,6 +776,12 @@ impl TestCluster {
     }
 
     fn observe(&self, status: &NodeStatus) {
+        assert_eq!(
+            status.engine,
+            test_engine(),
+            "node {} runs another consensus engine than the test asked for",
+            status.id
+        );
         if status.role != NodeRole::Leader {
             return;
         }
@@ -851,9 +887,15 @@ impl TestCluster {
             };
             for ack in acks {
                 let entry = at(ack.index);
+                // A Multi-Paxos slot holds the ballot its value was accepted at, which differs
+                // between nodes: the value is what must agree.
+                let term = |term| match test_engine() {
+                    ordo_common::EngineKind::Raft => term,
+                    ordo_common::EngineKind::MultiPaxos => 0,
+                };
                 assert_eq!(
-                    (entry.term, &entry.payload),
-                    (ack.term, &stored_payload(&ack.payload)),
+                    (term(entry.term), &entry.payload),
+                    (term(ack.term), &stored_payload(&ack.payload)),
                     "node {id} holds another entry at acknowledged index {}",
                     ack.index
                 );
@@ -870,12 +912,20 @@ impl TestCluster {
             .map(|(state, _)| state.progress.committed)
             .min();
         let committed = committed.unwrap_or(0);
-        let prefixes: BTreeMap<NodeId, Vec<&Entry>> = logs
+        let value = |entry: &Entry| match test_engine() {
+            ordo_common::EngineKind::Raft => (entry.term, entry.index, entry.payload.clone()),
+            ordo_common::EngineKind::MultiPaxos => (0, entry.index, entry.payload.clone()),
+        };
+        let prefixes: BTreeMap<NodeId, Vec<_>> = logs
             .iter()
             .map(|(id, (_, entries))| {
                 (
                     *id,
-                    entries.iter().filter(|e| e.index <= committed).collect(),
+                    entries
+                        .iter()
+                        .filter(|e| e.index <= committed)
+                        .map(value)
+                        .collect(),
                 )
             })
             .collect();

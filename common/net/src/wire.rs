@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use ordo_common::codec::{self, DecodeError};
 
 /// The wire format version this build speaks.
-pub const WIRE_VERSION: u8 = 14;
+pub const WIRE_VERSION: u8 = 15;
 
 /// ALPN of the coordinator-to-coordinator protocol. Only node certificates may speak it.
 pub const PEER_ALPN: &[u8] = b"ordo-peer/1";

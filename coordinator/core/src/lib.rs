@@ -74,8 +74,8 @@
 //! durability contract (its module docs describe the protocol). Two differences reach the
 //! driver: its durability report counts writes ([`paxos::MultiPaxos::handle_durable_writes`]),
 //! because an acceptor's write rewrites every slot after the first one it changes, so two
-//! writes may end with the same entry; and it makes no membership changes and sends no
-//! snapshots yet.
+//! writes may end with the same entry; and it makes no membership changes. [`Engine`] is the
+//! boundary a driver holds: either engine behind one set of methods.
 //!
 //! ## Proof
 //!
@@ -83,11 +83,13 @@
 //! core inside them, under seeded faults and checks Raft's safety properties on every step; it
 //! prints the command that replays any failure.
 
+pub mod engine;
 pub mod paxos;
 pub mod raft;
 pub mod rng;
 pub mod state;
 
+pub use engine::Engine;
 pub use paxos::MultiPaxos;
 pub use raft::{
     AppendResponse, Body, Config, ConfigError, ConflictHint, INDEX_MAX, InvalidMessage,

@@ -11,14 +11,16 @@ use ordo_common::client::{
     RefusedCode,
 };
 use ordo_common::coord::{CoordRefusal, MutexKind, SESSION_TTL_MS_MAX, SessionId};
-use ordo_common::{ClusterId, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+use ordo_common::{
+    ClusterId, EngineKind, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term,
+};
 use ordo_core::state::{
     BatchState, Command, CoordAnswer, CoordOp, IdStatus, Registered, RegistryLimits, StateTables,
     Verdict, content_hash,
 };
 use ordo_core::{
-    InvalidMessage, MembershipChange, MembershipError, Message, ProposalId, ProposalLost,
-    ProposeError, Raft, ReadError, ReadId, Restored, Role, TransferError,
+    Engine, InvalidMessage, MembershipChange, MembershipError, Message, ProposalId, ProposalLost,
+    ProposeError, ReadError, ReadId, Restored, Role, TransferError,
 };
 
 use crate::sessions::{KEEPALIVES_PENDING_MAX, LOCK_WAITS_MAX, OBSERVERS_MAX, Sessions};
@@ -39,6 +41,8 @@ pub struct WriteId(pub u64);
 pub struct NodeConfig {
     /// The consensus core's configuration (this node's id and the voters among it).
     pub raft: ordo_core::Config,
+    /// The consensus engine the cluster runs (fixed at bootstrap).
+    pub engine: EngineKind,
     /// Every bootstrap voter's address, for `NotLeader` hints and status (the membership's
     /// addresses take precedence once one is in force).
     pub addresses: BTreeMap<NodeId, String>,
@@ -177,7 +181,11 @@ pub struct MemberView {
 /// One coordinator, without I/O. See the crate documentation.
 #[derive(Debug)]
 pub struct Node {
-    raft: Raft,
+    engine: Engine,
+    /// The writes asked for on the engine's behalf (its persist outputs), not yet durable, and
+    /// how many of them were reported durable so far: the engine's own count of its writes.
+    engine_writes: VecDeque<WriteId>,
+    engine_writes_durable: u64,
     state: BatchState,
     config: NodeConfig,
     /// Submits and raw proposals waiting for their entry to apply.
@@ -253,10 +261,12 @@ impl Node {
             stored_first: recovered.first_index,
             membership: state.coord().membership().cloned(),
         };
-        let raft = Raft::new(config.raft.clone(), restored, seed)?;
+        let engine = Engine::new(config.engine, config.raft.clone(), restored, seed)?;
         let servable_seq = state.last_seq();
         Ok(Self {
-            raft,
+            engine,
+            engine_writes: VecDeque::new(),
+            engine_writes_durable: 0,
             state,
             config,
             proposals: HashMap::new(),
@@ -295,12 +305,12 @@ impl Node {
     }
 
     pub fn id(&self) -> NodeId {
-        self.raft.id()
+        self.engine.id()
     }
 
-    /// The consensus core, for observers (status pages, the simulator's checker).
-    pub fn raft(&self) -> &Raft {
-        &self.raft
+    /// The consensus engine, for observers (status pages, the simulator's checker).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The batch state as applied here (possibly ahead of what is durable).
@@ -315,7 +325,7 @@ impl Node {
 
     /// This node's view, as `ordo status` shows it.
     pub fn status(&self) -> NodeStatus {
-        let status = self.raft.status();
+        let status = self.engine.status();
         let recent = u64::from(self.config.raft.election_timeout_ticks);
         NodeStatus {
             id: status.id,
@@ -337,6 +347,7 @@ impl Node {
             tick_gap_max_us: self.tick_gap_max_us,
             late_not_leader_refusals: self.late_not_leader_refusals,
             applied_stamp_ms: self.applied_stamp_ms,
+            engine: self.engine.kind(),
         }
     }
 
@@ -345,8 +356,8 @@ impl Node {
     /// heard from (the leader), so what it cannot know is `None`.
     pub fn view(&self) -> NodeView {
         let status = self.status();
-        let membership = self.raft.membership();
-        let leading = self.raft.role() == Role::Leader;
+        let membership = self.engine.membership();
+        let leading = self.engine.role() == Role::Leader;
         let recent = u64::from(self.config.raft.election_timeout_ticks);
         let members = membership
             .members()
@@ -369,11 +380,7 @@ impl Node {
                 let matched = if own {
                     Some(status.last_index)
                 } else if leading {
-                    Some(
-                        self.raft
-                            .replication(id)
-                            .map_or(0, |(_, matched, _)| matched),
-                    )
+                    Some(self.engine.matched(id).unwrap_or(0))
                 } else {
                     None
                 };
@@ -411,7 +418,7 @@ impl Node {
     pub fn is_stopped(&self) -> bool {
         let patience = 2 * u64::from(self.config.raft.election_timeout_ticks);
         self.stopping_ticks
-            .is_some_and(|ticks| self.raft.role() != Role::Leader || ticks > patience)
+            .is_some_and(|ticks| self.engine.role() != Role::Leader || ticks > patience)
     }
 
     // ----- outputs -----
@@ -426,7 +433,7 @@ impl Node {
             if self.halted {
                 return None;
             }
-            let output = self.raft.poll_output()?;
+            let output = self.engine.poll_output()?;
             self.translate(output);
         }
     }
@@ -445,8 +452,8 @@ impl Node {
         if let Some(ticks) = &mut self.stopping_ticks {
             *ticks += 1;
         }
-        self.raft.tick();
-        if self.raft.role() == Role::Leader && self.stopping_ticks.is_none() {
+        self.engine.tick();
+        if self.engine.role() == Role::Leader && self.stopping_ticks.is_none() {
             self.lead_sessions();
         }
     }
@@ -456,7 +463,7 @@ impl Node {
         if self.halted {
             return Ok(());
         }
-        self.raft.handle_message(from, message)?;
+        self.engine.handle_message(from, message)?;
         self.last_heard.insert(from, self.ticks);
         Ok(())
     }
@@ -522,8 +529,8 @@ impl Node {
                 }
             }
             ClientRequest::KeepAlive { session } => {
-                if self.raft.role() != Role::Leader {
-                    self.not_leader(self.raft.leader())
+                if self.engine.role() != Role::Leader {
+                    self.not_leader(self.engine.leader())
                 } else if self.sessions.keepalives.len() >= KEEPALIVES_PENDING_MAX {
                     busy(
                         BusyCode::Backpressure,
@@ -612,10 +619,17 @@ impl Node {
             report.write,
             self.last_write
         );
-        if let Some(last) = report.last_log_id {
-            self.raft.handle_durable(last);
+        while self
+            .engine_writes
+            .front()
+            .is_some_and(|write| *write <= report.write)
+        {
+            self.engine_writes.pop_front();
+            self.engine_writes_durable += 1;
         }
-        self.raft.handle_purged(report.first_index);
+        self.engine
+            .handle_durable(report.last_log_id, self.engine_writes_durable);
+        self.engine.handle_purged(report.first_index);
         self.durable_write = self.durable_write.max(report.write);
         let mut servable = None;
         while let Some(&(write, seq)) = self.state_writes.front() {
@@ -642,7 +656,7 @@ impl Node {
         read: Result<(Term, Vec<Entry>), LogIndex>,
     ) {
         if !self.halted {
-            self.raft.handle_entries_read(to, low, read);
+            self.engine.handle_entries_read(to, low, read);
         }
     }
 
@@ -650,7 +664,7 @@ impl Node {
     /// (`delivered`), or could not.
     pub fn handle_snapshot_report(&mut self, to: NodeId, delivered: bool) {
         if !self.halted {
-            self.raft.handle_snapshot_report(to, delivered);
+            self.engine.handle_snapshot_report(to, delivered);
         }
     }
 
@@ -688,8 +702,8 @@ impl Node {
             .cloned()
             .unwrap_or_else(|| self.bootstrap_membership());
         self.received_snapshot = Some((applied, snapshot, restored));
-        self.raft.handle_snapshot(from, term, applied, membership);
-        if self.raft.applied_index() != applied.index {
+        self.engine.handle_snapshot(from, term, applied, membership);
+        if self.engine.applied_index() != applied.index {
             // Declined (stale, or nothing new): nothing to keep.
             self.received_snapshot = None;
         }
@@ -706,17 +720,17 @@ impl Node {
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
-        self.raft.propose_membership(id, change)
+        self.engine.propose_membership(id, change)
     }
 
     /// Campaign now, as if the election timeout had fired.
     pub fn campaign(&mut self) {
-        self.raft.campaign();
+        self.engine.campaign();
     }
 
     /// Hands leadership to `target`, or to the most up-to-date follower.
     pub fn transfer_leadership(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
-        self.raft.transfer_leadership(target)
+        self.engine.transfer_leadership(target)
     }
 
     /// Begins a graceful stop: new proposals are refused, and a leader hands leadership to
@@ -727,10 +741,10 @@ impl Node {
             return Ok(None);
         }
         self.stopping_ticks = Some(0);
-        if self.raft.role() != Role::Leader {
+        if self.engine.role() != Role::Leader {
             return Ok(None);
         }
-        self.raft.transfer_leadership(None).map(Some)
+        self.engine.transfer_leadership(None).map(Some)
     }
 
     /// The runtime is about to drop the node: answers every request still waiting with a
@@ -765,7 +779,7 @@ impl Node {
             );
             return self.reply(request, response);
         }
-        if self.storage_full && self.raft.role() == Role::Leader {
+        if self.storage_full && self.engine.role() == Role::Leader {
             let response = busy(
                 BusyCode::StorageFull,
                 format!(
@@ -778,7 +792,7 @@ impl Node {
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
-        match self.raft.propose(id, Bytes::from(command.encode())) {
+        match self.engine.propose(id, Bytes::from(command.encode())) {
             Ok(_) => {
                 self.proposals.insert(id, request);
             }
@@ -824,7 +838,7 @@ impl Node {
             op,
             stamp_ms: self.clock_ms,
         };
-        self.raft
+        self.engine
             .propose(id, Bytes::from(command.encode()))
             .ok()
             .map(|_| id)
@@ -878,10 +892,10 @@ impl Node {
 
     /// The members as this node, the leader, sees them.
     fn member_list(&self) -> ClientResponse {
-        if self.raft.role() != Role::Leader {
-            return self.not_leader(self.raft.leader());
+        if self.engine.role() != Role::Leader {
+            return self.not_leader(self.engine.leader());
         }
-        let membership = self.raft.membership();
+        let membership = self.engine.membership();
         // The leader's view knows every member's reachability and progress.
         let view = self.view();
         let last_index = view.status.last_index;
@@ -900,10 +914,10 @@ impl Node {
         ClientResponse::Members(Box::new(MemberList {
             cluster: self.config.cluster,
             leader: self.id(),
-            term: self.raft.term(),
+            term: self.engine.term(),
             last_index,
-            membership_index: self.raft.membership_index(),
-            membership_committed: self.raft.membership_index() <= self.raft.commit_index(),
+            membership_index: self.engine.membership_index(),
+            membership_committed: self.engine.membership_index() <= self.engine.commit_index(),
             members,
             retired: membership.retired.iter().copied().collect(),
         }))
@@ -920,7 +934,7 @@ impl Node {
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
-        match self.raft.propose_membership(id, change) {
+        match self.engine.propose_membership(id, change) {
             Ok(_) => {
                 self.proposals.insert(id, request);
             }
@@ -935,7 +949,7 @@ impl Node {
     fn read(&mut self, request: RequestId, query: ReadQuery) {
         let id = ReadId(self.next_read);
         self.next_read += 1;
-        match self.raft.read_index(id) {
+        match self.engine.read_index(id) {
             Ok(()) => {
                 self.reads.insert(id, (request, query));
             }
@@ -1004,7 +1018,7 @@ impl Node {
 
     /// A member's address: from the membership in force, else from the configuration.
     fn address(&self, id: NodeId) -> Option<String> {
-        let membership = self.raft.membership();
+        let membership = self.engine.membership();
         membership
             .addresses
             .get(&id)
@@ -1021,10 +1035,12 @@ impl Node {
     fn translate(&mut self, output: ordo_core::Output) {
         match output {
             ordo_core::Output::PersistHardState(hard_state) => {
-                self.persist(WriteBatch::hard_state(hard_state), true);
+                let write = self.persist(WriteBatch::hard_state(hard_state), true);
+                self.engine_writes.push_back(write);
             }
             ordo_core::Output::PersistEntries(entries) => {
-                self.persist(WriteBatch::entries(entries), false);
+                let write = self.persist(WriteBatch::entries(entries), false);
+                self.engine_writes.push_back(write);
             }
             ordo_core::Output::Send { to, message } => {
                 self.outputs.push_back(Output::Send { to, message });
@@ -1095,7 +1111,7 @@ impl Node {
                     .push_back(Output::ReadEntries { to, low, high });
             }
             ordo_core::Output::SendSnapshot { to } => {
-                let term = self.raft.term();
+                let term = self.engine.term();
                 self.outputs.push_back(Output::SendSnapshot { to, term });
             }
             ordo_core::Output::InstallSnapshot {
@@ -1127,6 +1143,7 @@ impl Node {
             ..WriteBatch::default()
         };
         let write = self.persist(batch, true);
+        self.engine_writes.push_back(write);
         self.state_writes.push_back((write, last_seq));
     }
 
@@ -1241,7 +1258,7 @@ impl Node {
         let write = self.persist(batch, false);
         self.state_writes.push_back((write, self.state.last_seq()));
         let events = self.state.take_coord_events();
-        let leader = self.raft.role() == Role::Leader;
+        let leader = self.engine.role() == Role::Leader;
         let replies = self
             .sessions
             .applied(&events, leader, self.ticks, self.config.tick_ms);

@@ -220,8 +220,7 @@ impl BatchOracle {
                 Ok(Command::Raw(_)) => Effect::default(),
                 Ok(Command::Coord { op, stamp_ms }) => {
                     self.log_time_ms = self.log_time_ms.max(stamp_ms);
-                    self.locks
-                        .fold(entry.index, entry.term, &op, self.log_time_ms)?;
+                    self.locks.fold(entry, &op, self.log_time_ms)?;
                     Effect::default()
                 }
                 Ok(Command::Batch { batch, stamp_ms }) => {

@@ -1,25 +1,29 @@
 //! The global observer: it sees every node's outputs and state after every step and checks
-//! Raft's safety properties, plus the client oracle for proposals and reads.
+//! the consensus engine's safety properties, plus the client oracle for proposals and reads.
+//! The properties marked *Raft* hold for Raft's log only (a Multi-Paxos slot carries the ballot
+//! its value was accepted at, which differs between nodes, so there is no log matching); the
+//! others hold for both engines, "term" meaning the promised ballot under Multi-Paxos.
 //!
 //! | property | checked in |
 //! |---|---|
-//! | at most one leader per term | [`Checker::on_role`] |
-//! | one vote per voter per term, kept across crashes | [`Checker::on_send`], [`Checker::on_hard_state`] |
+//! | at most one leader per term (ballot) | [`Checker::on_role`] |
+//! | one vote per voter per term, kept across crashes (*Raft*) | [`Checker::on_send`], [`Checker::on_hard_state`] |
+//! | a promise is durable before it is sent; no accept below a durable promise (*Multi-Paxos*) | [`Checker::on_send`] |
 //! | term never decreases | [`Checker::on_hard_state`], [`Checker::on_restart`] |
 //! | the core's term/vote are durable after each step | [`Checker::observe`] |
-//! | log matching (same index+term ⇒ same prefix) via a running hash | [`Checker::on_write`] |
-//! | a leader's log is append-only | [`Checker::observe`] |
-//! | committed ⇒ durable on a majority; committed prefix never changes | [`Checker::observe`] |
-//! | leader completeness | [`Checker::observe`] |
-//! | state machine safety: same entry applied at each index | [`Checker::on_apply`] |
+//! | log matching (same index+term ⇒ same prefix) via a running hash (*Raft*) | [`Checker::on_write`] |
+//! | a leader's log is append-only (*Raft*) | [`Checker::observe`] |
+//! | committed ⇒ durable on a majority; committed prefix never changes (*Raft*) | [`Checker::observe`] |
+//! | leader completeness (*Raft*) | [`Checker::observe`] |
+//! | state machine safety: same entry (Multi-Paxos: same value) applied at each index | [`Checker::on_apply`] |
 //! | apply ≤ commit, apply ≤ durable | [`Checker::observe`] |
 //! | acknowledged proposals applied once, at their index, in real-time order | [`Oracle`] |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
+use ordo_common::{EngineKind, Entry, EntryPayload, HardState, LogId, LogIndex, NodeId, Term};
 use ordo_core::state::Command;
-use ordo_core::{Body, Message, Raft, Role};
+use ordo_core::{Body, Engine, Message, Raft, Role};
 
 /// A broken property: what, where, and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +52,15 @@ pub fn mix(state: u64, value: u64) -> u64 {
 /// under; entries are counted on every node's disk, removed nodes' included.
 fn quorum_of(raft: &Raft) -> usize {
     raft.membership().voters.len() / 2 + 1
+}
+
+/// An entry's value, without the term or ballot it was written at: what Multi-Paxos nodes
+/// must agree on.
+fn value_hash(entry: &Entry) -> u64 {
+    entry_hash(&Entry {
+        term: 0,
+        ..entry.clone()
+    })
 }
 
 fn entry_hash(entry: &Entry) -> u64 {
@@ -87,6 +100,17 @@ struct Shadow {
 }
 
 impl Shadow {
+    /// A log known only through `last` (what a restart or a snapshot left applied).
+    fn through(last: LogId) -> Self {
+        let mut entries: Vec<(LogId, u64)> = (1..last.index)
+            .map(|index| (LogId::new(0, index), 0))
+            .collect();
+        if last.index > 0 {
+            entries.push((last, 0));
+        }
+        Self { entries }
+    }
+
     fn last(&self) -> LogId {
         self.entries.last().map_or(LogId::default(), |(id, _)| *id)
     }
@@ -102,6 +126,7 @@ impl Shadow {
 }
 
 pub struct Checker {
+    engine: EngineKind,
     leaders: BTreeMap<Term, NodeId>,
     votes: BTreeMap<(NodeId, Term), NodeId>,
     chains: HashMap<LogId, u64>,
@@ -122,8 +147,9 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(voters: &[NodeId]) -> Self {
+    pub fn new(voters: &[NodeId], engine: EngineKind) -> Self {
         Self {
+            engine,
             leaders: BTreeMap::new(),
             votes: BTreeMap::new(),
             chains: HashMap::new(),
@@ -162,8 +188,13 @@ impl Checker {
         self.applied.len() as u64
     }
 
+    /// Entries known committed: under Raft the committed prefix the checker tracks, under
+    /// Multi-Paxos (which has no log matching to track it by) the slots applied somewhere.
     pub fn committed_count(&self) -> u64 {
-        self.committed.len() as u64
+        match self.engine {
+            EngineKind::Raft => self.committed.len() as u64,
+            EngineKind::MultiPaxos => self.applied.len() as u64,
+        }
     }
 
     pub fn on_role(&mut self, node: NodeId, role: Role, term: Term) -> Result<(), Violation> {
@@ -203,9 +234,23 @@ impl Checker {
         from: NodeId,
         to: NodeId,
         message: &Message,
+        durable: HardState,
     ) -> Result<(), Violation> {
         if self.wiped.contains(&from) {
             return Ok(()); // refused by every peer: it votes for no one
+        }
+        match message.body {
+            Body::Promise { .. } if durable.term < message.term => violation!(
+                "node {from} promised ballot {} to {to} before the promise was durable (durable: {})",
+                message.term,
+                durable.term
+            ),
+            Body::Accepted { .. } if durable.term > message.term => violation!(
+                "node {from} accepted ballot {} from {to} below its durable promise {}",
+                message.term,
+                durable.term
+            ),
+            _ => {}
         }
         if let Body::VoteResponse {
             pre_vote: false,
@@ -236,6 +281,13 @@ impl Checker {
             );
         }
         shadow.entries.truncate(first.index as usize - 1);
+        if self.engine == EngineKind::MultiPaxos {
+            // Slots carry the ballot they were accepted at: no log matching to check.
+            shadow
+                .entries
+                .extend(entries.iter().map(|entry| (entry.log_id(), 0)));
+            return Ok(());
+        }
         for entry in entries {
             let previous = shadow.chain_at(entry.index - 1).expect("contiguous");
             let chain = mix(previous, entry_hash(entry));
@@ -259,17 +311,20 @@ impl Checker {
     pub fn on_restart(
         &mut self,
         node: NodeId,
-        raft: &Raft,
+        engine: &Engine,
         applied: LogId,
         durable_after: &[Entry],
         disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
-        let shadow = self.committed_shadow(node, applied, quorum_of(raft), disks)?;
+        let shadow = match engine.as_raft() {
+            Some(raft) => self.committed_shadow(node, applied, quorum_of(raft), disks)?,
+            None => Shadow::through(applied),
+        };
         self.shadows.insert(node, shadow);
         self.on_write(node, durable_after)?;
         self.leader_marks.remove(&node);
-        self.applied_by_node.insert(node, raft.applied_index());
-        self.on_hard_state(node, raft.hard_state())
+        self.applied_by_node.insert(node, engine.applied_index());
+        self.on_hard_state(node, engine.hard_state())
     }
 
     /// A node installed a snapshot through `last_included`: its log is the committed prefix
@@ -282,6 +337,17 @@ impl Checker {
         quorum: usize,
         disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
+        if self.engine == EngineKind::MultiPaxos {
+            // The slots after the snapshot stay, whatever the ballots they hold.
+            let old = &self.shadows[&node];
+            let mut shadow = Shadow::through(last_included);
+            if let Some(suffix) = old.entries.get(last_included.index as usize..) {
+                shadow.entries.extend_from_slice(suffix);
+            }
+            self.shadows.insert(node, shadow);
+            self.applied_by_node.insert(node, last_included.index);
+            return Ok(());
+        }
         let mut shadow = self.committed_shadow(node, last_included, quorum, disks)?;
         if keep_suffix {
             let old = &self.shadows[&node];
@@ -371,7 +437,10 @@ impl Checker {
                     entry.index
                 );
             }
-            let hash = entry_hash(entry);
+            let hash = match self.engine {
+                EngineKind::Raft => entry_hash(entry),
+                EngineKind::MultiPaxos => value_hash(entry),
+            };
             match self.applied.get(entry.index as usize - 1) {
                 Some(known) if *known != hash => violation!(
                     "state machine safety: node {node} applied a different entry at index {} ({})",
@@ -390,37 +459,42 @@ impl Checker {
     pub fn observe(
         &mut self,
         node: NodeId,
-        raft: &Raft,
+        engine: &Engine,
         durable_hard_state: HardState,
         disks: &BTreeMap<NodeId, &[LogId]>,
     ) -> Result<(), Violation> {
         let shadow = &self.shadows[&node];
-        if shadow.last() != raft.last_log_id() {
+        if shadow.last() != engine.last_log_id() {
             violation!(
                 "node {node} changed its log without a PersistEntries output (log ends {}, writes end {})",
-                raft.last_log_id(),
+                engine.last_log_id(),
                 shadow.last()
             );
         }
-        if raft.hard_state() != durable_hard_state {
+        if engine.hard_state() != durable_hard_state {
             violation!(
                 "node {node} holds term/vote {:?} but made {:?} durable",
-                raft.hard_state(),
+                engine.hard_state(),
                 durable_hard_state
             );
         }
         let (applied, commit, durable) = (
-            raft.applied_index(),
-            raft.commit_index(),
-            raft.durable_index(),
+            engine.applied_index(),
+            engine.commit_index(),
+            engine.durable_index(),
         );
-        if applied > commit || applied > durable || durable > raft.last_log_id().index {
+        if applied > commit || applied > durable || durable > engine.last_log_id().index {
             violation!(
                 "node {node}: applied {applied}, commit {commit}, durable {durable} out of order"
             );
         }
-        self.check_commit(node, raft, disks)?;
-        self.check_leader_append_only(node, raft)
+        match engine.as_raft() {
+            Some(raft) => {
+                self.check_commit(node, raft, disks)?;
+                self.check_leader_append_only(node, raft)
+            }
+            None => Ok(()),
+        }
     }
 
     fn check_commit(

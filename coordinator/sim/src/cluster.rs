@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use ordo_common::batch::{Batch, BatchId};
 use ordo_common::client::{BusyCode, ClientRequest, ClientResponse};
-use ordo_common::{LogId, LogIndex, NodeId, Term};
+use ordo_common::{EngineKind, LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
 use ordo_core::state::{BatchState, Registered, RegistryLimits};
 use ordo_core::{
-    Config, InvalidMessage, MembershipChange, MembershipError, Raft, Role, TransferError,
+    Config, Engine, InvalidMessage, MembershipChange, MembershipError, Role, TransferError,
 };
 use ordo_node::snapshot::{decode_snapshot, encode_snapshot};
 use ordo_node::storage::{LogRead, Retention};
@@ -59,6 +59,8 @@ pub struct ClusterOptions {
     /// Adjusts each node's core configuration (e.g. smaller append budgets); `config.id` says
     /// which node it is.
     pub configure: Box<dyn Fn(&mut Config)>,
+    /// The consensus engine every node runs.
+    pub engine: EngineKind,
 }
 
 impl ClusterOptions {
@@ -84,6 +86,7 @@ impl ClusterOptions {
             retention: Retention::default(),
             install_crash_percent: 0,
             configure: Box::new(|_| {}),
+            engine: EngineKind::Raft,
         }
     }
 }
@@ -183,6 +186,8 @@ pub struct Cluster {
     retention: Retention,
     /// Snapshots on their way between nodes.
     transfers: Vec<Transfer>,
+    /// The consensus engine every node runs.
+    engine: EngineKind,
     /// The snapshot bytes' hash each applied index had on the first node to build one there:
     /// every node's snapshot at that index must be the same bytes.
     snapshot_digests: BTreeMap<LogIndex, u64>,
@@ -223,7 +228,7 @@ impl Cluster {
         let mut rng = Prng::new(options.seed);
         let ids: Vec<NodeId> = (1..=options.nodes as u64).collect();
         let all: Vec<NodeId> = (1..=(options.nodes + options.spares) as u64).collect();
-        let checker = Checker::new(&ids);
+        let checker = Checker::new(&ids, options.engine);
         let network = Network::new(options.network, rng.fork());
         let addresses: BTreeMap<NodeId, String> =
             all.iter().map(|id| (*id, address_of(*id))).collect();
@@ -242,6 +247,7 @@ impl Cluster {
             (options.configure)(&mut raft);
             let config = NodeConfig {
                 raft,
+                engine: options.engine,
                 addresses: addresses.clone(),
                 cluster: ordo_common::ClusterId::initial(ids.iter().copied()),
                 registry: options.registry,
@@ -251,6 +257,7 @@ impl Cluster {
             let disk = Disk::new(
                 options.disk_latency_ticks_max,
                 options.report_delay_ticks_max,
+                options.engine,
             );
             let node = SimNode {
                 node: None,
@@ -294,6 +301,7 @@ impl Cluster {
             install_crash_percent: options.install_crash_percent,
             retention: options.retention,
             transfers: Vec::new(),
+            engine: options.engine,
             snapshot_digests: BTreeMap::new(),
             snapshots_sent: 0,
             snapshots_installed: 0,
@@ -377,9 +385,9 @@ impl Cluster {
         self.violation.as_ref()
     }
 
-    /// Node `id`'s consensus core, while it is up.
-    pub fn node(&self, id: NodeId) -> Option<&Raft> {
-        self.nodes[&id].node.as_ref().map(Node::raft)
+    /// Node `id`'s consensus engine, while it is up.
+    pub fn node(&self, id: NodeId) -> Option<&Engine> {
+        self.nodes[&id].node.as_ref().map(Node::engine)
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {
@@ -407,10 +415,10 @@ impl Cluster {
             .collect()
     }
 
-    fn rafts(&self) -> impl Iterator<Item = (NodeId, &Raft)> {
+    fn rafts(&self) -> impl Iterator<Item = (NodeId, &Engine)> {
         self.nodes
             .iter()
-            .filter_map(|(id, node)| Some((*id, node.node.as_ref()?.raft())))
+            .filter_map(|(id, node)| Some((*id, node.node.as_ref()?.engine())))
     }
 
     pub fn max_last_index(&self) -> LogIndex {
@@ -431,8 +439,8 @@ impl Cluster {
             match &node.node {
                 None => lines.push(format!("[{id}: down]")),
                 Some(node) => {
-                    let status = node.raft().status();
-                    let membership = node.raft().membership();
+                    let status = node.engine().status();
+                    let membership = node.engine().membership();
                     lines.push(format!(
                         "[{id}: {:?} term={} vote={:?} leader={:?} last={} durable={} commit={} applied={} servable={} voters={:?} learners={:?}{}]",
                         status.role,
@@ -451,7 +459,22 @@ impl Cluster {
                 }
             }
         }
-        if let Some(leader) = self.leader().and_then(|id| self.node(id)) {
+        if let Some(leader) = self
+            .leader()
+            .and_then(|id| self.node(id))
+            .and_then(Engine::as_paxos)
+        {
+            for id in &self.ids {
+                if let Some(peer) = leader.describe_peer(*id) {
+                    lines.push(format!("[{id} seen by leader: {peer}]"));
+                }
+            }
+        }
+        if let Some(leader) = self
+            .leader()
+            .and_then(|id| self.node(id))
+            .and_then(Engine::as_raft)
+        {
             for id in &self.ids {
                 if let Some((mode, matched, next)) = leader.replication(*id) {
                     lines.push(format!(
@@ -482,12 +505,16 @@ impl Cluster {
             .iter()
             .filter(|(id, _)| membership.contains(**id))
             .map(|(_, sim)| sim);
+        // A Multi-Paxos acceptor may keep values an old ballot left in slots past the leader's
+        // last one; they are harmless until a leader reaches those slots.
+        let slots = self.engine == EngineKind::MultiPaxos;
         members.into_iter().all(|sim| {
             sim.node.as_ref().is_some_and(|node| {
-                let raft = node.raft();
+                let raft = node.engine();
                 raft.term() == term
                     && raft.leader() == Some(leader)
-                    && raft.last_log_id() == last
+                    && (raft.last_log_id() == last
+                        || (slots && raft.last_log_id().index >= last.index))
                     && raft.commit_index() == last.index
                     && raft.applied_index() == last.index
                     && sim.disk.applied_index() == last.index
@@ -613,7 +640,7 @@ impl Cluster {
         let disks = quorum_disks(&self.nodes, &self.lost_disks);
         let result = self
             .checker
-            .on_restart(id, node.raft(), applied, &entries, &disks);
+            .on_restart(id, node.engine(), applied, &entries, &disks);
         self.nodes.get_mut(&id).expect("known").node = Some(node);
         self.trace = mix(self.trace, 0xB0 ^ id);
         self.record(result);
@@ -703,7 +730,9 @@ impl Cluster {
         self.after_step(id);
         match self.immediate_answer(request) {
             Some(answer) => Err(answer),
-            None => Ok(self.node(id).map_or_else(LogId::default, Raft::last_log_id)),
+            None => Ok(self
+                .node(id)
+                .map_or_else(LogId::default, Engine::last_log_id)),
         }
     }
 
@@ -984,7 +1013,15 @@ impl Cluster {
             .snapshot()
             .map_err(|error| Violation(format!("node {id} cannot build a snapshot: {error}")))?;
         let bytes = encode_snapshot(&state);
-        let digest = crate::batches::bytes_digest(&bytes);
+        // A Multi-Paxos slot's ballot differs between nodes; the state it leads to does not.
+        let digest = match self.engine {
+            EngineKind::Raft => crate::batches::bytes_digest(&bytes),
+            EngineKind::MultiPaxos => {
+                let mut valued = state.clone();
+                valued.applied.term = 0;
+                crate::batches::bytes_digest(&encode_snapshot(&valued))
+            }
+        };
         match self.snapshot_digests.get(&state.applied.index) {
             Some(known) if *known != digest => {
                 return Err(Violation(format!(
@@ -1087,14 +1124,12 @@ impl Cluster {
                     let leading = self.nodes[&id]
                         .node
                         .as_ref()
-                        .filter(|node| node.raft().role() == Role::Leader)
-                        .map(|node| node.raft().term());
+                        .filter(|node| node.engine().role() == Role::Leader)
+                        .map(|node| node.engine().term());
                     let now_ms = self.now * TICK_MS;
                     for entry in &batch.entries {
                         if leading == Some(entry.term) {
-                            self.batches
-                                .locks
-                                .on_proposed(entry.index, entry.term, now_ms);
+                            self.batches.locks.on_proposed(entry, now_ms);
                         }
                     }
                 }
@@ -1128,7 +1163,7 @@ impl Cluster {
                     let quorum = self.nodes[&id]
                         .node
                         .as_ref()
-                        .map_or(1, |node| node.raft().membership().voters.len() / 2 + 1);
+                        .map_or(1, |node| node.engine().membership().voters.len() / 2 + 1);
                     self.checker
                         .on_install(id, last, keep_suffix, quorum, &disks)?;
                     self.rewrite_installed(id)?;
@@ -1142,7 +1177,8 @@ impl Cluster {
                 }
             }
             Output::Send { to, message } => {
-                self.checker.on_send(id, to, &message)?;
+                let durable = self.nodes[&id].disk.hard_state();
+                self.checker.on_send(id, to, &message, durable)?;
                 self.network.send(self.now, id, to, message);
             }
             Output::Reply { request, response } => {
@@ -1361,9 +1397,11 @@ impl Cluster {
         let disks = quorum_disks(&self.nodes, &self.lost_disks);
         let durable_hard_state = self.nodes[&id].disk.hard_state();
         self.checker
-            .observe(id, node.raft(), durable_hard_state, &disks)?;
-        for (other, raft) in self.rafts() {
-            self.checker.check_leader_completeness(other, raft)?;
+            .observe(id, node.engine(), durable_hard_state, &disks)?;
+        for (other, engine) in self.rafts() {
+            if let Some(raft) = engine.as_raft() {
+                self.checker.check_leader_completeness(other, raft)?;
+            }
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use ordo_common::{Entry, HardState, LogId, LogIndex, NodeId, Term};
+use ordo_common::{EngineKind, Entry, HardState, LogId, LogIndex, NodeId, Term};
 use ordo_core::rng::Prng;
 use ordo_node::storage::{LogRead, LogStore, MemDisk, MemLogStore, Retention, WriteBatch};
 use ordo_node::{Durable, Recovered, WriteId, recovered_tables};
@@ -30,6 +30,8 @@ pub struct Disk {
     media: MemDisk,
     /// The open store; `None` while the node is down.
     store: Option<MemLogStore>,
+    /// The consensus engine whose log the disk holds.
+    engine: EngineKind,
     pending: VecDeque<Pending>,
     /// Reports not yet delivered: (deliver at, report).
     reports: VecDeque<(u64, Durable)>,
@@ -44,8 +46,9 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn new(latency_ticks_max: u64, report_delay_ticks_max: u64) -> Self {
+    pub fn new(latency_ticks_max: u64, report_delay_ticks_max: u64, engine: EngineKind) -> Self {
         Self {
+            engine,
             media: MemDisk::new(),
             store: None,
             pending: VecDeque::new(),
@@ -60,14 +63,21 @@ impl Disk {
 
     /// A new, empty disk with this one's timing: what a node restarts on after its disk died.
     pub fn replacement(&self) -> Self {
-        Self::new(self.latency_ticks_max, self.report_delay_ticks_max)
+        Self::new(
+            self.latency_ticks_max,
+            self.report_delay_ticks_max,
+            self.engine,
+        )
     }
 
     /// Opens the store after a (re)start and reads what the node recovers from: the state
     /// as of the applied entry, and the entries after it.
     pub fn open(&mut self, retention: Retention) -> Result<Recovered, Violation> {
-        let store = MemLogStore::open(&self.media, retention)
+        let mut store = MemLogStore::open(&self.media, retention)
             .map_err(|error| Violation(format!("the store does not reopen: {error}")))?;
+        store
+            .set_engine(self.engine)
+            .map_err(|error| Violation(format!("the store refuses its engine: {error}")))?;
         let state = store.store_state().map_err(storage_violation)?;
         let applied = state.progress.applied.unwrap_or_default();
         let entries = store

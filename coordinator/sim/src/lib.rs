@@ -13,7 +13,8 @@
 //!   and a liveness phase with them healed, report.
 //! - [`cluster`]: the cluster harness: nodes, disks, network, clients and subscribers, and the
 //!   hooks that show every output to the checkers.
-//! - [`checker`]: Raft's safety properties on every step, and the raw-proposal oracle.
+//! - [`checker`]: the consensus engine's safety properties on every step (Raft's or
+//!   Multi-Paxos's), and the raw-proposal oracle.
 //! - [`batches`]: the batch oracle, a reference model of the batch state machine that checks
 //!   every node's applies, answers, status reads and subscriptions.
 //! - [`locks`]: the lock oracle, a reference model of sessions, locks and elections (mutual

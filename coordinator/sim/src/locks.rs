@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use ordo_common::client::ClientResponse;
 use ordo_common::coord::{MutexKind, SessionId};
-use ordo_common::{LogIndex, Term};
+use ordo_common::{Entry, EntryPayload, LogIndex};
 use ordo_core::state::CoordOp;
 
 use crate::checker::Violation;
@@ -53,17 +53,35 @@ pub struct LockModel {
     grants: HashMap<(MutexKind, String, u64), SessionId>,
     /// The lock-delay each grant asked for.
     delays: HashMap<((MutexKind, String), u64), u64>,
-    /// When each entry was proposed (simulated ms), as the cluster saw its leader append it.
-    proposed_ms: HashMap<(LogIndex, Term), u64>,
+    /// When each entry was first proposed (simulated ms), as the cluster saw its leader append
+    /// it, by index and value (see [`proposal_key`]): a Multi-Paxos leader proposes again, at
+    /// its own ballot, values an earlier leader proposed.
+    proposed_ms: HashMap<(LogIndex, u64), u64>,
     pub granted: u64,
     pub expired: u64,
     pub held_answers: u64,
 }
 
+/// An entry's index and a hash of its value: what names one proposal under either engine (a
+/// coordination command carries its leader's clock stamp, so two proposals never share a value).
+fn proposal_key(entry: &Entry) -> (LogIndex, u64) {
+    let value = match &entry.payload {
+        EntryPayload::Normal(bytes) => bytes.chunks(8).fold(bytes.len() as u64, |hash, chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            crate::checker::mix(hash, u64::from_le_bytes(word))
+        }),
+        EntryPayload::Noop | EntryPayload::Config(_) => 0,
+    };
+    (entry.index, value)
+}
+
 impl LockModel {
-    /// A leader appended its own new entry `index` at simulated time `now_ms`.
-    pub fn on_proposed(&mut self, index: LogIndex, term: Term, now_ms: u64) {
-        self.proposed_ms.entry((index, term)).or_insert(now_ms);
+    /// A leader appended its own entry at simulated time `now_ms`.
+    pub fn on_proposed(&mut self, entry: &Entry, now_ms: u64) {
+        self.proposed_ms
+            .entry(proposal_key(entry))
+            .or_insert(now_ms);
     }
 
     /// The holder's token of a lock or election, as the model has it now.
@@ -74,14 +92,9 @@ impl LockModel {
     }
 
     /// Folds the coordination op committed at `index`, with the log time after its stamp.
-    pub fn fold(
-        &mut self,
-        index: LogIndex,
-        term: Term,
-        op: &CoordOp,
-        log_time_ms: u64,
-    ) -> Result<(), Violation> {
-        let proposed = self.proposed_ms.get(&(index, term)).copied();
+    pub fn fold(&mut self, entry: &Entry, op: &CoordOp, log_time_ms: u64) -> Result<(), Violation> {
+        let index = entry.index;
+        let proposed = self.proposed_ms.get(&proposal_key(entry)).copied();
 
         match op {
             CoordOp::Open {

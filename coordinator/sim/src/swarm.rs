@@ -15,10 +15,12 @@
 //! Everything random comes from the seed, so a seed replays exactly; [`RunReport::trace`] is
 //! a hash of the run, equal for equal seeds.
 
+use ordo_common::EngineKind;
 use ordo_common::batch::{Batch, BatchId, Message, Precondition};
 use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_common::coord::{MutexKind, SessionId};
 use ordo_core::MembershipChange;
+use ordo_core::paxos::PlantedBug;
 use ordo_core::rng::Prng;
 use ordo_core::state::RegistryLimits;
 use ordo_node::storage::Retention;
@@ -80,6 +82,11 @@ pub struct SeedOptions {
     /// In a churning seed: the tick at which a voter's disk dies (it restarts empty, under
     /// the same id; the swarm then removes it, as an operator would).
     pub wipe_at: Option<u64>,
+    /// The consensus engine every node runs. The rest of a seed's options are the same for
+    /// both engines, so each seed runs the same workload under each.
+    pub engine: EngineKind,
+    /// A Multi-Paxos bug planted in every node, to see the checkers catch it (tests only).
+    pub plant: Option<PlantedBug>,
 }
 
 /// Ids a churning seed may add (ids are never reused, so this bounds the adds).
@@ -153,7 +160,20 @@ impl SeedOptions {
             wipe_at: rng
                 .chance_percent(50)
                 .then(|| rng.range_inclusive(100, SAFETY_TICKS / 2)),
+            engine: EngineKind::Raft,
+            plant: None,
         }
+    }
+
+    /// The same seed under `engine`. Multi-Paxos keeps the voters a cluster bootstraps with, so
+    /// its seeds change no membership (and lose no disk, which only a removal could recover).
+    pub fn under(mut self, engine: EngineKind) -> Self {
+        self.engine = engine;
+        if engine == EngineKind::MultiPaxos {
+            self.membership_per_mille = 0;
+            self.wipe_at = None;
+        }
+        self
     }
 
     /// When a voter's disk dies: only in churning seeds, which can replace it.
@@ -164,8 +184,8 @@ impl SeedOptions {
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run --release -p ordo-sim -- --seeds 1 --start {} --nodes {}",
-            self.seed, self.nodes
+            "cargo run --release -p ordo-sim -- --seeds 1 --start {} --nodes {} --engine {}",
+            self.seed, self.nodes, self.engine
         )
     }
 }
@@ -174,13 +194,14 @@ impl std::fmt::Display for SeedOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} \
+            "seed={} engine={} nodes={} drop={}% dup={}% delay<={} long_delay={}% fifo={} disk<={} \
              report_delay<={} crash={}‰ crash_mid_output={}‰ restart_crash={}% reply_loss={}% \
              tick_skip={}% horizon={}ms registry_bytes<={} future_skew={}ms clock_skew<={}ms \
              retain_entries<={:?} retain_bytes<={:?} retain_age={:?}ms trailing={} window<={} \
              install_crash={}% partition_every={} propose={}% read={}% append_entries_max={} \
              inflight_max={} lockers={} lock={}% pause={}% membership={}‰ wipe_at={:?}",
             self.seed,
+            self.engine,
             self.nodes,
             self.network.drop_percent,
             self.network.duplicate_percent,
@@ -297,6 +318,7 @@ fn run_phases(options: &SeedOptions) -> RunReport {
     let (append_entries_max, inflight_messages_max) =
         (options.append_entries_max, options.inflight_messages_max);
     let log_window_bytes_max = options.log_window_bytes_max;
+    let plant = options.plant;
     let mut cluster = Cluster::new(ClusterOptions {
         nodes: options.nodes,
         spares: if options.membership_per_mille > 0 {
@@ -324,7 +346,9 @@ fn run_phases(options: &SeedOptions) -> RunReport {
             config.snapshot_timeout_ticks = 60;
             // Small enough that busy seeds hit back-pressure.
             config.uncommitted_bytes_max = 64 * 1024;
+            config.plant_paxos = plant;
         }),
+        engine: options.engine,
     });
     let mut rng = Prng::new(options.seed ^ 0x00C1_1E17);
     let mut down_until = vec![0u64; options.nodes + SPARE_NODES + 1];

@@ -191,7 +191,13 @@ fn replication_pipelines_within_a_bounded_window_to_a_silent_follower() {
     }
     c.deliver_due();
     assert_eq!(sent.get(), 4, "pipelined up to the window, then paused");
-    let (mode, _, _) = c.node(leader).unwrap().replication(follower).unwrap();
+    let (mode, _, _) = c
+        .node(leader)
+        .unwrap()
+        .as_raft()
+        .unwrap()
+        .replication(follower)
+        .unwrap();
     assert_eq!(mode, ReplicationMode::Replicate);
 }
 

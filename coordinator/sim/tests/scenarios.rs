@@ -404,7 +404,7 @@ fn a_cluster_grows_to_five_loses_its_leader_by_removal_and_shrinks_to_three() {
     assert_eq!(c.leader(), Some(leader), "{}", c.describe());
     assert_eq!(c.node(leader).unwrap().term(), term_after);
     assert_ne!(c.node(1).unwrap().role(), Role::Leader);
-    assert!(!c.node(1).unwrap().is_voter());
+    assert!(!c.node(1).unwrap().as_raft().unwrap().is_voter());
     // Shrink to three; the cluster still commits.
     let victim = if leader == 2 { 3 } else { 2 };
     c.change_membership(leader, MembershipChange::Remove { id: victim })

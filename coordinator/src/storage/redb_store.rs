@@ -33,7 +33,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use ordo_common::{ClusterId, Entry, HardState, LogId, LogIndex, Term};
+use ordo_common::{ClusterId, EngineKind, Entry, HardState, LogId, LogIndex, Term};
 use redb::{
     Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, StorageBackend, TableDefinition, WriteTransaction,
@@ -98,6 +98,9 @@ pub mod layout {
     pub const REGISTRY_FLOOR_KEY: &str = "registry_floor_ms";
     /// The cluster this store belongs to (set once, at the first start or by a restore).
     pub const CLUSTER_ID_KEY: &str = "cluster_id";
+    /// The consensus engine the log belongs to, by name ("raft", "multi-paxos"): set once, at
+    /// the first start. Absent in stores written before engines could be chosen: Raft.
+    pub const ENGINE_KEY: &str = "consensus_engine";
     /// This store's incarnation: drawn once, when the store first starts a node. A node that
     /// lost its data comes back with another one, and its peers refuse it.
     pub const INCARNATION_KEY: &str = "incarnation";
@@ -134,9 +137,9 @@ pub mod layout {
 }
 
 use layout::{
-    APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, FORMAT_KEY, HARD_STATE_KEY, INCARNATION_KEY,
-    LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY, WAL_GENERATION_KEY,
-    WAL_RECORDS_KEY, WAL_STORE_KEY,
+    APPLIED_KEY, CLUSTER_ID_KEY, COMMITTED_KEY, ENGINE_KEY, FORMAT_KEY, HARD_STATE_KEY,
+    INCARNATION_KEY, LAST_SEQ_KEY, LOG_TIME_KEY, PURGED_KEY, REGISTRY_FLOOR_KEY,
+    WAL_GENERATION_KEY, WAL_RECORDS_KEY, WAL_STORE_KEY,
 };
 
 const META: TableDefinition<&str, u64> = TableDefinition::new(layout::META_TABLE);
@@ -328,6 +331,31 @@ impl RedbLogStore {
             None => {}
         }
         self.put_raft_record(CLUSTER_ID_KEY, &cluster)
+    }
+
+    /// The consensus engine this store's log belongs to, if one was ever recorded (see
+    /// [`layout::ENGINE_KEY`]).
+    pub fn engine(&self) -> StoreResult<Option<EngineKind>> {
+        Ok(self
+            .reader
+            .read(|txn| engine_record(&txn.open_table(RAFT)?))?)
+    }
+
+    /// Records the consensus engine this store's log belongs to. A log belongs to one engine
+    /// for life: recording another is refused.
+    pub fn set_engine(&mut self, engine: EngineKind) -> StoreResult<()> {
+        match self.engine()? {
+            Some(stored) if stored == engine => return Ok(()),
+            Some(stored) => {
+                return Err(StorageError::invalid_write(format!(
+                    "this log was written by the {stored} engine, not {engine}"
+                )));
+            }
+            None => {}
+        }
+        self.put_raft_record(ENGINE_KEY, &engine.name().to_string())?;
+        self.state.engine = engine;
+        Ok(())
     }
 
     /// This store's incarnation, if one was drawn (see [`layout::INCARNATION_KEY`]).
@@ -1230,6 +1258,23 @@ fn raft_record<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The engine record, checked: a name this build does not know is a corrupt record.
+fn engine_record(
+    raft: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Option<EngineKind>> {
+    let Some(name) = raft_record::<String>(raft, ENGINE_KEY)? else {
+        return Ok(None);
+    };
+    match EngineKind::parse(&name) {
+        Some(engine) => Ok(Some(engine)),
+        None => Err(StorageError::corrupt_state(
+            ENGINE_KEY,
+            format!("{name:?} names no consensus engine"),
+        )
+        .into()),
+    }
+}
+
 /// The log's first and last index (and the purged id), without reading any entry.
 fn load_extent(
     txn: &ReadTransaction,
@@ -1276,6 +1321,7 @@ fn load_state(txn: &ReadTransaction) -> Result<StoreState> {
         last_seq: raft_record(&raft, LAST_SEQ_KEY)?.unwrap_or(0),
         log_time_ms: raft_record(&raft, LOG_TIME_KEY)?.unwrap_or(0),
         registry_floor_ms: raft_record(&raft, REGISTRY_FLOOR_KEY)?.unwrap_or(0),
+        engine: engine_record(&raft)?.unwrap_or_default(),
     })
 }
 

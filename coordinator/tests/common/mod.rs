@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use ordo_common::{Entry, EntryPayload, HardState, LogIndex, Term};
+use ordo_common::{EngineKind, Entry, EntryPayload, HardState, LogIndex, Term};
 use ordo_coordinator::storage::{
-    LogStore, MemDisk, MemLogStore, RedbLogStore, RedbOptions, Retention, VerifyOnOpen,
+    LogStore, MemDisk, MemLogStore, RedbLogStore, RedbOptions, Retention, StorageError,
+    VerifyOnOpen,
 };
 
 /// Opens a store on storage that outlives it, so that opening again is a restart.
@@ -16,6 +17,10 @@ pub trait Harness {
     type Store: LogStore;
 
     fn open(&mut self, retention: Retention) -> Self::Store;
+
+    /// Records the consensus engine the store's log belongs to (what `ordo serve` does at the
+    /// first start).
+    fn set_engine(store: &mut Self::Store, engine: EngineKind) -> Result<(), StorageError>;
 }
 
 pub struct MemHarness {
@@ -35,6 +40,10 @@ impl Harness for MemHarness {
 
     fn open(&mut self, retention: Retention) -> MemLogStore {
         MemLogStore::open(&self.disk, retention).expect("open mem store")
+    }
+
+    fn set_engine(store: &mut MemLogStore, engine: EngineKind) -> Result<(), StorageError> {
+        store.set_engine(engine)
     }
 }
 
@@ -64,6 +73,10 @@ impl Harness for RedbHarness {
             ..RedbOptions::default()
         };
         RedbLogStore::open(self.path(), options).expect("open redb store")
+    }
+
+    fn set_engine(store: &mut RedbLogStore, engine: EngineKind) -> Result<(), StorageError> {
+        store.set_engine(engine)
     }
 }
 

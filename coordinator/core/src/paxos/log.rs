@@ -28,7 +28,8 @@ pub(crate) struct SlotLog {
     /// Every slot up to here is chosen, and this node holds the chosen value.
     pub(crate) decided: LogIndex,
     pub(crate) applied: LogIndex,
-    /// Writes emitted so far (each `PersistHardState` and `PersistEntries` counts one).
+    /// Writes emitted so far (each `PersistHardState`, `PersistEntries` and
+    /// `InstallSnapshot` counts one).
     writes: u64,
     /// Entry writes not yet reported durable: (write number, first slot written).
     pending: VecDeque<(u64, LogIndex)>,
@@ -86,6 +87,7 @@ impl SlotLog {
             .map(|(_, first)| first - 1)
             .min()
             .unwrap_or(u64::MAX)
+            .max(self.prev.index)
             .min(self.last_index())
     }
 
@@ -137,8 +139,8 @@ impl SlotLog {
         self.slice(first, u64::MAX, u64::MAX, usize::MAX)
     }
 
-    /// Counts a hard-state write.
-    pub(crate) fn count_hard_state_write(&mut self) {
+    /// Counts a write that is durable before anything after it (hard state, snapshot).
+    pub(crate) fn count_sync_write(&mut self) {
         self.writes += 1;
     }
 
@@ -182,6 +184,27 @@ impl SlotLog {
             self.bytes -= front.payload_bytes();
             self.prev = front.log_id();
         }
+    }
+
+    /// A snapshot through `last_included` (durable once installed) replaces every slot up to
+    /// it; the slots after it stay, with the values accepted for them.
+    pub(crate) fn install(&mut self, last_included: LogId) {
+        assert!(
+            last_included.index > self.decided,
+            "a snapshot installs only past the decided prefix"
+        );
+        while self
+            .entries
+            .front()
+            .is_some_and(|entry| entry.index <= last_included.index)
+        {
+            let entry = self.entries.pop_front().expect("peeked");
+            self.bytes -= entry.payload_bytes();
+        }
+        self.prev = last_included;
+        self.stored_first = last_included.index + 1;
+        self.decided = last_included.index;
+        self.applied = last_included.index;
     }
 
     pub(crate) fn validate(&self) {

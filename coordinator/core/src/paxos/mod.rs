@@ -31,10 +31,15 @@
 //! slot of its own ballot, then until a majority still answers to that ballot. A leader that
 //! does not hear from a majority for an election timeout steps down, and an acceptor that
 //! heard from a live leader within the election timeout ignores prepares, except the one a
-//! leader asked for when it hands over.
+//! leader asked for when it hands over. With `pre_vote` (the default) a node first **probes**:
+//! it asks whether a majority would promise its next ballot, which changes nothing anywhere,
+//! and raises its promise only then, so that a node cut off from a live leader cannot depose it
+//! by refusing its accepts when it comes back.
 //!
-//! Membership changes and snapshots are not built for this engine yet: the driver refuses
-//! configurations that need them.
+//! An acceptor that needs slots storage no longer holds gets a snapshot of the state machine
+//! (the same [`Output::SendSnapshot`] / [`Output::InstallSnapshot`] contract as Raft's, the
+//! install always keeping the slots after the snapshot). Membership changes are not built for
+//! this engine: the cluster keeps the voters it was bootstrapped with.
 
 mod log;
 
@@ -118,9 +123,26 @@ struct Peer {
     read_round: u64,
     /// Waiting for storage to read slots below the window for it.
     reading: bool,
+    /// Waiting for a snapshot to reach it: storage no longer holds the slots it lacks.
+    snapshotting: bool,
+    /// Ticks since the snapshot was asked for: past `snapshot_timeout_ticks` it is sent again.
+    snapshot_ticks: u32,
+    /// The last transfer failed: the next one waits until the acceptor shows it is alive, so
+    /// that a dead acceptor costs no snapshots.
+    snapshot_failed: bool,
     /// The slot the leader last resent from after a refusal: later refusals of accepts that
     /// were already in flight then ask for nothing new.
     resent_from: Option<LogIndex>,
+}
+
+impl Peer {
+    /// The acceptor answered: a snapshot whose transfer failed may go again.
+    fn rearm_snapshot(&mut self) {
+        if self.snapshot_failed {
+            self.snapshot_failed = false;
+            self.snapshotting = false;
+        }
+    }
 }
 
 /// An acceptor's run of the current leader's values: it holds them for every slot up to
@@ -156,6 +178,8 @@ pub struct MultiPaxos {
     election_timeout_randomized_ticks: u32,
     heartbeat_elapsed_ticks: u32,
     campaign: Option<Campaign>,
+    /// Probing: the ballot asked about and who would promise it (this node included).
+    probe: Option<(Term, BTreeSet<NodeId>)>,
     /// Leader: every other voter.
     peers: BTreeMap<NodeId, Peer>,
     /// Leader: the no-op that opens its ballot; reads wait until it is decided.
@@ -244,6 +268,7 @@ impl MultiPaxos {
             election_timeout_randomized_ticks: config.election_timeout_ticks,
             heartbeat_elapsed_ticks: 0,
             campaign: None,
+            probe: None,
             peers: BTreeMap::new(),
             start_index: 0,
             undecided_bytes: 0,
@@ -332,6 +357,23 @@ impl MultiPaxos {
         Some((peer.next, peer.matched, peer.inflight.len()))
     }
 
+    /// Leader: how replication to `peer` stands, in words (for observers and failure reports).
+    pub fn describe_peer(&self, peer: NodeId) -> Option<String> {
+        let peer = self.peers.get(&peer)?;
+        Some(format!(
+            "next={} matched={} inflight={:?} reading={} snapshotting={} resent_from={:?} \
+             stalled={} heard={}",
+            peer.next,
+            peer.matched,
+            peer.inflight,
+            peer.reading,
+            peer.snapshotting,
+            peer.resent_from,
+            peer.stalled_ticks,
+            peer.heard_ticks
+        ))
+    }
+
     /// Persist outputs emitted so far; see [`MultiPaxos::handle_durable_writes`].
     pub fn writes(&self) -> u64 {
         self.log.writes()
@@ -375,7 +417,11 @@ impl MultiPaxos {
         } else if self.is_voter() {
             self.election_elapsed_ticks += 1;
             if self.election_elapsed_ticks >= self.election_timeout_randomized_ticks {
-                self.start_campaign(false);
+                if self.config.pre_vote {
+                    self.start_probe();
+                } else {
+                    self.start_campaign(false);
+                }
             }
         }
         self.finish_input();
@@ -384,7 +430,11 @@ impl MultiPaxos {
     /// Campaign now, as if the election timeout had fired.
     pub fn campaign(&mut self) {
         if self.role != Role::Leader && self.is_voter() {
-            self.start_campaign(false);
+            if self.config.pre_vote {
+                self.start_probe();
+            } else {
+                self.start_campaign(false);
+            }
         }
         self.finish_input();
     }
@@ -459,8 +509,9 @@ impl MultiPaxos {
         Ok(target)
     }
 
-    /// Storage made the first `writes` persist outputs of this engine durable (see
-    /// [`MultiPaxos::writes`]). Reports may cover several writes and repeat.
+    /// Storage made the first `writes` writes this engine asked for durable: each
+    /// `PersistHardState`, `PersistEntries` and `InstallSnapshot` output counts one, in order
+    /// (see [`MultiPaxos::writes`]). Reports may cover several writes and repeat.
     pub fn handle_durable_writes(&mut self, writes: u64) {
         let before = self.log.durable();
         self.log.writes_durable(writes);
@@ -479,9 +530,16 @@ impl MultiPaxos {
         let ballot = message.term;
         match message.body {
             Body::Prepare {
+                transfer,
+                probe: true,
+                ..
+            } => self.handle_probe(from, ballot, transfer),
+            Body::Prepare {
                 from: slot,
                 transfer,
+                probe: false,
             } => self.handle_prepare(from, ballot, slot, transfer),
+            Body::ProbeAnswer { granted } => self.handle_probe_answer(from, ballot, granted),
             Body::Promise {
                 decided,
                 from: slot,
@@ -534,6 +592,9 @@ impl MultiPaxos {
             && peer.reading
         {
             peer.reading = false;
+            if let Err(stored_first) = read {
+                self.log.stored_first = self.log.stored_first.max(stored_first);
+            }
             if let Ok((_, entries)) = read
                 && peer.next == low
                 && let Some(last) = entries.last().map(|entry| entry.index)
@@ -556,20 +617,103 @@ impl MultiPaxos {
         self.finish_input();
     }
 
+    /// The driver finished (or gave up) sending acceptor `to` the snapshot an
+    /// [`Output::SendSnapshot`] asked for. Its acknowledgement after installing it moves
+    /// replication on; a failed transfer is tried again.
+    pub fn handle_snapshot_report(&mut self, to: NodeId, delivered: bool) {
+        if self.role == Role::Leader
+            && !delivered
+            && let Some(peer) = self.peers.get_mut(&to)
+            && peer.snapshotting
+        {
+            peer.snapshot_failed = true;
+        }
+        self.finish_input();
+    }
+
+    /// A snapshot of leader `from`'s state, sent at `ballot` and covering the slots through
+    /// `last_included`, arrived whole and verified. Installed (an [`Output::InstallSnapshot`]
+    /// that keeps the slots after it) if it carries this node past its decided prefix.
+    pub fn handle_snapshot(
+        &mut self,
+        from: NodeId,
+        ballot: Term,
+        last_included: LogId,
+        _membership: Membership,
+    ) {
+        if from == self.config.id {
+            return;
+        }
+        if !self.heed_leader(from, ballot, false) {
+            self.finish_input();
+            return;
+        }
+        if last_included.index > self.log.decided {
+            // Proposals this node made in the replaced slots: it cannot learn their fate.
+            let replaced = {
+                let remaining = self.pending_proposals.split_off(&(last_included.index + 1));
+                std::mem::replace(&mut self.pending_proposals, remaining)
+            };
+            for (index, proposals) in replaced {
+                for (_, id) in proposals {
+                    self.outputs.push_back(Output::ProposalResult {
+                        id,
+                        result: Err(ProposalLost::Unknowable { index }),
+                    });
+                }
+            }
+            self.log.count_sync_write();
+            self.outputs.push_back(Output::InstallSnapshot {
+                last_included,
+                keep_suffix: true,
+            });
+            self.log.install(last_included);
+        }
+        // Installed or not, the decided slots are the leader's values: say how far it holds
+        // them, so that replication moves on.
+        let through = self
+            .run
+            .filter(|run| run.ballot == ballot)
+            .map_or(0, |run| run.through)
+            .max(self.log.decided);
+        if self.run.is_none_or(|run| run.ballot != ballot) {
+            self.ack_sent = 0;
+        }
+        self.run = Some(Run { ballot, through });
+        self.maybe_acknowledge(true);
+        self.finish_input();
+    }
+
+    /// Storage no longer holds slots below `stored_first` (its retention purged them).
+    pub fn handle_purged(&mut self, stored_first: LogIndex) {
+        self.log.stored_first = self.log.stored_first.max(stored_first);
+        self.finish_input();
+    }
+
     // ----- phase 1 -----
 
-    fn start_campaign(&mut self, transfer: bool) {
+    /// The ballot after every ballot this node has seen, with the timer restarted and whatever
+    /// this node was doing as leader or candidate given up; `None` past `TERM_MAX`.
+    fn next_ballot(&mut self) -> Option<Term> {
         self.election_elapsed_ticks = 0;
         self.randomize_election_timeout();
         let round = ballot_round(self.promised.max(self.highest_seen)) + 1;
         let ballot = ballot(round, self.config.id);
         if ballot > TERM_MAX {
-            return;
+            return None;
         }
         self.fail_reads();
         self.peers.clear();
         self.transfer = None;
+        Some(ballot)
+    }
+
+    fn start_campaign(&mut self, transfer: bool) {
+        let Some(ballot) = self.next_ballot() else {
+            return;
+        };
         self.run = None;
+        self.probe = None;
         self.promised = ballot;
         self.highest_seen = ballot;
         self.persist_hard_state();
@@ -594,7 +738,69 @@ impl MultiPaxos {
             return;
         }
         for peer in self.voter_peers() {
-            self.send(peer, ballot, Body::Prepare { from, transfer });
+            self.send(
+                peer,
+                ballot,
+                Body::Prepare {
+                    from,
+                    transfer,
+                    probe: false,
+                },
+            );
+        }
+    }
+
+    /// Asks the voters whether they would promise the next ballot, changing nothing yet.
+    fn start_probe(&mut self) {
+        let Some(ballot) = self.next_ballot() else {
+            return;
+        };
+        self.campaign = None;
+        self.set_role(Role::PreCandidate, None);
+        self.probe = Some((ballot, BTreeSet::from([self.config.id])));
+        if self.quorum() == 1 {
+            self.start_campaign(false);
+            return;
+        }
+        let from = self.log.decided + 1;
+        for peer in self.voter_peers() {
+            self.send(
+                peer,
+                ballot,
+                Body::Prepare {
+                    from,
+                    transfer: false,
+                    probe: true,
+                },
+            );
+        }
+    }
+
+    /// Would this node promise `ballot` now? Not below its promise, and not while it hears a
+    /// live leader (or is one), unless the leader asked for the hand-over.
+    fn handle_probe(&mut self, from: NodeId, ballot: Term, transfer: bool) {
+        let leading = self.role == Role::Leader && self.config.check_quorum;
+        let granted = ballot > self.promised && (transfer || !(self.in_leader_lease() || leading));
+        let answer_ballot = if ballot > self.promised {
+            ballot
+        } else {
+            self.promised
+        };
+        self.send(from, answer_ballot, Body::ProbeAnswer { granted });
+    }
+
+    fn handle_probe_answer(&mut self, from: NodeId, ballot: Term, granted: bool) {
+        self.highest_seen = self.highest_seen.max(ballot);
+        let quorum = self.quorum();
+        let Some((probed, granted_by)) = self.probe.as_mut() else {
+            return;
+        };
+        if self.role != Role::PreCandidate || ballot != *probed || !granted {
+            return;
+        }
+        granted_by.insert(from);
+        if granted_by.len() >= quorum {
+            self.start_campaign(false);
         }
     }
 
@@ -630,12 +836,11 @@ impl MultiPaxos {
         } else {
             slot
         };
-        let entries = self.log.slice(
-            first,
-            u64::MAX,
-            self.config.append_bytes_max,
-            self.config.append_entries_max,
-        );
+        // Bounded by bytes alone: a campaign that needs many round trips may not finish
+        // within an election timeout.
+        let entries = self
+            .log
+            .slice(first, u64::MAX, self.config.append_bytes_max, usize::MAX);
         let complete = entries.last().is_none_or(|entry| entry.index == last);
         self.send(
             to,
@@ -695,6 +900,8 @@ impl MultiPaxos {
                 }
             }
         }
+        // A campaign that hears promises is making progress: it is not restarted meanwhile.
+        self.election_elapsed_ticks = 0;
         if complete {
             campaign.partial.remove(&from);
             campaign.complete.insert(from);
@@ -708,6 +915,7 @@ impl MultiPaxos {
                 Body::Prepare {
                     from: next,
                     transfer,
+                    probe: false,
                 },
             );
             return;
@@ -807,7 +1015,7 @@ impl MultiPaxos {
         let Some(peer) = self.peers.get(&to) else {
             return;
         };
-        if peer.reading {
+        if peer.reading || peer.snapshotting {
             return;
         }
         let mut next = peer.next;
@@ -816,11 +1024,7 @@ impl MultiPaxos {
         let mut read = None;
         while next <= last && inflight < self.config.inflight_messages_max {
             if next < first_in_memory {
-                if next >= stored_first {
-                    read = Some((next, first_in_memory));
-                }
-                // Slots storage no longer holds need a snapshot, which this engine does not
-                // send yet: the acceptor waits (and the driver refuses retention).
+                read = Some((next, first_in_memory));
                 break;
             }
             let entries = self.log.slice(
@@ -841,10 +1045,19 @@ impl MultiPaxos {
             peer.inflight.push_back(*end);
         }
         peer.next = next;
-        if let Some((low, high)) = read {
-            peer.reading = true;
-            self.outputs
-                .push_back(Output::ReadEntries { to, low, high });
+        match read {
+            Some((low, _)) if low < stored_first => {
+                // Storage no longer holds what the acceptor lacks: it gets the state instead.
+                peer.snapshotting = true;
+                peer.snapshot_ticks = 0;
+                self.outputs.push_back(Output::SendSnapshot { to });
+            }
+            Some((low, high)) => {
+                peer.reading = true;
+                self.outputs
+                    .push_back(Output::ReadEntries { to, low, high });
+            }
+            None => {}
         }
         for (first, entries, _) in sends {
             self.send(
@@ -869,20 +1082,10 @@ impl MultiPaxos {
         leader_decided: LogIndex,
         read_round: u64,
     ) {
-        self.highest_seen = self.highest_seen.max(ballot);
-        if ballot < self.promised && self.config.plant_paxos != Some(PlantedBug::AcceptBelowPromise)
-        {
-            self.refuse(from, 0);
+        let below = self.config.plant_paxos == Some(PlantedBug::AcceptBelowPromise);
+        if !self.heed_leader(from, ballot, below) {
             return;
         }
-        if ballot > self.promised {
-            self.promised = ballot;
-            self.persist_hard_state();
-        }
-        if self.role != Role::Follower || self.leader != Some(from) {
-            self.become_follower(Some(from));
-        }
-        self.election_elapsed_ticks = 0;
         self.leader_read_round = read_round;
         let across_ballots = self.config.plant_paxos == Some(PlantedBug::DecideAcrossBallots);
         let run = self
@@ -923,6 +1126,26 @@ impl MultiPaxos {
         self.maybe_acknowledge(true);
     }
 
+    /// A leader's accept or snapshot at `ballot`: refused below the promise (unless
+    /// `below_promise_ok`, only ever a planted bug), else the promise rises to it, durably, and
+    /// this node follows `from`. Returns whether the message is to be taken.
+    fn heed_leader(&mut self, from: NodeId, ballot: Term, below_promise_ok: bool) -> bool {
+        self.highest_seen = self.highest_seen.max(ballot);
+        if ballot < self.promised && !below_promise_ok {
+            self.refuse(from, 0);
+            return false;
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist_hard_state();
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(Some(from));
+        }
+        self.election_elapsed_ticks = 0;
+        true
+    }
+
     /// Acceptor: tells the leader how far it holds the leader's values durably; `always` for
     /// an answer to every accept (heartbeats and read rounds need one).
     fn maybe_acknowledge(&mut self, always: bool) {
@@ -958,13 +1181,21 @@ impl MultiPaxos {
             return;
         };
         peer.heard_ticks = 0;
-        peer.stalled_ticks = 0;
+        peer.rearm_snapshot();
+        if through.min(last) > peer.matched {
+            // Progress; an acknowledgement that moves nothing (a heartbeat's) does not count,
+            // or lost accepts would never be noticed.
+            peer.stalled_ticks = 0;
+        }
         peer.matched = peer.matched.max(through.min(last));
         while peer.inflight.front().is_some_and(|end| *end <= through) {
             peer.inflight.pop_front();
         }
         if peer.next <= peer.matched {
             peer.next = peer.matched + 1;
+        }
+        if peer.snapshotting && peer.matched + 1 >= self.log.stored_first {
+            peer.snapshotting = false;
         }
         if peer.resent_from.is_some_and(|from| from <= peer.matched) {
             peer.resent_from = None;
@@ -996,6 +1227,7 @@ impl MultiPaxos {
                     .get_mut(&from)
                     .expect("leaders track every voter");
                 peer.heard_ticks = 0;
+                peer.rearm_snapshot();
                 // Not after `matched`: an acceptor that restarted still holds those values, but
                 // no longer knows whose they are, and takes them again from its decided prefix.
                 let resume = decided.max(held_through) + 1;
@@ -1009,6 +1241,10 @@ impl MultiPaxos {
                 peer.inflight.clear();
                 peer.resent_from = Some(resume);
                 peer.next = resume;
+                if resume >= self.log.stored_first {
+                    // What it lacks is still stored: no snapshot needed (any more).
+                    peer.snapshotting = false;
+                }
             }
             _ => {}
         }
@@ -1045,9 +1281,23 @@ impl MultiPaxos {
 
     fn tick_leader(&mut self) {
         self.heartbeat_elapsed_ticks += 1;
-        let stall = self.config.replication_stall_ticks;
+        // Accepts in flight with no progress for this long were lost (a reconnect): resend.
+        // Not sooner: a large value takes its time to travel and to be made durable, and an
+        // acknowledgement that moves nothing only says the acceptor is alive.
+        let stall = self
+            .config
+            .replication_stall_ticks
+            .max(self.config.election_timeout_ticks);
+        let snapshot_timeout = self.config.snapshot_timeout_ticks;
         for peer in self.peers.values_mut() {
             peer.heard_ticks = peer.heard_ticks.saturating_add(1);
+            if peer.snapshotting {
+                peer.snapshot_ticks += 1;
+                if peer.snapshot_ticks >= snapshot_timeout && !peer.snapshot_failed {
+                    // Lost on the way, or installed without a word back: try again.
+                    peer.snapshotting = false;
+                }
+            }
             if peer.inflight.is_empty() {
                 peer.stalled_ticks = 0;
             } else {
@@ -1175,6 +1425,7 @@ impl MultiPaxos {
             self.fail_reads();
         }
         self.campaign = None;
+        self.probe = None;
         self.peers.clear();
         self.transfer = None;
         self.ballot = 0;
@@ -1361,7 +1612,7 @@ impl MultiPaxos {
     }
 
     fn persist_hard_state(&mut self) {
-        self.log.count_hard_state_write();
+        self.log.count_sync_write();
         self.outputs
             .push_back(Output::PersistHardState(self.hard_state()));
     }

@@ -58,6 +58,11 @@ pub enum Body {
         /// Sent on the leader's request (leader transfer): acceptors that heard from that
         /// leader recently must not ignore it on that ground.
         transfer: bool,
+        /// A probe (Multi-Paxos's pre-vote): "would you promise this ballot now?" It changes
+        /// nothing on the acceptor, which answers with [`Body::ProbeAnswer`]. Only a candidate
+        /// a majority would follow raises its promise, so a node cut off from a live leader
+        /// cannot depose it when it comes back.
+        probe: bool,
     },
     /// Phase 1b, for the ballot in `term`: the acceptor's slots from `from` on (each entry's
     /// term is the ballot it was accepted at), at most a message's worth of them. Slots up to
@@ -92,6 +97,11 @@ pub enum Body {
     Refused {
         decided: LogIndex,
         held_through: LogIndex,
+    },
+    /// The answer to a probe for the ballot in `term` (or, refused because the acceptor
+    /// promised more, its promise).
+    ProbeAnswer {
+        granted: bool,
     },
 }
 
@@ -133,6 +143,7 @@ impl Message {
                 | Body::Accept { .. }
                 | Body::Accepted { .. }
                 | Body::Refused { .. }
+                | Body::ProbeAnswer { .. }
         )
     }
 

@@ -118,6 +118,7 @@ pub(crate) fn out_of_range_field(message: &Message) -> Option<&'static str> {
         Body::Heartbeat { commit_index, .. } => vec![("commit index", *commit_index, INDEX_MAX)],
         Body::VoteResponse { .. } | Body::HeartbeatResponse { .. } | Body::TimeoutNow => Vec::new(),
         Body::Prepare { from, .. } => vec![("prepare from", *from, INDEX_MAX)],
+        Body::ProbeAnswer { .. } => Vec::new(),
         Body::Promise {
             decided,
             from,
@@ -1022,7 +1023,8 @@ impl Raft {
             | Body::Promise { .. }
             | Body::Accept { .. }
             | Body::Accepted { .. }
-            | Body::Refused { .. } => {}
+            | Body::Refused { .. }
+            | Body::ProbeAnswer { .. } => {}
         }
     }
 

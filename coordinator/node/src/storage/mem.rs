@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ordo_common::{Entry, LogId, LogIndex, Term};
+use ordo_common::{EngineKind, Entry, HardState, LogId, LogIndex, Term};
 
 use super::record::{decode_entry, encode_entry, entry_facts, entry_term};
 use super::rules::{AgeCheck, Extent, plan_compaction, plan_write};
@@ -122,6 +122,21 @@ impl MemLogStore {
     /// The disk this store keeps its data on.
     pub fn disk(&self) -> &MemDisk {
         &self.disk
+    }
+
+    /// Records the consensus engine the log belongs to (as the redb store does at the first
+    /// start); another than the one recorded is refused.
+    pub fn set_engine(&mut self, engine: EngineKind) -> Result<()> {
+        let mut file = self.disk.lock();
+        let fresh = file.log.is_empty() && file.state.hard_state == HardState::default();
+        if file.state.engine != engine && !fresh {
+            return Err(StorageError::invalid_write(format!(
+                "this log was written by the {} engine, not {engine}",
+                file.state.engine
+            )));
+        }
+        file.state.engine = engine;
+        Ok(())
     }
 }
 

@@ -29,7 +29,7 @@ pub mod rules;
 
 use std::num::NonZeroU64;
 
-use ordo_common::{Entry, HardState, LogId, LogIndex, Term};
+use ordo_common::{EngineKind, Entry, HardState, LogId, LogIndex, Term};
 
 pub use mem::{MemDisk, MemLogStore, missing};
 
@@ -257,6 +257,9 @@ pub struct StoreState {
     /// The log time and the registry's floor as of the applied index (see [`StateUpdate`]).
     pub log_time_ms: u64,
     pub registry_floor_ms: u64,
+    /// The consensus engine whose log this is. Raft's terms never fall along the log; a
+    /// Multi-Paxos slot carries the ballot its value was accepted at, which may.
+    pub engine: EngineKind,
 }
 
 /// The state machine's tables as of the applied index: what a node loads at start instead of

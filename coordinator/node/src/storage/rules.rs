@@ -5,7 +5,7 @@
 //! [`plan_write`] against its cached [`StoreState`], and only then touches its data.
 
 use ordo_common::limits::ENTRY_PAYLOAD_BYTES_MAX;
-use ordo_common::{HardState, LogId, LogIndex, Term};
+use ordo_common::{EngineKind, HardState, LogId, LogIndex, Term};
 
 use super::{
     Install, LogState, OUTCOME_BYTES_MAX, Result, Retention, StorageError, StoreState,
@@ -97,7 +97,12 @@ fn plan_install(
         ));
     }
     let mut after = before.clone();
-    if install.keep_suffix {
+    if install.keep_suffix && before.engine == EngineKind::MultiPaxos {
+        // Every slot after the snapshot keeps the value accepted for it, whatever its ballot.
+        if before.log.last_index() <= last.index {
+            after.log.last_log_id = Some(last);
+        }
+    } else if install.keep_suffix {
         let term = term_at(last.index)?;
         if term != last.term {
             return Err(StorageError::invalid_write(format!(
@@ -167,7 +172,11 @@ fn check_entries(
             before.progress.committed
         )));
     }
-    let mut term_floor = term_at(start - 1)?;
+    // Raft's terms never fall along the log; Multi-Paxos ballots may, and only the promise
+    // bounds them.
+    let ordered = before.engine == EngineKind::Raft;
+    let mut term_floor = if ordered { term_at(start - 1)? } else { 0 };
+    let mut term_max = 0;
     for (offset, entry) in batch.entries.iter().enumerate() {
         let expected = start + offset as u64;
         if entry.index != expected {
@@ -176,7 +185,7 @@ fn check_entries(
                 entry.index
             )));
         }
-        if entry.term < term_floor {
+        if ordered && entry.term < term_floor {
             return Err(StorageError::invalid_write(format!(
                 "entry {} has term {}, below the term {term_floor} of the entry before it",
                 entry.index, entry.term
@@ -190,10 +199,11 @@ fn check_entries(
             )));
         }
         term_floor = entry.term;
+        term_max = term_max.max(entry.term);
     }
-    if term_floor > hard_state.term {
+    if term_max > hard_state.term {
         return Err(StorageError::invalid_write(format!(
-            "entries have term {term_floor}, newer than the current term {}",
+            "entries have term {term_max}, newer than the current term {}",
             hard_state.term
         )));
     }

@@ -1,0 +1,5 @@
+//! The cluster suite (`tests/cluster.rs`) with every node on the Multi-Paxos engine: the name of
+//! this test binary selects it (see `support::test_engine`).
+
+#[path = "cluster.rs"]
+mod suite;

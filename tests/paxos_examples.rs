@@ -1,0 +1,5 @@
+//! The examples suite (`tests/examples.rs`) with every node on the Multi-Paxos engine: the name of
+//! this test binary selects it (see `support::test_engine`).
+
+#[path = "examples.rs"]
+mod suite;

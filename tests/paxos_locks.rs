@@ -1,0 +1,5 @@
+//! The locks suite (`tests/locks.rs`) with every node on the Multi-Paxos engine: the name of
+//! this test binary selects it (see `support::test_engine`).
+
+#[path = "locks.rs"]
+mod suite;
