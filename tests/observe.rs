@@ -444,7 +444,16 @@ async fn beyond_loopback_the_listener_wants_a_client_certificate_of_the_ca() {
         .await
         .expect("a client certificate of the CA is served");
     assert_eq!(answer.status, 200, "{answer:?}");
-    let ready = get("/readyz", Some("client-cli")).await.expect("/readyz");
+    // The pages read the view the driver publishes every 100 ms: readiness may lag the
+    // election by that much.
+    let ready = poll_until(SETTLE, async || {
+        match get("/readyz", Some("client-cli")).await {
+            Ok(answer) if answer.status == 200 => Ok(answer),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .expect("/readyz answers 200 once the node leads");
     assert_eq!(ready.status, 200, "{ready:?}");
     // Plain HTTP, no certificate, or a node's certificate: no answer.
     let plain = http::get(address, "/livez").await;
