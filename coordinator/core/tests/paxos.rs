@@ -630,3 +630,23 @@ fn a_leader_hands_over_to_the_node_it_names() {
         leader(&cluster)
     );
 }
+
+#[test]
+fn a_message_from_a_node_outside_the_voters_is_refused_not_followed() {
+    let config = Config::new(1, vec![1, 2, 3]);
+    let mut engine = MultiPaxos::new(config, Restored::default(), 1).unwrap();
+    let accept = Message {
+        term: ordo_core::paxos::ballot(5, 9),
+        body: Body::Accept {
+            first: 1,
+            entries: Vec::new(),
+            decided: 0,
+            read_round: 0,
+        },
+    };
+    assert_eq!(
+        engine.handle_message(9, accept),
+        Err(ordo_core::InvalidMessage::NotAVoter(9))
+    );
+    assert_eq!((engine.leader(), engine.term()), (None, 0));
+}

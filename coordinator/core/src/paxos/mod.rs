@@ -48,6 +48,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ordo_common::{Entry, EntryPayload, HardState, LogId, LogIndex, Membership, NodeId, Term};
 
+use crate::raft::quorum::majority_value;
 use crate::raft::{
     Body, Config, ConfigError, InvalidMessage, Message, Output, ProposalId, ProposalLost,
     ProposeError, ReadError, ReadId, Restored, Role, StartError, Status, TERM_MAX, TransferError,
@@ -1222,10 +1223,9 @@ impl MultiPaxos {
                 self.become_follower(None);
             }
             Role::Leader if ballot == self.ballot => {
-                let peer = self
-                    .peers
-                    .get_mut(&from)
-                    .expect("leaders track every voter");
+                let Some(peer) = self.peers.get_mut(&from) else {
+                    return;
+                };
                 peer.heard_ticks = 0;
                 peer.rearm_snapshot();
                 // Not after `matched`: an acceptor that restarted still holds those values, but
@@ -1252,16 +1252,7 @@ impl MultiPaxos {
 
     /// Leader: the slots a majority holds this ballot's values for, durably, are decided.
     fn maybe_decide(&mut self) {
-        let mut matched: Vec<LogIndex> = self
-            .peers
-            .iter()
-            .filter(|(id, _)| self.membership.voters.contains(id))
-            .map(|(_, peer)| peer.matched)
-            .collect();
-        matched.push(self.log.durable());
-        let quorum = self.quorum();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let decided = matched[quorum - 1];
+        let decided = self.majority_of(self.log.durable(), |peer| peer.matched);
         if decided > self.log.decided {
             let newly: u64 = self
                 .log
@@ -1383,16 +1374,21 @@ impl MultiPaxos {
         }
     }
 
-    fn confirm_reads(&mut self) {
-        let mut rounds: Vec<u64> = self
+    /// The highest value a majority of the voters reach: this node's `own` and each
+    /// acceptor's `value`.
+    fn majority_of(&self, own: u64, value: impl Fn(&Peer) -> u64) -> u64 {
+        let mut values: Vec<u64> = self
             .peers
             .iter()
             .filter(|(id, _)| self.membership.voters.contains(id))
-            .map(|(_, peer)| peer.read_round)
+            .map(|(_, peer)| value(peer))
+            .chain(std::iter::once(own))
             .collect();
-        rounds.push(self.read_round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.quorum() - 1];
+        majority_value(&mut values, self.quorum())
+    }
+
+    fn confirm_reads(&mut self) {
+        let confirmed = self.majority_of(self.read_round, |peer| peer.read_round);
         self.read_round_confirmed = self.read_round_confirmed.max(confirmed);
         while let Some(&(id, index, round)) = self.reads_waiting_round.front() {
             if round > self.read_round_confirmed {
@@ -1470,6 +1466,9 @@ impl MultiPaxos {
     fn validate_message(&self, from: NodeId, message: &Message) -> Result<(), InvalidMessage> {
         if from == self.config.id {
             return Err(InvalidMessage::FromSelf);
+        }
+        if !self.membership.voters.contains(&from) {
+            return Err(InvalidMessage::NotAVoter(from));
         }
         if !message.is_paxos() && message.body != Body::TimeoutNow {
             return Err(InvalidMessage::OtherEngine("raft"));

@@ -7,7 +7,7 @@ mod log;
 mod membership;
 mod message;
 mod progress;
-mod quorum;
+pub(crate) mod quorum;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -302,6 +302,9 @@ pub enum InvalidMessage {
     /// them, and refusing them keeps every term and index sum in the core from overflowing.
     #[error("{0} is beyond the range a cluster can reach (TERM_MAX / INDEX_MAX)")]
     OutOfRange(&'static str),
+    /// Multi-Paxos: a message from a node that is not among the voters it keeps.
+    #[error("message from node {0}, which is not a voter of this cluster")]
+    NotAVoter(NodeId),
     /// A message of the other consensus engine: the peers do not run the same one.
     #[error("a message of the {0} engine, which this node does not run")]
     OtherEngine(&'static str),
