@@ -60,10 +60,19 @@ struct Cluster {
     network: Vec<InFlight>,
     /// Nodes cut off from everyone until the given step.
     cut_until: BTreeMap<NodeId, u64>,
+    /// Nodes cut off until a test lets them back (healing leaves them cut), from the step given.
+    silenced: BTreeMap<NodeId, u64>,
+    /// Messages sent to silenced nodes by a leader that has not heard from them for an election
+    /// timeout (it took over, or they fell silent, that long ago): accepts carrying values, and
+    /// heartbeats.
+    values_to_silenced: u64,
+    heartbeats_to_silenced: u64,
     now: u64,
     proposed: BTreeSet<Bytes>,
     chosen: BTreeMap<LogIndex, Bytes>,
     leaders: BTreeMap<u64, NodeId>,
+    /// The step each ballot's leader took over at.
+    led_since: BTreeMap<u64, u64>,
     next_proposal: u64,
     /// Each proposal's payload, by id.
     proposals: BTreeMap<u64, Bytes>,
@@ -91,10 +100,14 @@ impl Cluster {
             nodes: BTreeMap::new(),
             network: Vec::new(),
             cut_until: BTreeMap::new(),
+            silenced: BTreeMap::new(),
+            values_to_silenced: 0,
+            heartbeats_to_silenced: 0,
             now: 0,
             proposed: BTreeSet::new(),
             chosen: BTreeMap::new(),
             leaders: BTreeMap::new(),
+            led_since: BTreeMap::new(),
             next_proposal: 0,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -246,6 +259,7 @@ impl Cluster {
                         if ballot_node(term) != id {
                             return Err(format!("node {id} leads in ballot {term} of another"));
                         }
+                        self.led_since.entry(term).or_insert(self.now);
                         if let Some(other) = self.leaders.insert(term, id)
                             && other != id
                         {
@@ -278,6 +292,20 @@ impl Cluster {
                 ));
             }
             _ => {}
+        }
+        let silent_since = self.silenced.get(&to).map(|since| {
+            let led_since = self.led_since.get(&message.term).copied().unwrap_or(0);
+            (*since).max(led_since)
+        });
+        let election_timeout = u64::from(self.config(from).election_timeout_ticks);
+        if silent_since.is_some_and(|since| self.now > since + election_timeout)
+            && let Body::Accept { entries, .. } = &message.body
+        {
+            if entries.is_empty() {
+                self.heartbeats_to_silenced += 1;
+            } else {
+                self.values_to_silenced += 1;
+            }
         }
         if self.rng.chance_percent(5) {
             return Ok(());
@@ -342,7 +370,10 @@ impl Cluster {
                 .get(id)
                 .is_some_and(|until| *until > self.now)
         };
-        !cut(&from) && !cut(&to)
+        !cut(&from)
+            && !cut(&to)
+            && !self.silenced.contains_key(&from)
+            && !self.silenced.contains_key(&to)
     }
 
     fn up(&self, id: NodeId) -> bool {
@@ -477,6 +508,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// The node that believes it leads, if any (the lowest id if several do).
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes.iter().find_map(|(id, node)| {
+            node.engine
+                .as_ref()
+                .filter(|engine| engine.role() == Role::Leader)
+                .map(|_| *id)
+        })
+    }
+
+    /// Steps without faults until a node leads; its id.
+    fn elect(&mut self) -> NodeId {
+        for _ in 0..500 {
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+            self.step(false).unwrap();
+        }
+        panic!("no leader within 500 steps");
+    }
+
     /// Runs `steps` steps with faults, then heals everything and requires a new value to be
     /// decided and applied everywhere.
     fn run(&mut self, steps: u64) -> Check {
@@ -593,21 +645,7 @@ fn a_promise_sent_before_it_is_durable_is_caught() {
 #[test]
 fn a_leader_hands_over_to_the_node_it_names() {
     let mut cluster = Cluster::new(11, 3, None);
-    let leader = |cluster: &Cluster| {
-        cluster.nodes.iter().find_map(|(id, node)| {
-            node.engine
-                .as_ref()
-                .filter(|engine| engine.role() == Role::Leader)
-                .map(|_| *id)
-        })
-    };
-    let mut steps = 0;
-    while leader(&cluster).is_none() {
-        cluster.step(false).unwrap();
-        steps += 1;
-        assert!(steps < 500, "no leader");
-    }
-    let from = leader(&cluster).unwrap();
+    let from = cluster.elect();
     let target = if from == 3 { 1 } else { from + 1 };
     let engine = cluster
         .nodes
@@ -621,13 +659,13 @@ fn a_leader_hands_over_to_the_node_it_names() {
     cluster.drain(from).unwrap();
     for _ in 0..200 {
         cluster.step(false).unwrap();
-        if leader(&cluster) == Some(target) && cluster.chosen.len() > applied_before + 5 {
+        if cluster.leader() == Some(target) && cluster.chosen.len() > applied_before + 5 {
             return;
         }
     }
     panic!(
         "node {target} did not take over from node {from}: leader {:?}",
-        leader(&cluster)
+        cluster.leader()
     );
 }
 
@@ -649,4 +687,43 @@ fn a_message_from_a_node_outside_the_voters_is_refused_not_followed() {
         Err(ordo_core::InvalidMessage::NotAVoter(9))
     );
     assert_eq!((engine.leader(), engine.term()), (None, 0));
+}
+
+/// A leader stops streaming values to an acceptor it has not heard from for an election
+/// timeout (down, or cut off): they would only wait in its link's queue and arrive stale. It
+/// keeps sending heartbeats, and replication resumes from the acceptor's answer. (Leaders
+/// change now and then meanwhile: each new one may stream for its first election timeout.)
+#[test]
+fn a_silent_acceptor_gets_heartbeats_not_values_until_it_answers() {
+    let mut cluster = Cluster::new(21, 3, None);
+    let from = cluster.elect();
+    let silent = if from == 3 { 1 } else { from + 1 };
+    cluster.silenced.insert(silent, cluster.now);
+    let election_timeout = cluster.config(from).election_timeout_ticks as u64;
+    let decided_before = cluster.chosen.len();
+    for _ in 0..10 * election_timeout {
+        cluster.step(false).unwrap();
+    }
+    assert!(
+        cluster.chosen.len() > decided_before + 10,
+        "the majority kept deciding"
+    );
+    assert_eq!(
+        cluster.values_to_silenced, 0,
+        "values were streamed to an acceptor silent for an election timeout"
+    );
+    assert!(
+        cluster.heartbeats_to_silenced > 0,
+        "the silent acceptor got no heartbeats"
+    );
+    cluster.silenced.clear();
+    let target = cluster.chosen.len() as u64;
+    for _ in 0..500 {
+        cluster.step(false).unwrap();
+        let engine = cluster.nodes[&silent].engine.as_ref().expect("up");
+        if engine.commit_index() >= target {
+            return;
+        }
+    }
+    panic!("the acceptor did not catch up once it answered");
 }

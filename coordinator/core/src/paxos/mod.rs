@@ -1019,6 +1019,12 @@ impl MultiPaxos {
         if peer.reading || peer.snapshotting {
             return;
         }
+        if peer.heard_ticks >= self.config.election_timeout_ticks {
+            // Silent for an election timeout: down, or cut off. Accepts sent now would wait in
+            // its link's queue and arrive, stale, after it restarts (read from storage over and
+            // over meanwhile); it gets heartbeats only, and replication resumes from its answer.
+            return;
+        }
         let mut next = peer.next;
         let mut inflight = peer.inflight.len();
         let mut sends = Vec::new();
