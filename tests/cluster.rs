@@ -421,3 +421,60 @@ async fn rejoin_and_check(
     assert!(exits.values().all(|status| status.success()), "{exits:?}");
     cluster.assert_acknowledged_writes_stored(&acks);
 }
+
+/// A cluster's engine is fixed when it bootstraps. A node restarted with the other engine on
+/// its data refuses to start, says why with a stable code and both engines' names, and leaves
+/// its data untouched: restarted with its own engine, it rejoins with everything it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_the_other_engine_refuses_its_data_and_keeps_it() {
+    use ordo_common::EngineKind;
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(STARTUP).await;
+    let mut acks = cluster.propose_many(leader.id, "before", 20).await;
+    cluster
+        .wait_for_caught_up(highest_index(&acks), SETTLE)
+        .await;
+    let target = cluster.others(leader.id)[0];
+    assert_eq!(cluster.stop(target, SETTLE).await.code(), Some(0));
+    let (state_before, entries_before) = cluster.read_stored_log(target);
+
+    let engine = support::test_engine();
+    let other = match engine {
+        EngineKind::Raft => EngineKind::MultiPaxos,
+        EngineKind::MultiPaxos => EngineKind::Raft,
+    };
+    cluster
+        .options_mut()
+        .environment
+        .push(("ORDO_CONSENSUS_ENGINE".into(), other.name().into()));
+    let mark = cluster.log_mark(target);
+    cluster.restart(target);
+    let exit = cluster.wait_exit(target, SETTLE).await;
+    let refusal = cluster.log_since(target, mark);
+    assert!(
+        !exit.success(),
+        "node {target} started on data of the other engine:\n{refusal}"
+    );
+    assert!(
+        refusal.contains("error[engine_mismatch]")
+            && refusal.contains(&format!("consensus.engine = \"{}\"", engine.name()))
+            && refusal.contains(other.name()),
+        "the refusal does not say which engine wrote the data:\n{refusal}"
+    );
+    let (state_after, entries_after) = cluster.read_stored_log(target);
+    assert_eq!(
+        (state_after, entries_after),
+        (state_before, entries_before),
+        "the refused start changed the stored log"
+    );
+
+    cluster.options_mut().environment.pop();
+    acks.extend(cluster.propose_many(leader.id, "after", 20).await);
+    cluster.restart(target);
+    let statuses = cluster
+        .wait_for_caught_up(highest_index(&acks), SETTLE)
+        .await;
+    assert_eq!(statuses[&target].engine, engine);
+    cluster.stop_all(SETTLE).await;
+    cluster.assert_acknowledged_writes_stored(&acks);
+}
