@@ -19,6 +19,9 @@
 #
 # Only one system runs at a time: etcd is started, measured and stopped, then Ordo.
 set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$root/bench/lib.sh"
 
 usage() {
     cat <<'EOF'
@@ -77,14 +80,8 @@ done
 batches=${batches//,/ }
 clients=${clients//,/ }
 lock_clients=${lock_clients//,/ }
-for n in $batches $clients $lock_clients $size $etcd_port $ordo_port $etcd_connections; do
-    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: $n is not a positive integer" >&2; exit 2; }
-done
+require_positive $batches $clients $lock_clients $size $etcd_port $ordo_port $etcd_connections
 
-log() { echo "compare.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
-
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Both systems run with their defaults: no configuration leaks in from this shell.
 while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(ORDO_|ETCD_|ETCDCTL_)' || true)
@@ -113,9 +110,6 @@ fi
 [[ -x $ordo ]] || die "$ordo is missing: run without --no-build"
 [[ -x $etcd_load ]] || die "$etcd_load is missing: run without --no-build"
 
-port_in_use() { # PROTO PORT
-    ss -Hln "$1" "sport = :$2" 2>/dev/null | grep -q .
-}
 for i in 0 1 2 3 4 5; do
     ! port_in_use -t $((etcd_port + i)) || die "TCP port $((etcd_port + i)) is in use: choose --etcd-port"
 done
@@ -124,96 +118,17 @@ for i in 0 1 2; do
 done
 
 mkdir -p "$data_parent"
+require_disk "$data_parent"
 work=$(mktemp -d "$data_parent/ordo-compare.XXXXXX")
 mkdir -p "$work/logs" "$work/results"
 fs_type=$(df -PT "$work" | awk 'NR == 2 { print $2 }')
-fs_device=$(df -PT "$work" | awk 'NR == 2 { print $1 }')
-if [[ $fs_type == tmpfs || $fs_type == ramfs ]]; then
-    rmdir "$work/logs" "$work/results" "$work"
-    die "$data_parent is on $fs_type, where fsync costs nothing: choose --data-parent on a disk"
-fi
-
-# --- process bookkeeping: every server we start is stopped on exit ---------------------------
-
-pids=()
-stop_servers() {
-    local pid waited
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        waited=0
-        while kill -0 "$pid" 2>/dev/null && ((waited < 100)); do sleep 0.1; waited=$((waited + 1)); done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "process $pid ignored SIGTERM for 10 s: SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-    pids=()
-}
-on_exit() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_servers
-    if ((status != 0)); then
-        for f in "$work"/logs/*.log; do
-            [[ -s $f ]] || continue
-            echo "--- last lines of $f" >&2
-            tail -n 15 "$f" >&2
-        done
-    fi
-    if ((keep)); then
-        log "data and logs kept in $work"
-    else
-        rm -rf "$work"
-    fi
-    exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-all_alive() {
-    local pid
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
-}
-
-# A JSON number field from one line of `--json` output.
-field() { sed -n "s/.*\"$2\":\([-0-9.eE+]*\).*/\1/p" <<<"$1"; }
-
-# What the servers have used so far, summed over them: "CPU_SECONDS BYTES_WRITTEN" (user +
-# system time from /proc/PID/stat, bytes sent to the storage layer from /proc/PID/io).
-server_usage() {
-    local pid ticks=0 written=0 stat
-    for pid in "${pids[@]}"; do
-        stat=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
-        ticks=$((ticks + ${stat% *} + ${stat#* }))
-        written=$((written + $(sed -n 's/^write_bytes: //p' "/proc/$pid/io" 2>/dev/null || echo 0)))
-    done
-    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v w="$written" 'BEGIN { printf "%.3f %.0f", t / hz, w }'
-}
+start_bookkeeping
 
 run_pair() { # SYSTEM K C COMMAND... (K is a batch size, or lock for the lock runs)
-    local system=$1 k=$2 c=$3 line unit=batches before after per_message
+    local system=$1 k=$2 c=$3 unit=batches
     shift 3
     if [[ $k == lock ]]; then unit=acquisitions; fi
-    before=$(server_usage)
-    if line=$("$@" 2>>"$work/logs/$system-load.log" | grep '^{' | tail -n 1) && [[ -n $line ]]; then
-        after=$(server_usage)
-        # Per message (per acquisition for locks): the servers' CPU in µs and bytes written.
-        per_message=$(awk -v b="$before" -v a="$after" -v rate="$(field "$line" "${unit/batches/messages}_per_second")" \
-            -v seconds="$(field "$line" seconds)" 'BEGIN {
-                split(b, x, " "); split(a, y, " "); n = rate * seconds
-                if (n > 0) printf "\"server_cpu_us_per_message\":%.2f,\"disk_bytes_per_message\":%.1f", (y[1] - x[1]) * 1e6 / n, (y[2] - x[2]) / n
-            }')
-        if [[ -n $per_message ]]; then line="${line%\}},$per_message}"; fi
-        echo "$line" >"$work/results/$system-$k-$c.json"
-        log "$(printf '%-4s K=%-4s C=%-3s %8.0f %s/s  p50 %6.2f ms  p99 %6.2f ms  errors %s  CPU %s µs/msg  disk %s B/msg' \
-            "$system" "$k" "$c" "$(field "$line" "${unit}_per_second")" "$unit" \
-            "$(field "$line" latency_ms_p50)" "$(field "$line" latency_ms_p99)" "$(field "$line" errors)" \
-            "$(field "$line" server_cpu_us_per_message)" "$(field "$line" disk_bytes_per_message)")"
-    else
-        log "$system K=$k C=$c: the load generator failed (see $system-load.log)"
-    fi
+    run_load "$system-$k-$c" "$unit" "$@"
     all_alive || die "a $system server exited during K=$k C=$c"
 }
 
@@ -311,23 +226,17 @@ measure ordo ordo_bench_run ordo_lock_run
 
 # --- the table ----------------------------------------------------------------------------------
 
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-cell() { # SYSTEM K C FIELD FORMAT
-    local file=$work/results/$1-$2-$3.json value
-    [[ -f $file ]] && value=$(field "$(<"$file")" "$4") && [[ -n $value ]] || { printf 'failed'; return; }
-    awk -v v="$value" -v f="$5" 'BEGIN { printf f, v }'
-}
+kc_cell() { cell "$1-$2-$3" "$4" "$5"; } # SYSTEM K C FIELD FORMAT
 ratio() { # K C [FIELD]
     local e o field=${3:-batches_per_second}
-    e=$(cell etcd "$1" "$2" "$field" %.6f)
-    o=$(cell ordo "$1" "$2" "$field" %.6f)
+    e=$(kc_cell etcd "$1" "$2" "$field" %.6f)
+    o=$(kc_cell ordo "$1" "$2" "$field" %.6f)
     awk -v e="$e" -v o="$o" 'BEGIN { if (e + 0 > 0 && o != "failed") printf "%.2f", o / e; else printf "-" }'
 }
 table=$(
     echo "Ordo beside etcd, $(date -u '+%Y-%m-%d %H:%M UTC'), each run $duration, messages of $size B"
     echo
-    echo "- hardware: $(nproc) CPUs ($cpu), $memory RAM, data on $fs_type ($fs_device), $(uname -sr)"
+    echo "- hardware: $(hardware)"
     echo "- etcd $etcd_version: 3 members, default fsync; load: bench/etcd-load, one Txn of K puts per batch, $etcd_connections HTTP/2 connections to the $etcd_target"
     echo "- Ordo $ordo_revision: 3 \`ordo serve\` nodes; load: \`ordo bench\`"
     echo
@@ -335,7 +244,7 @@ table=$(
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     for k in $batches; do
         for c in $clients; do
-            echo "| $k | $c | $(cell etcd "$k" "$c" batches_per_second %.0f) | $(cell etcd "$k" "$c" messages_per_second %.0f) | $(cell etcd "$k" "$c" latency_ms_p50 %.2f) | $(cell etcd "$k" "$c" latency_ms_p99 %.2f) | $(cell ordo "$k" "$c" batches_per_second %.0f) | $(cell ordo "$k" "$c" messages_per_second %.0f) | $(cell ordo "$k" "$c" latency_ms_p50 %.2f) | $(cell ordo "$k" "$c" latency_ms_p99 %.2f) | $(ratio "$k" "$c") | $(cell etcd "$k" "$c" errors %d)/$(cell ordo "$k" "$c" errors %d) |"
+            echo "| $k | $c | $(kc_cell etcd "$k" "$c" batches_per_second %.0f) | $(kc_cell etcd "$k" "$c" messages_per_second %.0f) | $(kc_cell etcd "$k" "$c" latency_ms_p50 %.2f) | $(kc_cell etcd "$k" "$c" latency_ms_p99 %.2f) | $(kc_cell ordo "$k" "$c" batches_per_second %.0f) | $(kc_cell ordo "$k" "$c" messages_per_second %.0f) | $(kc_cell ordo "$k" "$c" latency_ms_p50 %.2f) | $(kc_cell ordo "$k" "$c" latency_ms_p99 %.2f) | $(ratio "$k" "$c") | $(kc_cell etcd "$k" "$c" errors %d)/$(kc_cell ordo "$k" "$c" errors %d) |"
         done
     done
     echo
@@ -345,7 +254,7 @@ table=$(
     echo "|---|---|---|---|---|---|"
     for k in $batches; do
         for c in $clients; do
-            echo "| $k | $c | $(cell etcd "$k" "$c" server_cpu_us_per_message %.1f) | $(cell ordo "$k" "$c" server_cpu_us_per_message %.1f) | $(cell etcd "$k" "$c" disk_bytes_per_message %.0f) | $(cell ordo "$k" "$c" disk_bytes_per_message %.0f) |"
+            echo "| $k | $c | $(kc_cell etcd "$k" "$c" server_cpu_us_per_message %.1f) | $(kc_cell ordo "$k" "$c" server_cpu_us_per_message %.1f) | $(kc_cell etcd "$k" "$c" disk_bytes_per_message %.0f) | $(kc_cell ordo "$k" "$c" disk_bytes_per_message %.0f) |"
         done
     done
     if [[ -n $lock_clients ]]; then
@@ -355,7 +264,7 @@ table=$(
         echo "| lock | C | etcd acquisitions/s | etcd p50 ms | etcd p99 ms | Ordo acquisitions/s | Ordo p50 ms | Ordo p99 ms | Ordo/etcd acquisitions/s | errors etcd/Ordo |"
         echo "|---|---|---|---|---|---|---|---|---|---|"
         for c in $lock_clients; do
-            echo "| $(lock_load "$c") | $c | $(cell etcd lock "$c" acquisitions_per_second %.0f) | $(cell etcd lock "$c" latency_ms_p50 %.2f) | $(cell etcd lock "$c" latency_ms_p99 %.2f) | $(cell ordo lock "$c" acquisitions_per_second %.0f) | $(cell ordo lock "$c" latency_ms_p50 %.2f) | $(cell ordo lock "$c" latency_ms_p99 %.2f) | $(ratio lock "$c" acquisitions_per_second) | $(cell etcd lock "$c" errors %d)/$(cell ordo lock "$c" errors %d) |"
+            echo "| $(lock_load "$c") | $c | $(kc_cell etcd lock "$c" acquisitions_per_second %.0f) | $(kc_cell etcd lock "$c" latency_ms_p50 %.2f) | $(kc_cell etcd lock "$c" latency_ms_p99 %.2f) | $(kc_cell ordo lock "$c" acquisitions_per_second %.0f) | $(kc_cell ordo lock "$c" latency_ms_p50 %.2f) | $(kc_cell ordo lock "$c" latency_ms_p99 %.2f) | $(ratio lock "$c" acquisitions_per_second) | $(kc_cell etcd lock "$c" errors %d)/$(kc_cell ordo lock "$c" errors %d) |"
         done
     fi
 )

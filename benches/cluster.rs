@@ -27,7 +27,8 @@
 //!
 //! `ORDO_BENCH_ELECTIONS` (default 20), `ORDO_BENCH_CONNECTS` (default 200),
 //! `ORDO_BENCH_FAILOVERS` (default 10) and `ORDO_BENCH_CLIENT_FAILOVERS` (default 20) set the
-//! counts; `ORDO_BENCH_ONLY=d` (or any of a–d) runs one part.
+//! counts; `ORDO_BENCH_ONLY=d` (or any of a–d) runs one part; `ORDO_TEST_ENGINE=multi-paxos`
+//! runs the clusters on Multi-Paxos (`bench/engines.sh` does, beside Raft).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
