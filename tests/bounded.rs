@@ -10,7 +10,8 @@
 //!   serving reads, and resumes by itself; a follower whose disk fills completely waits
 //!   without crashing and catches up once space returns (real small file systems: tmpfs);
 //! - `ordo snapshot save` and `restore` seed a new cluster that serves the same seqs, offsets
-//!   and registry, under a new cluster identity the old cluster's nodes cannot join.
+//!   and registry, under a new cluster identity the old cluster's nodes cannot join, and on
+//!   the other consensus engine (`paxos_bounded` runs these tests on Multi-Paxos).
 //!
 //! `ORDO_TEST_BOUNDED_BATCHES` sets the catch-up test's batch count (default 200,000).
 
@@ -569,8 +570,13 @@ async fn a_restored_cluster_serves_the_same_seqs_offsets_and_registry() {
     assert!(said.contains(&format!("last seq {}", last.seq)), "{said}");
     original.stop_all(STARTUP).await;
 
-    // Three commands: save (above), restore each node's directory, serve.
-    let mut restored = TestCluster::prepare(ClusterOptions::fast(3));
+    // Three commands: save (above), restore each node's directory, serve. A backup is the
+    // state alone: the new cluster runs the other consensus engine.
+    let engine = support::other_engine(support::test_engine());
+    let mut restored = TestCluster::prepare(ClusterOptions {
+        engine,
+        ..ClusterOptions::fast(3)
+    });
     for id in restored.ids() {
         let output = run_ordo(&[
             "snapshot",
@@ -578,6 +584,8 @@ async fn a_restored_cluster_serves_the_same_seqs_offsets_and_registry() {
             path_str(&backup),
             "--data-dir",
             path_str(restored.data_dir(id)),
+            "--consensus-engine",
+            engine.name(),
         ]);
         assert!(
             output.status.success(),

@@ -427,7 +427,6 @@ async fn rejoin_and_check(
 /// its data untouched: restarted with its own engine, it rejoins with everything it had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_with_the_other_engine_refuses_its_data_and_keeps_it() {
-    use ordo_common::EngineKind;
     let mut cluster = TestCluster::start(3);
     let leader = cluster.wait_for_leader(STARTUP).await;
     let mut acks = cluster.propose_many(leader.id, "before", 20).await;
@@ -439,14 +438,8 @@ async fn a_node_restarted_with_the_other_engine_refuses_its_data_and_keeps_it() 
     let (state_before, entries_before) = cluster.read_stored_log(target);
 
     let engine = support::test_engine();
-    let other = match engine {
-        EngineKind::Raft => EngineKind::MultiPaxos,
-        EngineKind::MultiPaxos => EngineKind::Raft,
-    };
-    cluster
-        .options_mut()
-        .environment
-        .push(("ORDO_CONSENSUS_ENGINE".into(), other.name().into()));
+    let other = support::other_engine(engine);
+    cluster.options_mut().engine = other;
     let mark = cluster.log_mark(target);
     cluster.restart(target);
     let exit = cluster.wait_exit(target, SETTLE).await;
@@ -468,7 +461,7 @@ async fn a_node_restarted_with_the_other_engine_refuses_its_data_and_keeps_it() 
         "the refused start changed the stored log"
     );
 
-    cluster.options_mut().environment.pop();
+    cluster.options_mut().engine = engine;
     acks.extend(cluster.propose_many(leader.id, "after", 20).await);
     cluster.restart(target);
     let statuses = cluster

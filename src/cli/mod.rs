@@ -272,6 +272,12 @@ enum SnapshotCommand {
         /// Tells apart two clusters restored from the same file.
         #[arg(long, default_value = "restored")]
         cluster_token: String,
+        /// The consensus engine the new cluster will run ("raft" or "multi-paxos"): recorded
+        /// with the data, so its nodes must start with the same `consensus.engine`. A backup
+        /// is the state alone, so a cluster may change engines through save and restore.
+        #[arg(long, env = "ORDO_CONSENSUS_ENGINE", default_value = "raft",
+              value_parser = ["raft", "multi-paxos"])]
+        consensus_engine: String,
     },
 }
 
@@ -506,7 +512,8 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             file,
             data_dir,
             cluster_token,
-        }) => snapshot::restore(&file, &data_dir, &cluster_token),
+            consensus_engine,
+        }) => snapshot::restore(&file, &data_dir, &cluster_token, &consensus_engine),
         Command::Bench {
             client,
             clients,

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ordo_common::client::{ClientRequest, ClientResponse, NodeRole, SNAPSHOT_CHUNK_BYTES_MAX};
-use ordo_common::{ClusterId, HardState, LogId};
+use ordo_common::{ClusterId, EngineKind, HardState, LogId};
 use ordo_coordinator::node::LOG_FILE_NAME;
 use ordo_coordinator::storage::{
     Install, LogRead, LogStore, RedbLogStore, RedbOptions, SnapshotState, WriteBatch,
@@ -168,7 +168,9 @@ fn sync_parent(file: &Path) -> std::io::Result<()> {
     std::fs::File::open(parent)?.sync_all()
 }
 
-pub fn restore(file: &Path, data_dir: &Path, cluster_token: &str) -> CliResult {
+pub fn restore(file: &Path, data_dir: &Path, cluster_token: &str, engine: &str) -> CliResult {
+    let engine = EngineKind::parse(engine)
+        .ok_or_else(|| format!("--consensus-engine {engine:?} names no consensus engine"))?;
     let bytes = std::fs::read(file).map_err(|error| format!("{}: {error}", file.display()))?;
     let state = decode_snapshot(&bytes)
         .map_err(|error| format!("{} is not a usable snapshot: {error}", file.display()))?;
@@ -186,7 +188,7 @@ pub fn restore(file: &Path, data_dir: &Path, cluster_token: &str) -> CliResult {
     }
     std::fs::create_dir_all(data_dir)?;
     let cluster = ClusterId::restored(&bytes, cluster_token);
-    let seeded = seed(&log_path, state.clone(), cluster);
+    let seeded = seed(&log_path, state.clone(), cluster, engine);
     if let Err(error) = seeded {
         // Leave no half-restored store behind for a node to start on.
         let _ = std::fs::remove_file(&log_path);
@@ -213,8 +215,10 @@ fn seed(
     path: &Path,
     state: SnapshotState,
     cluster: ClusterId,
+    engine: EngineKind,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut store = RedbLogStore::open(path, RedbOptions::default())?;
+    store.set_engine(engine)?;
     let applied = state.applied;
     store.write(&WriteBatch::hard_state(HardState {
         term: applied.term,

@@ -70,6 +70,14 @@ pub fn test_engine() -> ordo_common::EngineKind {
     }
 }
 
+/// The engine that is not `engine`.
+pub fn other_engine(engine: ordo_common::EngineKind) -> ordo_common::EngineKind {
+    match engine {
+        ordo_common::EngineKind::Raft => ordo_common::EngineKind::MultiPaxos,
+        ordo_common::EngineKind::MultiPaxos => ordo_common::EngineKind::Raft,
+    }
+}
+
 /// How many elections lie between leading in `old` and leading in `new`: Raft counts terms,
 /// Multi-Paxos the rounds of its ballots.
 pub fn elections_between(old: ordo_common::Term, new: ordo_common::Term) -> u64 {
@@ -101,6 +109,9 @@ pub struct ClusterOptions {
     /// A TOML configuration file every node is started with (`ordo serve --config`); the
     /// harness's flags and environment still override it.
     pub config_file: Option<String>,
+    /// The consensus engine the nodes start with: the one under test unless a test asks for
+    /// the other (every status the harness sees must report it).
+    pub engine: ordo_common::EngineKind,
 }
 
 impl ClusterOptions {
@@ -115,6 +126,7 @@ impl ClusterOptions {
             log_filter: "info".into(),
             distinct_hosts: false,
             config_file: None,
+            engine: test_engine(),
         }
     }
 
@@ -151,7 +163,7 @@ impl ClusterOptions {
             // whole suite on the other engine.
             (
                 "ORDO_CONSENSUS_ENGINE".to_string(),
-                test_engine().name().to_string(),
+                self.engine.name().to_string(),
             ),
         ];
         environment.extend(self.environment.iter().cloned());
@@ -777,8 +789,7 @@ impl TestCluster {
 
     fn observe(&self, status: &NodeStatus) {
         assert_eq!(
-            status.engine,
-            test_engine(),
+            status.engine, self.options.engine,
             "node {} runs another consensus engine than the test asked for",
             status.id
         );
@@ -889,7 +900,7 @@ impl TestCluster {
                 let entry = at(ack.index);
                 // A Multi-Paxos slot holds the ballot its value was accepted at, which differs
                 // between nodes: the value is what must agree.
-                let term = |term| match test_engine() {
+                let term = |term| match self.options.engine {
                     ordo_common::EngineKind::Raft => term,
                     ordo_common::EngineKind::MultiPaxos => 0,
                 };
@@ -912,7 +923,7 @@ impl TestCluster {
             .map(|(state, _)| state.progress.committed)
             .min();
         let committed = committed.unwrap_or(0);
-        let value = |entry: &Entry| match test_engine() {
+        let value = |entry: &Entry| match self.options.engine {
             ordo_common::EngineKind::Raft => (entry.term, entry.index, entry.payload.clone()),
             ordo_common::EngineKind::MultiPaxos => (0, entry.index, entry.payload.clone()),
         };
