@@ -30,6 +30,7 @@ fn the_demo_survives_a_killed_leader_and_loses_nothing() {
     command
         .args(["dev", "--demo", "--demo-duration", "10s", "--base-port"])
         .arg(base.to_string())
+        .args(["--consensus-engine", support::test_engine().name()])
         .arg("--dir")
         .arg(dir.path().join("dev"))
         .env_remove("RUST_LOG");
@@ -62,7 +63,11 @@ fn the_demo_survives_a_killed_leader_and_loses_nothing() {
     for id in 1..=3 {
         let log = std::fs::read_to_string(dir.path().join(format!("dev/node-{id}.log")))
             .unwrap_or_else(|error| panic!("node {id}'s log file: {error}"));
-        assert!(log.contains("serving"), "node {id}'s log:\n{log}");
+        let serving = format!("engine={}", support::test_engine());
+        assert!(
+            log.contains("serving") && log.contains(&serving),
+            "node {id}'s log does not show it serving on {serving}:\n{log}"
+        );
     }
 }
 

@@ -225,7 +225,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         },
         batches.clone(),
     )?;
-    info!(id = config.id, listen = %config.listen, peers = ?voters, "serving");
+    info!(id = config.id, listen = %config.listen, peers = ?voters, %engine, "serving");
     let http_tls = start_http(&config, view_rx, batches, clients_tx).await?;
 
     let reload_links = peers.clone();

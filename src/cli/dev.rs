@@ -15,6 +15,7 @@ pub fn run(
     base_port: u16,
     demo: Option<std::time::Duration>,
     stream_logs: bool,
+    engine: &str,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if ![1, 3, 5].contains(&nodes) {
         return Err(format!("--nodes must be 1, 3 or 5, not {nodes}").into());
@@ -51,6 +52,8 @@ pub fn run(
                 &address(id),
                 "--peers",
                 &peers,
+                "--consensus-engine",
+                engine,
             ])
             .arg("--data-dir")
             .arg(dir.join(format!("node-{id}")))

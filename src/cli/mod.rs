@@ -97,6 +97,11 @@ enum Command {
         /// Print every node's log here, prefixed by its id, instead of to DIR/node-N.log.
         #[arg(long)]
         stream_logs: bool,
+        /// The consensus engine of the local cluster ("raft" or "multi-paxos"). A data
+        /// directory keeps the engine it was created with: use another --dir to switch.
+        #[arg(long, env = "ORDO_CONSENSUS_ENGINE", default_value = "raft",
+              value_parser = ["raft", "multi-paxos"])]
+        consensus_engine: String,
     },
     /// Show every node's view: role, term, leader, log indexes, reachable peers.
     Status {
@@ -425,12 +430,14 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             demo,
             demo_duration,
             stream_logs,
+            consensus_engine,
         } => dev::run(
             nodes,
             &dir,
             base_port,
             demo.then_some(demo_duration),
             stream_logs,
+            &consensus_engine,
         ),
         Command::Status { client, json } => runtime()?.block_on(status::run(&client, json)),
         Command::Submit {
