@@ -195,6 +195,26 @@ fn entry_terms_follow_raft<H: Harness>(harness: &mut H) {
 /// the slots (an acceptor keeps values an earlier leader left after the ones a new leader
 /// rewrites), but never passes the promise; an install keeps every slot after it; the engine is
 /// recorded once and for good.
+/// A Multi-Paxos install of an empty state through `last_included`, keeping the slots after it.
+fn keep_suffix_install(last_included: LogId, last_seq: u64) -> WriteBatch {
+    WriteBatch {
+        install: Some(Install {
+            last_included,
+            keep_suffix: true,
+            state: SnapshotState {
+                applied: last_included,
+                last_seq,
+                log_time_ms: 0,
+                registry_floor_ms: 0,
+                offsets: vec![],
+                registry: vec![],
+                coord: vec![],
+            },
+        }),
+        ..WriteBatch::default()
+    }
+}
+
 fn slot_ballots_follow_multi_paxos<H: Harness>(harness: &mut H) {
     let mut store = harness.open(keep_all());
     assert_eq!(store.store_state().unwrap().engine, EngineKind::Raft);
@@ -211,41 +231,11 @@ fn slot_ballots_follow_multi_paxos<H: Harness>(harness: &mut H) {
     assert!(message.contains("newer than the current term"), "{message}");
     commit_and_apply(&mut store, 2);
     // A snapshot whose last slot carries another ballot than this acceptor's keeps the rest.
-    let install = WriteBatch {
-        install: Some(Install {
-            last_included: LogId::new(4, 3),
-            keep_suffix: true,
-            state: SnapshotState {
-                applied: LogId::new(4, 3),
-                last_seq: 3,
-                log_time_ms: 0,
-                registry_floor_ms: 0,
-                offsets: vec![],
-                registry: vec![],
-                coord: vec![],
-            },
-        }),
-        ..WriteBatch::default()
-    };
+    let install = keep_suffix_install(LogId::new(4, 3), 3);
     write(&mut store, install);
     assert_eq!(store.entries(4, 6, ALL).unwrap(), entries(4, 6, 3));
     // One past the end of the log, from a leader ahead of this acceptor: nothing to keep.
-    let ahead = WriteBatch {
-        install: Some(Install {
-            last_included: LogId::new(5, 9),
-            keep_suffix: true,
-            state: SnapshotState {
-                applied: LogId::new(5, 9),
-                last_seq: 9,
-                log_time_ms: 0,
-                registry_floor_ms: 0,
-                offsets: vec![],
-                registry: vec![],
-                coord: vec![],
-            },
-        }),
-        ..WriteBatch::default()
-    };
+    let ahead = keep_suffix_install(LogId::new(5, 9), 9);
     write(&mut store, ahead);
     let state = store.store_state().unwrap();
     assert_eq!(

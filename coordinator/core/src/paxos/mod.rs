@@ -738,6 +738,11 @@ impl MultiPaxos {
             self.become_leader();
             return;
         }
+        self.send_prepares(ballot, from, transfer, false);
+    }
+
+    /// Sends every other voter a prepare (or a probe) for `ballot` from slot `from` on.
+    fn send_prepares(&mut self, ballot: Term, from: LogIndex, transfer: bool, probe: bool) {
         for peer in self.voter_peers() {
             self.send(
                 peer,
@@ -745,7 +750,7 @@ impl MultiPaxos {
                 Body::Prepare {
                     from,
                     transfer,
-                    probe: false,
+                    probe,
                 },
             );
         }
@@ -763,18 +768,7 @@ impl MultiPaxos {
             self.start_campaign(false);
             return;
         }
-        let from = self.log.decided + 1;
-        for peer in self.voter_peers() {
-            self.send(
-                peer,
-                ballot,
-                Body::Prepare {
-                    from,
-                    transfer: false,
-                    probe: true,
-                },
-            );
-        }
+        self.send_prepares(ballot, self.log.decided + 1, false, true);
     }
 
     /// Would this node promise `ballot` now? Not below its promise, and not while it hears a
