@@ -15,7 +15,7 @@ pub fn run(
     base_port: u16,
     demo: Option<std::time::Duration>,
     stream_logs: bool,
-    engine: &str,
+    engine: ordo_common::EngineKind,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if ![1, 3, 5].contains(&nodes) {
         return Err(format!("--nodes must be 1, 3 or 5, not {nodes}").into());
@@ -53,7 +53,7 @@ pub fn run(
                 "--peers",
                 &peers,
                 "--consensus-engine",
-                engine,
+                engine.name(),
             ])
             .arg("--data-dir")
             .arg(dir.join(format!("node-{id}")))

@@ -100,8 +100,8 @@ enum Command {
         /// The consensus engine of the local cluster ("raft" or "multi-paxos"). A data
         /// directory keeps the engine it was created with: use another --dir to switch.
         #[arg(long, env = "ORDO_CONSENSUS_ENGINE", default_value = "raft",
-              value_parser = ["raft", "multi-paxos"])]
-        consensus_engine: String,
+              value_parser = engine_argument)]
+        consensus_engine: ordo_common::EngineKind,
     },
     /// Show every node's view: role, term, leader, log indexes, reachable peers.
     Status {
@@ -281,9 +281,15 @@ enum SnapshotCommand {
         /// with the data, so its nodes must start with the same `consensus.engine`. A backup
         /// is the state alone, so a cluster may change engines through save and restore.
         #[arg(long, env = "ORDO_CONSENSUS_ENGINE", default_value = "raft",
-              value_parser = ["raft", "multi-paxos"])]
-        consensus_engine: String,
+              value_parser = engine_argument)]
+        consensus_engine: ordo_common::EngineKind,
     },
+}
+
+/// A `--consensus-engine` value, by the names `consensus.engine` takes.
+fn engine_argument(name: &str) -> Result<ordo_common::EngineKind, String> {
+    ordo_common::EngineKind::parse(name)
+        .ok_or_else(|| format!("{name:?} names no consensus engine: \"raft\" or \"multi-paxos\""))
 }
 
 #[derive(clap::Args)]
@@ -437,7 +443,7 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             base_port,
             demo.then_some(demo_duration),
             stream_logs,
-            &consensus_engine,
+            consensus_engine,
         ),
         Command::Status { client, json } => runtime()?.block_on(status::run(&client, json)),
         Command::Submit {
@@ -520,7 +526,7 @@ pub fn run(arguments: Arguments) -> Result<ExitCode, Box<dyn std::error::Error>>
             data_dir,
             cluster_token,
             consensus_engine,
-        }) => snapshot::restore(&file, &data_dir, &cluster_token, &consensus_engine),
+        }) => snapshot::restore(&file, &data_dir, &cluster_token, consensus_engine),
         Command::Bench {
             client,
             clients,

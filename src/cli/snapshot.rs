@@ -168,9 +168,7 @@ fn sync_parent(file: &Path) -> std::io::Result<()> {
     std::fs::File::open(parent)?.sync_all()
 }
 
-pub fn restore(file: &Path, data_dir: &Path, cluster_token: &str, engine: &str) -> CliResult {
-    let engine = EngineKind::parse(engine)
-        .ok_or_else(|| format!("--consensus-engine {engine:?} names no consensus engine"))?;
+pub fn restore(file: &Path, data_dir: &Path, cluster_token: &str, engine: EngineKind) -> CliResult {
     let bytes = std::fs::read(file).map_err(|error| format!("{}: {error}", file.display()))?;
     let state = decode_snapshot(&bytes)
         .map_err(|error| format!("{} is not a usable snapshot: {error}", file.display()))?;
