@@ -374,7 +374,7 @@ impl Default for NodeConfig {
                 clock_skew_max: ms(1000),
             },
             storage: StorageSection {
-                cache: mib(64),
+                cache: mib(8),
                 free_space_min: mib(512),
                 ballast: mib(128),
             },
@@ -558,8 +558,9 @@ const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "storage",
         "cache",
-        "size; redb page cache \
-         (raise it when reads of history (subscribers catching up) go to disk)",
+        "size; redb page cache; half of it at most holds pages written since the last \
+         checkpoint, which then trickle to the disk (a larger cache sends them in one burst \
+         at each checkpoint, slowing every fsync on the disk meanwhile)",
     ),
     (
         "storage",
@@ -1367,13 +1368,13 @@ mod tests {
             text,
             &[
                 ("ORDO_RAFT_ELECTION_TIMEOUT", "300ms"),
-                ("ORDO_STORAGE_CACHE", "8MiB"),
+                ("ORDO_STORAGE_CACHE", "32MiB"),
             ],
         )
         .unwrap();
         assert_eq!(config.id, 2);
         assert_eq!(config.raft.election_timeout.0, Duration::from_millis(300));
-        assert_eq!(config.storage.cache.0, 8 << 20);
+        assert_eq!(config.storage.cache.0, 32 << 20);
         let overrides = Overrides {
             id: Some(3),
             ..Overrides::default()

@@ -124,6 +124,11 @@ fn describe() {
         "one group commit's durable write, fsync included"
     );
     describe_histogram!(
+        "ordo_store_checkpoint_seconds",
+        Unit::Seconds,
+        "one checkpoint: redb made durable and the write-ahead file started again"
+    );
+    describe_histogram!(
         "ordo_group_commit_requests",
         "writes the log writer made durable together"
     );

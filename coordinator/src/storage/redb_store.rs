@@ -43,8 +43,11 @@ use super::space::{Ballast, is_no_space};
 
 mod groups;
 mod wal;
+mod writeback;
 pub use groups::{LOG_GROUP_BYTES_MAX, SEQ_GROUP_ITEMS_MAX};
 use wal::Wal;
+use writeback::Writeback;
+pub use writeback::{WRITEBACK_PERIOD, WRITEBACK_THREAD_NAME};
 
 /// A write whose entries and state hold more than this many bytes skips the write-ahead file and
 /// is made durable by redb itself (a checkpoint, if the file holds records): a write this big
@@ -214,6 +217,8 @@ pub struct RedbLogStore {
     /// The write-ahead file (stores opened on a file; one on a test backend has none and makes
     /// every write durable in redb).
     wal: Option<Wal>,
+    /// Starts writing redb's pages out between checkpoints (stores opened on a file).
+    _writeback: Option<Writeback>,
 }
 
 /// Why a store stopped taking writes.
@@ -480,7 +485,11 @@ impl RedbLogStore {
 
     /// Makes everything redb holds durable and starts the write-ahead file again.
     fn checkpoint(&mut self) -> StoreResult<()> {
-        self.durable_commit(|_| Ok(()))
+        let started = std::time::Instant::now();
+        self.durable_commit(|_| Ok(()))?;
+        metrics::histogram!("ordo_store_checkpoint_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Opens the write-ahead file that belongs to the redb file at `path` (making one for a
@@ -636,10 +645,12 @@ impl RedbLogStore {
             halted: None,
             ballast: None,
             wal: None,
+            _writeback: None,
         };
         if let Opener::Path(path) = &store.opener {
             let path = path.clone();
             store.attach_wal(&path)?;
+            store._writeback = Some(Writeback::start(&path));
         }
         Ok(store)
     }
