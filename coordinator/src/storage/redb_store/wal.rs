@@ -18,6 +18,12 @@
 //! generation, its length and its body, so a record left over from an earlier generation, or
 //! torn by a crash, fails it: the records read back are the valid prefix, and the rest is cut.
 //!
+//! A new file is allocated up to [`PREALLOCATED_BYTES`] at once (`fallocate`, which reads back
+//! as zeros): an append inside it leaves the file's size alone, so its `fdatasync` writes the
+//! record and no inode (on the development VM's ext4, 41 µs instead of 59 for a 300-byte
+//! append). Eight zero bytes where a record would start, never a record's header, end the
+//! records like a torn tail.
+//!
 //! # The generation protocol
 //!
 //! redb keeps, in the same durable commit as the data, the generation whose records it does
@@ -44,6 +50,10 @@ use crate::storage::space::is_no_space;
 const MAGIC: &[u8; 8] = b"ORDOWAL1";
 pub(super) const HEADER_BYTES: u64 = 8 + 8 + 8 + 4;
 pub(super) const RECORD_HEADER_BYTES: u64 = 8;
+
+/// How much of a new file is allocated when it is created: the header and the records up to a
+/// checkpoint.
+pub(super) const PREALLOCATED_BYTES: u64 = HEADER_BYTES + super::WAL_CHECKPOINT_BYTES;
 
 /// The write-ahead file of one store.
 pub(super) struct Wal {
@@ -116,6 +126,26 @@ fn record_crc(generation: u64, body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// Allocates `file` up to `bytes` (no further if it is longer), so that appends inside it do not
+/// change its size. Best effort: a file system without `fallocate`, or too full for it, leaves
+/// appends growing the file as they would anyway.
+fn preallocate(file: &File, bytes: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(length) = libc::off_t::try_from(bytes) else {
+            return;
+        };
+        // SAFETY: the descriptor is open for as long as `file` lives; the call reads no memory
+        // of ours. Mode 0 allocates and, past the end, extends the size.
+        unsafe {
+            libc::fallocate(file.as_raw_fd(), 0, 0, length);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, bytes);
+}
+
 /// Fsyncs the directory holding `path`, so that a rename or a creation in it is durable.
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     match path.parent() {
@@ -138,6 +168,7 @@ impl Wal {
                 .truncate(true)
                 .open(&aside)?;
             file.write_all_at(&header(store_id, generation), 0)?;
+            preallocate(&file, PREALLOCATED_BYTES);
             file.sync_all()?;
             std::fs::rename(&aside, path)?;
             sync_parent(path)?;
@@ -191,6 +222,10 @@ impl Wal {
         let mut records = Vec::new();
         let mut offset = HEADER_BYTES as usize;
         while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
+            if head.iter().all(|&byte| byte == 0) {
+                // The allocated part no record reached yet (or a torn header).
+                break;
+            }
             let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
             let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
             let start = offset + RECORD_HEADER_BYTES as usize;
@@ -206,6 +241,7 @@ impl Wal {
         if offset < bytes.len() {
             let cut = || -> std::io::Result<()> {
                 file.set_len(offset as u64)?;
+                preallocate(&file, PREALLOCATED_BYTES);
                 file.sync_all()
             };
             cut().map_err(|error| io_error(path, "cannot cut the torn tail of", error))?;
@@ -316,9 +352,44 @@ mod tests {
             (wal.store_id(), wal.generation(), wal.len()),
             (7, 1, length)
         );
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), length);
         wal.append(b"fourth").unwrap();
         assert_eq!(opened(&path).records.len(), 4);
+    }
+
+    #[test]
+    fn a_new_file_is_allocated_ahead_and_its_zeros_are_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb.wal");
+        let mut wal = Wal::create(&path, 7, 1).unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                PREALLOCATED_BYTES,
+                "allocated up to a checkpoint's worth of records"
+            );
+        }
+        wal.append(b"first").unwrap();
+        wal.append(b"").unwrap();
+        let length = wal.len();
+        drop(wal);
+        let Opened { mut wal, records } = opened(&path);
+        assert_eq!(records, vec![b"first".to_vec(), vec![]]);
+        assert_eq!(
+            wal.len(),
+            length,
+            "the zeros after the records are not read as one"
+        );
+        wal.append(b"third").unwrap();
+        assert_eq!(opened(&path).records.len(), 3);
+
+        // In a file of this generation an empty record's checksum is zero, so eight zero bytes
+        // pass as one: the zeros must end the records all the same.
+        let generation = 0x4cf0_5f31;
+        assert_eq!(record(generation, b""), [0u8; RECORD_HEADER_BYTES as usize]);
+        let mut wal = Wal::create(&path, 7, generation).unwrap();
+        wal.append(b"only").unwrap();
+        drop(wal);
+        assert_eq!(opened(&path).records, vec![b"only".to_vec()]);
     }
 
     #[test]
@@ -393,7 +464,9 @@ mod tests {
         let path = dir.path().join("log.redb.wal");
         let mut wal = Wal::create(&path, 7, 1).unwrap();
         wal.append(&[5; 100]).unwrap();
-        let size = wal.len();
+        drop(wal);
+        // The size of the file, allocated ahead, not of its records.
+        let size = std::fs::metadata(&path).unwrap().len();
         assert_eq!(Wal::open(&path, size).unwrap().unwrap().records.len(), 1);
         let error = Wal::open(&path, size - 1).err().expect("refused");
         assert!(matches!(error, StorageError::CorruptFile { .. }), "{error}");
