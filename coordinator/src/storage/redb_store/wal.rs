@@ -18,11 +18,12 @@
 //! generation, its length and its body, so a record left over from an earlier generation, or
 //! torn by a crash, fails it: the records read back are the valid prefix, and the rest is cut.
 //!
-//! A new file is allocated up to [`PREALLOCATED_BYTES`] at once (`fallocate`, which reads back
-//! as zeros): an append inside it leaves the file's size alone, so its `fdatasync` writes the
-//! record and no inode (on the development VM's ext4, 41 µs instead of 59 for a 300-byte
-//! append). Eight zero bytes where a record would start, never a record's header, end the
-//! records like a torn tail.
+//! The file is allocated [`ALLOCATION_STEP`] ahead of its records (`fallocate`, which reads back
+//! as zeros): an append inside the allocation leaves the file's size alone, so its `fdatasync`
+//! writes the record and no inode (on the development VM's ext4, 41 µs instead of 59 for a
+//! 300-byte append); one append per step extends it. The step is small so that a full disk still
+//! shows at the next appends, not a checkpoint's worth of records later. Eight zero bytes where
+//! a record would start, never a record's header, end the records like a torn tail.
 //!
 //! # The generation protocol
 //!
@@ -51,9 +52,8 @@ const MAGIC: &[u8; 8] = b"ORDOWAL1";
 pub(super) const HEADER_BYTES: u64 = 8 + 8 + 8 + 4;
 pub(super) const RECORD_HEADER_BYTES: u64 = 8;
 
-/// How much of a new file is allocated when it is created: the header and the records up to a
-/// checkpoint.
-pub(super) const PREALLOCATED_BYTES: u64 = HEADER_BYTES + super::WAL_CHECKPOINT_BYTES;
+/// How far ahead of its records the file is allocated.
+pub(super) const ALLOCATION_STEP: u64 = 256 * 1024;
 
 /// The write-ahead file of one store.
 pub(super) struct Wal {
@@ -65,6 +65,8 @@ pub(super) struct Wal {
     len: u64,
     /// Valid records in the file.
     records: u64,
+    /// The file's size: appends up to here do not change it.
+    allocated: u64,
 }
 
 /// What [`Wal::open`] found.
@@ -127,23 +129,25 @@ fn record_crc(generation: u64, body: &[u8]) -> u32 {
 }
 
 /// Allocates `file` up to `bytes` (no further if it is longer), so that appends inside it do not
-/// change its size. Best effort: a file system without `fallocate`, or too full for it, leaves
-/// appends growing the file as they would anyway.
-fn preallocate(file: &File, bytes: u64) {
+/// change its size; whether it did. Best effort: a file system without `fallocate`, or too full
+/// for it, leaves appends growing the file as they would anyway (and a full disk then fails the
+/// append itself).
+fn preallocate(file: &File, bytes: u64) -> bool {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         let Ok(length) = libc::off_t::try_from(bytes) else {
-            return;
+            return false;
         };
         // SAFETY: the descriptor is open for as long as `file` lives; the call reads no memory
         // of ours. Mode 0 allocates and, past the end, extends the size.
-        unsafe {
-            libc::fallocate(file.as_raw_fd(), 0, 0, length);
-        }
+        unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, length) == 0 }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = (file, bytes);
+    {
+        let _ = (file, bytes);
+        false
+    }
 }
 
 /// Fsyncs the directory holding `path`, so that a rename or a creation in it is durable.
@@ -168,13 +172,17 @@ impl Wal {
                 .truncate(true)
                 .open(&aside)?;
             file.write_all_at(&header(store_id, generation), 0)?;
-            preallocate(&file, PREALLOCATED_BYTES);
+            preallocate(&file, HEADER_BYTES + ALLOCATION_STEP);
             file.sync_all()?;
             std::fs::rename(&aside, path)?;
             sync_parent(path)?;
             Ok(file)
         };
         let file = write().map_err(|error| io_error(path, "cannot write", error))?;
+        let allocated = file
+            .metadata()
+            .map_err(|error| io_error(path, "cannot read", error))?
+            .len();
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -182,6 +190,7 @@ impl Wal {
             generation,
             len: HEADER_BYTES,
             records: 0,
+            allocated,
         })
     }
 
@@ -241,7 +250,6 @@ impl Wal {
         if offset < bytes.len() {
             let cut = || -> std::io::Result<()> {
                 file.set_len(offset as u64)?;
-                preallocate(&file, PREALLOCATED_BYTES);
                 file.sync_all()
             };
             cut().map_err(|error| io_error(path, "cannot cut the torn tail of", error))?;
@@ -254,6 +262,7 @@ impl Wal {
                 generation,
                 len: offset as u64,
                 records: records.len() as u64,
+                allocated: offset as u64,
             },
             records,
         }))
@@ -285,6 +294,7 @@ impl Wal {
             .map_err(|error| io_error(&self.path, "cannot cut", error))?;
         self.len = len;
         self.records = records;
+        self.allocated = len;
         Ok(())
     }
 
@@ -297,6 +307,10 @@ impl Wal {
             ));
         }
         let record = record(self.generation, body);
+        let end = self.len + record.len() as u64;
+        if end > self.allocated && preallocate(&self.file, end + ALLOCATION_STEP) {
+            self.allocated = end + ALLOCATION_STEP;
+        }
         let written = self
             .file
             .write_all_at(&record, self.len)
@@ -311,8 +325,9 @@ impl Wal {
                 .and_then(|()| self.file.sync_data());
             return Err(io_error(&self.path, "cannot append to", error));
         }
-        self.len += record.len() as u64;
+        self.len = end;
         self.records += 1;
+        self.allocated = self.allocated.max(end);
         Ok(())
     }
 
@@ -361,11 +376,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.redb.wal");
         let mut wal = Wal::create(&path, 7, 1).unwrap();
+        let size = || std::fs::metadata(&path).unwrap().len();
         if cfg!(target_os = "linux") {
             assert_eq!(
-                std::fs::metadata(&path).unwrap().len(),
-                PREALLOCATED_BYTES,
-                "allocated up to a checkpoint's worth of records"
+                size(),
+                HEADER_BYTES + ALLOCATION_STEP,
+                "allocated a step ahead"
             );
         }
         wal.append(b"first").unwrap();
@@ -381,6 +397,23 @@ mod tests {
         );
         wal.append(b"third").unwrap();
         assert_eq!(opened(&path).records.len(), 3);
+        // Past the allocation, the next append allocates the next step.
+        let mut wal = opened(&path).wal;
+        let body = vec![7u8; ALLOCATION_STEP as usize / 4];
+        for _ in 0..5 {
+            wal.append(&body).unwrap();
+        }
+        assert!(wal.len() > HEADER_BYTES + ALLOCATION_STEP);
+        if cfg!(target_os = "linux") {
+            assert!(size() > wal.len(), "still ahead: {} {}", size(), wal.len());
+            assert!(
+                size() - wal.len() <= ALLOCATION_STEP,
+                "{} {}",
+                size(),
+                wal.len()
+            );
+        }
+        assert_eq!(opened(&path).records.len(), 8);
 
         // In a file of this generation an empty record's checksum is zero, so eight zero bytes
         // pass as one: the zeros must end the records all the same.
@@ -465,15 +498,16 @@ mod tests {
         let mut wal = Wal::create(&path, 7, 1).unwrap();
         wal.append(&[5; 100]).unwrap();
         drop(wal);
-        // The size of the file, allocated ahead, not of its records.
+        // The size of the file, allocated ahead, not of its records (an open that accepts it
+        // cuts the allocation, so the refusal comes first).
         let size = std::fs::metadata(&path).unwrap().len();
-        assert_eq!(Wal::open(&path, size).unwrap().unwrap().records.len(), 1);
         let error = Wal::open(&path, size - 1).err().expect("refused");
         assert!(matches!(error, StorageError::CorruptFile { .. }), "{error}");
         assert!(
             error.to_string().contains("more than a store ever writes"),
             "{error}"
         );
+        assert_eq!(Wal::open(&path, size).unwrap().unwrap().records.len(), 1);
     }
 
     #[test]
