@@ -54,6 +54,8 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 const PUBLISH_EVERY: Duration = Duration::from_millis(40);
 /// How long a worker works on one job, holding the lock.
 const WORK_TIME: Duration = Duration::from_millis(100);
+/// How long a worker whose session is lost lets its work reach its next call.
+const LATE_WORK_MAX: Duration = Duration::from_secs(2);
 /// The scheduler is killed this long after it was first elected.
 const KILL_AFTER: Duration = Duration::from_millis(800);
 /// A supervisor restarts a killed worker after this long.
@@ -193,10 +195,19 @@ async fn worker(arguments: &Arguments, number: u64, names: &Names) -> Result<(),
             jobs: arguments.jobs,
         };
         // A lost session ends both (their calls fail); the work goes on past a loss it has not
-        // noticed yet, so that a frozen worker's late write reaches the cluster.
+        // noticed yet, so that a frozen worker's late write reaches the cluster. When the
+        // scheduler's task hears of the loss first, the work still gets to its next call (which
+        // fails, or is fenced) before the session is replaced.
+        let (schedule, work) = (me.schedule(), me.work());
+        tokio::pin!(schedule, work);
         let ended = tokio::select! {
-            result = me.schedule() => result,
-            result = me.work() => result,
+            result = &mut schedule => {
+                if result.is_err() {
+                    let _ = tokio::time::timeout(LATE_WORK_MAX, &mut work).await;
+                }
+                result
+            }
+            result = &mut work => result,
             _ = quit.wait_for(|quit| *quit) => {
                 let _ = session.close().await;
                 break;
