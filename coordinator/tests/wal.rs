@@ -21,22 +21,14 @@ fn open(path: &Path) -> RedbLogStore {
 }
 
 /// Where the records of the write-ahead file of the store at `path` end: the file is allocated
-/// ahead, so its size does not tell. Walks the record lengths to eight zero bytes (see `wal.rs`).
+/// ahead, so its size does not tell.
 fn wal_len(path: &Path) -> u64 {
     let bytes = std::fs::read(RedbLogStore::wal_path(path)).expect("the write-ahead file exists");
     records_end(&bytes)
 }
 
 fn records_end(bytes: &[u8]) -> u64 {
-    let mut offset = 28;
-    while let Some(head) = bytes.get(offset..offset + 8) {
-        let length = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
-        if head.iter().all(|&byte| byte == 0) || offset + 8 + length > bytes.len() {
-            break;
-        }
-        offset += 8 + length;
-    }
-    offset as u64
+    ordo_coordinator::storage::layout::wal_records_end(bytes)
 }
 
 /// Copies the store's two files into `dir`, as a crash would leave them.

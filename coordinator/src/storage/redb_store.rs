@@ -133,6 +133,11 @@ pub mod layout {
         super::wal::header(store_id, generation)
     }
 
+    /// Where the valid records of a write-ahead file (its bytes) end.
+    pub fn wal_records_end(file: &[u8]) -> u64 {
+        super::wal::records_end(file)
+    }
+
     /// A write-ahead record of `batch` in a file of `generation`.
     pub fn wal_record(generation: u64, batch: &super::WriteBatch) -> Vec<u8> {
         super::wal::record(generation, &super::encode_wal_batch(batch))

@@ -128,6 +128,44 @@ fn record_crc(generation: u64, body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// The valid records of a file of `generation` whose bytes (header included) are `bytes`: where
+/// they end, and their bodies in order.
+fn valid_records(bytes: &[u8], generation: u64) -> (usize, Vec<Vec<u8>>) {
+    let mut records = Vec::new();
+    let mut offset = HEADER_BYTES as usize;
+    while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
+        if head.iter().all(|&byte| byte == 0) {
+            // The allocated part no record reached yet (or a torn header).
+            break;
+        }
+        let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
+        let start = offset + RECORD_HEADER_BYTES as usize;
+        let Some(body) = bytes.get(start..start + length) else {
+            break;
+        };
+        if record_crc(generation, body) != crc {
+            break;
+        }
+        records.push(body.to_vec());
+        offset = start + length;
+    }
+    (offset, records)
+}
+
+/// Where the valid records of the write-ahead file whose bytes are `bytes` end (the header's
+/// end if it has none or no valid header): the file is allocated ahead, so its size does not
+/// tell.
+pub(super) fn records_end(bytes: &[u8]) -> u64 {
+    match bytes.get(16..24) {
+        Some(generation) => {
+            let generation = u64::from_be_bytes(generation.try_into().expect("8 bytes"));
+            valid_records(bytes, generation).0 as u64
+        }
+        None => HEADER_BYTES,
+    }
+}
+
 /// Allocates `file` up to `bytes` (no further if it is longer), so that appends inside it do not
 /// change its size; whether it did. Best effort: a file system without `fallocate`, or too full
 /// for it, leaves appends growing the file as they would anyway (and a full disk then fails the
@@ -228,25 +266,7 @@ impl Wal {
         }
         let store_id = u64::from_be_bytes(fields[8..16].try_into().expect("8 bytes"));
         let generation = u64::from_be_bytes(fields[16..24].try_into().expect("8 bytes"));
-        let mut records = Vec::new();
-        let mut offset = HEADER_BYTES as usize;
-        while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
-            if head.iter().all(|&byte| byte == 0) {
-                // The allocated part no record reached yet (or a torn header).
-                break;
-            }
-            let length = u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_be_bytes(head[4..].try_into().expect("4 bytes"));
-            let start = offset + RECORD_HEADER_BYTES as usize;
-            let Some(body) = bytes.get(start..start + length) else {
-                break;
-            };
-            if record_crc(generation, body) != crc {
-                break;
-            }
-            records.push(body.to_vec());
-            offset = start + length;
-        }
+        let (offset, records) = valid_records(&bytes, generation);
         if offset < bytes.len() {
             let cut = || -> std::io::Result<()> {
                 file.set_len(offset as u64)?;
@@ -367,6 +387,7 @@ mod tests {
             (wal.store_id(), wal.generation(), wal.len()),
             (7, 1, length)
         );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), length);
         wal.append(b"fourth").unwrap();
         assert_eq!(opened(&path).records.len(), 4);
     }
