@@ -24,7 +24,7 @@ use ordo_common::batch::CommittedBatch;
 use ordo_common::client::{ClientRequest, ClientResponse};
 use ordo_common::limits::FRAME_BYTES_MAX;
 use ordo_common::{ClusterId, LogId, NodeId, Term};
-use ordo_core::{Body, Message};
+use ordo_core::Message;
 use ordo_net::tls::{self, Identity, TlsError, node_name};
 use ordo_net::wire::{CLIENT_ALPN, FrameError, PEER_ALPN, read_frame, write_frame};
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
@@ -260,7 +260,7 @@ impl PeerLinks {
         let Some((_, queues)) = links.get(&to) else {
             return;
         };
-        let queue = if matches!(message.body, Body::Append { .. }) {
+        let queue = if message.is_bulk() {
             &queues.appends
         } else {
             &queues.control

@@ -134,6 +134,19 @@ pub struct ConflictHint {
 }
 
 impl Message {
+    /// Whether the message carries log entries for replication (a Raft append, a Multi-Paxos
+    /// accept with values): the transport sends those on a lower-priority stream, so that
+    /// heartbeats, votes and acknowledgements never queue behind megabytes of entries and a
+    /// busy leader is not deposed for it. Heartbeats (a Multi-Paxos heartbeat is an empty accept)
+    /// may then overtake entries; both engines take messages in any order.
+    pub fn is_bulk(&self) -> bool {
+        match &self.body {
+            Body::Append { .. } => true,
+            Body::Accept { entries, .. } => !entries.is_empty(),
+            _ => false,
+        }
+    }
+
     /// Whether the message belongs to the Multi-Paxos engine (`crate::paxos`).
     pub fn is_paxos(&self) -> bool {
         matches!(
@@ -155,5 +168,53 @@ impl Message {
             | Body::Promise { entries, .. } => entries.iter().map(Entry::payload_bytes).sum(),
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_go_bulk_and_heartbeats_do_not() {
+        let entry = Entry {
+            index: 7,
+            term: 2,
+            payload: ordo_common::EntryPayload::Noop,
+        };
+        let message = |body| Message { term: 2, body };
+        let accept = |entries| Body::Accept {
+            first: 7,
+            entries,
+            decided: 6,
+            read_round: 1,
+        };
+        assert!(message(accept(vec![entry.clone()])).is_bulk());
+        assert!(!message(accept(Vec::new())).is_bulk(), "a Paxos heartbeat");
+        assert!(
+            message(Body::Append {
+                prev_log_id: LogId::new(2, 6),
+                entries: vec![entry.clone()],
+                commit_index: 6,
+            })
+            .is_bulk()
+        );
+        assert!(
+            !message(Body::Heartbeat {
+                commit_index: 6,
+                read_round: 1
+            })
+            .is_bulk()
+        );
+        assert!(
+            !message(Body::Promise {
+                decided: 6,
+                from: 7,
+                entries: vec![entry],
+                complete: true,
+            })
+            .is_bulk(),
+            "an election's answer goes ahead of replication"
+        );
     }
 }
