@@ -157,6 +157,54 @@ async fn metrics_parse_as_prometheus_text_and_count_commits() {
     }
 }
 
+/// What a node records while it starts reaches `/metrics`: its recorder is installed before
+/// the store opens and before any peer can connect. (It was installed with the HTTP listener,
+/// after both: a handle taken earlier stayed a no-op for good, so a checkpoint made while
+/// opening went unrecorded, and so did the round trips to a peer that connected at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_node_records_while_it_starts_reaches_its_metrics() {
+    let mut cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(STARTUP).await.id;
+    let client = Client::connect(cluster.client_config())
+        .await
+        .expect("connect");
+    for i in 0..20 {
+        client.submit(batch(i)).await.expect("batch");
+    }
+    // A node killed with writes in its write-ahead file replays them when it opens its store,
+    // and checkpoints: the first thing a restarted node records.
+    let node = cluster.others(leader)[0];
+    cluster.wait_for_commit_everywhere(SETTLE).await;
+    cluster.kill9(node);
+    let mark = cluster.log_mark(node);
+    cluster.restart(node);
+    cluster
+        .wait_for_log(
+            node,
+            mark,
+            &["replayed the write-ahead file into the store"],
+            STARTUP,
+        )
+        .await;
+    poll_until(SETTLE, async || {
+        match http::get(cluster.http_address(node), "/metrics").await {
+            Ok(answer) if answer.status == 200 => Ok(()),
+            other => Err(format!("/metrics answered {other:?}")),
+        }
+    })
+    .await
+    .expect("the restarted node serves /metrics");
+    let checkpoints = histogram_count(
+        &scrape(&cluster, node).await,
+        "ordo_store_checkpoint_seconds",
+    );
+    assert!(
+        checkpoints >= 1.0,
+        "node {node} checkpointed while opening (its log says so) but /metrics shows \
+         {checkpoints} checkpoints"
+    );
+}
+
 /// `/readyz` of node `id`: its status code and JSON body.
 async fn readyz(cluster: &TestCluster, id: u64) -> Result<(u16, serde_json::Value), String> {
     let answer = http::get(cluster.http_address(id), "/readyz").await?;

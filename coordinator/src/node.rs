@@ -84,6 +84,9 @@ pub const LOG_FILE_NAME: &str = "ordo-log.redb";
 
 /// Runs a node until it is told to stop.
 pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
+    // Before anything that records: a handle taken before the recorder exists (the peer
+    // round-trip histogram of a peer that connects at once, say) stays a no-op for good.
+    let metrics = install_metrics(&config)?;
     // A joining node bootstraps nothing: it learns the membership from the cluster.
     let voters = if config.joining() {
         BTreeMap::new()
@@ -226,7 +229,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
         batches.clone(),
     )?;
     info!(id = config.id, listen = %config.listen, peers = ?voters, %engine, "serving");
-    let http_tls = start_http(&config, view_rx, batches, clients_tx).await?;
+    let http_tls = start_http(&config, metrics, view_rx, batches, clients_tx).await?;
 
     let reload_links = peers.clone();
     let driver = Driver::new(DriverParts {
@@ -278,11 +281,29 @@ pub async fn serve(config: NodeConfig) -> Result<(), NodeError> {
     Ok(result?)
 }
 
+/// Installs the Prometheus recorder when `/metrics` will be served: `http.listen` on and
+/// `http.metrics` set. Its handle renders the page.
+fn install_metrics(
+    config: &NodeConfig,
+) -> Result<Option<metrics_exporter_prometheus::PrometheusHandle>, NodeError> {
+    if !config.http.metrics || config.http_listen()? == crate::config::HttpListen::Off {
+        return Ok(None);
+    }
+    match crate::http::install_recorder() {
+        Ok(handle) => Ok(Some(handle)),
+        Err(error) => {
+            warn!(%error, "metrics are off");
+            Ok(None)
+        }
+    }
+}
+
 /// Starts the HTTP listener `http.listen` names (metrics, health, the console), unless it is
-/// off. The Prometheus recorder is installed first when `http.metrics` is on. Returns the
-/// listener's TLS configuration when it is bound beyond loopback, for SIGHUP to replace.
+/// off, serving `metrics` (the recorder [`install_metrics`] installed) at `/metrics`. Returns
+/// the listener's TLS configuration when it is bound beyond loopback, for SIGHUP to replace.
 async fn start_http(
     config: &NodeConfig,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     view: watch::Receiver<std::sync::Arc<ordo_node::NodeView>>,
     batches: std::sync::Arc<dyn transport::BatchSource>,
     calls: mpsc::Sender<transport::ClientCall>,
@@ -290,17 +311,6 @@ async fn start_http(
     let crate::config::HttpListen::At(address) = config.http_listen()? else {
         info!("http.listen is off: no metrics, health endpoints or console");
         return Ok(None);
-    };
-    let metrics = if config.http.metrics {
-        match crate::http::install_recorder() {
-            Ok(handle) => Some(handle),
-            Err(error) => {
-                warn!(%error, "metrics are off");
-                None
-            }
-        }
-    } else {
-        None
     };
     let tls = if address.ip().is_loopback() {
         None
