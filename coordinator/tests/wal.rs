@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{entries, hard_state};
 use ordo_common::LogId;
+use ordo_coordinator::storage::layout::wal_records_end;
 use ordo_coordinator::storage::{
     LogRead, LogStore, RedbLogStore, RedbOptions, StateUpdate, StorageError, StoreState, WriteBatch,
 };
@@ -24,11 +25,7 @@ fn open(path: &Path) -> RedbLogStore {
 /// ahead, so its size does not tell.
 fn wal_len(path: &Path) -> u64 {
     let bytes = std::fs::read(RedbLogStore::wal_path(path)).expect("the write-ahead file exists");
-    records_end(&bytes)
-}
-
-fn records_end(bytes: &[u8]) -> u64 {
-    ordo_coordinator::storage::layout::wal_records_end(bytes)
+    wal_records_end(&bytes)
 }
 
 /// Copies the store's two files into `dir`, as a crash would leave them.
@@ -118,7 +115,7 @@ fn a_torn_record_at_the_end_is_cut_and_the_rest_replayed() {
     // The start of a record the crash interrupted.
     let wal = RedbLogStore::wal_path(&copy);
     let mut bytes = std::fs::read(&wal).unwrap();
-    bytes.truncate(records_end(&bytes) as usize);
+    bytes.truncate(wal_records_end(&bytes) as usize);
     bytes.extend_from_slice(&[0, 0, 1, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
     std::fs::write(&wal, bytes).unwrap();
     let mut reopened = open(&copy);
@@ -149,7 +146,7 @@ fn a_crash_inside_a_checkpoint_replays_nothing_twice() {
     let reopened = open(&path);
     assert_holds_the_small_writes(&reopened, &expected);
     assert!(
-        wal_len(&path) < records_end(&before),
+        wal_len(&path) < wal_records_end(&before),
         "the old file was replaced"
     );
 }

@@ -128,6 +128,9 @@ fn record_crc(generation: u64, body: &[u8]) -> u32 {
     hasher.finalize()
 }
 
+/// Where the header holds the file's generation.
+const GENERATION_FIELD: std::ops::Range<usize> = 16..24;
+
 /// The valid records of a file of `generation` whose bytes (header included) are `bytes`: where
 /// they end, and their bodies in order.
 fn valid_records(bytes: &[u8], generation: u64) -> (usize, Vec<Vec<u8>>) {
@@ -157,7 +160,7 @@ fn valid_records(bytes: &[u8], generation: u64) -> (usize, Vec<Vec<u8>>) {
 /// end if it has none or no valid header): the file is allocated ahead, so its size does not
 /// tell.
 pub(super) fn records_end(bytes: &[u8]) -> u64 {
-    match bytes.get(16..24) {
+    match bytes.get(GENERATION_FIELD) {
         Some(generation) => {
             let generation = u64::from_be_bytes(generation.try_into().expect("8 bytes"));
             valid_records(bytes, generation).0 as u64
@@ -265,7 +268,7 @@ impl Wal {
             return Err(corrupt(path, "its header fails its checksum"));
         }
         let store_id = u64::from_be_bytes(fields[8..16].try_into().expect("8 bytes"));
-        let generation = u64::from_be_bytes(fields[16..24].try_into().expect("8 bytes"));
+        let generation = u64::from_be_bytes(fields[GENERATION_FIELD].try_into().expect("8 bytes"));
         let (offset, records) = valid_records(&bytes, generation);
         if offset < bytes.len() {
             let cut = || -> std::io::Result<()> {
