@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 use crate::auth::Caller;
 use crate::config::TransportSection;
 use crate::storage::StorageError;
-use crate::transport::{Accepting, BatchSource, ClientCall};
+use crate::transport::{Accepting, BatchSource, ClientCall, SUBSCRIPTION_READ_BATCHES_MAX};
 
 /// Close code: a budget refused the connection (the reason names the limit).
 pub const CLOSE_QUOTA: u32 = 4;
@@ -777,18 +777,15 @@ impl Subscription {
                         _ = send.stopped() => return Err(SubscriptionEnd::Left),
                     }
                 }
-                reads += 1;
-                if reads.is_multiple_of(SUBSCRIPTION_READS_PER_YIELD) {
-                    tokio::task::yield_now().await;
-                }
-                let read = tokio::task::block_in_place(|| source.committed(next));
-                let batch = match read {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => {
+                let to = last.min(next.saturating_add(SUBSCRIPTION_READ_BATCHES_MAX - 1));
+                let read = tokio::task::block_in_place(|| source.committed_from(next, to));
+                let batches = match read {
+                    Ok(batches) if batches.is_empty() => {
                         let first_seq = source.first_seq();
                         let _ = write_frame(send, &ClientResponse::Compacted { first_seq }).await;
                         return Ok(());
                     }
+                    Ok(batches) => batches,
                     Err(error) => {
                         let refused = ClientResponse::Refused {
                             code: RefusedCode::StorageFailed,
@@ -798,12 +795,18 @@ impl Subscription {
                         return Err(SubscriptionEnd::Storage(error));
                     }
                 };
-                next += 1;
-                if let Some(batch) = filter_topics(batch, &self.topics) {
-                    let frame = ClientResponse::Batch(batch);
-                    write_frame(send, &frame)
-                        .await
-                        .map_err(SubscriptionEnd::Write)?;
+                for batch in batches {
+                    reads += 1;
+                    if reads.is_multiple_of(SUBSCRIPTION_READS_PER_YIELD) {
+                        tokio::task::yield_now().await;
+                    }
+                    next += 1;
+                    if let Some(batch) = filter_topics(batch, &self.topics) {
+                        let frame = ClientResponse::Batch(batch);
+                        write_frame(send, &frame)
+                            .await
+                            .map_err(SubscriptionEnd::Write)?;
+                    }
                 }
             }
             catching_up = None;

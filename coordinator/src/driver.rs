@@ -26,7 +26,9 @@ use crate::storage::{
     self, GroupCommitWriter, LogRead, LogStore, StorageError, TrySubmitError, WriteBatch,
     WriterEvent,
 };
-use crate::transport::{Admission, BatchSource, ClientCall, Inbound, PeerLinks};
+use crate::transport::{
+    Admission, BatchSource, ClientCall, Inbound, PeerLinks, SUBSCRIPTION_READ_BYTES_MAX,
+};
 
 /// Inputs drained in one round before outputs are carried out: proposals that arrive together
 /// share one append message and one fsync.
@@ -172,6 +174,20 @@ impl<R: LogRead + Send + Sync + 'static> BatchSource for StoredBatches<R> {
                 index,
                 detail: fault.to_string(),
             })
+    }
+
+    fn committed_from(&self, from: u64, to: u64) -> Result<Vec<CommittedBatch>, StorageError> {
+        let read = self
+            .reader
+            .batches_from(from, to, SUBSCRIPTION_READ_BYTES_MAX)?;
+        read.iter()
+            .map(|(seq, entry)| {
+                committed_batch(*seq, entry).map_err(|fault| StorageError::Corrupt {
+                    index: entry.index,
+                    detail: fault.to_string(),
+                })
+            })
+            .collect()
     }
 
     fn servable_seq(&self) -> watch::Receiver<u64> {

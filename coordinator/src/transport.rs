@@ -108,6 +108,19 @@ pub struct ClientCall {
 pub trait BatchSource: Send + Sync + 'static {
     /// The batch committed at `seq`, if still retained; `Ok(None)` once compacted.
     fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, StorageError>;
+    /// The batches committed at `from ..= to` still retained, in order and consecutive from
+    /// `from`, within [`SUBSCRIPTION_READ_BYTES_MAX`] of payload (at least one batch); empty
+    /// once `from` is compacted. The caller bounds `to - from`.
+    fn committed_from(&self, from: u64, to: u64) -> Result<Vec<CommittedBatch>, StorageError> {
+        let mut read = Vec::new();
+        for seq in from..=to {
+            match self.committed(seq)? {
+                Some(batch) => read.push(batch),
+                None => break,
+            }
+        }
+        Ok(read)
+    }
     /// The highest seq applied here and durable, which subscriptions may serve up to.
     fn servable_seq(&self) -> watch::Receiver<u64>;
     /// Since when this node has known no leader; `None` while it knows one.
@@ -118,6 +131,14 @@ pub trait BatchSource: Send + Sync + 'static {
     /// as of.
     fn backup(&self) -> Result<(LogId, Vec<u8>), StorageError>;
 }
+
+/// Most batches a subscription reads from storage at once (one read of the store for all).
+pub const SUBSCRIPTION_READ_BATCHES_MAX: u64 = 256;
+/// Most payload bytes a subscription reads from storage at once; a larger batch is read alone.
+/// Far below `BATCH_BYTES_MAX`, so a subscription holds no more than it did reading one batch at
+/// a time: at most one batch at the size limit.
+pub const SUBSCRIPTION_READ_BYTES_MAX: u64 = 256 << 10;
+const _: () = assert!(SUBSCRIPTION_READ_BYTES_MAX < ordo_common::limits::BATCH_BYTES_MAX);
 
 /// Snapshot saves one node streams at once; more are answered `Busy`: each holds a whole
 /// encoded snapshot in memory.

@@ -319,6 +319,28 @@ impl Model {
         }
     }
 
+    /// The batches at `from ..= to`, consecutive from `from`, within `budget` payload bytes (at
+    /// least one): what [`LogRead::batches_from`] must answer.
+    fn batches_from(&self, from: u64, to: u64, budget: u64) -> Vec<(u64, Entry)> {
+        let mut read = Vec::new();
+        let mut bytes = 0;
+        for seq in from..=to {
+            let held = self.batches.get(&seq).and_then(|&index| {
+                let position = index.checked_sub(self.first)?;
+                self.log.get(usize::try_from(position).ok()?)
+            });
+            let Some(entry) = held else {
+                break;
+            };
+            bytes += entry.payload_bytes();
+            if bytes > budget && !read.is_empty() {
+                break;
+            }
+            read.push((seq, entry.clone()));
+        }
+        read
+    }
+
     fn read(&self, lo: LogIndex, hi: LogIndex, budget: u64) -> Result<Vec<Entry>, String> {
         if lo > hi {
             return Err("invalid range".into());
@@ -364,6 +386,22 @@ fn check<S: LogStore>(store: &S, model: &Model) -> Result<(), TestCaseError> {
     for seq in 0..model.last_seq {
         if !model.batches.contains_key(&seq) {
             prop_assert_eq!(store.batch_index(seq).unwrap(), None);
+        }
+    }
+    // A range of batches read at once is what reading them seq by seq gives, from every start
+    // (held or not), within every budget.
+    let reader = store.reader();
+    for from in 0..=model.last_seq + 1 {
+        for (span, budget) in [(0, u64::MAX), (7, u64::MAX), (7, 1), (7, 150), (1024, 400)] {
+            let expected = model.batches_from(from, from + span, budget);
+            prop_assert_eq!(
+                &store.batches_from(from, from + span, budget).unwrap(),
+                &expected
+            );
+            prop_assert_eq!(
+                &reader.batches_from(from, from + span, budget).unwrap(),
+                &expected
+            );
         }
     }
     for (id, outcome) in &model.registry {

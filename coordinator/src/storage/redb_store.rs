@@ -1042,6 +1042,10 @@ impl LogRead for RedbLogStore {
         self.reader.batch_index(seq)
     }
 
+    fn batches_from(&self, from: u64, to: u64, bytes_max: u64) -> StoreResult<Vec<(u64, Entry)>> {
+        self.reader.batches_from(from, to, bytes_max)
+    }
+
     fn outcome(&self, batch_id: &[u8; 16]) -> StoreResult<Option<Vec<u8>>> {
         self.reader.outcome(batch_id)
     }
@@ -1118,6 +1122,49 @@ impl LogRead for RedbLogReader {
 
     fn batch_index(&self, seq: u64) -> StoreResult<Option<LogIndex>> {
         Ok(self.read(|txn| groups::seq_index(&txn.open_table(BATCHES)?, seq))?)
+    }
+
+    /// One read transaction for the whole range: the seq groups once, then one walk of the log
+    /// from the first batch's entry that decodes only the entries carrying the batches.
+    fn batches_from(&self, from: u64, to: u64, bytes_max: u64) -> StoreResult<Vec<(u64, Entry)>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(self.read(|txn| {
+            let indexes = groups::seq_indexes(&txn.open_table(BATCHES)?, from, to)?;
+            let log = txn.open_table(LOG)?;
+            let (Some(&lowest), Some(first)) = (indexes.first(), groups::first_index(&log)?) else {
+                return Ok(Vec::new());
+            };
+            if lowest < first {
+                // Compacted since the seq groups were written: nothing from `from` on is held.
+                return Ok(Vec::new());
+            }
+            let mut wanted = indexes.iter().copied().peekable();
+            let mut entries = groups::records_from(&log, lowest, |index, record| {
+                if wanted.next_if_eq(&index).is_some() {
+                    decode_entry(index, record).map(Some)
+                } else {
+                    Ok(None)
+                }
+            })?;
+            let mut read = Vec::with_capacity(indexes.len());
+            let mut bytes = 0u64;
+            while read.len() < indexes.len() {
+                let Some(entry) = entries.next() else {
+                    return Err(missing(indexes[read.len()]).into());
+                };
+                let Some(entry) = entry? else {
+                    continue;
+                };
+                bytes = bytes.saturating_add(entry.payload_bytes());
+                if bytes > bytes_max && !read.is_empty() {
+                    break;
+                }
+                read.push((from + read.len() as u64, entry));
+            }
+            Ok(read)
+        })?)
     }
 
     fn outcome(&self, batch_id: &[u8; 16]) -> StoreResult<Option<Vec<u8>>> {

@@ -305,6 +305,33 @@ pub trait LogRead {
     /// Seqs whose entries were compacted away are forgotten with them.
     fn batch_index(&self, seq: u64) -> Result<Option<LogIndex>>;
 
+    /// The batches committed at seqs `from ..= to`, in seq order, each with the entry that
+    /// carried it: consecutive from `from`, ending at the first seq the store no longer holds,
+    /// and before the batch whose entry would take the total payload bytes over `bytes_max` (the
+    /// first one is always read, so that a batch larger than the budget can still be read).
+    /// Empty when `from` is not held: compacted, or not committed yet. The caller bounds
+    /// `to - from`. Stores override it to read the range in one pass; this reads seq by seq.
+    fn batches_from(&self, from: u64, to: u64, bytes_max: u64) -> Result<Vec<(u64, Entry)>> {
+        let mut read = Vec::new();
+        let mut bytes = 0u64;
+        for seq in from..=to {
+            let Some(index) = self.batch_index(seq)? else {
+                break;
+            };
+            let entry = match self.entries(index, index + 1, u64::MAX) {
+                Ok(mut entries) => entries.pop().ok_or_else(|| missing(index))?,
+                Err(StorageError::Compacted { .. }) => break,
+                Err(error) => return Err(error),
+            };
+            bytes = bytes.saturating_add(entry.payload_bytes());
+            if bytes > bytes_max && !read.is_empty() {
+                break;
+            }
+            read.push((seq, entry));
+        }
+        Ok(read)
+    }
+
     /// The registry record kept for the batch with this id, if any.
     fn outcome(&self, batch_id: &[u8; 16]) -> Result<Option<Vec<u8>>>;
 

@@ -417,6 +417,38 @@ pub(super) fn seq_index(
         .and_then(|position| indexes.get(position).copied()))
 }
 
+/// The log indexes of the batches at seqs `from ..= to`, consecutive from `from`: they end at
+/// the first seq the seq groups do not hold (none when they do not hold `from`).
+pub(super) fn seq_indexes(
+    batches: &impl ReadableTable<u64, &'static [u8]>,
+    from: u64,
+    to: u64,
+) -> Result<Vec<LogIndex>> {
+    let mut indexes = Vec::new();
+    let Some(item) = batches.range(..=from)?.next_back() else {
+        return Ok(indexes);
+    };
+    let start = item?.0.value();
+    let mut next = from;
+    for item in batches.range(start..)? {
+        let (key, value) = item?;
+        let first_seq = key.value();
+        if first_seq > next {
+            break;
+        }
+        let group = decode_seq_group(first_seq, value.value())?;
+        let skip = usize::try_from(next - first_seq).unwrap_or(usize::MAX);
+        for &index in group.iter().skip(skip) {
+            indexes.push(index);
+            if next == to {
+                return Ok(indexes);
+            }
+            next += 1;
+        }
+    }
+    Ok(indexes)
+}
+
 /// The first seq the seq groups hold.
 pub(super) fn first_seq(batches: &impl ReadableTable<u64, &'static [u8]>) -> Result<Option<u64>> {
     Ok(batches.first()?.map(|(key, _)| key.value()))
