@@ -23,8 +23,7 @@ use tracing::{error, info, warn};
 use crate::snapshot_transfer::{InstallMarker, OutgoingSnapshot, ReceivedSnapshot};
 use crate::storage::space::{Ballast, available_bytes};
 use crate::storage::{
-    self, GroupCommitWriter, LogRead, LogStore, StorageError, TrySubmitError, WriteBatch,
-    WriterEvent,
+    GroupCommitWriter, LogRead, LogStore, StorageError, TrySubmitError, WriteBatch, WriterEvent,
 };
 use crate::transport::{
     Admission, BatchSource, ClientCall, Inbound, PeerLinks, SUBSCRIPTION_READ_BYTES_MAX,
@@ -158,24 +157,6 @@ impl<R: LogRead + Send + Sync + 'static> StoredBatches<R> {
 }
 
 impl<R: LogRead + Send + Sync + 'static> BatchSource for StoredBatches<R> {
-    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, StorageError> {
-        let Some(index) = self.reader.batch_index(seq)? else {
-            return Ok(None);
-        };
-        let entries = match self.reader.entries(index, index + 1, u64::MAX) {
-            Ok(entries) => entries,
-            Err(StorageError::Compacted { .. }) => return Ok(None),
-            Err(error) => return Err(error),
-        };
-        let entry = entries.first().ok_or_else(|| storage::missing(index))?;
-        committed_batch(seq, entry)
-            .map(Some)
-            .map_err(|fault| StorageError::Corrupt {
-                index,
-                detail: fault.to_string(),
-            })
-    }
-
     fn committed_from(&self, from: u64, to: u64) -> Result<Vec<CommittedBatch>, StorageError> {
         let read = self
             .reader

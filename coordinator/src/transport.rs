@@ -106,20 +106,13 @@ pub struct ClientCall {
 /// Where subscriptions read committed batches: durable storage, up to the seq the node last
 /// declared servable.
 pub trait BatchSource: Send + Sync + 'static {
-    /// The batch committed at `seq`, if still retained; `Ok(None)` once compacted.
-    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, StorageError>;
     /// The batches committed at `from ..= to` still retained, in order and consecutive from
     /// `from`, within [`SUBSCRIPTION_READ_BYTES_MAX`] of payload (at least one batch); empty
     /// once `from` is compacted. The caller bounds `to - from`.
-    fn committed_from(&self, from: u64, to: u64) -> Result<Vec<CommittedBatch>, StorageError> {
-        let mut read = Vec::new();
-        for seq in from..=to {
-            match self.committed(seq)? {
-                Some(batch) => read.push(batch),
-                None => break,
-            }
-        }
-        Ok(read)
+    fn committed_from(&self, from: u64, to: u64) -> Result<Vec<CommittedBatch>, StorageError>;
+    /// The batch committed at `seq`, if still retained; `Ok(None)` once compacted.
+    fn committed(&self, seq: u64) -> Result<Option<CommittedBatch>, StorageError> {
+        Ok(self.committed_from(seq, seq)?.pop())
     }
     /// The highest seq applied here and durable, which subscriptions may serve up to.
     fn servable_seq(&self) -> watch::Receiver<u64>;
