@@ -1,22 +1,23 @@
-//! The writeback thread that trickles redb's pages to the disk between checkpoints: one per
-//! store opened on a file, for exactly as long as the store is open, and it leaves every write
-//! where a reopen finds it. Its own binary, so that no other test's stores share the count.
+//! The writeback thread that trickles redb's pages to the disk between checkpoints, and the sync
+//! thread that fsyncs the write-ahead file while redb commits: one each per store opened on a
+//! file, for exactly as long as the store is open, and they leave every write where a reopen
+//! finds it. Its own binary, so that no other test's stores share the count.
 
 mod common;
 
 use common::{entry, hard_state};
 use ordo_common::{Entry, LogIndex};
 use ordo_coordinator::storage::{
-    LogRead, LogStore, RedbLogStore, RedbOptions, WRITEBACK_PERIOD, WRITEBACK_THREAD_NAME,
-    WriteBatch,
+    LogRead, LogStore, RedbLogStore, RedbOptions, SYNC_THREAD_NAME, WRITEBACK_PERIOD,
+    WRITEBACK_THREAD_NAME, WriteBatch,
 };
 
-/// Threads of this process with the writeback threads' name.
-fn writeback_threads() -> usize {
+/// Threads of this process named `name`.
+fn threads(name: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .expect("/proc/self/task")
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim_end() == WRITEBACK_THREAD_NAME)
+        .filter(|comm| comm.trim_end() == name)
         .count()
 }
 
@@ -25,18 +26,21 @@ fn sized(lo: LogIndex, hi: LogIndex, len: usize) -> Vec<Entry> {
     (lo..hi).map(|index| entry(index, 1, len)).collect()
 }
 
-/// Waits until `count` writeback threads run (a new thread names itself once it starts, and an
-/// exited one leaves the task list a moment after it is joined), then asserts it.
+/// Waits until `count` writeback threads and as many sync threads run (a new thread names
+/// itself once it starts, and an exited one leaves the task list a moment after it is joined),
+/// then asserts it.
 fn assert_writeback_threads(count: usize, why: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while writeback_threads() != count && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    for name in [WRITEBACK_THREAD_NAME, SYNC_THREAD_NAME] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while threads(name) != count && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(threads(name), count, "{name}: {why}");
     }
-    assert_eq!(writeback_threads(), count, "{why}");
 }
 
 #[test]
-fn each_store_on_a_file_has_one_writeback_thread_while_it_is_open() {
+fn each_store_on_a_file_has_one_writeback_and_one_sync_thread_while_it_is_open() {
     if !cfg!(target_os = "linux") {
         return;
     }

@@ -22,6 +22,6 @@ pub use group_commit::{
 pub use ordo_node::storage::*;
 pub use redb_store::{
     CACHE_BYTES_DEFAULT, LOG_GROUP_BYTES_MAX, RedbLogReader, RedbLogStore, RedbOptions,
-    SEQ_GROUP_ITEMS_MAX, VERIFY_TAIL_ENTRIES_DEFAULT, VerifyOnOpen, WRITEBACK_PERIOD,
-    WRITEBACK_THREAD_NAME, layout,
+    SEQ_GROUP_ITEMS_MAX, SYNC_THREAD_NAME, VERIFY_TAIL_ENTRIES_DEFAULT, VerifyOnOpen,
+    WRITEBACK_PERIOD, WRITEBACK_THREAD_NAME, layout,
 };

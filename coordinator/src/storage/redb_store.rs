@@ -16,9 +16,10 @@
 //! a group commit of many entries costs one insert in each, not one per entry.
 //!
 //! Every write is one redb write transaction. A small one (a write-ahead record of up to
-//! [`WAL_RECORD_BYTES_MAX`]) is first appended, as one record, to the write-ahead file beside the
-//! redb file, which is fsynced: one sequential page or so instead of a dozen scattered ones. Then
-//! redb commits it without an fsync (see [`wal`] for the layout and the checkpoint protocol). A
+//! [`WAL_RECORD_BYTES_MAX`]) is appended, as one record, to the write-ahead file beside the redb
+//! file, which is fsynced: one sequential page or so instead of a dozen scattered ones. redb
+//! commits it without an fsync while that fsync runs (see [`wal`] for the layout, the sync thread
+//! and the checkpoint protocol). A
 //! larger write, a snapshot install, a write that may let retention delete entries, and every
 //! [`WAL_CHECKPOINT_BYTES`] of the write-ahead file, commit redb with `Durability::Immediate`.
 //! Either way the write is durable when `write` returns. Stores opened
@@ -45,7 +46,8 @@ mod groups;
 mod wal;
 mod writeback;
 pub use groups::{LOG_GROUP_BYTES_MAX, SEQ_GROUP_ITEMS_MAX};
-use wal::Wal;
+pub use wal::SYNC_THREAD_NAME;
+use wal::{Syncer, Wal};
 use writeback::Writeback;
 pub use writeback::{WRITEBACK_PERIOD, WRITEBACK_THREAD_NAME};
 
@@ -222,6 +224,8 @@ pub struct RedbLogStore {
     /// The write-ahead file (stores opened on a file; one on a test backend has none and makes
     /// every write durable in redb).
     wal: Option<Wal>,
+    /// Fsyncs the write-ahead file's records while redb commits them (with the file).
+    syncer: Option<Syncer>,
     /// Starts writing redb's pages out between checkpoints (stores opened on a file).
     _writeback: Option<Writeback>,
 }
@@ -234,7 +238,10 @@ struct Halt {
 }
 
 /// A read handle on a [`RedbLogStore`], usable from any thread while the store writes. Each
-/// read is one redb read transaction, so it sees one committed (durable) state.
+/// read is one redb read transaction, so it sees one committed state: that of a write that is
+/// durable or is becoming so (its write-ahead fsync may still run; the node acts on a write only
+/// once `write` returns, and readers serve what was committed by a majority, or entries a leader
+/// may send before its own fsync).
 #[derive(Clone)]
 pub struct RedbLogReader {
     slot: Arc<DbSlot>,
@@ -577,7 +584,14 @@ impl RedbLogStore {
                 records.len()
             )));
         }
+        let syncer = Syncer::start().map_err(|error| {
+            StorageError::Io(std::io::Error::new(
+                error.kind(),
+                format!("cannot start the write-ahead file's sync thread: {error}"),
+            ))
+        })?;
         self.wal = Some(wal);
+        self.syncer = Some(syncer);
         if records.len() as u64 == held {
             return Ok(());
         }
@@ -650,6 +664,7 @@ impl RedbLogStore {
             halted: None,
             ballast: None,
             wal: None,
+            syncer: None,
             _writeback: None,
         };
         if let Opener::Path(path) = &store.opener {
@@ -832,11 +847,20 @@ impl LogStore for RedbLogStore {
             self.restart_wal(moved)?;
             return Ok(self.state.log);
         };
-        // The record first, fsynced: from here the batch is durable. Then redb, without an
-        // fsync, counting the record. If redb fails, the record is cut off again, so that a
+        // The record first; its fsync runs on the sync thread while redb commits the batch
+        // without one, counting the record, and the write is durable once both are done. redb's
+        // readers may see the batch a moment before the fsync ends, never the node's logic, which
+        // hears of it when `write` returns. If redb fails, the record is cut off again, so that a
         // write reported as failed is never replayed.
         let (length, records) = (wal.len(), wal.records());
-        if let Err(error) = wal.append(&record) {
+        if let Err(error) = wal.write(&record) {
+            return Err(self.halt(error));
+        }
+        let file = wal.file();
+        if let Some(syncer) = self.syncer.as_mut() {
+            syncer.begin(file);
+        } else if let Err(error) = file.sync_data() {
+            let error = wal.sync_error(error);
             return Err(self.halt(error));
         }
         let committed = self.commit_planned(
@@ -846,6 +870,7 @@ impl LogStore for RedbLogStore {
                 records: records + 1,
             },
         );
+        let synced = self.syncer.as_mut().map_or(Ok(()), Syncer::wait);
         if let Err(error) = committed {
             if let Some(Err(cut)) = self.wal.as_mut().map(|wal| wal.cut(length, records)) {
                 self.halted = Some(Halt {
@@ -856,6 +881,16 @@ impl LogStore for RedbLogStore {
                 });
             }
             return Err(error);
+        }
+        if let (Err(error), Some(wal)) = (synced, self.wal.as_ref()) {
+            // redb holds the batch, without an fsync, and the record's bytes are written but may
+            // not be on the disk. The record stays (cutting it would leave redb ahead of the
+            // file); a checkpoint makes redb durable, and with it the batch. If that fails too,
+            // the store halts, and a reopen finds the batch or not, as after a crash.
+            let error = wal.sync_error(error);
+            tracing::warn!(%error, "the write-ahead fsync failed; checkpointing the store instead");
+            self.checkpoint()?;
+            return Ok(self.state.log);
         }
         if self
             .wal
@@ -1683,3 +1718,48 @@ from_redb_error!(
     redb::CommitError,
     redb::SetDurabilityError,
 );
+
+#[cfg(test)]
+mod tests {
+    use ordo_common::EntryPayload;
+
+    use super::*;
+
+    fn noops(lo: LogIndex, hi: LogIndex) -> Vec<Entry> {
+        (lo..hi)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Noop,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_write_ahead_fsync_is_made_good_by_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let mut store = RedbLogStore::open(&path, RedbOptions::default()).unwrap();
+        let hard_state = HardState {
+            term: 1,
+            vote: Some(1),
+        };
+        store.write(&WriteBatch::hard_state(hard_state)).unwrap();
+        store.write(&WriteBatch::entries(noops(1, 4))).unwrap();
+        let generation = store.wal.as_ref().unwrap().generation();
+
+        store.syncer.as_ref().unwrap().fail_next();
+        let log = store.write(&WriteBatch::entries(noops(4, 6))).unwrap();
+        assert_eq!(log.last_index(), 5, "the write went through, durably");
+        assert_eq!(
+            store.wal.as_ref().unwrap().generation(),
+            generation + 1,
+            "redb was made durable and the write-ahead file started again"
+        );
+        store.write(&WriteBatch::entries(noops(6, 7))).unwrap();
+        drop(store);
+
+        let store = RedbLogStore::open(&path, RedbOptions::default()).unwrap();
+        assert_eq!(store.entries(1, 7, u64::MAX).unwrap(), noops(1, 7));
+    }
+}
