@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{entries, hard_state};
 use ordo_common::LogId;
-use ordo_coordinator::storage::layout::wal_records_end;
+use ordo_coordinator::storage::layout::{wal_record, wal_records_end};
 use ordo_coordinator::storage::{
     LogRead, LogStore, RedbLogStore, RedbOptions, StateUpdate, StorageError, StoreState, WriteBatch,
 };
@@ -128,6 +128,47 @@ fn a_torn_record_at_the_end_is_cut_and_the_rest_replayed() {
     assert_eq!(
         open(&copy_again).entries(1, 33, u64::MAX).unwrap(),
         entries(1, 33, 1)
+    );
+}
+
+#[test]
+fn a_record_that_does_not_replay_fails_every_open_and_the_file_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a").join("log.redb");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut store = open(&path);
+    small_writes(&mut store);
+    let copy = crash_copy(&path, &dir.path().join("b"));
+    drop(store);
+    // After the crash's records, one the rules refuse (entries leaving a gap after 30, as a
+    // record of another format or a bug might read) and a good one after it.
+    let wal = RedbLogStore::wal_path(&copy);
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.truncate(wal_records_end(&bytes) as usize);
+    let generation = u64::from_be_bytes(bytes[16..24].try_into().unwrap());
+    bytes.extend(wal_record(
+        generation,
+        &WriteBatch::entries(entries(40, 41, 1)),
+    ));
+    bytes.extend(wal_record(
+        generation,
+        &WriteBatch::entries(entries(31, 32, 1)),
+    ));
+    std::fs::write(&wal, &bytes).unwrap();
+    for attempt in 1..=2 {
+        let error = RedbLogStore::open(&copy, RedbOptions::default())
+            .err()
+            .expect("a record that does not replay fails the open");
+        assert!(matches!(error, StorageError::CorruptFile { .. }), "{error}");
+        assert!(
+            error.to_string().contains("does not apply"),
+            "open {attempt}: {error}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&wal).unwrap()[..bytes.len()],
+        bytes[..],
+        "a failed open neither checkpoints nor starts the file again: its records stay"
     );
 }
 

@@ -20,8 +20,8 @@
 //!
 //! The sink runs on the writer thread: it must be quick, and if it blocks (say, on a full
 //! bounded channel) it holds up the writer, which is the back-pressure we want. Reads go
-//! through [`reader`](GroupCommitWriter::reader), concurrently with writing; they see only
-//! durable data.
+//! through [`reader`](GroupCommitWriter::reader), concurrently with writing; they see committed
+//! data, possibly a moment before its fsync ends (see [`LogRead`](ordo_node::storage::LogRead)).
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,7 +226,7 @@ impl<S: LogStore> GroupCommitWriter<S> {
         }
     }
 
-    /// A read handle on the store; it sees only durable data.
+    /// A read handle on the store; it sees committed data (see [`LogRead`](ordo_node::storage::LogRead)).
     pub fn reader(&self) -> S::Reader {
         self.reader.clone()
     }

@@ -590,11 +590,9 @@ impl RedbLogStore {
                 format!("cannot start the write-ahead file's sync thread: {error}"),
             ))
         })?;
-        self.wal = Some(wal);
-        self.syncer = Some(syncer);
-        if records.len() as u64 == held {
-            return Ok(());
-        }
+        // The file is attached only after its records are replayed: a record that does not
+        // replay fails the open with the file untouched (a store without one does not
+        // checkpoint as it drops), so the next open meets the same records again.
         for (number, record) in records.iter().enumerate().skip(held as usize) {
             let batch = decode_wal_batch(record).map_err(|detail| {
                 refuse(format!("record {number} of the write-ahead file: {detail}"))
@@ -607,11 +605,19 @@ impl RedbLogStore {
                     ))
                 })?;
         }
+        self.wal = Some(wal);
+        self.syncer = Some(syncer);
+        if records.is_empty() {
+            return Ok(());
+        }
         tracing::info!(
             replayed = records.len() as u64 - held,
             already_held = held,
             "replayed the write-ahead file into the store"
         );
+        // Also when redb held every record already (a close makes its commits durable): a
+        // record whose fsync failed may be in the page cache only, and must not stay in the
+        // middle of a file that later records follow.
         self.checkpoint()
     }
 
@@ -857,20 +863,18 @@ impl LogStore for RedbLogStore {
             return Err(self.halt(error));
         }
         let file = wal.file();
-        if let Some(syncer) = self.syncer.as_mut() {
-            syncer.begin(file);
-        } else if let Err(error) = file.sync_data() {
-            let error = wal.sync_error(error);
-            return Err(self.halt(error));
-        }
-        let committed = self.commit_planned(
-            batch,
-            after,
-            Commit::Behind {
+        let mut syncer = self.syncer.take();
+        let commit = || {
+            let behind = Commit::Behind {
                 records: records + 1,
-            },
-        );
-        let synced = self.syncer.as_mut().map_or(Ok(()), Syncer::wait);
+            };
+            self.commit_planned(batch, after, behind)
+        };
+        let (committed, synced) = match syncer.as_mut() {
+            Some(syncer) => syncer.overlapped(file, commit),
+            None => (commit(), file.sync_data()),
+        };
+        self.syncer = syncer;
         if let Err(error) = committed {
             if let Some(Err(cut)) = self.wal.as_mut().map(|wal| wal.cut(length, records)) {
                 self.halted = Some(Halt {
@@ -889,7 +893,15 @@ impl LogStore for RedbLogStore {
             // the store halts, and a reopen finds the batch or not, as after a crash.
             let error = wal.sync_error(error);
             tracing::warn!(%error, "the write-ahead fsync failed; checkpointing the store instead");
-            self.checkpoint()?;
+            if let Err(failed) = self.checkpoint() {
+                // Not a write that did not happen (what a recovery from a full disk assumes):
+                // the batch may be durable or not, which only a reopen can tell.
+                self.halted = Some(Halt {
+                    reason: format!("{error}; then the checkpoint failed too: {failed}"),
+                    no_space: false,
+                });
+                return Err(failed);
+            }
             return Ok(self.state.log);
         }
         if self
@@ -1757,9 +1769,15 @@ mod tests {
             "redb was made durable and the write-ahead file started again"
         );
         store.write(&WriteBatch::entries(noops(6, 7))).unwrap();
-        drop(store);
 
-        let store = RedbLogStore::open(&path, RedbOptions::default()).unwrap();
-        assert_eq!(store.entries(1, 7, u64::MAX).unwrap(), noops(1, 7));
+        // A crash now: the redb file as of its last durable commit, and the write-ahead file.
+        let crashed = dir.path().join("crashed");
+        std::fs::create_dir(&crashed).unwrap();
+        let copy = crashed.join("log.redb");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(wal::path_for(&path), wal::path_for(&copy)).unwrap();
+        drop(store);
+        let reopened = RedbLogStore::open(&copy, RedbOptions::default()).unwrap();
+        assert_eq!(reopened.entries(1, 7, u64::MAX).unwrap(), noops(1, 7));
     }
 }

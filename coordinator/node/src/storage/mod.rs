@@ -274,8 +274,11 @@ pub struct StoredTables {
     pub coord: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The read side of a store. Every read sees only durable data: what a completed
-/// [`LogStore::write`] made durable, never part of a write in progress.
+/// The read side of a store. Every read sees one committed state, never part of a write: that
+/// of the last completed [`LogStore::write`], or of the write in progress once the store has
+/// committed it and while it waits for that write's fsync (a store may overlap the two, as the
+/// redb store does). The node acts on a write only once it is reported durable, and what it
+/// serves from reads is bounded by what a majority made durable.
 ///
 /// Checklist for implementations:
 /// - Every entry, and every stored state record, is checked against its checksum on every read;
