@@ -61,6 +61,18 @@ fn small_writes(store: &mut RedbLogStore) -> StoreState {
     store.store_state().unwrap()
 }
 
+/// The small writes in a store under `dir`, and a crash copy of it taken while it was open
+/// (the store is then closed): the copy's path and the state the writes left.
+fn crashed_after_small_writes(dir: &Path) -> (PathBuf, StoreState) {
+    let path = dir.join("a").join("log.redb");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut store = open(&path);
+    let expected = small_writes(&mut store);
+    let copy = crash_copy(&path, &dir.join("b"));
+    drop(store);
+    (copy, expected)
+}
+
 fn assert_holds_the_small_writes(store: &RedbLogStore, expected: &StoreState) {
     assert_eq!(&store.store_state().unwrap(), expected);
     assert_eq!(store.entries(1, 31, u64::MAX).unwrap(), entries(1, 31, 1));
@@ -106,12 +118,7 @@ fn writes_after_the_last_durable_commit_come_back_from_the_write_ahead_file() {
 #[test]
 fn a_torn_record_at_the_end_is_cut_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a").join("log.redb");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut store = open(&path);
-    let expected = small_writes(&mut store);
-    let copy = crash_copy(&path, &dir.path().join("b"));
-    drop(store);
+    let (copy, expected) = crashed_after_small_writes(dir.path());
     // The start of a record the crash interrupted.
     let wal = RedbLogStore::wal_path(&copy);
     let mut bytes = std::fs::read(&wal).unwrap();
@@ -134,12 +141,7 @@ fn a_torn_record_at_the_end_is_cut_and_the_rest_replayed() {
 #[test]
 fn a_record_that_does_not_replay_fails_every_open_and_the_file_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a").join("log.redb");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut store = open(&path);
-    small_writes(&mut store);
-    let copy = crash_copy(&path, &dir.path().join("b"));
-    drop(store);
+    let (copy, _) = crashed_after_small_writes(dir.path());
     // After the crash's records, one the rules refuse (entries leaving a gap after 30, as a
     // record of another format or a bug might read) and a good one after it.
     let wal = RedbLogStore::wal_path(&copy);
