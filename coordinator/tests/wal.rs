@@ -73,6 +73,18 @@ fn crashed_after_small_writes(dir: &Path) -> (PathBuf, StoreState) {
     (copy, expected)
 }
 
+/// Cuts the write-ahead file of the store at `path` at the end of its records (its allocated
+/// zeros go), appends `tail(generation)` after them and returns the file's bytes.
+fn append_after_the_records(path: &Path, tail: impl FnOnce(u64) -> Vec<u8>) -> Vec<u8> {
+    let wal = RedbLogStore::wal_path(path);
+    let mut bytes = std::fs::read(&wal).unwrap();
+    bytes.truncate(wal_records_end(&bytes) as usize);
+    let generation = u64::from_be_bytes(bytes[16..24].try_into().expect("a header"));
+    bytes.extend(tail(generation));
+    std::fs::write(&wal, &bytes).unwrap();
+    bytes
+}
+
 fn assert_holds_the_small_writes(store: &RedbLogStore, expected: &StoreState) {
     assert_eq!(&store.store_state().unwrap(), expected);
     assert_eq!(store.entries(1, 31, u64::MAX).unwrap(), entries(1, 31, 1));
@@ -120,11 +132,7 @@ fn a_torn_record_at_the_end_is_cut_and_the_rest_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let (copy, expected) = crashed_after_small_writes(dir.path());
     // The start of a record the crash interrupted.
-    let wal = RedbLogStore::wal_path(&copy);
-    let mut bytes = std::fs::read(&wal).unwrap();
-    bytes.truncate(wal_records_end(&bytes) as usize);
-    bytes.extend_from_slice(&[0, 0, 1, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
-    std::fs::write(&wal, bytes).unwrap();
+    append_after_the_records(&copy, |_| vec![0, 0, 1, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
     let mut reopened = open(&copy);
     assert_holds_the_small_writes(&reopened, &expected);
     reopened
@@ -144,19 +152,15 @@ fn a_record_that_does_not_replay_fails_every_open_and_the_file_stays() {
     let (copy, _) = crashed_after_small_writes(dir.path());
     // After the crash's records, one the rules refuse (entries leaving a gap after 30, as a
     // record of another format or a bug might read) and a good one after it.
+    let bytes = append_after_the_records(&copy, |generation| {
+        let mut tail = wal_record(generation, &WriteBatch::entries(entries(40, 41, 1)));
+        tail.extend(wal_record(
+            generation,
+            &WriteBatch::entries(entries(31, 32, 1)),
+        ));
+        tail
+    });
     let wal = RedbLogStore::wal_path(&copy);
-    let mut bytes = std::fs::read(&wal).unwrap();
-    bytes.truncate(wal_records_end(&bytes) as usize);
-    let generation = u64::from_be_bytes(bytes[16..24].try_into().unwrap());
-    bytes.extend(wal_record(
-        generation,
-        &WriteBatch::entries(entries(40, 41, 1)),
-    ));
-    bytes.extend(wal_record(
-        generation,
-        &WriteBatch::entries(entries(31, 32, 1)),
-    ));
-    std::fs::write(&wal, &bytes).unwrap();
     for attempt in 1..=2 {
         let error = RedbLogStore::open(&copy, RedbOptions::default())
             .err()
